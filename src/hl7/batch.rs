@@ -17,6 +17,8 @@ pub struct Batch<'a> {
     pub batch_headers: Vec<&'a [u8]>,
     /// Each message's raw bytes, including its segment terminators.
     pub messages: Vec<&'a [u8]>,
+    /// The byte offset of each message in the file (parallel to `messages`).
+    pub offsets: Vec<usize>,
     /// The sum of `BTS-1` (message counts) over all batches, if declared.
     pub declared_messages: Option<usize>,
     /// `FTS-1` (batch count), if declared.
@@ -76,12 +78,14 @@ pub fn split_batch(raw: &[u8]) -> Result<Batch<'_>, BatchError> {
             b"MSH" => {
                 if let Some(start) = current.take() {
                     batch.messages.push(&raw[start..pos]);
+                    batch.offsets.push(start);
                 }
                 current = Some(pos);
             }
             b"FHS" | b"BHS" => {
                 if let Some(start) = current.take() {
                     batch.messages.push(&raw[start..pos]);
+                    batch.offsets.push(start);
                 }
                 delimiters = Delimiters::from_header(segment, pos)?.0;
                 if id == b"FHS" {
@@ -93,6 +97,7 @@ pub fn split_batch(raw: &[u8]) -> Result<Batch<'_>, BatchError> {
             b"BTS" | b"FTS" => {
                 if let Some(start) = current.take() {
                     batch.messages.push(&raw[start..pos]);
+                    batch.offsets.push(start);
                 }
                 let name = if id == b"BTS" { "BTS" } else { "FTS" };
                 let count = first_field(segment, delimiters.field, delimiters.component)
@@ -118,6 +123,7 @@ pub fn split_batch(raw: &[u8]) -> Result<Batch<'_>, BatchError> {
     }
     if let Some(start) = current {
         batch.messages.push(&raw[start..]);
+        batch.offsets.push(start);
     }
     if batch.messages.is_empty() {
         return Err(BatchError::NoMessages);

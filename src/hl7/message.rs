@@ -255,6 +255,12 @@ impl<'a> Message<'a> {
         self.locate(path).map(|e| &self.raw[e.span.range()])
     }
 
+    /// The byte range of the value at `path` within [`raw`](Self::raw), for
+    /// callers that splice bytes themselves (e.g. a fresh MSH-10 per copy).
+    pub fn range(&self, path: &Path) -> Option<std::ops::Range<usize>> {
+        self.locate(path).map(|e| e.span.range())
+    }
+
     /// The value at `path`, unescaped and decoded with the message's
     /// character set. Unknown or unterminated escape sequences are kept as
     /// text (see [`escape`](super::escape) for what each sequence becomes).

@@ -1,0 +1,8 @@
+//! MLLP: the framing HL7 v2 uses over TCP and TLS, and a request/reply
+//! client on top of it.
+
+mod client;
+mod codec;
+
+pub use client::{ClientError, MllpClient};
+pub use codec::*;

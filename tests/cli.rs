@@ -1,0 +1,163 @@
+//! The `switchboard` command line, run as a user would: `parse` on the
+//! fixtures, `send` against a real MLLP listener on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use switchboard::hl7::{AckBuilder, AckCode, Message};
+use switchboard::mllp::{MllpCodec, MllpFrame};
+use tokio::net::TcpListener;
+use tokio_util::codec::Framed;
+
+fn switchboard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchboard")).args(args).output().unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name).display().to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn parse_prints_a_tree_with_paths_and_decoded_values() {
+    let out = switchboard(&["parse", &fixture("valid/adt_a01.hl7")]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for line in ["MSH-9.2", "PID-3[2].1", "987-65-4320", "PV1-44", "20261128094000"] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    let out = switchboard(&["parse", &fixture("valid/latin1_8859.hl7")]);
+    assert!(stdout(&out).contains("Müller"));
+}
+
+#[test]
+fn parse_json_is_structured() {
+    let out = switchboard(&["parse", "--json", &fixture("valid/repetitions_subcomponents.hl7")]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pid = &json[0]["segments"][1];
+    assert_eq!(pid["id"], "PID");
+    // PID-3[2].4.2
+    assert_eq!(pid["fields"][2]["repetitions"][1][3][1], "5.6.7.8");
+    assert_eq!(json[0]["control_id"], "ORD-5");
+}
+
+#[test]
+fn parse_reports_errors_with_file_and_position() {
+    let out = switchboard(&["parse", &fixture("invalid/truncated_msh.hl7")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("truncated_msh.hl7") && err.contains("byte 6"), "{err}");
+    let out = switchboard(&["parse", "/nonexistent/file.hl7"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/file.hl7"));
+}
+
+/// An MLLP listener that answers AA, or AE with a text when MSH-10 starts
+/// with `NAK`; it runs until the test process ends.
+fn start_acker() -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap().port()).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut framed = Framed::new(stream, MllpCodec::new());
+                    while let Some(Ok(MllpFrame::Message(payload))) = framed.next().await {
+                        let msg = Message::parse(&payload).unwrap();
+                        let nak = msg.control_id().unwrap().starts_with(b"NAK");
+                        let ack = if nak {
+                            AckBuilder::new(&msg, AckCode::AE).text("Date of birth in PID.7 must not be empty").build()
+                        } else {
+                            AckBuilder::new(&msg, AckCode::AA).build()
+                        };
+                        if framed.send(&ack[..]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn write_message(dir: &Path, name: &str, control_id: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|{control_id}|P|2.5\rPID|1||1^^^B^MR||X^Y\r"))
+        .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn send_prints_one_line_per_ack() {
+    let port = start_acker().to_string();
+    let out = switchboard(&["send", "--port", &port, &fixture("valid/adt_a01.hl7"), &fixture("valid/batch.hl7")]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("MSG00001\tAA\t"), "{text}");
+    assert!(lines[1].starts_with("B1-1\tAA\t") && lines[2].starts_with("B1-2\tAA\t"), "{text}");
+    assert!(lines[0].contains(" ms"));
+}
+
+#[test]
+fn send_fails_on_negative_ack_and_on_connection_error() {
+    let port = start_acker().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let ok = write_message(dir.path(), "ok.hl7", "OK1");
+    let nak = write_message(dir.path(), "nak.hl7", "NAK1");
+    let out = switchboard(&["send", "--port", &port, &ok, &nak]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("NAK1\tAE\t") && text.contains("Date of birth in PID.7 must not be empty"), "{text}");
+
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let out = switchboard(&["send", "--port", &closed, "--timeout", "2s", &ok]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+#[test]
+fn send_times_out_when_no_ack_comes() {
+    // Accepts, reads, never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let _hold = std::thread::spawn(move || {
+        let conn = listener.accept();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        drop(conn);
+    });
+    let out = switchboard(&["send", "--port", &port, "--timeout", "300ms", &fixture("valid/adt_a01.hl7")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("no reply within 300ms"), "{}", stdout(&out));
+}
+
+#[test]
+fn send_load_mode_reports_throughput_and_latency() {
+    let port = start_acker().to_string();
+    let out = switchboard(&[
+        "send",
+        "--port",
+        &port,
+        "--count",
+        "400",
+        "--concurrency",
+        "4",
+        &fixture("valid/adt_a01.hl7"),
+        &fixture("valid/oru_r01_escapes.hl7"),
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("sent 400 messages on 4 connection(s)"), "{text}");
+    assert!(text.contains("400 positive, 0 negative, 0 errors"), "{text}");
+    assert!(text.contains("throughput") && text.contains("p99"), "{text}");
+}
