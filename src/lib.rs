@@ -1,11 +1,14 @@
 //! Switchboard: an HL7 v2 interface engine.
 //!
 //! Messages arrive over MLLP ([`mllp`]), are parsed without being altered
-//! ([`hl7`]), and are acknowledged, stored, routed and delivered. The
+//! ([`hl7`]), and are acknowledged, stored, routed and delivered by the
+//! [`engine`] as its productions file ([`config`]) describes. The
 //! `switchboard` binary is a thin layer over [`cli`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config;
+pub mod engine;
 pub mod hl7;
 pub mod mllp;
