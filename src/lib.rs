@@ -12,3 +12,4 @@ pub mod config;
 pub mod engine;
 pub mod hl7;
 pub mod mllp;
+pub mod store;

@@ -1,0 +1,686 @@
+//! The durable store: SQLite in WAL mode, written by one thread that commits
+//! concurrent requests together (group commit), read through a separate
+//! connection.
+//!
+//! Data model: a message **body** (the raw bytes) is stored once; a
+//! **header** per target points at it and carries the status, so one inbound
+//! message routed to three operations is one body and four headers (the
+//! service's own, already completed, and one queued per target). All headers
+//! caused by one inbound message share a **session** id. A **queue** is the
+//! set of pending headers (`queued` or `delivering`) of a target in id order;
+//! its depth is kept as a counter, so reading it never scans.
+//!
+//! Every write goes through the writer thread: callers send an operation and
+//! await its result, which arrives only after the transaction holding it has
+//! been committed (and, with [`Durability::Full`], fsynced). While one group
+//! is being synced the next one gathers, so many connections share one
+//! fsync.
+
+mod schema;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
+use thiserror::Error;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+pub use schema::SCHEMA_VERSION;
+use writer::{Op, Writer};
+
+/// How hard a commit tries to reach the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the write-ahead log at every commit group: an acknowledged
+    /// message survives a power cut.
+    #[default]
+    Full,
+    /// Leave syncing to checkpoints: survives a crash of the engine, not of
+    /// the machine. Faster on slow disks.
+    Normal,
+}
+
+/// Store failures. None carries message content.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer Switchboard.
+    #[error(
+        "the store has schema version {found}, newer than the {supported} this version understands; upgrade Switchboard or use another data directory"
+    )]
+    NewerSchema {
+        /// Version in the file.
+        found: usize,
+        /// Version this build writes.
+        supported: usize,
+    },
+    /// The transaction holding this operation could not be committed; the
+    /// operation did not take effect.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    /// The writer thread has stopped (the store is closing).
+    #[error("the store is closed")]
+    Closed,
+    /// The data directory could not be prepared.
+    #[error("cannot use {path}: {reason}")]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: std::io::Error,
+    },
+}
+
+/// Status of a message header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Waiting in its target's queue.
+    Queued,
+    /// Taken by its target; goes back to `Queued` on restart.
+    Delivering,
+    /// Done.
+    Completed,
+    /// Failed; not retried.
+    Error,
+    /// Kept aside for an operator (resendable).
+    Suspended,
+    /// Dropped on purpose (by a rule or a ReplyCodeAction).
+    Discarded,
+}
+
+impl Status {
+    /// The name stored in the database and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Delivering => "delivering",
+            Self::Completed => "completed",
+            Self::Error => "error",
+            Self::Suspended => "suspended",
+            Self::Discarded => "discarded",
+        }
+    }
+
+    /// Reads a stored status name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "delivering" => Self::Delivering,
+            "completed" => Self::Completed,
+            "error" => Self::Error,
+            "suspended" => Self::Suspended,
+            "discarded" => Self::Discarded,
+            _ => return None,
+        })
+    }
+
+    /// True for statuses that still count in a queue.
+    pub fn is_pending(self) -> bool {
+        matches!(self, Self::Queued | Self::Delivering)
+    }
+}
+
+/// A received message to commit: its body, the service that took it and
+/// the targets it is queued for.
+#[derive(Clone, Debug)]
+pub struct NewInbound {
+    /// Production id.
+    pub production: String,
+    /// The service item that received it.
+    pub service: String,
+    /// Where it came from (peer address, file name).
+    pub origin: String,
+    /// The raw message.
+    pub body: Bytes,
+    /// MSH-10.
+    pub control_id: Option<String>,
+    /// MSH-9 (`ADT^A01`).
+    pub message_type: Option<String>,
+    /// Items to queue it for.
+    pub targets: Vec<String>,
+}
+
+/// What committing an inbound message produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The session all headers of this message share.
+    pub session_id: i64,
+    /// The service's own header.
+    pub header_id: i64,
+    /// One queued header per target, in target order.
+    pub queued: Vec<i64>,
+}
+
+/// The result of a router processing one queued header.
+#[derive(Clone, Debug)]
+pub struct Routed {
+    /// The router's header.
+    pub header_id: i64,
+    /// `Completed`, `Discarded` or `Error`.
+    pub status: Status,
+    /// Why, for `Discarded` and `Error`.
+    pub error: Option<String>,
+    /// Messages to queue.
+    pub outputs: Vec<RoutedOutput>,
+}
+
+/// One message a router sends on.
+#[derive(Clone, Debug)]
+pub struct RoutedOutput {
+    /// Target item (same production).
+    pub target: String,
+    /// A transformed body, or `None` to share the original's.
+    pub body: Option<Bytes>,
+    /// MSH-10 of a transformed body (defaults to the original's).
+    pub control_id: Option<String>,
+}
+
+/// The end of a delivery: status, reply and error recorded together.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    /// The header delivered.
+    pub header_id: i64,
+    /// Production id and target item: the queue it leaves.
+    pub production: String,
+    /// Target item.
+    pub item: String,
+    /// The new status. `Queued` puts it back at its place in the queue.
+    pub status: Status,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The reply received, if any.
+    pub reply: Option<Bytes>,
+    /// The error text, if any.
+    pub error: Option<String>,
+}
+
+/// A pending header with its body, as an item takes it from its queue.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    /// Header id; queues are in id order.
+    pub id: i64,
+    /// Session id.
+    pub session_id: i64,
+    /// The raw message.
+    pub body: Bytes,
+    /// MSH-10.
+    pub control_id: Option<String>,
+    /// Attempts made before.
+    pub attempts: u32,
+}
+
+/// A stored header, for inspection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Header id.
+    pub id: i64,
+    /// Session id.
+    pub session_id: i64,
+    /// The header that caused this one.
+    pub parent_id: Option<i64>,
+    /// Production id.
+    pub production: String,
+    /// Where it came from.
+    pub source: String,
+    /// The item it is for.
+    pub target: String,
+    /// Status.
+    pub status: Status,
+    /// MSH-10.
+    pub control_id: Option<String>,
+    /// MSH-9.
+    pub message_type: Option<String>,
+    /// Attempts.
+    pub attempts: u32,
+    /// Error text.
+    pub error: Option<String>,
+}
+
+/// Severity of an event log entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventLevel {
+    /// Normal operation (start, stop, commands).
+    Info,
+    /// Something to look at.
+    Warning,
+    /// Something failed.
+    Error,
+}
+
+impl EventLevel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// An event log entry. Texts must not contain message content.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// Severity.
+    pub level: EventLevel,
+    /// Production id, if it concerns one.
+    pub production: Option<String>,
+    /// Item name, if it concerns one.
+    pub item: Option<String>,
+    /// Short machine-readable kind, e.g. `start`, `stop`, `delivery`.
+    pub kind: String,
+    /// What happened.
+    pub text: String,
+}
+
+/// A stored event.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// `info`, `warning` or `error`.
+    pub level: String,
+    /// Production id.
+    pub production: Option<String>,
+    /// Item name.
+    pub item: Option<String>,
+    /// Kind.
+    pub kind: String,
+    /// Text.
+    pub text: String,
+}
+
+/// How much a purge removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeStats {
+    /// Headers removed (with their replies).
+    pub headers: u64,
+    /// Bodies no longer referenced, removed.
+    pub bodies: u64,
+    /// Events removed.
+    pub events: u64,
+}
+
+/// Per-queue state kept in memory: the depth counter and a wake-up for the
+/// item that drains it.
+#[derive(Debug, Default)]
+pub(crate) struct QueueState {
+    depth: AtomicI64,
+    notify: Notify,
+}
+
+type QueueKey = (String, String);
+
+#[derive(Debug, Default)]
+pub(crate) struct Queues {
+    map: RwLock<HashMap<QueueKey, Arc<QueueState>>>,
+}
+
+impl Queues {
+    fn get(&self, production: &str, item: &str) -> Arc<QueueState> {
+        let key = (production.to_owned(), item.to_owned());
+        if let Some(q) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return q.clone();
+        }
+        self.map.write().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone()
+    }
+
+    pub(crate) fn adjust(&self, production: &str, item: &str, delta: i64) {
+        let q = self.get(production, item);
+        q.depth.fetch_add(delta, Ordering::Relaxed);
+        if delta > 0 {
+            q.notify.notify_one();
+        }
+    }
+}
+
+/// Options for [`Store::open`].
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    /// Commit durability.
+    pub durability: Durability,
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    ops: mpsc::Sender<Op>,
+    reader: Mutex<Connection>,
+    queues: Arc<Queues>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Messages left `delivering` by the previous run and put back in their
+/// queues by [`Store::open`].
+pub type Recovered = u64;
+
+fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn open_connection(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // Must be set before the first table exists to take effect.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", if durability == Durability::Full { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`, applies migrations,
+    /// puts messages left `delivering` back in their queues and starts the
+    /// writer thread. Returns how many messages were recovered.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<(Self, Recovered), StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|reason| StoreError::Path { path: dir.to_owned(), reason })?;
+        }
+        let mut conn = open_connection(path, options.durability)?;
+        schema::migrate(&mut conn)?;
+        let recovered = conn.execute(
+            "UPDATE header SET status = 'queued', updated_at = ?1 WHERE status = 'delivering'",
+            params![now_millis()],
+        )? as u64;
+        let queues = Arc::new(Queues::default());
+        {
+            let mut stmt = conn.prepare(
+                "SELECT production, target, COUNT(*) FROM header WHERE status IN ('queued', 'delivering') GROUP BY production, target",
+            )?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+            for row in rows {
+                let (production, target, n) = row?;
+                queues.get(&production, &target).depth.store(n, Ordering::Relaxed);
+            }
+        }
+        let reader = open_connection(path, options.durability)?;
+        let (tx, rx) = mpsc::channel(4096);
+        let writer = Writer::new(conn, rx, queues.clone());
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|reason| StoreError::Path { path: path.to_owned(), reason })?;
+        let inner = Inner {
+            path: path.to_owned(),
+            ops: tx,
+            reader: Mutex::new(reader),
+            queues,
+            writer: Mutex::new(Some(handle)),
+        };
+        Ok((Self { inner: Arc::new(inner) }, recovered))
+    }
+
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.ops.send(make(tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Commits a received message: its body, the service's header and one
+    /// queued header per target. Returns once durable.
+    pub async fn commit_inbound(&self, inbound: NewInbound) -> Result<Committed, StoreError> {
+        self.submit(|reply| Op::Inbound(inbound, reply)).await
+    }
+
+    /// Records a router's result for one header and queues its outputs, in
+    /// one transaction. Returns the new headers' ids.
+    pub async fn commit_routed(&self, routed: Routed) -> Result<Vec<i64>, StoreError> {
+        self.submit(|reply| Op::Routed(routed, reply)).await
+    }
+
+    /// Marks headers as taken by their target.
+    pub async fn mark_delivering(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        self.submit(|reply| Op::MarkDelivering(ids, reply)).await
+    }
+
+    /// Records the end of a delivery: status, attempts, reply and error in
+    /// one transaction.
+    pub async fn finish(&self, finished: Finished) -> Result<(), StoreError> {
+        self.submit(|reply| Op::Finish(finished, reply)).await
+    }
+
+    /// Puts `delivering` headers back in their queue (a graceful stop).
+    pub async fn requeue(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        self.submit(|reply| Op::Requeue(ids, reply)).await
+    }
+
+    /// Puts a suspended or failed header back in its queue, for a resend.
+    pub async fn resend(&self, header_id: i64) -> Result<bool, StoreError> {
+        self.submit(|reply| Op::Resend(header_id, reply)).await
+    }
+
+    /// Appends to the event log and waits until it is stored.
+    pub async fn record_event(&self, event: Event) -> Result<(), StoreError> {
+        self.submit(|reply| Op::Event(event, Some(reply))).await
+    }
+
+    /// Appends to the event log without waiting; dropped (and traced) if the
+    /// writer is saturated, so logging can never stall message traffic.
+    pub fn log_event(&self, event: Event) {
+        if self.inner.ops.try_send(Op::Event(event, None)).is_err() {
+            tracing::warn!("event log entry dropped: the store writer is saturated or closed");
+        }
+    }
+
+    /// Remembers the last state an operator commanded for a production.
+    pub async fn set_commanded_state(&self, production: &str, state: &str) -> Result<(), StoreError> {
+        let (p, s) = (production.to_owned(), state.to_owned());
+        self.submit(|reply| Op::Commanded(p, s, reply)).await
+    }
+
+    /// Remembers an item's enabled flag set at run time.
+    pub async fn set_item_enabled(&self, production: &str, item: &str, enabled: bool) -> Result<(), StoreError> {
+        let (p, i) = (production.to_owned(), item.to_owned());
+        self.submit(|reply| Op::ItemEnabled(p, i, enabled, reply)).await
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.inner.reader.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(f(&conn)?)
+    }
+
+    /// The last commanded state of a production, if any.
+    pub fn commanded_state(&self, production: &str) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT commanded FROM production_state WHERE production = ?1", [production], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// An item's enabled flag set at run time, if any.
+    pub fn item_enabled(&self, production: &str, item: &str) -> Result<Option<bool>, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT enabled FROM item_state WHERE production = ?1 AND item = ?2", [production, item], |r| {
+                r.get::<_, i64>(0).map(|v| v != 0)
+            })
+            .optional()
+        })
+    }
+
+    /// Up to `limit` headers at the head of a queue that are `queued` (not
+    /// already taken), in order, with their bodies.
+    pub fn fetch_queue(&self, production: &str, item: &str, limit: usize) -> Result<Vec<Queued>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT h.id, h.session_id, b.data, h.control_id, h.attempts FROM header h JOIN body b ON b.id = h.body_id
+                 WHERE h.production = ?1 AND h.target = ?2 AND h.status IN ('queued', 'delivering') AND h.status = 'queued'
+                 ORDER BY h.id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![production, item, limit as i64], |r| {
+                Ok(Queued {
+                    id: r.get(0)?,
+                    session_id: r.get(1)?,
+                    body: Bytes::from(r.get::<_, Vec<u8>>(2)?),
+                    control_id: r.get(3)?,
+                    attempts: r.get::<_, i64>(4)? as u32,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The number of pending messages of a queue; O(1).
+    pub fn queue_depth(&self, production: &str, item: &str) -> u64 {
+        self.inner.queues.get(production, item).depth.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Waits until something is queued for this item (or returns at once if
+    /// a wake-up is pending). Callers re-check the queue after waking.
+    pub async fn queued_notification(&self, production: &str, item: &str) {
+        let q = self.inner.queues.get(production, item);
+        q.notify.notified().await;
+    }
+
+    /// Wakes the item draining this queue (e.g. after a resend or a restart).
+    pub fn wake(&self, production: &str, item: &str) {
+        self.inner.queues.get(production, item).notify.notify_one();
+    }
+
+    /// One header, for inspection.
+    pub fn header(&self, id: i64) -> Result<Option<Header>, StoreError> {
+        self.read(|c| c.query_row(&format!("{HEADER_SELECT} WHERE id = ?1"), [id], header_row).optional())
+    }
+
+    /// All headers of a session, in order: the trace of one inbound message.
+    pub fn session(&self, session_id: i64) -> Result<Vec<Header>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!("{HEADER_SELECT} WHERE session_id = ?1 ORDER BY id"))?;
+            let rows = stmt.query_map([session_id], header_row)?;
+            rows.collect()
+        })
+    }
+
+    /// The body a header points at.
+    pub fn body(&self, header_id: i64) -> Result<Option<Bytes>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT b.data FROM header h JOIN body b ON b.id = h.body_id WHERE h.id = ?1",
+                [header_id],
+                |r| r.get::<_, Vec<u8>>(0).map(Bytes::from),
+            )
+            .optional()
+        })
+    }
+
+    /// The reply stored with a header, if any.
+    pub fn reply(&self, header_id: i64) -> Result<Option<Bytes>, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT data FROM reply WHERE header_id = ?1", [header_id], |r| {
+                r.get::<_, Vec<u8>>(0).map(Bytes::from)
+            })
+            .optional()
+        })
+    }
+
+    /// The most recent events, newest first.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT at, level, production, item, kind, text FROM event ORDER BY id DESC LIMIT ?1")?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok(StoredEvent {
+                    at: r.get(0)?,
+                    level: r.get(1)?,
+                    production: r.get(2)?,
+                    item: r.get(3)?,
+                    kind: r.get(4)?,
+                    text: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Counts headers by status (for tests and the UI).
+    pub fn count_by_status(&self, production: &str, item: &str, status: Status) -> Result<u64, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM header WHERE production = ?1 AND target = ?2 AND status = ?3",
+                params![production, item, status.as_str()],
+                |r| r.get::<_, i64>(0).map(|n| n as u64),
+            )
+        })
+    }
+
+    /// Removes finished headers (with replies), unreferenced bodies and
+    /// events older than `older_than`, `batch` rows per transaction so
+    /// traffic keeps flowing between batches, then returns freed pages to the
+    /// file system. Pending messages are never purged, whatever their age.
+    pub async fn purge(&self, older_than: SystemTime, batch: usize) -> Result<PurgeStats, StoreError> {
+        let cutoff = older_than.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let mut total = PurgeStats::default();
+        loop {
+            let stats = self.submit(|reply| Op::PurgeBatch { cutoff, limit: batch, reply }).await?;
+            total.headers += stats.headers;
+            total.bodies += stats.bodies;
+            total.events += stats.events;
+            if stats == PurgeStats::default() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        loop {
+            let freed = self.submit(|reply| Op::Vacuum { pages: 512, reply }).await?;
+            if freed == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Size of the database file and its write-ahead log, in bytes.
+    pub fn size_on_disk(&self) -> u64 {
+        let wal = self.inner.path.with_extension(
+            self.inner.path.extension().map_or("wal".to_owned(), |e| format!("{}-wal", e.to_string_lossy())),
+        );
+        [&self.inner.path, &wal].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+    }
+
+    /// Stops the writer after the operations already submitted and waits for
+    /// it; later writes fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        let _ = self.inner.ops.send(Op::Shutdown).await;
+        let handle = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+const HEADER_SELECT: &str = "SELECT id, session_id, parent_id, production, source, target, status, control_id, message_type, attempts, error_text FROM header";
+
+fn header_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Header> {
+    let status: String = r.get(6)?;
+    Ok(Header {
+        id: r.get(0)?,
+        session_id: r.get(1)?,
+        parent_id: r.get(2)?,
+        production: r.get(3)?,
+        source: r.get(4)?,
+        target: r.get(5)?,
+        status: Status::parse(&status).unwrap_or(Status::Error),
+        control_id: r.get(7)?,
+        message_type: r.get(8)?,
+        attempts: r.get::<_, i64>(9)? as u32,
+        error: r.get(10)?,
+    })
+}

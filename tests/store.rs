@@ -1,0 +1,232 @@
+//! The durable store on a real SQLite file: queues, group commit, replies
+//! with their status, recovery after a crash, purge.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use switchboard::store::{
+    Durability, Event, EventLevel, Finished, NewInbound, Routed, RoutedOutput, Status, Store, StoreOptions,
+};
+
+fn inbound(n: usize, targets: &[&str]) -> NewInbound {
+    NewInbound {
+        production: "adt".into(),
+        service: "ADT in".into(),
+        origin: "127.0.0.1:5000".into(),
+        body: Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M{n}|P|2.5\rPID|1||{n}\r")),
+        control_id: Some(format!("M{n}")),
+        message_type: Some("ADT^A01".into()),
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap().0
+}
+
+#[tokio::test]
+async fn inbound_is_queued_per_target_in_order_with_one_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut sessions = Vec::new();
+    for n in 0..5 {
+        let c = store.commit_inbound(inbound(n, &["ADT router", "Archive"])).await.unwrap();
+        assert_eq!(c.queued.len(), 2);
+        sessions.push(c);
+    }
+    assert_eq!(store.queue_depth("adt", "ADT router"), 5);
+    assert_eq!(store.queue_depth("adt", "Archive"), 5);
+    assert_eq!(store.queue_depth("adt", "ADT in"), 0);
+    let head = store.fetch_queue("adt", "ADT router", 3).unwrap();
+    let ids: Vec<_> = head.iter().map(|q| q.control_id.clone().unwrap()).collect();
+    assert_eq!(ids, ["M0", "M1", "M2"]);
+    // Both targets' headers share the session and the body bytes.
+    let trace = store.session(sessions[0].session_id).unwrap();
+    assert_eq!(trace.len(), 3);
+    assert_eq!(trace[0].status, Status::Completed);
+    assert_eq!(trace[0].target, "ADT in");
+    assert_eq!(store.body(trace[1].id).unwrap(), store.body(trace[2].id).unwrap());
+}
+
+#[tokio::test]
+async fn routing_and_delivery_record_status_and_reply_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let c = store.commit_inbound(inbound(1, &["ADT router"])).await.unwrap();
+    let router_header = c.queued[0];
+    let out = store
+        .commit_routed(Routed {
+            header_id: router_header,
+            status: Status::Completed,
+            error: None,
+            outputs: vec![
+                RoutedOutput { target: "Lab out".into(), body: None, control_id: None },
+                RoutedOutput {
+                    target: "Archive".into(),
+                    body: Some(Bytes::from_static(b"MSH|^~\\&|X")),
+                    control_id: None,
+                },
+            ],
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(store.queue_depth("adt", "ADT router"), 0);
+    assert_eq!(store.queue_depth("adt", "Lab out"), 1);
+    assert_eq!(store.body(out[1]).unwrap().unwrap(), Bytes::from_static(b"MSH|^~\\&|X"));
+
+    // Routing the same header twice does nothing the second time.
+    let again = store
+        .commit_routed(Routed { header_id: router_header, status: Status::Completed, error: None, outputs: vec![] })
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+
+    store.mark_delivering(vec![out[0]]).await.unwrap();
+    assert_eq!(store.queue_depth("adt", "Lab out"), 1, "delivering still counts as pending");
+    assert!(store.fetch_queue("adt", "Lab out", 10).unwrap().is_empty(), "taken messages are not handed out twice");
+    let reply = Bytes::from_static(b"MSH|^~\\&|LAB|L|A|B|20261128||ACK^A01^ACK|1|P|2.5\rMSA|AE|M1|bad\r");
+    store
+        .finish(Finished {
+            header_id: out[0],
+            production: "adt".into(),
+            item: "Lab out".into(),
+            status: Status::Suspended,
+            attempts: 1,
+            reply: Some(reply.clone()),
+            error: Some("AE: bad".into()),
+        })
+        .await
+        .unwrap();
+    let h = store.header(out[0]).unwrap().unwrap();
+    assert_eq!((h.status, h.attempts, h.error.as_deref()), (Status::Suspended, 1, Some("AE: bad")));
+    assert_eq!(store.reply(out[0]).unwrap(), Some(reply));
+    assert_eq!(store.queue_depth("adt", "Lab out"), 0);
+
+    // A resend puts it back in the queue.
+    assert!(store.resend(out[0]).await.unwrap());
+    assert_eq!(store.queue_depth("adt", "Lab out"), 1);
+    assert!(!store.resend(out[0]).await.unwrap(), "only finished messages can be resent");
+}
+
+#[tokio::test]
+async fn concurrent_commits_share_groups_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let tasks: Vec<_> = (0..64)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    store.commit_inbound(inbound(n * 100 + i, &["Out"])).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.queue_depth("adt", "Out"), 64 * 20);
+    store.close().await;
+    let (reopened, recovered) = Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
+    assert_eq!(recovered, 0);
+    assert_eq!(reopened.queue_depth("adt", "Out"), 64 * 20, "depth is rebuilt from the file");
+    assert!(reopened.commit_inbound(inbound(0, &[])).await.is_ok());
+    store.commit_inbound(inbound(0, &[])).await.expect_err("a closed store refuses writes");
+}
+
+#[tokio::test]
+async fn delivering_messages_return_to_the_head_of_the_queue_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = Store::open(&path, StoreOptions { durability: Durability::Normal }).unwrap().0;
+    for n in 0..4 {
+        store.commit_inbound(inbound(n, &["Out"])).await.unwrap();
+    }
+    let head: Vec<i64> = store.fetch_queue("adt", "Out", 2).unwrap().iter().map(|q| q.id).collect();
+    store.mark_delivering(head.clone()).await.unwrap();
+    assert_eq!(store.fetch_queue("adt", "Out", 10).unwrap().len(), 2);
+    // No graceful stop: the process just goes away.
+    drop(store);
+    let (store, recovered) = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(recovered, 2);
+    let again: Vec<i64> = store.fetch_queue("adt", "Out", 10).unwrap().iter().map(|q| q.id).collect();
+    assert_eq!(&again[..2], &head[..], "recovered messages are first again");
+    assert_eq!(again.len(), 4);
+}
+
+#[tokio::test]
+async fn commanded_state_item_flags_and_events_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.commanded_state("adt").unwrap(), None);
+    store.set_commanded_state("adt", "stopped").await.unwrap();
+    store.set_commanded_state("adt", "running").await.unwrap();
+    store.set_item_enabled("adt", "Lab out", false).await.unwrap();
+    store
+        .record_event(Event {
+            level: EventLevel::Info,
+            production: Some("adt".into()),
+            item: None,
+            kind: "start".into(),
+            text: "started by mqtt".into(),
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    let store = open(&dir);
+    assert_eq!(store.commanded_state("adt").unwrap().as_deref(), Some("running"));
+    assert_eq!(store.item_enabled("adt", "Lab out").unwrap(), Some(false));
+    assert_eq!(store.item_enabled("adt", "ADT in").unwrap(), None);
+    let events = store.recent_events(10).unwrap();
+    assert_eq!(events[0].text, "started by mqtt");
+}
+
+#[tokio::test]
+async fn purge_removes_finished_history_keeps_pending_and_shrinks_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let big = "X".repeat(4000);
+    let mut finished = Vec::new();
+    for n in 0..2000 {
+        let mut m = inbound(n, &["Out"]);
+        m.body = Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M{n}|P|2.5\rNTE|1||{big}\r"));
+        finished.push(store.commit_inbound(m).await.unwrap().queued[0]);
+    }
+    let pending = store.commit_inbound(inbound(9999, &["Out"])).await.unwrap().queued[0];
+    for id in &finished {
+        store
+            .finish(Finished {
+                header_id: *id,
+                production: "adt".into(),
+                item: "Out".into(),
+                status: Status::Completed,
+                attempts: 1,
+                reply: Some(Bytes::from_static(b"MSH|^~\\&\rMSA|AA|x")),
+                error: None,
+            })
+            .await
+            .unwrap();
+    }
+    store.log_event(Event {
+        level: EventLevel::Info,
+        production: None,
+        item: None,
+        kind: "x".into(),
+        text: "y".into(),
+    });
+    // Let the WAL settle into the main file before measuring.
+    store.purge(SystemTime::UNIX_EPOCH, 100).await.unwrap();
+    let before = store.size_on_disk();
+    let stats = store.purge(SystemTime::now() + Duration::from_secs(1), 100).await.unwrap();
+    let after = store.size_on_disk();
+    assert_eq!(stats.headers, 2 * 2000 + 1, "the service headers and the finished deliveries");
+    assert_eq!(stats.bodies, 2000);
+    assert!(stats.events >= 1);
+    assert!(after < before / 4, "file should shrink: {before} -> {after} bytes");
+    // The pending message, its body and its queue position survive.
+    assert_eq!(store.queue_depth("adt", "Out"), 1);
+    assert_eq!(store.fetch_queue("adt", "Out", 10).unwrap()[0].id, pending);
+    assert!(store.body(pending).unwrap().is_some());
+    assert!(store.reply(finished[0]).unwrap().is_none(), "replies go with their headers");
+}
