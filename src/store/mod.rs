@@ -378,7 +378,10 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     // Must be set before the first table exists to take effect.
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", if durability == Durability::Full { "FULL" } else { "NORMAL" })?;
+    // Commits are made durable by the store's own sync thread (see the
+    // writer module), so SQLite itself never waits for the disk at commit.
+    let _ = durability;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
@@ -411,7 +414,9 @@ impl Store {
         }
         let reader = open_connection(path, options.durability)?;
         let (tx, rx) = mpsc::channel(4096);
-        let writer = Writer::new(conn, rx, queues.clone());
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let writer = Writer::new(conn, rx, queues.clone(), options.durability, wal)
+            .map_err(|reason| StoreError::Path { path: path.to_owned(), reason })?;
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run())
@@ -445,6 +450,22 @@ impl Store {
     /// one transaction. Returns the new headers' ids.
     pub async fn commit_routed(&self, routed: Routed) -> Result<Vec<i64>, StoreError> {
         self.submit(|reply| Op::Routed(routed, reply)).await
+    }
+
+    /// [`commit_routed`](Self::commit_routed) for several headers, submitted
+    /// in order so they share a commit; one result per input.
+    pub async fn commit_routed_all(&self, all: Vec<Routed>) -> Vec<Result<Vec<i64>, StoreError>> {
+        let mut pending = Vec::with_capacity(all.len());
+        for routed in all {
+            let (tx, rx) = oneshot::channel();
+            let sent = self.inner.ops.send(Op::Routed(routed, tx)).await.is_ok();
+            pending.push((sent, rx));
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        for (sent, rx) in pending {
+            results.push(if sent { rx.await.unwrap_or(Err(StoreError::Closed)) } else { Err(StoreError::Closed) });
+        }
+        results
     }
 
     /// Marks headers as taken by their target.
@@ -649,9 +670,7 @@ impl Store {
 
     /// Size of the database file and its write-ahead log, in bytes.
     pub fn size_on_disk(&self) -> u64 {
-        let wal = self.inner.path.with_extension(
-            self.inner.path.extension().map_or("wal".to_owned(), |e| format!("{}-wal", e.to_string_lossy())),
-        );
+        let wal = PathBuf::from(format!("{}-wal", self.inner.path.display()));
         [&self.inner.path, &wal].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 

@@ -1,13 +1,29 @@
 //! The writer thread: takes every queued write operation, applies them all
 //! in one transaction (each in its own savepoint, so one failure does not
 //! undo the others), commits once, and only then answers each caller.
+//!
+//! Durability is pipelined. SQLite runs with `synchronous=NORMAL`, so a
+//! commit is a `write` to the write-ahead log: it survives a crash of the
+//! process at once, but not a power cut. Operations that must survive a
+//! power cut before they are answered (a received message, before its ACK)
+//! are handed to a second thread that fsyncs the log and then answers them,
+//! while the writer already builds the next group. Status changes (a
+//! delivery finished, a message routed) are answered right after the commit:
+//! losing one to a power cut means the message is delivered again, which
+//! at-least-once delivery allows.
 
 use std::sync::Arc;
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::PathBuf;
 
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Committed, Event, Finished, NewInbound, PurgeStats, Queues, Routed, Status, StoreError, now_millis};
+use super::{
+    Committed, Durability, Event, Finished, NewInbound, PurgeStats, Queues, Routed, Status, StoreError, now_millis,
+};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -43,6 +59,11 @@ enum Done {
 }
 
 impl Done {
+    /// Must this answer wait until the log is on disk?
+    fn durable(&self) -> bool {
+        matches!(self, Self::Committed(..) | Self::Bool(..)) || matches!(self, Self::Unit(Some(_), _))
+    }
+
     fn ok(&self) -> bool {
         match self {
             Self::Committed(_, r) => r.is_ok(),
@@ -81,11 +102,26 @@ pub(super) struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<Op>,
     queues: Arc<Queues>,
+    syncer: Option<std::sync::mpsc::Sender<Vec<Done>>>,
 }
 
 impl Writer {
-    pub(super) fn new(conn: Connection, rx: mpsc::Receiver<Op>, queues: Arc<Queues>) -> Self {
-        Self { conn, rx, queues }
+    pub(super) fn new(
+        conn: Connection,
+        rx: mpsc::Receiver<Op>,
+        queues: Arc<Queues>,
+        durability: Durability,
+        wal: PathBuf,
+    ) -> std::io::Result<Self> {
+        let syncer = match durability {
+            Durability::Normal => None,
+            Durability::Full => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::Builder::new().name("store-sync".into()).spawn(move || sync_loop(&wal, &rx))?;
+                Some(tx)
+            }
+        };
+        Ok(Self { conn, rx, queues, syncer })
     }
 
     pub(super) fn run(mut self) {
@@ -141,8 +177,20 @@ impl Writer {
                 for (production, item, delta) in deltas {
                     self.queues.adjust(&production, &item, delta);
                 }
+                let mut durable = Vec::new();
                 for done in answers {
-                    done.send(None);
+                    if done.durable() && self.syncer.is_some() {
+                        durable.push(done);
+                    } else {
+                        done.send(None);
+                    }
+                }
+                if let (false, Some(syncer)) = (durable.is_empty(), &self.syncer) {
+                    if let Err(std::sync::mpsc::SendError(lost)) = syncer.send(durable) {
+                        for done in lost {
+                            done.send(Some("the sync thread has stopped"));
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -157,6 +205,39 @@ impl Writer {
             let freed = incremental_vacuum(&self.conn, pages);
             let _ = reply.send(freed.map_err(StoreError::from));
         }
+    }
+}
+
+/// fsyncs the write-ahead log for every batch of answers it receives
+/// (taking all that are waiting at once), then sends them.
+fn sync_loop(wal: &std::path::Path, rx: &std::sync::mpsc::Receiver<Vec<Done>>) {
+    let mut file: Option<(File, u64)> = None;
+    while let Ok(mut batch) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+        }
+        let result = sync_wal(wal, &mut file);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "fsync of the write-ahead log failed; {} commits reported as failed", batch.len());
+        }
+        let failure = result.err().map(|e| format!("fsync failed: {e}"));
+        for done in batch {
+            done.send(failure.as_deref());
+        }
+    }
+}
+
+/// fdatasync on any descriptor of a file flushes all of its written data;
+/// the descriptor is reopened if SQLite replaced the file.
+fn sync_wal(wal: &std::path::Path, file: &mut Option<(File, u64)>) -> std::io::Result<()> {
+    let inode = std::fs::metadata(wal)?.ino();
+    match file {
+        Some((_, ino)) if *ino == inode => {}
+        _ => *file = Some((File::open(wal)?, inode)),
+    }
+    match file {
+        Some((f, _)) => f.sync_data(),
+        None => Ok(()),
     }
 }
 
