@@ -2,6 +2,7 @@
 //! that are thin layers over the library.
 
 mod parse;
+mod run;
 mod send;
 
 use std::path::PathBuf;
@@ -28,6 +29,33 @@ pub enum Command {
     /// Send HL7 messages over MLLP and wait for each ACK; with `--count`, a
     /// load generator that replays the files with fresh control ids.
     Send(SendArgs),
+    /// Start the engine on a productions file and run until interrupted.
+    Run(RunArgs),
+    /// Validate a productions file (YAML, references, ports, rules, reply
+    /// code actions) without starting anything.
+    Check(CheckArgs),
+}
+
+/// Arguments of `switchboard run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The productions file.
+    #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
+    pub config: PathBuf,
+    /// Where the message store lives.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "switchboard-data")]
+    pub data_dir: PathBuf,
+    /// Log filter, e.g. `info`, `debug`, `switchboard=debug,warn`.
+    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Arguments of `switchboard check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The productions file.
+    #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
+    pub config: PathBuf,
 }
 
 /// Arguments of `switchboard parse`.
@@ -86,6 +114,8 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Parse(args) => parse::run(&args),
         Command::Send(args) => send::run(args),
+        Command::Run(args) => run::run(&args),
+        Command::Check(args) => run::check(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,380 @@
-//! The production engine: items, their lifecycle, and the rules and reply
-//! handling they apply.
+//! The production engine: productions of services, processes and
+//! operations, their lifecycle, and the control API and status hub that
+//! the outside (MQTT bridge, web UI, command line) uses.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use switchboard::engine::{CommandSource, Engine};
+//! use switchboard::store::{Store, StoreOptions};
+//!
+//! let config = switchboard::config::load("examples/demo.yaml".as_ref())?;
+//! let (store, _recovered) = Store::open("demo-data/store.db".as_ref(), StoreOptions::default())?;
+//! let engine = Engine::new(config, store)?;
+//! engine.start().await;                       // autostart productions
+//! engine.stop_production("demo", CommandSource::Api).await?;
+//! let status = engine.status();               // or engine.subscribe() for updates
+//! engine.shutdown().await;
+//! # Ok(()) }
+//! ```
 
+mod items;
+mod production;
+mod replies;
 pub mod reply_actions;
 pub mod rules;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use thiserror::Error;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ItemRole, Problem};
+use crate::store::{Event, EventLevel, Store, StoreError};
+use items::ItemSpec;
+use production::{ItemSlot, Production, ProductionShared};
+use replies::ReplyBoard;
+pub use status::{EngineStatus, ItemState, ItemStatus, ProductionState, ProductionStatus, StatusChange, StatusHub};
+
+/// Who asked for a command; written to the event log with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandSource {
+    /// Home Assistant over MQTT.
+    Mqtt,
+    /// The web UI.
+    Ui,
+    /// The REST API.
+    Api,
+    /// The command line.
+    Cli,
+    /// Restoring the last commanded state at start-up.
+    Autostart,
+}
+
+impl CommandSource {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mqtt => "mqtt",
+            Self::Ui => "ui",
+            Self::Api => "api",
+            Self::Cli => "cli",
+            Self::Autostart => "autostart",
+        }
+    }
+}
+
+/// Why the engine could not be built.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// Rules or reply code actions that do not compile.
+    #[error("{}", problems.iter().map(|p| format!("{file}: {p}")).collect::<Vec<_>>().join("\n"))]
+    Config {
+        /// The productions file.
+        file: String,
+        /// What is wrong where.
+        problems: Vec<Problem>,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a command was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ControlError {
+    /// No production with that id.
+    #[error("no production {0:?}")]
+    UnknownProduction(String),
+    /// No item with that name in the production.
+    #[error("production {production:?} has no item {item:?}")]
+    UnknownItem {
+        /// Production id.
+        production: String,
+        /// Item name.
+        item: String,
+    },
+    /// The command cannot be stored.
+    #[error("cannot store the command: {0}")]
+    Store(String),
+}
+
+/// Checks what only the engine can: router conditions, transform paths and
+/// reply code actions. Used by `switchboard check` and by [`Engine::new`].
+pub fn check(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for production in &config.productions {
+        for (i, item) in production.items.iter().enumerate() {
+            if let Err(mut found) = ItemSpec::compile(item, &format!("productions.{}.items[{i}]", production.id)) {
+                problems.append(&mut found);
+            }
+        }
+    }
+    problems
+}
+
+/// The engine. Cheap to clone; all clones control the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    store: Store,
+    productions: Vec<Production>,
+    index: HashMap<String, usize>,
+    hub: StatusHub,
+    started_at: SystemTime,
+    shutdown: CancellationToken,
+}
+
+impl Engine {
+    /// Builds the engine from a validated configuration and an open store.
+    /// Nothing runs until [`start`](Self::start).
+    pub fn new(config: Config, store: Store) -> Result<Self, EngineError> {
+        let started_at = SystemTime::now();
+        let hub = StatusHub::new(EngineStatus { started_at, productions: Vec::new(), store_bytes: 0 });
+        let mut problems = Vec::new();
+        let mut productions = Vec::new();
+        for production in &config.productions {
+            let application_mode = production.items.iter().any(|i| {
+                matches!(&i.kind, crate::config::ItemKind::MllpIn(c) if c.ack_mode == crate::config::AckMode::Application)
+            });
+            let mut slots = Vec::new();
+            for (i, item) in production.items.iter().enumerate() {
+                match ItemSpec::compile(item, &format!("productions.{}.items[{i}]", production.id)) {
+                    Ok(spec) => {
+                        let enabled = store.item_enabled(&production.id, &item.name)?.unwrap_or(item.enabled);
+                        slots.push(Arc::new(ItemSlot::new(
+                            item.name.clone(),
+                            item.kind.tag(),
+                            spec,
+                            enabled,
+                            hub.clone(),
+                        )));
+                    }
+                    Err(mut found) => problems.append(&mut found),
+                }
+            }
+            let shared = ProductionShared {
+                id: production.id.as_str().into(),
+                name: production.name.clone(),
+                state: std::sync::Mutex::new(ProductionState::Stopped),
+                slots,
+                hub: hub.clone(),
+                store: store.clone(),
+                replies: Arc::new(ReplyBoard::new(application_mode)),
+            };
+            productions.push(Production {
+                shared: Arc::new(shared),
+                config: production.clone(),
+                commands: tokio::sync::Mutex::new(()),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(EngineError::Config { file: config.source.display().to_string(), problems });
+        }
+        let index = productions.iter().enumerate().map(|(i, p)| (p.config.id.clone(), i)).collect();
+        let inner = EngineInner { store, productions, index, hub, started_at, shutdown: CancellationToken::new() };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Starts the status hub and every production with `autostart`, unless
+    /// an operator stopped it last (the last commanded state is restored).
+    pub async fn start(&self) {
+        let engine = self.clone();
+        let stop = self.inner.shutdown.clone();
+        tokio::spawn(async move {
+            let hub = engine.inner.hub.clone();
+            hub.run(|| engine.status(), stop).await;
+        });
+        self.inner.hub.touch();
+        for production in &self.inner.productions {
+            let id = &production.config.id;
+            let commanded = match self.inner.store.commanded_state(id) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::error!(production = %id, error = %e, "cannot read the last commanded state");
+                    None
+                }
+            };
+            let start = match commanded.as_deref() {
+                Some("stopped") => false,
+                Some(_) => production.config.autostart,
+                None => production.config.autostart,
+            };
+            if start {
+                let _guard = production.commands.lock().await;
+                production.start().await;
+                self.event(id, "start", "started at engine start-up (autostart)".into(), CommandSource::Autostart);
+            }
+        }
+    }
+
+    fn production(&self, id: &str) -> Result<&Production, ControlError> {
+        self.inner
+            .index
+            .get(id)
+            .map(|&i| &self.inner.productions[i])
+            .ok_or_else(|| ControlError::UnknownProduction(id.to_owned()))
+    }
+
+    fn event(&self, production: &str, kind: &str, text: String, source: CommandSource) {
+        tracing::info!(%production, source = source.as_str(), "{text}");
+        self.inner.store.log_event(Event {
+            level: EventLevel::Info,
+            production: Some(production.to_owned()),
+            item: None,
+            kind: kind.to_owned(),
+            text: format!("{text} (by {})", source.as_str()),
+        });
+    }
+
+    /// Starts a production; a no-op if it already runs. The commanded state
+    /// is stored so that a restart of the engine restores it.
+    pub async fn start_production(&self, id: &str, source: CommandSource) -> Result<(), ControlError> {
+        let production = self.production(id)?;
+        let _guard = production.commands.lock().await;
+        self.inner.store.set_commanded_state(id, "running").await.map_err(|e| ControlError::Store(e.to_string()))?;
+        if production.shared.state() == ProductionState::Stopped {
+            production.start().await;
+            self.event(id, "start", "production started".into(), source);
+        }
+        Ok(())
+    }
+
+    /// Stops a production gracefully; a no-op if it is stopped.
+    pub async fn stop_production(&self, id: &str, source: CommandSource) -> Result<(), ControlError> {
+        let production = self.production(id)?;
+        let _guard = production.commands.lock().await;
+        self.inner.store.set_commanded_state(id, "stopped").await.map_err(|e| ControlError::Store(e.to_string()))?;
+        if production.shared.state() != ProductionState::Stopped {
+            production.stop().await;
+            self.event(id, "stop", "production stopped".into(), source);
+        }
+        Ok(())
+    }
+
+    fn slot(&self, production: &str, item: &str) -> Result<(&Production, Arc<ItemSlot>), ControlError> {
+        let p = self.production(production)?;
+        let slot =
+            p.shared.slots.iter().find(|s| s.name == item).cloned().ok_or_else(|| ControlError::UnknownItem {
+                production: production.to_owned(),
+                item: item.to_owned(),
+            })?;
+        Ok((p, slot))
+    }
+
+    /// Restarts one item (if its production runs and it is enabled): its
+    /// messages in progress go back to its queue first.
+    pub async fn restart_item(&self, production: &str, item: &str, source: CommandSource) -> Result<(), ControlError> {
+        let (p, slot) = self.slot(production, item)?;
+        let _guard = p.commands.lock().await;
+        if p.shared.state().is_up() && slot.is_enabled() {
+            slot.stop(&p.shared, p.config.stop_timeout, ItemState::Stopped).await;
+            slot.start(&p.shared).await;
+            self.event(production, "restart", format!("item {item:?} restarted"), source);
+        }
+        Ok(())
+    }
+
+    /// Enables or disables an item; stored, so it survives restarts. A
+    /// disabled item stops at once (its messages stay queued); an enabled
+    /// one starts if its production runs.
+    pub async fn set_item_enabled(
+        &self,
+        production: &str,
+        item: &str,
+        enabled: bool,
+        source: CommandSource,
+    ) -> Result<(), ControlError> {
+        let (p, slot) = self.slot(production, item)?;
+        let _guard = p.commands.lock().await;
+        self.inner
+            .store
+            .set_item_enabled(production, item, enabled)
+            .await
+            .map_err(|e| ControlError::Store(e.to_string()))?;
+        let was = slot.enabled.swap(enabled, std::sync::atomic::Ordering::Relaxed);
+        if enabled {
+            // Also restarts an item a `D` reply code action switched off.
+            let idle = matches!(slot.stats.state().0, ItemState::Disabled | ItemState::Stopped);
+            if p.shared.state().is_up() && (idle || !was) {
+                slot.stop(&p.shared, p.config.stop_timeout, ItemState::Stopped).await;
+                slot.start(&p.shared).await;
+            } else if !p.shared.state().is_up() {
+                p.shared.item_state(&slot, ItemState::Stopped, None);
+            }
+        } else {
+            slot.stop(&p.shared, p.config.stop_timeout, ItemState::Disabled).await;
+        }
+        if was != enabled {
+            let verb = if enabled { "enabled" } else { "disabled" };
+            self.event(production, verb, format!("item {item:?} {verb}"), source);
+        }
+        Ok(())
+    }
+
+    /// The status of everything, now.
+    pub fn status(&self) -> EngineStatus {
+        EngineStatus {
+            started_at: self.inner.started_at,
+            productions: self.inner.productions.iter().map(|p| p.shared.status()).collect(),
+            store_bytes: self.inner.store.size_on_disk(),
+        }
+    }
+
+    /// Snapshots, updated whenever something changes (coalesced).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<EngineStatus>> {
+        self.inner.hub.subscribe()
+    }
+
+    /// Every state change as it happens.
+    pub fn changes(&self) -> broadcast::Receiver<StatusChange> {
+        self.inner.hub.changes()
+    }
+
+    /// The store, for reading messages and events.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The production ids, in file order.
+    pub fn production_ids(&self) -> Vec<String> {
+        self.inner.productions.iter().map(|p| p.config.id.clone()).collect()
+    }
+
+    /// Stops every production (without changing their commanded states, so
+    /// they come back after a restart) and the store.
+    pub async fn shutdown(&self) {
+        for production in &self.inner.productions {
+            let _guard = production.commands.lock().await;
+            production.stop().await;
+        }
+        self.inner.shutdown.cancel();
+        self.inner.store.close().await;
+    }
+
+    /// Waits until `check` holds for the status, or `timeout` passes; for
+    /// tests and scripts that need to wait for a state.
+    pub async fn wait_for(&self, timeout: Duration, check: impl Fn(&EngineStatus) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if check(&self.status()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// True for items that hold a queue.
+pub fn has_queue(role: ItemRole) -> bool {
+    role != ItemRole::Service
+}

@@ -484,6 +484,13 @@ impl Store {
         self.submit(|reply| Op::Requeue(ids, reply)).await
     }
 
+    /// Puts every `delivering` header of one item back in its queue (the item
+    /// stopped without finishing them).
+    pub async fn requeue_item(&self, production: &str, item: &str) -> Result<(), StoreError> {
+        let (p, i) = (production.to_owned(), item.to_owned());
+        self.submit(|reply| Op::RequeueItem(p, i, reply)).await
+    }
+
     /// Puts a suspended or failed header back in its queue, for a resend.
     pub async fn resend(&self, header_id: i64) -> Result<bool, StoreError> {
         self.submit(|reply| Op::Resend(header_id, reply)).await

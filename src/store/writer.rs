@@ -36,6 +36,7 @@ pub(super) enum Op {
     MarkDelivering(Vec<i64>, Reply<()>),
     Finish(Finished, Reply<()>),
     Requeue(Vec<i64>, Reply<()>),
+    RequeueItem(String, String, Reply<()>),
     Resend(i64, Reply<bool>),
     Event(Event, Option<Reply<()>>),
     Commanded(String, String, Reply<()>),
@@ -185,11 +186,11 @@ impl Writer {
                         done.send(None);
                     }
                 }
-                if let (false, Some(syncer)) = (durable.is_empty(), &self.syncer) {
-                    if let Err(std::sync::mpsc::SendError(lost)) = syncer.send(durable) {
-                        for done in lost {
-                            done.send(Some("the sync thread has stopped"));
-                        }
+                if let (false, Some(syncer)) = (durable.is_empty(), &self.syncer)
+                    && let Err(std::sync::mpsc::SendError(lost)) = syncer.send(durable)
+                {
+                    for done in lost {
+                        done.send(Some("the sync thread has stopped"));
                     }
                 }
             }
@@ -260,6 +261,16 @@ fn apply(tx: &Connection, op: Op, deltas: &mut Deltas) -> Done {
         Op::Routed(routed, reply) => Done::Ids(reply, routed_tx(tx, routed, deltas).map_err(Into::into)),
         Op::MarkDelivering(ids, reply) => Done::Unit(Some(reply), set_status(tx, &ids, "delivering", "queued")),
         Op::Requeue(ids, reply) => Done::Unit(Some(reply), set_status(tx, &ids, "queued", "delivering")),
+        Op::RequeueItem(production, item, reply) => Done::Unit(
+            Some(reply),
+            tx.execute(
+                "UPDATE header SET status = 'queued', updated_at = ?1
+                 WHERE production = ?2 AND target = ?3 AND status = 'delivering'",
+                params![now_millis(), production, item],
+            )
+            .map(drop)
+            .map_err(Into::into),
+        ),
         Op::Finish(finished, reply) => Done::Unit(Some(reply), finish_tx(tx, finished, deltas).map_err(Into::into)),
         Op::Resend(id, reply) => Done::Bool(reply, resend_tx(tx, id, deltas).map_err(Into::into)),
         Op::Event(event, reply) => Done::Unit(reply, event_tx(tx, &event).map_err(Into::into)),

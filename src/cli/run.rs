@@ -1,0 +1,134 @@
+//! `switchboard run` and `switchboard check`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+
+use super::{CheckArgs, RunArgs};
+use crate::config::{self, Config};
+use crate::engine::{self, Engine};
+use crate::store::{Durability, Store, StoreOptions};
+
+/// How often old messages are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// Rows per purge transaction: small, so traffic is never blocked for long.
+const PURGE_BATCH: usize = 500;
+
+/// Loads and fully validates a productions file, printing every problem.
+fn load(path: &std::path::Path) -> Option<Config> {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return None;
+        }
+    };
+    for warning in config.warnings() {
+        eprintln!("warning: {}: {warning}", config.source.display());
+    }
+    let problems = engine::check(&config);
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{}: {p}", config.source.display());
+        }
+        return None;
+    }
+    Some(config)
+}
+
+pub(super) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(&args.config) else { return Ok(ExitCode::FAILURE) };
+    let items: usize = config.productions.iter().map(|p| p.items.len()).sum();
+    println!(
+        "{}: OK ({} production(s), {items} item(s), {} TLS configuration(s))",
+        config.source.display(),
+        config.productions.len(),
+        config.tls.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    init_tracing(&args.log_level)?;
+    let Some(config) = load(&args.config) else { return Ok(ExitCode::from(2)) };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let durability = match config.store.durability {
+            config::Durability::Full => Durability::Full,
+            config::Durability::Normal => Durability::Normal,
+        };
+        let retention_days = config.store.retention_days;
+        let db = args.data_dir.join("switchboard.db");
+        let (store, recovered) = Store::open(&db, StoreOptions { durability })
+            .with_context(|| format!("cannot open the message store {}", db.display()))?;
+        if recovered > 0 {
+            tracing::warn!(recovered, "messages that were being delivered when the engine stopped are queued again");
+        }
+        let engine = Engine::new(config, store)?;
+        engine.start().await;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, store = %db.display(), "ready");
+        let purge = tokio::spawn(purge_loop(engine.clone(), retention_days));
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        purge.abort();
+        engine.shutdown().await;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn purge_loop(engine: Engine, retention_days: u32) {
+    if retention_days == 0 {
+        return;
+    }
+    loop {
+        let cutoff = SystemTime::now() - Duration::from_secs(u64::from(retention_days) * 86_400);
+        match engine.store().purge(cutoff, PURGE_BATCH).await {
+            Ok(stats) if stats.headers + stats.bodies + stats.events > 0 => {
+                tracing::info!(
+                    headers = stats.headers,
+                    bodies = stats.bodies,
+                    events = stats.events,
+                    "purged old messages"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "purge failed"),
+        }
+        tokio::time::sleep(PURGE_EVERY).await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_tracing(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid log filter {filter:?}; use e.g. info, debug or switchboard=debug,warn"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! `mllp_out`: an operation that delivers its queue over MLLP, one message
+//! at a time and in order, and acts on each reply by its ReplyCodeActions.
+//!
+//! A downstream that cannot be reached is not a delivery failure: the
+//! message stays at the head of the queue and the connection is retried
+//! every `retry_interval`; after `failure_timeout` the item is put in error
+//! (its production shows as troubled) until a connection succeeds. This
+//! keeps an outage from turning a queue into a pile of failed messages.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::ItemCtx;
+use crate::config::MllpOutConfig;
+use crate::engine::reply_actions::{DeliveryOutcome, FinalAction, ReplyCodeActions};
+use crate::hl7::{Message, Reply};
+use crate::mllp::{ClientError, MllpClient};
+use crate::store::{EventLevel, Finished, Queued, Status};
+
+/// Messages taken from the queue at a time.
+const BATCH: usize = 32;
+
+/// What one attempt produced.
+enum Attempt {
+    /// Could not connect or send: nothing reached the receiver.
+    Unreachable(String),
+    /// Sent, and this came back.
+    Reply(Bytes),
+    /// Sent, but no reply (timeout, connection closed).
+    NoReply(String),
+}
+
+struct Connection {
+    client: Option<MllpClient>,
+    addr: String,
+    down_since: Option<Instant>,
+}
+
+pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCodeActions) {
+    let mut conn = Connection { client: None, addr: format!("{}:{}", config.host, config.port), down_since: None };
+    'batches: while let Some(batch) = ctx.next_batch(BATCH).await {
+        let ids: Vec<i64> = batch.iter().map(|q| q.id).collect();
+        if let Err(e) = ctx.store().mark_delivering(ids).await {
+            ctx.fail(format!("cannot update the queue: {e}"));
+            if ctx.sleep(Duration::from_secs(1)).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        for message in batch {
+            ctx.slot.stats.bump(&ctx.slot.stats.received, 1);
+            match deliver(ctx, config, actions, &mut conn, &message).await {
+                Delivered::Done => {}
+                Delivered::Cancelled | Delivered::Disabled => break 'batches,
+            }
+        }
+        if !config.stay_connected {
+            conn.close(ctx);
+        }
+    }
+    conn.close(ctx);
+}
+
+enum Delivered {
+    Done,
+    Cancelled,
+    Disabled,
+}
+
+impl Connection {
+    fn close(&mut self, ctx: &ItemCtx) {
+        if self.client.take().is_some() {
+            ctx.slot.stats.connection(false);
+        }
+    }
+
+    async fn attempt(&mut self, ctx: &ItemCtx, config: &MllpOutConfig, body: &[u8]) -> Attempt {
+        if self.client.is_none() {
+            match MllpClient::connect(&self.addr, config.connect_timeout).await {
+                Ok(client) => {
+                    self.client = Some(client);
+                    ctx.slot.stats.connection(true);
+                    if self.down_since.take().is_some() {
+                        ctx.event(EventLevel::Info, "connected", format!("connected to {}", self.addr));
+                    }
+                    ctx.recovered();
+                }
+                Err(e) => return Attempt::Unreachable(e.to_string()),
+            }
+        }
+        let Some(client) = self.client.as_mut() else { return Attempt::Unreachable("not connected".into()) };
+        match client.exchange(body, config.response_timeout).await {
+            Ok(reply) => Attempt::Reply(reply),
+            Err(e) => {
+                self.close(ctx);
+                match e {
+                    // The frame may not have been written: the receiver may
+                    // or may not have it, so this is a delivery without reply.
+                    ClientError::ReplyTimeout(_) | ClientError::Closed => Attempt::NoReply(e.to_string()),
+                    other => Attempt::NoReply(other.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// Delivers one message, retrying as its reply code actions and the
+/// failure timeout say, and records the result.
+async fn deliver(
+    ctx: &ItemCtx,
+    config: &MllpOutConfig,
+    actions: &ReplyCodeActions,
+    conn: &mut Connection,
+    message: &Queued,
+) -> Delivered {
+    let mut attempts = message.attempts;
+    let first_try = Instant::now();
+    let sent_id = message.control_id.clone().unwrap_or_default();
+    let past_failure_timeout = |since: Instant| config.failure_timeout.is_some_and(|limit| since.elapsed() >= limit);
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return Delivered::Cancelled;
+        }
+        let attempt = conn.attempt(ctx, config, &message.body).await;
+        let (reply_bytes, decision) = match attempt {
+            Attempt::Unreachable(error) => {
+                let since = *conn.down_since.get_or_insert_with(Instant::now);
+                if past_failure_timeout(since) {
+                    ctx.fail(format!("cannot deliver to {}: {error}", conn.addr));
+                } else {
+                    tracing::debug!(item = ctx.name(), %error, "downstream unreachable; will retry");
+                }
+                if ctx.sleep(config.retry_interval).await.is_err() {
+                    return Delivered::Cancelled;
+                }
+                continue;
+            }
+            Attempt::Reply(bytes) => {
+                attempts += 1;
+                let decision = match Message::parse(&bytes) {
+                    Ok(msg) => {
+                        let reply = Reply::read(&msg);
+                        actions.decide(&DeliveryOutcome::Reply { reply: &reply, sent_control_id: &sent_id })
+                    }
+                    Err(e) => {
+                        let text = format!("unreadable reply: {e}");
+                        actions.decide(&DeliveryOutcome::Error { code: "UnreadableReply", text: &text })
+                    }
+                };
+                (Some(bytes), decision)
+            }
+            Attempt::NoReply(error) => {
+                attempts += 1;
+                tracing::debug!(item = ctx.name(), %error, "no reply");
+                (None, actions.decide(&DeliveryOutcome::NoReply))
+            }
+        };
+        for warning in &decision.warnings {
+            tracing::warn!(production = ctx.production_id(), item = ctx.name(), header = message.id, "{warning}");
+            ctx.event(EventLevel::Warning, "reply", format!("message {}: {warning}", message.id));
+        }
+        if decision.retry && !past_failure_timeout(first_try) {
+            if ctx.sleep(config.retry_interval).await.is_err() {
+                return Delivered::Cancelled;
+            }
+            continue;
+        }
+        let describe = || {
+            let why = decision.matched.clone().unwrap_or_else(|| "no reply code action matched".into());
+            let reply_text = reply_bytes
+                .as_ref()
+                .and_then(|b| Message::parse(b).ok().map(|m| Reply::read(&m)))
+                .map(|r| format!("{} {}", r.acknowledgment_code().unwrap_or("(no MSA)"), r.text().unwrap_or("")))
+                .unwrap_or_else(|| "no reply".into());
+            format!("{} ({why})", reply_text.trim())
+        };
+        let (status, error) = match decision.then {
+            FinalAction::Complete => (Status::Completed, None),
+            FinalAction::Suspend => (Status::Suspended, Some(describe())),
+            FinalAction::Fail => (Status::Error, Some(describe())),
+            FinalAction::Disable => (Status::Queued, Some(describe())),
+        };
+        if let Some(reply) = &reply_bytes {
+            ctx.production.replies.post(message.session_id, reply.clone());
+        }
+        let finished = Finished {
+            header_id: message.id,
+            production: ctx.production_id().to_owned(),
+            item: ctx.name().to_owned(),
+            status,
+            attempts,
+            reply: reply_bytes,
+            error: error.clone(),
+        };
+        if let Err(e) = ctx.store().finish(finished).await {
+            // The message stays `delivering` and is delivered again after a
+            // restart: at-least-once, never lost.
+            ctx.fail(format!("cannot record the delivery result: {e}"));
+            return Delivered::Cancelled;
+        }
+        let stats = &ctx.slot.stats;
+        match decision.then {
+            FinalAction::Complete => stats.bump(&stats.sent, 1),
+            FinalAction::Disable => {
+                stats.bump(&stats.errors, 1);
+                let text =
+                    format!("disabled by reply code action: message {}: {}", message.id, error.unwrap_or_default());
+                ctx.event(EventLevel::Error, "disabled", text.clone());
+                tracing::error!(production = ctx.production_id(), item = ctx.name(), "{text}");
+                ctx.production.disable_later(ctx.name());
+                return Delivered::Disabled;
+            }
+            FinalAction::Suspend | FinalAction::Fail => {
+                stats.bump(&stats.errors, 1);
+                let text = format!("message {} {}: {}", message.id, status.as_str(), error.unwrap_or_default());
+                tracing::warn!(production = ctx.production_id(), item = ctx.name(), "{text}");
+                ctx.event(EventLevel::Error, "delivery", text);
+            }
+        }
+        return Delivered::Done;
+    }
+}

@@ -1,0 +1,177 @@
+//! The kinds of items and what they share: a context with their production,
+//! counters and cancellation, and the loop that takes batches from a queue.
+
+mod file_in;
+mod file_out;
+mod mllp_in;
+mod mllp_out;
+mod router;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use router::CompiledRouter;
+
+use super::production::{ItemSlot, ProductionShared};
+use super::reply_actions::ReplyCodeActions;
+use super::status::ItemState;
+use crate::config::{FileInConfig, FileOutConfig, ItemConfig, ItemKind, MllpInConfig, MllpOutConfig, Problem};
+use crate::store::{EventLevel, Queued, Store};
+
+/// An item's settings, with rules and reply code actions compiled.
+pub(crate) enum ItemSpec {
+    MllpIn { config: MllpInConfig, targets: Vec<String> },
+    Router(CompiledRouter),
+    MllpOut { config: MllpOutConfig, actions: ReplyCodeActions },
+    FileIn { config: FileInConfig, targets: Vec<String> },
+    FileOut { config: FileOutConfig },
+}
+
+impl ItemSpec {
+    /// Compiles an item; problems name their path under `at` (e.g.
+    /// `productions.adt.items[1]`).
+    pub(crate) fn compile(item: &ItemConfig, at: &str) -> Result<Self, Vec<Problem>> {
+        Ok(match &item.kind {
+            ItemKind::MllpIn(c) => Self::MllpIn { config: c.clone(), targets: item.targets.clone() },
+            ItemKind::Router(c) => Self::Router(CompiledRouter::compile(c, at)?),
+            ItemKind::MllpOut(c) => {
+                let actions = c.reply_code_actions.parse::<ReplyCodeActions>().map_err(|e| {
+                    vec![Problem {
+                        path: format!("{at}.reply_code_actions"),
+                        message: format!(
+                            "{e}; the default is \"{}\"",
+                            super::reply_actions::DEFAULT_REPLY_CODE_ACTIONS
+                        ),
+                        position: None,
+                    }]
+                })?;
+                Self::MllpOut { config: c.clone(), actions }
+            }
+            ItemKind::FileIn(c) => Self::FileIn { config: c.clone(), targets: item.targets.clone() },
+            ItemKind::FileOut(c) => Self::FileOut { config: c.clone() },
+        })
+    }
+}
+
+/// What a running item has at hand.
+pub(crate) struct ItemCtx {
+    pub(crate) production: Arc<ProductionShared>,
+    pub(crate) slot: Arc<ItemSlot>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) ready: Mutex<Option<oneshot::Sender<Result<(), String>>>>,
+}
+
+impl ItemCtx {
+    pub(crate) fn production_id(&self) -> &str {
+        &self.production.id
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.slot.name
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.production.store
+    }
+
+    /// Tells the production that start-up finished (a service listens, or
+    /// could not).
+    pub(crate) fn ready(&self, result: Result<(), String>) {
+        if let Some(tx) = self.ready.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// Puts the item in error (the production becomes troubled) and logs it.
+    pub(crate) fn fail(&self, error: String) {
+        if self.slot.stats.state().0 != ItemState::Error {
+            self.event(EventLevel::Error, "error", error.clone());
+        }
+        self.production.item_state(&self.slot, ItemState::Error, Some(error));
+    }
+
+    /// Back to running after an error.
+    pub(crate) fn recovered(&self) {
+        if self.slot.stats.state().0 == ItemState::Error {
+            self.event(EventLevel::Info, "recovered", "working again".into());
+            self.production.item_state(&self.slot, ItemState::Running, None);
+        }
+    }
+
+    pub(crate) fn event(&self, level: EventLevel, kind: &str, text: String) {
+        self.production.event(level, Some(self.name()), kind, text);
+    }
+
+    /// Waits for up to `limit` queued messages, or `None` once cancelled.
+    pub(crate) async fn next_batch(&self, limit: usize) -> Option<Vec<Queued>> {
+        loop {
+            if self.cancel.is_cancelled() {
+                return None;
+            }
+            match self.store().fetch_queue(self.production_id(), self.name(), limit) {
+                Ok(batch) if !batch.is_empty() => return Some(batch),
+                Ok(_) => {
+                    tokio::select! {
+                        () = self.cancel.cancelled() => return None,
+                        () = self.store().queued_notification(self.production_id(), self.name()) => {}
+                        // A safety net: never sleep forever on a lost wake-up.
+                        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+                Err(e) => {
+                    self.fail(format!("cannot read the queue: {e}"));
+                    if self.sleep(Duration::from_secs(1)).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps unless cancelled first (`Err`).
+    pub(crate) async fn sleep(&self, d: Duration) -> Result<(), ()> {
+        tokio::select! {
+            () = self.cancel.cancelled() => Err(()),
+            () = tokio::time::sleep(d) => Ok(()),
+        }
+    }
+}
+
+/// Runs an item until it is cancelled.
+pub(crate) async fn run(ctx: ItemCtx) {
+    let spec = ctx.slot.spec.clone();
+    match &*spec {
+        ItemSpec::MllpIn { config, targets } => mllp_in::run(&ctx, config, targets).await,
+        ItemSpec::FileIn { config, targets } => {
+            ctx.ready(Ok(()));
+            file_in::run(&ctx, config, targets).await;
+        }
+        ItemSpec::Router(router) => {
+            ctx.ready(Ok(()));
+            router.run(&ctx).await;
+        }
+        ItemSpec::MllpOut { config, actions } => {
+            ctx.ready(Ok(()));
+            mllp_out::run(&ctx, config, actions).await;
+        }
+        ItemSpec::FileOut { config } => {
+            ctx.ready(Ok(()));
+            file_out::run(&ctx, config).await;
+        }
+    }
+}
+
+/// `MSH-9` as `ADT^A01` and MSH-10, for the store's header columns.
+pub(crate) fn header_facts(msg: &crate::hl7::Message<'_>) -> (Option<String>, Option<String>) {
+    let text = |path: crate::hl7::Path| msg.get(&path).filter(|v| !v.is_empty()).map(|v| msg.decode(v).into_owned());
+    let code = text(crate::hl7::Path::field("MSH", 9).component(1));
+    let event = text(crate::hl7::Path::field("MSH", 9).component(2));
+    let message_type = match (code, event) {
+        (Some(c), Some(e)) => Some(format!("{c}^{e}")),
+        (c, _) => c,
+    };
+    (msg.control_id().map(|v| msg.decode(v).into_owned()), message_type)
+}
