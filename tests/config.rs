@@ -71,7 +71,8 @@ fn the_demo_loads() {
     };
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
     assert_eq!(config.source, path);
-    assert_eq!(config.productions.len(), 1);
+    let ids: Vec<&str> = config.productions.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["demo", "lab"], "the demo production and the lab system it delivers to");
     let demo = &config.productions[0];
     assert_eq!((demo.id.as_str(), demo.name.as_str(), demo.autostart), ("demo", "Demo feed", true));
     let names: Vec<&str> = demo.items.iter().map(|i| i.name.as_str()).collect();
