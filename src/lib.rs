@@ -13,3 +13,4 @@ pub mod engine;
 pub mod hl7;
 pub mod mllp;
 pub mod store;
+pub mod tls;

@@ -4,6 +4,7 @@
 mod parse;
 mod run;
 mod send;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ pub enum Command {
     /// Validate a productions file (YAML, references, ports, rules, reply
     /// code actions) without starting anything.
     Check(CheckArgs),
+    /// TLS configurations: the certificate doctor (`check`), certificate
+    /// inspection (`inspect`) and a test PKI (`new-ca`, `new-cert`).
+    Tls(tls::TlsArgs),
 }
 
 /// Arguments of `switchboard run`.
@@ -116,6 +120,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Run(args) => run::run(&args),
         Command::Check(args) => run::check(&args),
+        Command::Tls(args) => tls::run(&args),
     };
     match result {
         Ok(code) => code,
