@@ -94,6 +94,7 @@ async fn take(ctx: &ItemCtx, file: &Path, targets: &[String], archive: &Path, re
             return;
         }
     };
+    let total = messages.len() as u64;
     let mut bad = 0;
     for raw in messages {
         let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
@@ -130,6 +131,11 @@ async fn take(ctx: &ItemCtx, file: &Path, targets: &[String], archive: &Path, re
         stats.bump(&stats.received, 1);
     }
     stats.bump(&stats.errors, bad);
+    if bad == total {
+        ctx.event(EventLevel::Error, "file", format!("{name}: no readable message; moved to {}", rejected.display()));
+        move_into(file, rejected, &name);
+        return;
+    }
     move_into(file, archive, &name);
 }
 

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
 use super::{ItemCtx, header_facts};
@@ -117,14 +118,34 @@ impl Connection {
         let codec = MllpCodec::new().with_max_frame_size(self.config.max_message_size);
         let mut framed = Framed::new(stream, codec);
         let mut junk = 0usize;
-        let reason = loop {
+        let reason = 'connection: loop {
             // A frame that has started must finish within the read timeout;
-            // between frames the idle timeout applies.
-            let wait =
-                if framed.read_buffer().is_empty() { self.config.idle_timeout } else { self.config.read_timeout };
-            let frame = tokio::select! {
-                () = self.ctx.cancel.cancelled() => break "the item is stopping",
-                frame = tokio::time::timeout(wait, framed.next()) => frame,
+            // between frames the idle timeout applies. Bytes of a frame can
+            // arrive while waiting for the next frame, so the wait is cut
+            // into short steps (reading a frame is cancel safe) and the
+            // deadline is reconsidered after each.
+            let waiting_since = Instant::now();
+            let step = (self.config.read_timeout / 4).max(Duration::from_millis(10));
+            let mut frame_started = None;
+            let frame = loop {
+                if frame_started.is_none() && !framed.read_buffer().is_empty() {
+                    frame_started = Some(Instant::now());
+                }
+                let deadline = match frame_started {
+                    Some(at) => at + self.config.read_timeout,
+                    None => waiting_since + self.config.idle_timeout,
+                };
+                if Instant::now() >= deadline {
+                    break Err(());
+                }
+                tokio::select! {
+                    () = self.ctx.cancel.cancelled() => break 'connection "the item is stopping",
+                    frame = tokio::time::timeout_at(deadline.min(Instant::now() + step), framed.next()) => {
+                        if let Ok(frame) = frame {
+                            break Ok(frame);
+                        }
+                    }
+                }
             };
             let answer = match frame {
                 Err(_) if framed.read_buffer().is_empty() => break "idle timeout",

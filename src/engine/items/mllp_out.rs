@@ -52,7 +52,16 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCo
             ctx.slot.stats.bump(&ctx.slot.stats.received, 1);
             match deliver(ctx, config, actions, &mut conn, &message).await {
                 Delivered::Done => {}
-                Delivered::Cancelled | Delivered::Disabled => break 'batches,
+                Delivered::Cancelled => break 'batches,
+                Delivered::Disabled => {
+                    // Nothing delivers the rest of the batch until the item is
+                    // enabled again: back to the queue, behind the message that
+                    // disabled it, rather than left marked as being delivered.
+                    if let Err(e) = ctx.store().requeue_item(ctx.production_id(), ctx.name()).await {
+                        tracing::error!(item = ctx.name(), error = %e, "cannot requeue messages");
+                    }
+                    break 'batches;
+                }
             }
         }
         if !config.stay_connected {

@@ -1,0 +1,948 @@
+//! The production engine end to end: real sockets on 127.0.0.1, a real
+//! SQLite store in a temporary folder, productions written as YAML per test
+//! with short timeouts, and scripted receivers standing in for downstream
+//! systems.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::StreamExt as _;
+use switchboard::engine::{CommandSource, ItemState, ProductionState, StatusChange};
+use switchboard::mllp::ClientError;
+use switchboard::store::{Status, Store, StoreOptions};
+use tokio::io::AsyncWriteExt as _;
+use tokio::time::Instant;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// The reply code actions used when the setting is empty.
+const DEFAULT_ACTIONS: &str = ":?R=RF,:?E=S,:~=S,:?A=C,:*=S,:I?=W,:T?=C";
+
+// ---------------------------------------------------------------------------
+// Productions as YAML
+
+/// One item: its name, kind and `key: value` lines (nested lines indented
+/// relative to the item).
+fn item(name: &str, kind: &str, settings: &[String]) -> String {
+    let mut yaml = format!("      - name: {name}\n        kind: {kind}\n");
+    for line in settings {
+        yaml.push_str("        ");
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+    yaml
+}
+
+/// `defaults` with every key that `extra` sets replaced by its line there.
+fn merged(defaults: &[&str], extra: &[&str]) -> Vec<String> {
+    let key = |line: &str| line.split(':').next().unwrap_or_default().trim().to_owned();
+    let overridden: BTreeSet<String> = extra.iter().map(|l| key(l)).collect();
+    defaults.iter().filter(|l| !overridden.contains(&key(l))).chain(extra).map(|l| l.to_string()).collect()
+}
+
+fn mllp_in(name: &str, port: u16, targets: &str, extra: &[&str]) -> String {
+    let (port, targets) = (format!("port: {port}"), format!("targets: [{targets}]"));
+    item(name, "mllp_in", &merged(&["host: 127.0.0.1", &port, &targets], extra))
+}
+
+fn mllp_out(name: &str, port: u16, extra: &[&str]) -> String {
+    let port = format!("port: {port}");
+    let defaults = [
+        "host: 127.0.0.1",
+        &port,
+        "connect_timeout: 500ms",
+        "response_timeout: 500ms",
+        "retry_interval: 50ms",
+        "failure_timeout: 500ms",
+    ];
+    item(name, "mllp_out", &merged(&defaults, extra))
+}
+
+fn file_out(name: &str, dir: &std::path::Path, filename: &str) -> String {
+    item(name, "file_out", &[format!("path: \"{}\"", dir.display()), format!("filename: \"{filename}\"")])
+}
+
+fn production(items: &[String]) -> String {
+    format!(
+        "productions:\n  {PRODUCTION}:\n    name: Test feed\n    autostart: true\n    stop_timeout: 2s\n    items:\n{}",
+        items.concat()
+    )
+}
+
+/// mllp_in → mllp_out, the shape most tests need.
+struct Pipeline {
+    engine: switchboard::engine::Engine,
+    receiver: Receiver,
+    in_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Pipeline {
+    async fn new(in_extra: &[&str], out_extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let receiver = Receiver::start().await;
+        let in_port = free_port();
+        let yaml = production(&[mllp_in("In", in_port, "Out", in_extra), mllp_out("Out", receiver.port, out_extra)]);
+        let engine = start_engine(dir.path(), &yaml).await;
+        Self { engine, receiver, in_port, _dir: dir }
+    }
+
+    fn store(&self) -> &Store {
+        self.engine.store()
+    }
+
+    /// Sends one message and checks that it was accepted.
+    async fn send_accepted(&self, message_type: &str, control_id: &str) {
+        let ack = reply(&send(self.in_port, &hl7(message_type, control_id)).await);
+        assert_eq!(ack.acknowledgment_code(), Some("AA"), "{ack:?}");
+        assert_eq!(ack.acknowledged_control_id(), Some(control_id));
+    }
+}
+
+fn actions_setting(actions: &str) -> String {
+    format!("reply_code_actions: \"{actions}\"")
+}
+
+// ---------------------------------------------------------------------------
+// 1. Routing and ordering
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_type_and_keeps_commit_order_at_every_receiver() {
+    const SENDERS: usize = 4;
+    const PER_SENDER: usize = 75;
+    const TYPES: [&str; 4] = ["ADT^A01", "ORU^R01", "ADT^A08", "SIU^S12"];
+    let dir = tempfile::tempdir().unwrap();
+    let (adt_receiver, oru_receiver) = (Receiver::start().await, Receiver::start().await);
+    let in_port = free_port();
+    let archive = dir.path().join("archive");
+    let rules = [
+        "rules:".to_owned(),
+        "  - when: MSH-9.1 = \"ADT\"".to_owned(),
+        "    send: [ADT out, Archive]".to_owned(),
+        "  - when: MSH-9.1 = \"ORU\"".to_owned(),
+        "    send: [ORU out]".to_owned(),
+        "no_match: discard".to_owned(),
+    ];
+    let yaml = production(&[
+        mllp_in("In", in_port, "Router", &[]),
+        item("Router", "router", &rules),
+        mllp_out("ADT out", adt_receiver.port, &[]),
+        mllp_out("ORU out", oru_receiver.port, &[]),
+        file_out("Archive", &archive, "{message_type}_{control_id}.hl7"),
+    ]);
+    let engine = start_engine(dir.path(), &yaml).await;
+
+    let mut senders = tokio::task::JoinSet::new();
+    for s in 0..SENDERS {
+        senders.spawn(async move {
+            let mut client = connect(in_port).await;
+            let mut sent = Vec::with_capacity(PER_SENDER);
+            for n in 0..PER_SENDER {
+                let (message_type, id) = (TYPES[(n + s) % TYPES.len()], format!("S{s}-{n:03}"));
+                let body = hl7(message_type, &id);
+                let ack = reply(&client.exchange(&body, Duration::from_secs(5)).await.expect("ACK"));
+                assert_eq!(ack.acknowledgment_code(), Some("AA"));
+                assert_eq!(ack.acknowledged_control_id(), Some(id.as_str()));
+                sent.push((s, id, message_type, body));
+            }
+            sent
+        });
+    }
+    let mut sent = Vec::new();
+    while let Some(result) = senders.join_next().await {
+        sent.extend(result.expect("sender"));
+    }
+    assert_eq!(sent.len(), SENDERS * PER_SENDER);
+    let of_code = |code: &str| sent.iter().filter(|m| m.2.starts_with(code)).cloned().collect::<Vec<_>>();
+    let (adt, oru, other) = (of_code("ADT"), of_code("ORU"), of_code("SIU"));
+
+    assert!(adt_receiver.wait_len(adt.len(), WAIT).await, "ADT receiver got {}", adt_receiver.len());
+    assert!(oru_receiver.wait_len(oru.len(), WAIT).await, "ORU receiver got {}", oru_receiver.len());
+    assert!(
+        engine.wait_for(WAIT, |s| s.production(PRODUCTION).unwrap().queued == 0).await,
+        "queues did not drain: {:?}",
+        engine.status()
+    );
+
+    // The order in which messages were committed: the router's queue.
+    let store = engine.store();
+    let commit_rank: HashMap<String, usize> = headers_for(store, "Router")
+        .into_iter()
+        .enumerate()
+        .map(|(rank, h)| (h.control_id.expect("control id"), rank))
+        .collect();
+    assert_eq!(commit_rank.len(), sent.len());
+    let bodies: HashMap<&str, &[u8]> = sent.iter().map(|m| (m.1.as_str(), &m.3[..])).collect();
+    for (receiver, expected) in [(&adt_receiver, &adt), (&oru_receiver, &oru)] {
+        let got = receiver.messages();
+        // Exactly the messages routed there, with their bytes unchanged.
+        let got_ids: BTreeSet<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+        let expected_ids: BTreeSet<&str> = expected.iter().map(|m| m.1.as_str()).collect();
+        assert_eq!(got_ids, expected_ids);
+        assert_eq!(got.len(), expected.len(), "duplicates delivered");
+        for (id, body) in &got {
+            assert_eq!(&body[..], bodies[id.as_str()], "body of {id} changed");
+        }
+        // Global order at the receiver is the commit order...
+        let ranks: Vec<usize> = got.iter().map(|(id, _)| commit_rank[id]).collect();
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]), "receiver order differs from commit order");
+        // ...so each sender's messages arrive in the order it sent them.
+        for s in 0..SENDERS {
+            let prefix = format!("S{s}-");
+            let arrived: Vec<&str> =
+                got.iter().map(|(id, _)| id.as_str()).filter(|id| id.starts_with(&prefix)).collect();
+            let sent_order: Vec<&str> = expected.iter().filter(|m| m.0 == s).map(|m| m.1.as_str()).collect();
+            assert_eq!(arrived, sent_order, "order of sender {s}");
+        }
+    }
+
+    // Operations stay connected between messages.
+    assert_eq!((adt_receiver.connections(), oru_receiver.connections()), (1, 1));
+
+    // Unrouted types are discarded by the router; the rest completed.
+    assert_eq!(store.count_by_status(PRODUCTION, "Router", Status::Discarded).unwrap(), other.len() as u64);
+    assert_eq!(store.count_by_status(PRODUCTION, "Router", Status::Completed).unwrap(), (adt.len() + oru.len()) as u64);
+    for out in ["ADT out", "ORU out", "Archive"] {
+        assert_eq!(store.count_by_status(PRODUCTION, out, Status::Queued).unwrap(), 0);
+        assert_eq!(store.count_by_status(PRODUCTION, out, Status::Delivering).unwrap(), 0);
+    }
+    assert_eq!(store.count_by_status(PRODUCTION, "ADT out", Status::Completed).unwrap(), adt.len() as u64);
+    assert_eq!(store.count_by_status(PRODUCTION, "ORU out", Status::Completed).unwrap(), oru.len() as u64);
+
+    // The archive holds one file per ADT message, named by the pattern,
+    // with the exact bytes received.
+    let files: BTreeSet<String> = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    let expected_files: BTreeSet<String> =
+        adt.iter().map(|m| format!("{}_{}.hl7", m.2.replace('^', "_"), m.1)).collect();
+    assert_eq!(files, expected_files);
+    for m in &adt {
+        let written = std::fs::read(archive.join(format!("{}_{}.hl7", m.2.replace('^', "_"), m.1))).unwrap();
+        assert_eq!(written, m.3, "archived bytes of {}", m.1);
+    }
+    engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 2. ReplyCodeActions, end to end
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_completes() {
+    let p = Pipeline::new(&[], &[]).await;
+    p.send_accepted("ADT^A01", "AA1").await;
+    let h = wait_status(p.store(), "Out", "AA1", Status::Completed, WAIT).await;
+    assert_eq!(h.attempts, 1);
+    assert_eq!(h.error, None);
+    assert_eq!(p.receiver.ids(), ["AA1"]);
+    let stored = p.store().reply(h.id).unwrap().expect("reply stored");
+    assert_eq!(reply(&stored).acknowledgment_code(), Some("AA"));
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_error_suspends_with_text_and_reply_and_moves_on() {
+    let p = Pipeline::new(&[], &[]).await;
+    p.receiver
+        .set_script(|id| if id == "AE1" { Behaviour::Error("Unknown patient".into()) } else { Behaviour::Accept });
+    p.send_accepted("ADT^A01", "AE1").await;
+    p.send_accepted("ADT^A01", "AE2").await;
+    let h = wait_status(p.store(), "Out", "AE1", Status::Suspended, WAIT).await;
+    let error = h.error.clone().expect("error text");
+    assert!(error.contains("AE") && error.contains("Unknown patient"), "{error}");
+    assert_eq!(h.attempts, 1);
+    let stored = p.store().reply(h.id).unwrap().expect("reply stored");
+    let stored = reply(&stored);
+    assert_eq!(stored.acknowledgment_code(), Some("AE"));
+    assert_eq!(stored.text(), Some("Unknown patient"));
+    // The next message is delivered after the suspended one.
+    wait_status(p.store(), "Out", "AE2", Status::Completed, WAIT).await;
+    assert_eq!(p.receiver.ids(), ["AE1", "AE2"]);
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_is_retried_every_interval_until_the_failure_timeout_then_fails() {
+    let p = Pipeline::new(&[], &[]).await;
+    p.receiver.set_behaviour(Behaviour::Reject);
+    let start = Instant::now();
+    p.send_accepted("ADT^A01", "AR1").await;
+    let h = wait_status(p.store(), "Out", "AR1", Status::Error, WAIT).await;
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(500), "failed after {elapsed:?}, before the failure timeout");
+    let attempts = p.receiver.count("AR1");
+    // 500 ms of retries every 50 ms: several attempts, but paced.
+    assert!((2..=12).contains(&attempts), "{attempts} attempts");
+    assert_eq!(h.attempts as usize, attempts);
+    assert!(h.error.as_deref().unwrap_or_default().contains("AR"), "{:?}", h.error);
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_without_msa_suspends() {
+    let p = Pipeline::new(&[], &[]).await;
+    p.receiver.set_behaviour(Behaviour::NoMsa);
+    p.send_accepted("ADT^A01", "NOMSA1").await;
+    let h = wait_status(p.store(), "Out", "NOMSA1", Status::Suspended, WAIT).await;
+    assert_eq!(h.attempts, 1);
+    assert!(p.store().reply(h.id).unwrap().is_some());
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_that_is_not_an_ack_follows_the_t_condition() {
+    let actions = actions_setting(&format!(":T?=S,{DEFAULT_ACTIONS}"));
+    let p = Pipeline::new(&[], &[&actions]).await;
+    p.receiver.set_behaviour(Behaviour::NotAck);
+    p.send_accepted("ADT^A01", "NOTACK1").await;
+    wait_status(p.store(), "Out", "NOTACK1", Status::Suspended, WAIT).await;
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_id_mismatch_completes_with_a_warning_event() {
+    let p = Pipeline::new(&[], &[]).await;
+    p.receiver.set_behaviour(Behaviour::WrongControlId);
+    p.send_accepted("ADT^A01", "MISMATCH1").await;
+    let h = wait_status(p.store(), "Out", "MISMATCH1", Status::Completed, WAIT).await;
+    let store = p.store();
+    let warned = eventually(WAIT, || {
+        store.recent_events(100).unwrap().iter().any(|e| {
+            e.level == "warning"
+                && e.item.as_deref() == Some("Out")
+                && e.text.contains(&format!("message {}", h.id))
+                && e.text.contains(":I?=W")
+        })
+    })
+    .await;
+    assert!(warned, "no warning event: {:?}", store.recent_events(100).unwrap());
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reply_with_x_r_is_retried_then_fails() {
+    let actions = actions_setting(&format!("X=R,{DEFAULT_ACTIONS}"));
+    let p = Pipeline::new(&[], &[&actions, "response_timeout: 150ms"]).await;
+    p.receiver.set_behaviour(Behaviour::Silent);
+    let start = Instant::now();
+    p.send_accepted("ADT^A01", "SILENT1").await;
+    let h = wait_status(p.store(), "Out", "SILENT1", Status::Error, WAIT).await;
+    assert!(start.elapsed() >= Duration::from_millis(500));
+    let attempts = p.receiver.count("SILENT1");
+    assert!(attempts >= 2, "{attempts} attempts");
+    assert_eq!(h.attempts as usize, attempts);
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reply_with_the_default_fails_at_once_and_moves_on() {
+    let p = Pipeline::new(&[], &["response_timeout: 150ms"]).await;
+    p.receiver.set_script(|id| if id == "SILENT2" { Behaviour::Silent } else { Behaviour::Accept });
+    p.send_accepted("ADT^A01", "SILENT2").await;
+    p.send_accepted("ADT^A01", "AFTER2").await;
+    let h = wait_status(p.store(), "Out", "SILENT2", Status::Error, WAIT).await;
+    assert_eq!(h.attempts, 1);
+    assert_eq!(p.receiver.count("SILENT2"), 1);
+    wait_status(p.store(), "Out", "AFTER2", Status::Completed, WAIT).await;
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_connection_without_reply_fails_with_the_default() {
+    let p = Pipeline::new(&[], &[]).await;
+    p.receiver.set_script(|id| if id == "CLOSE1" { Behaviour::Close } else { Behaviour::Accept });
+    p.send_accepted("ADT^A01", "CLOSE1").await;
+    p.send_accepted("ADT^A01", "AFTER1").await;
+    let h = wait_status(p.store(), "Out", "CLOSE1", Status::Error, WAIT).await;
+    assert_eq!(h.attempts, 1);
+    wait_status(p.store(), "Out", "AFTER1", Status::Completed, WAIT).await;
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_text_condition_completes_only_the_matching_error() {
+    const DOB: &str = "Date of birth in PID.7 must not be empty";
+    let actions = actions_setting(&format!("E*{DOB}=C,{DEFAULT_ACTIONS}"));
+    let p = Pipeline::new(&[], &[&actions]).await;
+    p.receiver.set_script(|id| match id {
+        "NODOB1" => Behaviour::Error(DOB.into()),
+        _ => Behaviour::Error("Patient class is unknown".into()),
+    });
+    let ack = reply(&send(p.in_port, &fixture("invalid/dob_missing.hl7")).await);
+    assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    p.send_accepted("ADT^A01", "OTHER1").await;
+    let dob = wait_status(p.store(), "Out", "NODOB1", Status::Completed, WAIT).await;
+    assert_eq!(dob.attempts, 1);
+    let other = wait_status(p.store(), "Out", "OTHER1", Status::Suspended, WAIT).await;
+    assert!(other.error.unwrap_or_default().contains("Patient class is unknown"));
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_action_switches_the_operation_off_and_keeps_the_message_first() {
+    let actions = actions_setting(&format!(":?E=D,{DEFAULT_ACTIONS}"));
+    // Disabled at first, so that both messages are queued when it starts.
+    let p = Pipeline::new(&[], &[&actions, "enabled: false"]).await;
+    assert_eq!(item_state(&p.engine.status(), "Out"), ItemState::Disabled);
+    p.receiver.set_behaviour(Behaviour::Error("Receiver is full".into()));
+    p.send_accepted("ADT^A01", "D1").await;
+    p.send_accepted("ADT^A01", "D2").await;
+    assert!(p.engine.wait_for(WAIT, |s| s.item(PRODUCTION, "Out").unwrap().queue_depth == 2).await);
+    p.engine.set_item_enabled(PRODUCTION, "Out", true, CommandSource::Api).await.unwrap();
+    assert!(p.receiver.wait_len(1, WAIT).await);
+    assert!(
+        p.engine.wait_for(WAIT, |s| item_state(s, "Out") == ItemState::Disabled).await,
+        "not disabled: {:?}",
+        p.engine.status()
+    );
+    let store = p.store();
+    assert!(eventually(WAIT, || store.item_enabled(PRODUCTION, "Out").unwrap() == Some(false)).await);
+    let status = p.engine.status();
+    let out = status.item(PRODUCTION, "Out").unwrap();
+    assert!(!out.enabled);
+    assert_eq!(out.queue_depth, 2);
+    // The production runs on: a disabled item is not an error.
+    assert_eq!(production_state(&status), ProductionState::Running);
+    // The message is back at the head of the queue, the next one behind it;
+    // neither is left marked as being delivered.
+    let d1 = header(store, "Out", "D1");
+    assert_eq!(d1.status, Status::Queued, "{d1:?}");
+    assert!(d1.error.unwrap_or_default().contains("Receiver is full"));
+    assert!(eventually(WAIT, || header(store, "Out", "D2").status == Status::Queued).await, "D2 not queued");
+    assert_eq!(store.count_by_status(PRODUCTION, "Out", Status::Delivering).unwrap(), 0);
+    assert_eq!(p.receiver.ids(), ["D1"]);
+
+    // Enabled again, it delivers the same message first, then the next.
+    p.receiver.set_behaviour(Behaviour::Accept);
+    p.engine.set_item_enabled(PRODUCTION, "Out", true, CommandSource::Api).await.unwrap();
+    wait_status(store, "Out", "D2", Status::Completed, WAIT).await;
+    assert_eq!(header(store, "Out", "D1").status, Status::Completed);
+    assert_eq!(p.receiver.ids(), ["D1", "D1", "D2"]);
+    let status = p.engine.status();
+    assert_eq!(item_state(&status, "Out"), ItemState::Running);
+    assert!(status.item(PRODUCTION, "Out").unwrap().enabled);
+    assert_eq!(store.item_enabled(PRODUCTION, "Out").unwrap(), Some(true));
+    p.engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 3. Start and stop
+
+/// The next state change of the test production, within `timeout`.
+async fn next_production_state(
+    changes: &mut tokio::sync::broadcast::Receiver<StatusChange>,
+    timeout: Duration,
+) -> Option<ProductionState> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, changes.recv()).await {
+            Err(_) => return None,
+            Ok(Err(e)) => panic!("change stream: {e}"),
+            Ok(Ok(StatusChange::Production { id, state })) if id == PRODUCTION => return Some(state),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Production states announced until (and including) `last`.
+async fn states_until(
+    changes: &mut tokio::sync::broadcast::Receiver<StatusChange>,
+    last: ProductionState,
+) -> Vec<ProductionState> {
+    let mut states = Vec::new();
+    while let Some(state) = next_production_state(changes, WAIT).await {
+        states.push(state);
+        if state == last || states.len() > 10 {
+            break;
+        }
+    }
+    states
+}
+
+async fn assert_refused(port: u16) {
+    match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(_) => panic!("port {port} still accepts connections"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_start_go_through_their_states_and_persist() {
+    use ProductionState::{Running, Starting, Stopped, Stopping};
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let in_port = free_port();
+    let yaml = production(&[mllp_in("In", in_port, "Out", &[]), mllp_out("Out", receiver.port, &[])]);
+    let engine = start_engine(dir.path(), &yaml).await;
+    let mut changes = engine.changes();
+    assert_eq!(reply(&send(in_port, &hl7("ADT^A01", "SS1")).await).acknowledgment_code(), Some("AA"));
+
+    engine.stop_production(PRODUCTION, CommandSource::Api).await.unwrap();
+    assert_eq!(states_until(&mut changes, Stopped).await, [Stopping, Stopped]);
+    assert_eq!(production_state(&engine.status()), Stopped);
+    // Snapshot readers see it too.
+    let mut snapshots = engine.subscribe();
+    let seen = tokio::time::timeout(WAIT, snapshots.wait_for(|s| production_state(s) == Stopped)).await;
+    assert!(matches!(seen, Ok(Ok(_))), "the snapshot never showed the stop");
+    assert!(engine.status().production(PRODUCTION).unwrap().items.iter().all(|i| i.state == ItemState::Stopped));
+    assert_refused(in_port).await;
+
+    // Stopping a stopped production changes nothing: the next announced
+    // states are those of the start that follows.
+    engine.stop_production(PRODUCTION, CommandSource::Api).await.unwrap();
+    engine.start_production(PRODUCTION, CommandSource::Api).await.unwrap();
+    assert_eq!(states_until(&mut changes, Running).await, [Starting, Running]);
+    assert_eq!(reply(&send(in_port, &hl7("ADT^A01", "SS2")).await).acknowledgment_code(), Some("AA"));
+    assert!(receiver.wait_len(2, WAIT).await);
+
+    // The last command was "stop": a new engine on the same store keeps the
+    // production stopped although it has autostart.
+    engine.stop_production(PRODUCTION, CommandSource::Api).await.unwrap();
+    engine.shutdown().await;
+    drop(engine);
+    let engine = open_engine(dir.path(), &yaml);
+    engine.start().await;
+    assert_eq!(production_state(&engine.status()), Stopped);
+    assert_refused(in_port).await;
+
+    // Started again by command, it stays started across the next restart.
+    engine.start_production(PRODUCTION, CommandSource::Api).await.unwrap();
+    assert_eq!(production_state(&engine.status()), Running);
+    engine.shutdown().await;
+    drop(engine);
+    let engine = start_engine(dir.path(), &yaml).await;
+    assert_eq!(reply(&send(in_port, &hl7("ADT^A01", "SS3")).await).acknowledgment_code(), Some("AA"));
+    assert!(receiver.wait_len(3, WAIT).await);
+    assert_eq!(receiver.ids(), ["SS1", "SS2", "SS3"]);
+    engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 4. Outage, then drain
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_queues_troubles_the_production_then_drains_in_order() {
+    const N: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::down().await;
+    let in_port = free_port();
+    let yaml = production(&[mllp_in("In", in_port, "Out", &[]), mllp_out("Out", receiver.port, &[])]);
+    let engine = start_engine(dir.path(), &yaml).await;
+
+    let start = Instant::now();
+    let mut client = connect(in_port).await;
+    let ids: Vec<String> = (0..N).map(|n| format!("OUT{n:02}")).collect();
+    for id in &ids {
+        let ack = reply(&client.exchange(&hl7("ADT^A01", id), Duration::from_secs(5)).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    }
+    assert!(
+        engine.wait_for(WAIT, |s| s.item(PRODUCTION, "Out").unwrap().queue_depth == N as u64).await,
+        "queue depth: {:?}",
+        engine.status()
+    );
+    assert!(
+        engine
+            .wait_for(WAIT, |s| {
+                item_state(s, "Out") == ItemState::Error && production_state(s) == ProductionState::Troubled
+            })
+            .await,
+        "not troubled: {:?}",
+        engine.status()
+    );
+    assert!(start.elapsed() >= Duration::from_millis(500), "troubled before the failure timeout");
+    let status = engine.status();
+    assert!(status.item(PRODUCTION, "Out").unwrap().last_error.is_some());
+    assert_eq!(status.item(PRODUCTION, "Out").unwrap().queue_depth, N as u64);
+    // Nothing was given up while the receiver was down.
+    assert_eq!(engine.store().count_by_status(PRODUCTION, "Out", Status::Error).unwrap(), 0);
+
+    receiver.restart().await;
+    assert!(
+        engine
+            .wait_for(WAIT, |s| {
+                s.item(PRODUCTION, "Out").unwrap().queue_depth == 0
+                    && item_state(s, "Out") == ItemState::Running
+                    && production_state(s) == ProductionState::Running
+            })
+            .await,
+        "did not drain: {:?}",
+        engine.status()
+    );
+    assert_eq!(receiver.ids(), ids);
+    assert_eq!(engine.store().count_by_status(PRODUCTION, "Out", Status::Completed).unwrap(), N as u64);
+    engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 5. Bad input over MLLP
+
+/// mllp_in → file_out, for tests of the inbound side alone.
+async fn inbound_only(dir: &tempfile::TempDir, in_extra: &[&str]) -> (switchboard::engine::Engine, u16) {
+    let in_port = free_port();
+    let yaml = production(&[
+        mllp_in("In", in_port, "Files", in_extra),
+        file_out("Files", &dir.path().join("files"), "{control_id}.hl7"),
+    ]);
+    (start_engine(dir.path(), &yaml).await, in_port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_messages_are_rejected_with_err() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &["max_message_size: 1KiB"]).await;
+    let mut client = connect(port).await;
+    let timeout = Duration::from_secs(5);
+
+    // Not HL7 at all.
+    let ack = reply(&client.exchange(&fixture("invalid/no_msh.hl7"), timeout).await.unwrap());
+    assert_eq!(ack.acknowledgment_code(), Some("AR"));
+    assert!(!ack.errors.is_empty(), "{ack:?}");
+
+    // No control id: rejected, with the field named in ERR-2.
+    let ack = reply(&client.exchange(&fixture("invalid/msh_missing_control_id.hl7"), timeout).await.unwrap());
+    assert_eq!(ack.acknowledgment_code(), Some("AR"));
+    assert_eq!(ack.errors.first().and_then(|e| e.location.as_deref()), Some("MSH^1^10"), "{ack:?}");
+
+    // Too large: rejected with the size, addressed to its control id.
+    let mut big = hl7("ADT^A01", "BIG1");
+    big.extend(std::iter::repeat_n(b'X', 2000));
+    big.push(b'\r');
+    let ack = reply(&client.exchange(&big, timeout).await.unwrap());
+    assert_eq!(ack.acknowledgment_code(), Some("AR"));
+    assert_eq!(ack.acknowledged_control_id(), Some("BIG1"));
+    let text = ack.text().unwrap_or_default().to_owned();
+    assert!(text.contains(&big.len().to_string()) && text.contains("1024"), "{text}");
+
+    // Nothing of these was stored.
+    assert_eq!(engine.store().count_by_status(PRODUCTION, "In", Status::Completed).unwrap(), 0);
+
+    // Junk before a frame is dropped; the frame is acknowledged.
+    let mut stream = raw(port).await;
+    let mut bytes = b"GET / HTTP/1.1\r\nHost: nowhere\r\n\r\n".to_vec();
+    bytes.extend(frame(&hl7("ADT^A01", "AFTERJUNK")));
+    stream.write_all(&bytes).await.unwrap();
+    let mut framed = tokio_util::codec::Framed::new(stream, switchboard::mllp::MllpCodec::new());
+    let ack = match tokio::time::timeout(timeout, framed.next()).await.expect("an ACK").expect("open").unwrap() {
+        switchboard::mllp::MllpFrame::Message(payload) => reply(&payload),
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    assert_eq!(ack.acknowledged_control_id(), Some("AFTERJUNK"));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_frame_is_closed_after_the_read_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &["read_timeout: 300ms", "idle_timeout: 5s"]).await;
+    let mut stream = raw(port).await;
+    let message = hl7("ADT^A01", "STALL1");
+    let mut started = vec![0x0B];
+    started.extend_from_slice(&message[..20]);
+    stream.write_all(&started).await.unwrap();
+    let closed = closed_within(&mut stream, Duration::from_secs(3)).await.expect("still open after 3 s");
+    assert!(closed >= Duration::from_millis(250), "closed after {closed:?}");
+    assert!(closed < Duration::from_millis(1500), "closed after {closed:?}, not at the read timeout");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &["read_timeout: 5s", "idle_timeout: 300ms"]).await;
+    // Idle from the start, and idle after a message.
+    let mut stream = raw(port).await;
+    let closed = closed_within(&mut stream, Duration::from_secs(3)).await.expect("still open after 3 s");
+    assert!(closed >= Duration::from_millis(250) && closed < Duration::from_millis(1500), "closed after {closed:?}");
+    let mut client = connect(port).await;
+    let ack = reply(&client.exchange(&hl7("ADT^A01", "IDLE1"), Duration::from_secs(5)).await.unwrap());
+    assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    let err = client.exchange(&hl7("ADT^A01", "IDLE2"), Duration::from_secs(3)).await;
+    // The second exchange is written well within the idle time, so it works.
+    assert!(err.is_ok(), "{err:?}");
+    let mut stream = raw(port).await;
+    stream.write_all(&frame(&hl7("ADT^A01", "IDLE3"))).await.unwrap();
+    let closed = closed_within(&mut stream, Duration::from_secs(3)).await.expect("still open after 3 s");
+    assert!(closed >= Duration::from_millis(250) && closed < Duration::from_millis(1500), "closed after {closed:?}");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &["max_connections: 2"]).await;
+    let timeout = Duration::from_secs(5);
+    let (mut first, mut second) = (connect(port).await, connect(port).await);
+    for (client, id) in [(&mut first, "LIM1"), (&mut second, "LIM2")] {
+        let ack = reply(&client.exchange(&hl7("ADT^A01", id), timeout).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    }
+    let mut third = raw(port).await;
+    let closed = closed_within(&mut third, Duration::from_secs(2)).await.expect("third connection kept open");
+    assert!(closed < Duration::from_secs(1), "closed after {closed:?}");
+    for (client, id) in [(&mut first, "LIM3"), (&mut second, "LIM4")] {
+        let ack = reply(&client.exchange(&hl7("ADT^A01", id), timeout).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    }
+    // Once one closes, a new connection is served again.
+    drop(first);
+    let served = eventually(timeout, || engine.status().item(PRODUCTION, "In").unwrap().connections < 2).await;
+    assert!(served);
+    let ack = reply(&send(port, &hl7("ADT^A01", "LIM5")).await);
+    assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_junk_flood_does_not_delay_acks_on_another_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = stop.clone();
+    let flood = tokio::spawn(async move {
+        let junk = vec![b'x'; 16 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut written = 0usize;
+        // Reconnects whenever the engine closes the flooding connection.
+        for _ in 0..10_000 {
+            if flooding.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                break;
+            }
+            let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { break };
+            for _ in 0..1_000 {
+                if flooding.load(Ordering::Relaxed) || stream.write_all(&junk).await.is_err() {
+                    break;
+                }
+                written += junk.len();
+            }
+        }
+        written
+    });
+    let mut client = connect(port).await;
+    for n in 0..20 {
+        let id = format!("CALM{n}");
+        let start = Instant::now();
+        let ack = client.exchange(&hl7("ADT^A01", &id), Duration::from_secs(5)).await.unwrap();
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(1), "ACK {n} took {took:?}");
+        assert_eq!(reply(&ack).acknowledged_control_id(), Some(id.as_str()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = tokio::time::timeout(Duration::from_secs(10), flood).await.expect("flood ends").unwrap();
+    assert!(written > 64 * 1024, "the flood wrote only {written} bytes");
+    engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 6. Acknowledgment modes
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enhanced_mode_follows_msh15() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &[]).await;
+    let mut client = connect(port).await;
+    let ack =
+        reply(&client.exchange(&hl7_with_accept_ack("ADT^A01", "ENH1", "AL"), Duration::from_secs(5)).await.unwrap());
+    assert_eq!(ack.acknowledgment_code(), Some("CA"));
+    assert_eq!(ack.acknowledged_control_id(), Some("ENH1"));
+    // The fixture asks for commit ACKs too (MSH-15 = AL).
+    let ack = reply(&client.exchange(&fixture("valid/adt_a01.hl7"), Duration::from_secs(5)).await.unwrap());
+    assert_eq!(ack.acknowledgment_code(), Some("CA"));
+
+    // NE: stored, but no ACK at all.
+    let silent = client.exchange(&hl7_with_accept_ack("ADT^A01", "ENH2", "NE"), Duration::from_millis(300)).await;
+    assert!(matches!(silent, Err(ClientError::ReplyTimeout(_))), "{silent:?}");
+    // The connection is still in step: the next ACK is for the next message.
+    let ack =
+        reply(&client.exchange(&hl7_with_accept_ack("ADT^A01", "ENH3", "AL"), Duration::from_secs(5)).await.unwrap());
+    assert_eq!(ack.acknowledged_control_id(), Some("ENH3"));
+    let files = dir.path().join("files");
+    assert!(eventually(WAIT, || files.join("ENH2.hl7").exists()).await, "ENH2 not delivered");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_mode_never_answers_nothing_but_stores_and_delivers() {
+    let p = Pipeline::new(&["ack_mode: never"], &[]).await;
+    let mut client = connect(p.in_port).await;
+    let silent = client.exchange(&hl7("ADT^A01", "NEVER1"), Duration::from_millis(300)).await;
+    assert!(matches!(silent, Err(ClientError::ReplyTimeout(_))), "{silent:?}");
+    wait_status(p.store(), "Out", "NEVER1", Status::Completed, WAIT).await;
+    assert_eq!(p.receiver.ids(), ["NEVER1"]);
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_mode_application_relays_the_receiver_reply() {
+    let p = Pipeline::new(&["ack_mode: application", "application_ack_timeout: 5s"], &[]).await;
+    p.receiver.set_script(|id| match id {
+        "APP1" => Behaviour::Error("Bed not available".into()),
+        _ => Behaviour::Accept,
+    });
+    let ack = reply(&send(p.in_port, &hl7("ADT^A01", "APP1")).await);
+    assert_eq!(ack.acknowledgment_code(), Some("AE"));
+    assert_eq!(ack.acknowledged_control_id(), Some("APP1"));
+    assert_eq!(ack.text(), Some("Bed not available"));
+    let ack = reply(&send(p.in_port, &hl7("ADT^A01", "APP2")).await);
+    assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    assert_eq!(ack.acknowledged_control_id(), Some("APP2"));
+    wait_status(p.store(), "Out", "APP1", Status::Suspended, WAIT).await;
+    wait_status(p.store(), "Out", "APP2", Status::Completed, WAIT).await;
+    p.engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 7. Restarting and disabling an operation with a queue
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_and_disable_keep_every_queued_message_in_order() {
+    let p = Pipeline::new(&[], &[]).await;
+    p.receiver.set_delay(Duration::from_millis(15));
+    let ids: Vec<String> = (0..40).map(|n| format!("Q{n:02}")).collect();
+    let mut client = connect(p.in_port).await;
+    for id in &ids[..30] {
+        let ack = reply(&client.exchange(&hl7("ADT^A01", id), Duration::from_secs(5)).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    }
+    assert!(p.receiver.wait_len(5, WAIT).await);
+    p.engine.restart_item(PRODUCTION, "Out", CommandSource::Api).await.unwrap();
+    assert!(p.receiver.wait_len(12, WAIT).await);
+    p.engine.set_item_enabled(PRODUCTION, "Out", false, CommandSource::Api).await.unwrap();
+    let delivered = p.receiver.len();
+    let status = p.engine.status();
+    assert_eq!(item_state(&status, "Out"), ItemState::Disabled);
+    assert!(delivered < 30, "everything was delivered before the item was disabled");
+    assert_eq!(p.store().count_by_status(PRODUCTION, "Out", Status::Delivering).unwrap(), 0);
+    for id in &ids[30..] {
+        let ack = reply(&client.exchange(&hl7("ADT^A01", id), Duration::from_secs(5)).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    }
+    assert_eq!(p.engine.status().item(PRODUCTION, "Out").unwrap().queue_depth, (40 - delivered) as u64);
+    assert_eq!(p.receiver.len(), delivered, "a disabled item delivered");
+
+    p.engine.set_item_enabled(PRODUCTION, "Out", true, CommandSource::Api).await.unwrap();
+    assert!(p.receiver.wait_len(40, WAIT).await, "got {}", p.receiver.len());
+    assert!(p.engine.wait_for(WAIT, |s| s.item(PRODUCTION, "Out").unwrap().queue_depth == 0).await);
+    assert_eq!(p.receiver.ids(), ids);
+    assert_eq!(p.store().count_by_status(PRODUCTION, "Out", Status::Completed).unwrap(), 40);
+    p.engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 8. file_in
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_in_commits_and_archives_files_and_sets_unreadable_ones_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let first = hl7("ADT^A01", "F1");
+    let second = [hl7("ADT^A01", "F2"), hl7("ORU^R01", "F3")].concat();
+    std::fs::write(inbox.join("001.hl7"), &first).unwrap();
+    std::fs::write(inbox.join("002.hl7"), &second).unwrap();
+    std::fs::write(inbox.join("003.hl7"), fixture("invalid/binary_garbage.bin")).unwrap();
+    std::fs::write(inbox.join("004.hl7"), fixture("invalid/truncated_msh.hl7")).unwrap();
+    std::fs::write(inbox.join("notes.txt"), b"not picked up").unwrap();
+    let receiver = Receiver::start().await;
+    let file_in = item(
+        "Files in",
+        "file_in",
+        &[
+            format!("path: \"{}\"", inbox.display()),
+            "pattern: \"*.hl7\"".into(),
+            "poll_interval: 100ms".into(),
+            "targets: [Out]".into(),
+        ],
+    );
+    let yaml = production(&[file_in, mllp_out("Out", receiver.port, &[])]);
+    let engine = start_engine(dir.path(), &yaml).await;
+
+    assert!(receiver.wait_len(3, WAIT).await);
+    // A file that arrives while the service runs, written under another name first.
+    std::fs::write(inbox.join("005.tmp"), hl7("ADT^A08", "F4")).unwrap();
+    std::fs::rename(inbox.join("005.tmp"), inbox.join("005.hl7")).unwrap();
+    assert!(receiver.wait_len(4, WAIT).await);
+    assert_eq!(receiver.ids(), ["F1", "F2", "F3", "F4"]);
+    // Bytes as in the files.
+    let messages = receiver.messages();
+    assert_eq!(messages[0].1, Bytes::from(first));
+    assert_eq!([&messages[1].1[..], &messages[2].1[..]].concat(), second);
+
+    let archive = inbox.join("archive");
+    let rejected = inbox.join("error");
+    assert!(eventually(WAIT, || archive.join("005.hl7").exists()).await);
+    for name in ["001.hl7", "002.hl7", "005.hl7"] {
+        assert!(archive.join(name).exists(), "{name} not archived");
+        assert!(!inbox.join(name).exists(), "{name} left in the inbox");
+    }
+    for name in ["003.hl7", "004.hl7"] {
+        assert!(rejected.join(name).exists(), "{name} not in the error folder");
+        assert!(!inbox.join(name).exists() && !archive.join(name).exists(), "{name} not set aside");
+    }
+    assert!(inbox.join("notes.txt").exists());
+    assert_eq!(engine.store().count_by_status(PRODUCTION, "Files in", Status::Completed).unwrap(), 4);
+    engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 9. A graceful stop leaves nothing in flight
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_leaves_no_message_delivering() {
+    const N: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(20));
+    let in_port = free_port();
+    let rules = ["rules:".to_owned(), "  - send: [Out, Files]".to_owned()];
+    let yaml = production(&[
+        mllp_in("In", in_port, "Router", &[]),
+        item("Router", "router", &rules),
+        mllp_out("Out", receiver.port, &[]),
+        file_out("Files", &dir.path().join("files"), "{control_id}.hl7"),
+    ]);
+    let engine = start_engine(dir.path(), &yaml).await;
+    let ids: Vec<String> = (0..N).map(|n| format!("G{n:02}")).collect();
+    let mut client = connect(in_port).await;
+    for id in &ids {
+        let ack = reply(&client.exchange(&hl7("ADT^A01", id), Duration::from_secs(5)).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    }
+    assert!(receiver.wait_len(3, WAIT).await);
+    engine.stop_production(PRODUCTION, CommandSource::Api).await.unwrap();
+    let store = engine.store();
+    for item in ["Router", "Out", "Files"] {
+        assert_eq!(store.count_by_status(PRODUCTION, item, Status::Delivering).unwrap(), 0, "{item}");
+    }
+    let delivered = receiver.len();
+    assert!(delivered < N, "everything was delivered before the stop");
+    assert_eq!(store.count_by_status(PRODUCTION, "Out", Status::Completed).unwrap(), delivered as u64);
+    assert_eq!(store.count_by_status(PRODUCTION, "Out", Status::Queued).unwrap(), (N - delivered) as u64);
+
+    // After a shutdown, the store has nothing to recover.
+    engine.start_production(PRODUCTION, CommandSource::Api).await.unwrap();
+    assert!(receiver.wait_len(delivered + 2, WAIT).await);
+    engine.shutdown().await;
+    drop(engine);
+    let (store, recovered) = Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
+    assert_eq!(recovered, 0);
+    for item in ["Router", "Out", "Files"] {
+        assert_eq!(store.count_by_status(PRODUCTION, item, Status::Delivering).unwrap(), 0, "{item}");
+    }
+    store.close().await;
+
+    // And the rest is delivered after the next start, in order, once each.
+    let engine = start_engine(dir.path(), &yaml).await;
+    assert!(receiver.wait_len(N, WAIT).await);
+    assert!(engine.wait_for(WAIT, |s| s.production(PRODUCTION).unwrap().queued == 0).await);
+    assert_eq!(receiver.ids(), ids);
+    engine.shutdown().await;
+}
