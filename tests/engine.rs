@@ -655,6 +655,24 @@ async fn a_stalled_frame_is_closed_after_the_read_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_oversized_frame_is_closed_after_the_read_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) =
+        inbound_only(&dir, &["read_timeout: 300ms", "idle_timeout: 5s", "max_message_size: 1KiB"]).await;
+    let mut stream = raw(port).await;
+    // Past the limit, the codec drains instead of buffering: the stall must
+    // still be noticed.
+    let mut started = vec![0x0B];
+    started.extend_from_slice(&hl7("ADT^A01", "BIGSTALL"));
+    started.resize(4096, b'X');
+    stream.write_all(&started).await.unwrap();
+    let closed = closed_within(&mut stream, Duration::from_secs(3)).await.expect("still open after 3 s");
+    assert!(closed >= Duration::from_millis(250), "closed after {closed:?}");
+    assert!(closed < Duration::from_millis(1500), "closed after {closed:?}, not at the read timeout");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, port) = inbound_only(&dir, &["read_timeout: 5s", "idle_timeout: 300ms"]).await;

@@ -286,7 +286,8 @@ pub struct MllpInConfig {
     /// sender cannot hold a connection forever. Default `30s`.
     pub read_timeout: Duration,
     /// `max_message_size` — the largest message accepted, in bytes; a larger
-    /// frame is rejected and the connection closed. Default `16MiB`. Written
+    /// frame is drained without being buffered and rejected with AR naming
+    /// its size (the connection stays open). Default `16MiB`. Written
     /// as a number of bytes or with a unit: `512KiB`, `16MiB`, `1MB`, `1GiB`
     /// (`KiB`/`MiB`/`GiB` are powers of 1024, `KB`/`MB`/`GB` of 1000); at
     /// most `1GiB`.

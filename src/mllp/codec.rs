@@ -204,6 +204,13 @@ impl MllpCodec {
         self.max_frame_size
     }
 
+    /// True between a start block and its end block, including while an
+    /// oversized frame is being drained (when nothing is buffered), so a
+    /// receiver can hold a stalled sender to its read timeout.
+    pub fn in_frame(&self) -> bool {
+        !matches!(self.state, State::Idle)
+    }
+
     /// Looks for a start block; everything before it is junk.
     fn decode_idle(&mut self, src: &mut BytesMut) -> Option<MllpFrame> {
         match memchr(START_BLOCK, src) {

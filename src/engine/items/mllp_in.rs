@@ -128,7 +128,7 @@ impl Connection {
             let step = (self.config.read_timeout / 4).max(Duration::from_millis(10));
             let mut frame_started = None;
             let frame = loop {
-                if frame_started.is_none() && !framed.read_buffer().is_empty() {
+                if frame_started.is_none() && (framed.codec().in_frame() || !framed.read_buffer().is_empty()) {
                     frame_started = Some(Instant::now());
                 }
                 let deadline = match frame_started {
@@ -148,7 +148,7 @@ impl Connection {
                 }
             };
             let answer = match frame {
-                Err(_) if framed.read_buffer().is_empty() => break "idle timeout",
+                Err(_) if frame_started.is_none() => break "idle timeout",
                 Err(_) => break "read timeout: a frame was started but not finished",
                 Ok(None) => break "closed by peer",
                 Ok(Some(Err(e))) => {
