@@ -32,7 +32,7 @@ use thiserror::Error;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ItemRole, Problem};
+use crate::config::{Config, Problem};
 use crate::store::{Event, EventLevel, Store, StoreError};
 use items::ItemSpec;
 use production::{ItemSlot, Production, ProductionShared};
@@ -372,9 +372,4 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-/// True for items that hold a queue.
-pub fn has_queue(role: ItemRole) -> bool {
-    role != ItemRole::Service
 }
