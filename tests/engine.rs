@@ -964,3 +964,33 @@ async fn a_graceful_stop_leaves_no_message_delivering() {
     assert_eq!(receiver.ids(), ids);
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_cannot_bind_troubles_the_production_and_recovers_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Someone else holds the port.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let yaml = production(&[
+        mllp_in("In", port, "Files", &[]),
+        file_out("Files", &dir.path().join("files"), "{control_id}.hl7"),
+    ]);
+    let engine = open_engine(dir.path(), &yaml);
+    engine.start().await;
+    let troubled = engine
+        .wait_for(Duration::from_secs(5), |s| {
+            production_state(s) == ProductionState::Troubled && item_state(s, "In") == ItemState::Error
+        })
+        .await;
+    assert!(troubled, "{:?}", engine.status());
+    let error = engine.status().productions[0].items[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("cannot listen") && error.contains(&port.to_string()), "{error}");
+    // The port is freed; restarting the item brings the production back.
+    drop(squatter);
+    engine.restart_item("p", "In", switchboard::engine::CommandSource::Api).await.unwrap();
+    let running = engine.wait_for(Duration::from_secs(5), |s| production_state(s) == ProductionState::Running).await;
+    assert!(running, "{:?}", engine.status());
+    let ack = reply(&connect(port).await.exchange(&hl7("ADT^A01", "BOUND1"), Duration::from_secs(5)).await.unwrap());
+    assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    engine.shutdown().await;
+}
