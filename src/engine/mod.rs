@@ -116,6 +116,26 @@ pub fn check(config: &Config) -> Vec<Problem> {
     problems
 }
 
+/// Settings of the engine itself (not of its productions).
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// A certificate expiring within this many days is reported as a
+    /// problem. Default 30.
+    pub certificate_warning_days: u32,
+    /// How often certificate files are checked for changes. Default 30 s.
+    pub tls_reload_interval: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { certificate_warning_days: 30, tls_reload_interval: Duration::from_secs(30) }
+    }
+}
+
+/// How often certificates are re-checked even when their files do not
+/// change (days left decrease by themselves).
+const CERTIFICATE_RECHECK: Duration = Duration::from_secs(24 * 3600);
+
 /// The engine. Cheap to clone; all clones control the same engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -123,6 +143,10 @@ pub struct Engine {
 }
 
 struct EngineInner {
+    config: Config,
+    options: EngineOptions,
+    tls: Arc<production::TlsHandles>,
+    certificates: std::sync::Mutex<Vec<crate::tls::CertificateStatus>>,
     store: Store,
     productions: Vec<Production>,
     index: HashMap<String, usize>,
@@ -135,8 +159,31 @@ impl Engine {
     /// Builds the engine from a validated configuration and an open store.
     /// Nothing runs until [`start`](Self::start).
     pub fn new(config: Config, store: Store) -> Result<Self, EngineError> {
+        Self::with_options(config, store, EngineOptions::default())
+    }
+
+    /// [`new`](Self::new) with engine settings.
+    pub fn with_options(config: Config, store: Store, options: EngineOptions) -> Result<Self, EngineError> {
         let started_at = SystemTime::now();
-        let hub = StatusHub::new(EngineStatus { started_at, productions: Vec::new(), store_bytes: 0 });
+        let hub = StatusHub::new(EngineStatus {
+            started_at,
+            productions: Vec::new(),
+            store_bytes: 0,
+            certificates: Vec::new(),
+        });
+        let tls: Arc<production::TlsHandles> = Arc::new(
+            config
+                .tls
+                .iter()
+                .map(|(name, tls)| {
+                    let handle = crate::tls::TlsConfigHandle::load(name, tls).map(Arc::new).map_err(|e| {
+                        tracing::error!(tls = %name, error = %e, "TLS configuration cannot be used");
+                        e.to_string()
+                    });
+                    (name.clone(), handle)
+                })
+                .collect(),
+        );
         let mut problems = Vec::new();
         let mut productions = Vec::new();
         for production in &config.productions {
@@ -167,6 +214,7 @@ impl Engine {
                 hub: hub.clone(),
                 store: store.clone(),
                 replies: Arc::new(ReplyBoard::new(application_mode)),
+                tls: tls.clone(),
             };
             productions.push(Production {
                 shared: Arc::new(shared),
@@ -178,7 +226,19 @@ impl Engine {
             return Err(EngineError::Config { file: config.source.display().to_string(), problems });
         }
         let index = productions.iter().enumerate().map(|(i, p)| (p.config.id.clone(), i)).collect();
-        let inner = EngineInner { store, productions, index, hub, started_at, shutdown: CancellationToken::new() };
+        let certificates = std::sync::Mutex::new(Vec::new());
+        let inner = EngineInner {
+            config,
+            options,
+            tls,
+            certificates,
+            store,
+            productions,
+            index,
+            hub,
+            started_at,
+            shutdown: CancellationToken::new(),
+        };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -191,6 +251,9 @@ impl Engine {
             let hub = engine.inner.hub.clone();
             hub.run(|| engine.status(), stop).await;
         });
+        self.check_certificates();
+        let engine = self.clone();
+        tokio::spawn(async move { engine.maintain_tls().await });
         self.inner.hub.touch();
         for production in &self.inner.productions {
             let id = &production.config.id;
@@ -210,6 +273,69 @@ impl Engine {
                 let _guard = production.commands.lock().await;
                 production.start().await;
                 self.event(id, "start", "started at engine start-up (autostart)".into(), CommandSource::Autostart);
+            }
+        }
+    }
+
+    /// Re-checks every TLS configuration's certificates for the status hub.
+    fn check_certificates(&self) {
+        if self.inner.config.tls.is_empty() {
+            return;
+        }
+        let reports = crate::tls::check_all(&self.inner.config, self.inner.options.certificate_warning_days);
+        let statuses: Vec<_> = reports.iter().map(|r| r.status()).collect();
+        for status in statuses.iter().filter(|s| s.problem) {
+            let problems: Vec<&str> = status.problems.iter().map(|f| f.message.as_str()).collect();
+            tracing::warn!(tls = %status.name, "certificate problems: {}", problems.join("; "));
+        }
+        *self.inner.certificates.lock().unwrap_or_else(|e| e.into_inner()) = statuses;
+        self.inner.hub.touch();
+    }
+
+    /// Picks up renewed certificate files (new handshakes use them) and
+    /// re-checks expiry daily.
+    async fn maintain_tls(&self) {
+        if self.inner.tls.is_empty() {
+            return;
+        }
+        let mut last_check = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = self.inner.shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.inner.options.tls_reload_interval) => {}
+            }
+            let mut changed = false;
+            for handle in self.inner.tls.values().filter_map(|h| h.as_ref().ok()) {
+                match handle.reload_if_changed() {
+                    Ok(true) => {
+                        changed = true;
+                        let text = format!("TLS configuration {:?}: new certificate files in use", handle.name());
+                        tracing::info!("{text}");
+                        self.inner.store.log_event(Event {
+                            level: EventLevel::Info,
+                            production: None,
+                            item: None,
+                            kind: "tls".into(),
+                            text,
+                        });
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        changed = true;
+                        tracing::error!(tls = handle.name(), error = %e, "renewed certificate files cannot be used; keeping the previous ones");
+                        self.inner.store.log_event(Event {
+                            level: EventLevel::Error,
+                            production: None,
+                            item: None,
+                            kind: "tls".into(),
+                            text: format!("renewed files cannot be used, the previous ones stay in force: {e}"),
+                        });
+                    }
+                }
+            }
+            if changed || last_check.elapsed() >= CERTIFICATE_RECHECK {
+                last_check = tokio::time::Instant::now();
+                self.check_certificates();
             }
         }
     }
@@ -324,6 +450,7 @@ impl Engine {
             started_at: self.inner.started_at,
             productions: self.inner.productions.iter().map(|p| p.shared.status()).collect(),
             store_bytes: self.inner.store.size_on_disk(),
+            certificates: self.inner.certificates.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 

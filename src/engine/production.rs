@@ -13,6 +13,7 @@ use super::replies::ReplyBoard;
 use super::status::{ItemState, ItemStats, ItemStatus, ProductionState, ProductionStatus, StatusChange, StatusHub};
 use crate::config::{ItemRole, KindTag, ProductionConfig};
 use crate::store::{Event, EventLevel, Store};
+use crate::tls::TlsConfigHandle;
 
 /// How long a service may take to report that it listens.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,9 +27,24 @@ pub(crate) struct ProductionShared {
     pub(crate) hub: StatusHub,
     pub(crate) store: Store,
     pub(crate) replies: Arc<ReplyBoard>,
+    pub(crate) tls: Arc<TlsHandles>,
 }
 
+/// The TLS configurations of the productions file, loaded once; a
+/// configuration that failed to load keeps its error, which the items that
+/// use it report (their production shows as troubled).
+pub(crate) type TlsHandles = std::collections::HashMap<String, Result<Arc<TlsConfigHandle>, String>>;
+
 impl ProductionShared {
+    /// The TLS configuration `name`, or why it cannot be used.
+    pub(crate) fn tls(&self, name: &str) -> Result<Arc<TlsConfigHandle>, String> {
+        match self.tls.get(name) {
+            Some(Ok(handle)) => Ok(handle.clone()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("no TLS configuration {name:?}")),
+        }
+    }
+
     pub(crate) fn state(&self) -> ProductionState {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

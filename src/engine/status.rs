@@ -204,6 +204,9 @@ pub struct EngineStatus {
     pub productions: Vec<ProductionStatus>,
     /// Size of the store on disk, bytes.
     pub store_bytes: u64,
+    /// Expiry and health of every TLS configuration, refreshed at start,
+    /// daily and whenever certificate files change.
+    pub certificates: Vec<crate::tls::CertificateStatus>,
 }
 
 impl EngineStatus {

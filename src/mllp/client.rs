@@ -11,6 +11,8 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_util::codec::Framed;
 
 use super::{MllpCodec, MllpError, MllpFrame};
@@ -33,6 +35,15 @@ pub enum ClientError {
         addr: String,
         /// The limit that was hit.
         timeout: Duration,
+    },
+    /// The TLS handshake failed (untrusted certificate, wrong host name,
+    /// rejected client certificate, ...).
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Tls {
+        /// `host:port` as given.
+        addr: String,
+        /// The reason rustls gives.
+        reason: io::Error,
     },
     /// No reply within the timeout.
     #[error("no reply within {0:?}")]
@@ -58,16 +69,54 @@ pub struct MllpClient<S = TcpStream> {
     discarded: usize,
 }
 
+/// A byte stream MLLP can run over: TCP, or TLS over TCP.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// TLS settings for a client connection.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The connector (trust anchors, client certificate, verification).
+    pub connector: TlsConnector,
+    /// The name to verify the server's certificate against (and send as SNI).
+    pub server_name: ServerName<'static>,
+}
+
+async fn open_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(reason)) => return Err(ClientError::Connect { addr: addr.to_owned(), reason }),
+        Err(_) => return Err(ClientError::ConnectTimeout { addr: addr.to_owned(), timeout }),
+    };
+    // Request/reply traffic: send each frame at once.
+    stream.set_nodelay(true).map_err(|reason| ClientError::Connect { addr: addr.to_owned(), reason })?;
+    Ok(stream)
+}
+
 impl MllpClient<TcpStream> {
     /// Opens a TCP connection to `addr` (`host:port`) within `timeout`.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(reason)) => return Err(ClientError::Connect { addr: addr.to_owned(), reason }),
-            Err(_) => return Err(ClientError::ConnectTimeout { addr: addr.to_owned(), timeout }),
+        Ok(Self::new(open_tcp(addr, timeout).await?, MllpCodec::new()))
+    }
+}
+
+impl MllpClient<Box<dyn Stream>> {
+    /// Opens a TCP connection to `addr` and, with `tls`, completes a TLS
+    /// handshake on it, both within `timeout`.
+    pub async fn connect_with(addr: &str, timeout: Duration, tls: Option<&ClientTls>) -> Result<Self, ClientError> {
+        let tcp = open_tcp(addr, timeout).await?;
+        let stream: Box<dyn Stream> = match tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let handshake = tls.connector.connect(tls.server_name.clone(), tcp);
+                match tokio::time::timeout(timeout, handshake).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(reason)) => return Err(ClientError::Tls { addr: addr.to_owned(), reason }),
+                    Err(_) => return Err(ClientError::ConnectTimeout { addr: addr.to_owned(), timeout }),
+                }
+            }
         };
-        // Request/reply traffic: send each frame at once.
-        stream.set_nodelay(true).map_err(|reason| ClientError::Connect { addr: addr.to_owned(), reason })?;
         Ok(Self::new(stream, MllpCodec::new()))
     }
 }

@@ -4,5 +4,5 @@
 mod client;
 mod codec;
 
-pub use client::{ClientError, MllpClient};
+pub use client::{ClientError, ClientTls, MllpClient, Stream};
 pub use codec::*;

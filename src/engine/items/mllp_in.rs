@@ -22,8 +22,10 @@ use tokio_util::codec::Framed;
 use super::{ItemCtx, header_facts};
 use crate::config::{AckMode, MllpInConfig};
 use crate::hl7::{AckBuilder, AckCode, AckError, Hl7ErrorCode, Message, Severity, check_header};
-use crate::mllp::{MllpCodec, MllpFrame};
+use crate::mllp::{MllpCodec, MllpFrame, Stream};
 use crate::store::{EventLevel, NewInbound};
+use crate::tls::TlsConfigHandle;
+use tokio_rustls::server::TlsStream;
 
 /// Junk (bytes outside frames) tolerated per connection before it is closed.
 const MAX_JUNK: usize = 64 * 1024;
@@ -32,6 +34,15 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]) {
     let addr = format!("{}:{}", config.host, config.port);
+    let tls = match config.tls.as_deref().map(|name| ctx.production.tls(name)).transpose() {
+        Ok(tls) => tls,
+        Err(error) => {
+            let error = format!("cannot use TLS: {error}");
+            ctx.event(EventLevel::Error, "tls", error.clone());
+            ctx.ready(Err(error));
+            return;
+        }
+    };
     let listener = match TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -70,9 +81,18 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
             continue;
         };
         let conn = Connection { ctx: ItemHandle::of(ctx), config: config.clone(), targets: targets.to_vec(), peer };
+        let _ = stream.set_nodelay(true);
+        let tls = tls.clone();
         connections.spawn(async move {
             let _permit = permit;
-            conn.serve(stream).await;
+            match tls {
+                None => conn.serve(stream).await,
+                Some(tls) => {
+                    if let Some(stream) = conn.handshake(&tls, stream).await {
+                        conn.serve(stream).await;
+                    }
+                }
+            }
         });
         while connections.try_join_next().is_some() {}
     }
@@ -109,8 +129,38 @@ enum Answer {
 }
 
 impl Connection {
-    async fn serve(self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
+    /// Completes the server side of a TLS handshake within the read
+    /// timeout. A failure (plaintext client, untrusted or missing client
+    /// certificate, ...) is logged with its reason and closes only this
+    /// connection.
+    async fn handshake(&self, tls: &TlsConfigHandle, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+        let failed = |reason: String| {
+            tracing::warn!(item = %self.ctx.slot.name, peer = %self.peer, %reason, "TLS handshake failed");
+            self.event(EventLevel::Warning, format!("TLS handshake with {} failed: {reason}", self.peer));
+        };
+        // A fresh acceptor per connection: a renewed certificate applies to
+        // the next handshake.
+        let acceptor = match tls.acceptor() {
+            Ok(a) => a,
+            Err(e) => {
+                failed(e.to_string());
+                return None;
+            }
+        };
+        match tokio::time::timeout(self.config.read_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                failed(e.to_string());
+                None
+            }
+            Err(_) => {
+                failed(format!("no handshake within {:?}", self.config.read_timeout));
+                None
+            }
+        }
+    }
+
+    async fn serve<S: Stream>(&self, stream: S) {
         let stats = self.ctx.slot.stats.clone();
         stats.connection(true);
         let item = self.ctx.slot.name.clone();

@@ -15,8 +15,10 @@ use super::ItemCtx;
 use crate::config::MllpOutConfig;
 use crate::engine::reply_actions::{DeliveryOutcome, FinalAction, ReplyCodeActions};
 use crate::hl7::{Message, Reply};
-use crate::mllp::{ClientError, MllpClient};
+use crate::mllp::{ClientError, ClientTls, MllpClient, Stream};
 use crate::store::{EventLevel, Finished, Queued, Status};
+use crate::tls::TlsConfigHandle;
+use std::sync::Arc;
 
 /// Messages taken from the queue at a time.
 const BATCH: usize = 32;
@@ -32,13 +34,30 @@ enum Attempt {
 }
 
 struct Connection {
-    client: Option<MllpClient>,
+    client: Option<MllpClient<Box<dyn Stream>>>,
     addr: String,
+    host: String,
+    tls: Option<Arc<TlsConfigHandle>>,
     down_since: Option<Instant>,
 }
 
 pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCodeActions) {
-    let mut conn = Connection { client: None, addr: format!("{}:{}", config.host, config.port), down_since: None };
+    let tls = match config.tls.as_deref().map(|name| ctx.production.tls(name)).transpose() {
+        Ok(tls) => tls,
+        Err(error) => {
+            // Nothing can be delivered: the queue is kept until the TLS
+            // configuration is fixed and the item restarted.
+            ctx.fail(format!("cannot use TLS: {error}"));
+            return;
+        }
+    };
+    let mut conn = Connection {
+        client: None,
+        addr: format!("{}:{}", config.host, config.port),
+        host: config.host.clone(),
+        tls,
+        down_since: None,
+    };
     'batches: while let Some(batch) = ctx.next_batch(BATCH).await {
         let ids: Vec<i64> = batch.iter().map(|q| q.id).collect();
         if let Err(e) = ctx.store().mark_delivering(ids).await {
@@ -86,7 +105,15 @@ impl Connection {
 
     async fn attempt(&mut self, ctx: &ItemCtx, config: &MllpOutConfig, body: &[u8]) -> Attempt {
         if self.client.is_none() {
-            match MllpClient::connect(&self.addr, config.connect_timeout).await {
+            // Built per connection, so a renewed certificate is used at once.
+            let tls = match &self.tls {
+                None => None,
+                Some(handle) => match handle.connector().and_then(|c| Ok((c, handle.server_name(&self.host)?))) {
+                    Ok((connector, server_name)) => Some(ClientTls { connector, server_name }),
+                    Err(e) => return Attempt::Unreachable(e.to_string()),
+                },
+            };
+            match MllpClient::connect_with(&self.addr, config.connect_timeout, tls.as_ref()).await {
                 Ok(client) => {
                     self.client = Some(client);
                     ctx.slot.stats.connection(true);
