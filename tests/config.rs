@@ -770,6 +770,12 @@ fn each_mistake_is_reported_at_its_path() {
             "use \"1.2\" or \"1.3\"",
         ),
         (
+            "test certificates without their files",
+            format!("tls:\n  c:\n    role: client\n    ca_file: ca.crt\n    create_if_missing: true\n{}", chain_with("")),
+            "tls.c.create_if_missing",
+            "needs `ca_file`, `cert_file` and `key_file`",
+        ),
+        (
             "tls name",
             format!("tls:\n  Lab Client:\n    role: client\n{}", chain_with("")),
             "tls.\"Lab Client\"",

@@ -99,6 +99,7 @@ fn server_config(ca: Option<&Path>, cert: &Path, key: &Path, verify_peer: Verify
         verify_host: true,
         server_name: None,
         min_version: TlsVersion::Tls12,
+        create_if_missing: false,
     }
 }
 
@@ -114,6 +115,7 @@ fn client_config(ca: &Path, cert_key: Option<(&Path, &Path)>) -> TlsConfig {
         verify_host: true,
         server_name: None,
         min_version: TlsVersion::Tls12,
+        create_if_missing: false,
     }
 }
 

@@ -52,6 +52,9 @@ pub struct RunArgs {
     /// Log filter, e.g. `info`, `debug`, `switchboard=debug,warn`.
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
     pub log_level: String,
+    /// A certificate expiring within this many days is reported as a problem.
+    #[arg(long, env = "SWITCHBOARD_CERTIFICATE_WARNING_DAYS", default_value_t = 30)]
+    pub certificate_warning_days: u32,
 }
 
 /// Arguments of `switchboard check`.
@@ -60,6 +63,9 @@ pub struct CheckArgs {
     /// The productions file.
     #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
     pub config: PathBuf,
+    /// A certificate expiring within this many days is reported as a warning.
+    #[arg(long, default_value_t = 30)]
+    pub certificate_warning_days: u32,
 }
 
 /// Arguments of `switchboard parse`.

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use super::{CheckArgs, RunArgs};
 use crate::config::{self, Config};
-use crate::engine::{self, Engine};
+use crate::engine::{self, Engine, EngineOptions};
 use crate::store::{Durability, Store, StoreOptions};
 
 /// How often old messages are purged.
@@ -37,8 +37,41 @@ fn load(path: &std::path::Path) -> Option<Config> {
     Some(config)
 }
 
+/// The certificate doctor over every TLS configuration: prints errors and
+/// warnings and says whether there was an error. Configurations whose test
+/// certificates are created at start are skipped until they exist.
+fn check_tls(config: &Config, warning_days: u32) -> bool {
+    let mut errors = false;
+    for report in crate::tls::check_all(config, warning_days) {
+        let status = report.status();
+        let pending = config.tls.get(&status.name).is_some_and(|t| {
+            t.create_if_missing
+                && [&t.ca_file, &t.cert_file, &t.key_file].iter().any(|f| f.as_ref().is_some_and(|f| !f.exists()))
+        });
+        if pending {
+            println!("tls.{}: test certificates will be created at start", status.name);
+            continue;
+        }
+        for finding in report.problems() {
+            let error = finding.severity == crate::tls::Severity::Error;
+            errors |= error;
+            eprintln!(
+                "{}: tls.{}: {}: {}",
+                config.source.display(),
+                status.name,
+                if error { "error" } else { "warning" },
+                finding.message
+            );
+        }
+    }
+    errors
+}
+
 pub(super) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let Some(config) = load(&args.config) else { return Ok(ExitCode::FAILURE) };
+    if check_tls(&config, args.certificate_warning_days) {
+        return Ok(ExitCode::FAILURE);
+    }
     let items: usize = config.productions.iter().map(|p| p.items.len()).sum();
     println!(
         "{}: OK ({} production(s), {items} item(s), {} TLS configuration(s))",
@@ -54,6 +87,10 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     init_tracing(&args.log_level)?;
     let Some(config) = load(&args.config) else { return Ok(ExitCode::from(2)) };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    for file in crate::tls::create_missing(&config).context("cannot create test certificates")? {
+        eprintln!("created test certificate file {}", file.display());
+    }
+    check_tls(&config, args.certificate_warning_days);
     runtime.block_on(async move {
         let durability = match config.store.durability {
             config::Durability::Full => Durability::Full,
@@ -66,7 +103,9 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         if recovered > 0 {
             tracing::warn!(recovered, "messages that were being delivered when the engine stopped are queued again");
         }
-        let engine = Engine::new(config, store)?;
+        let options =
+            EngineOptions { certificate_warning_days: args.certificate_warning_days, ..EngineOptions::default() };
+        let engine = Engine::with_options(config, store, options)?;
         engine.start().await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, store = %db.display(), "ready");
         let purge = tokio::spawn(purge_loop(engine.clone(), retention_days));

@@ -28,6 +28,7 @@ const TLS_KEYS: &[&str] = &[
     "verify_host",
     "server_name",
     "min_version",
+    "create_if_missing",
 ];
 const PRODUCTION_KEYS: &[&str] = &["name", "autostart", "stop_timeout", "items"];
 const COMMON_ITEM_KEYS: &[&str] = &["name", "kind", "enabled", "targets"];
@@ -287,7 +288,15 @@ fn tls_config(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TlsConfig> {
         }
     });
 
+    let create_if_missing = f.read(ctx, "create_if_missing", false, boolean);
     let role = role?;
+    if create_if_missing && (ca_file.is_none() || cert_file.is_none() || key_file.is_none()) {
+        ctx.error(
+            &f.path_of("create_if_missing"),
+            key_pos(node, "create_if_missing"),
+            "creating test certificates needs `ca_file`, `cert_file` and `key_file`, the files to create; add them",
+        );
+    }
     if cert_file.is_some() != key_file.is_some() {
         let (has, lacks) = if cert_file.is_some() { ("cert_file", "key_file") } else { ("key_file", "cert_file") };
         ctx.error(
@@ -374,6 +383,7 @@ fn tls_config(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TlsConfig> {
         verify_host,
         server_name,
         min_version,
+        create_if_missing,
     })
 }
 

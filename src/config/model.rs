@@ -606,6 +606,14 @@ pub struct TlsConfig {
     /// `min_version` — the oldest TLS version accepted: `"1.2"` (default) or
     /// `"1.3"`.
     pub min_version: TlsVersion,
+    /// `create_if_missing` — for trying TLS before real certificates exist:
+    /// when `true` and the files are missing at start, Switchboard creates a
+    /// test CA at `ca_file` (its key beside it, `.key` instead of the
+    /// extension) and a certificate and key for this configuration signed
+    /// by it, valid for `localhost`, `127.0.0.1` and `::1`, for both server
+    /// and client use. Needs `ca_file`, `cert_file` and `key_file`. Existing
+    /// files are never touched. Default `false`; never use it in production.
+    pub create_if_missing: bool,
 }
 
 /// `role` of a TLS configuration.

@@ -38,6 +38,7 @@ mod material;
 mod pem;
 pub mod pki;
 mod reload;
+mod test_pki;
 mod verify;
 
 use std::path::Path;
@@ -50,6 +51,7 @@ pub use error::{TlsError, TlsErrorKind};
 pub use inspect::CertificateInfo;
 pub use material::{TlsMaterial, server_name};
 pub use reload::TlsConfigHandle;
+pub use test_pki::{ca_key_path, create_missing};
 
 /// The cryptography provider of every TLS configuration: rustls with *ring*.
 ///

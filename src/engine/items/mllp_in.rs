@@ -22,7 +22,7 @@ use tokio_util::codec::Framed;
 use super::{ItemCtx, header_facts};
 use crate::config::{AckMode, MllpInConfig};
 use crate::hl7::{AckBuilder, AckCode, AckError, Hl7ErrorCode, Message, Severity, check_header};
-use crate::mllp::{MllpCodec, MllpFrame, Stream};
+use crate::mllp::{MllpCodec, MllpError, MllpFrame, Stream};
 use crate::store::{EventLevel, NewInbound};
 use crate::tls::TlsConfigHandle;
 use tokio_rustls::server::TlsStream;
@@ -201,6 +201,13 @@ impl Connection {
                 Err(_) if frame_started.is_none() => break "idle timeout",
                 Err(_) => break "read timeout: a frame was started but not finished",
                 Ok(None) => break "closed by peer",
+                // A TLS peer that closes without close_notify between
+                // messages has simply hung up.
+                Ok(Some(Err(MllpError::Io(e))))
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof && frame_started.is_none() =>
+                {
+                    break "closed by peer";
+                }
                 Ok(Some(Err(e))) => {
                     tracing::warn!(%item, peer = %self.peer, error = %e, "connection error");
                     break "read error";
