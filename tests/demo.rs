@@ -88,4 +88,30 @@ async fn the_demo_runs_and_delivers_over_mutual_tls() {
     wait_until("the lab inbox", Duration::from_secs(10), || files_in(&inbox) == ["MSG00001.hl7"]);
     assert_eq!(std::fs::read(inbox.join("MSG00001.hl7")).unwrap(), adt);
     wait_until("the archive", Duration::from_secs(10), || files_in(&dir.path().join("demo-data/out")).len() == 1);
+
+    // `switchboard send` speaks TLS too: with the demo's client
+    // configuration the lab system accepts it; without a client certificate
+    // the lab system (verify_peer: require) refuses the handshake.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/oru_r01_escapes.hl7");
+    let port = lab_port.to_string();
+    let send = |extra: &[&str]| {
+        Command::new(binary)
+            .args(["send", "--port", &port, "--timeout", "3s"])
+            .args(extra)
+            .arg(&fixture)
+            .output()
+            .unwrap()
+    };
+    let config_arg = config.display().to_string();
+    let out = send(&["--tls-config", "lab-client", "--config", &config_arg]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("LAB778\tAA"));
+    let ca = pki.join("ca.crt").display().to_string();
+    let out = send(&["--ca", &ca]);
+    assert!(!out.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("TLS") || text.contains("closed"), "{text}");
+    // And the plaintext port still works after that.
+    let ack = client.exchange(&adt, Duration::from_secs(5)).await.unwrap();
+    assert!(Reply::read(&Message::parse(&ack).unwrap()).is_positive());
 }

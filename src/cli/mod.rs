@@ -91,7 +91,7 @@ pub struct SendArgs {
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// How long to wait for each connection and each ACK, e.g. `10s`, `500ms`.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::config::parse_duration)]
     pub timeout: Duration,
     /// Load mode: send this many messages in total, cycling through the
     /// files, each with a fresh MSH-10, and print throughput and latency.
@@ -100,23 +100,25 @@ pub struct SendArgs {
     /// Load mode: number of concurrent connections.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
-}
-
-/// Reads `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 =
-        number.parse().map_err(|_| format!("{text:?} is not a duration; write e.g. 500ms, 10s, 5m or 1h"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?}; use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+    /// Connect over TLS with this client configuration of a productions
+    /// file (needs `--config`).
+    #[arg(long, requires = "config", conflicts_with_all = ["ca", "cert", "key"], help_heading = "TLS")]
+    pub tls_config: Option<String>,
+    /// The productions file that holds `--tls-config`.
+    #[arg(long, help_heading = "TLS")]
+    pub config: Option<PathBuf>,
+    /// Connect over TLS, trusting the authorities in this PEM file.
+    #[arg(long, help_heading = "TLS")]
+    pub ca: Option<PathBuf>,
+    /// Our certificate (PEM, leaf first), for mutual TLS.
+    #[arg(long, requires = "key", help_heading = "TLS")]
+    pub cert: Option<PathBuf>,
+    /// The private key of `--cert`.
+    #[arg(long, requires = "cert", help_heading = "TLS")]
+    pub key: Option<PathBuf>,
+    /// The name to check the server's certificate against (default: `--host`).
+    #[arg(long, help_heading = "TLS")]
+    pub server_name: Option<String>,
 }
 
 /// Runs a parsed command line and returns the process exit status.
@@ -134,20 +136,5 @@ pub fn main(cli: Cli) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("ms").is_err());
     }
 }

@@ -11,15 +11,54 @@ use anyhow::{Context as _, bail};
 
 use super::SendArgs;
 use crate::hl7::{Message, Path, Reply, split_batch};
-use crate::mllp::MllpClient;
+use crate::config::{TlsConfig, TlsRole, TlsVersion, VerifyPeer};
+use crate::mllp::{ClientTls, MllpClient};
+use crate::tls::TlsConfigHandle;
 
 /// What `send` needs, independent of the command line.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(super) struct SendOptions {
     /// `host:port` of the listener.
     pub addr: String,
     /// Connect and reply timeout.
     pub timeout: Duration,
+    /// TLS, when asked for.
+    pub tls: Option<ClientTls>,
+}
+
+/// The TLS client settings the flags ask for, if any.
+fn client_tls(args: &SendArgs) -> anyhow::Result<Option<ClientTls>> {
+    let (name, config) = if let (Some(name), Some(file)) = (&args.tls_config, &args.config) {
+        let config = crate::config::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tls = config.tls.get(name).cloned().with_context(|| {
+            let known: Vec<&String> = config.tls.keys().collect();
+            format!("{} has no TLS configuration {name:?} (it has {known:?})", file.display())
+        })?;
+        (name.clone(), tls)
+    } else if args.ca.is_some() || args.cert.is_some() {
+        let tls = TlsConfig {
+            role: TlsRole::Client,
+            ca_file: args.ca.clone(),
+            cert_file: args.cert.clone(),
+            key_file: args.key.clone(),
+            key_password_env: None,
+            key_password_file: None,
+            verify_peer: VerifyPeer::Require,
+            verify_host: true,
+            server_name: args.server_name.clone(),
+            min_version: TlsVersion::default(),
+            create_if_missing: false,
+        };
+        ("command line".to_owned(), tls)
+    } else {
+        return Ok(None);
+    };
+    if config.role != TlsRole::Client {
+        bail!("TLS configuration {name:?} has role server; `send` needs a client configuration");
+    }
+    let handle = TlsConfigHandle::load(&name, &config)?;
+    let host = args.server_name.as_deref().unwrap_or(&args.host);
+    Ok(Some(ClientTls { connector: handle.connector()?, server_name: handle.server_name(host)? }))
 }
 
 /// A message read from a file, with where MSH-10 sits so that load mode can
@@ -63,7 +102,8 @@ fn load_templates(files: &[PathBuf]) -> anyhow::Result<Vec<Template>> {
 
 pub(super) fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let templates = load_templates(&args.files)?;
-    let options = SendOptions { addr: format!("{}:{}", args.host, args.port), timeout: args.timeout };
+    let options =
+        SendOptions { addr: format!("{}:{}", args.host, args.port), timeout: args.timeout, tls: client_tls(&args)? };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.count {
         None => runtime.block_on(send_each(&options, &templates)),
@@ -78,7 +118,7 @@ pub(super) fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
 /// Sends each message once, in order, on one connection, printing a line per
 /// message.
 async fn send_each(options: &SendOptions, templates: &[Template]) -> anyhow::Result<ExitCode> {
-    let mut client = MllpClient::connect(&options.addr, options.timeout).await?;
+    let mut client = MllpClient::connect_with(&options.addr, options.timeout, options.tls.as_ref()).await?;
     let mut ok = true;
     for template in templates {
         let sent_id = String::from_utf8_lossy(&template.bytes[template.control_id.clone()]).into_owned();
@@ -219,7 +259,7 @@ async fn load(
         let (next, templates, options) = (next.clone(), templates.clone(), options.clone());
         workers.push(tokio::spawn(async move {
             let mut tally = WorkerTally::default();
-            let mut client = match MllpClient::connect(&options.addr, options.timeout).await {
+            let mut client = match MllpClient::connect_with(&options.addr, options.timeout, options.tls.as_ref()).await {
                 Ok(c) => c,
                 Err(e) => {
                     tally.first_error = Some(e.to_string());
