@@ -521,6 +521,11 @@ impl Store {
         self.submit(|reply| Op::ItemEnabled(p, i, enabled, reply)).await
     }
 
+    /// Replaces the list of Home Assistant discovery topics published.
+    pub async fn replace_discovery_topics(&self, topics: Vec<String>) -> Result<(), StoreError> {
+        self.submit(|reply| Op::DiscoveryTopics(topics, reply)).await
+    }
+
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self.inner.reader.lock().unwrap_or_else(|e| e.into_inner());
         Ok(f(&conn)?)
@@ -541,6 +546,15 @@ impl Store {
                 r.get::<_, i64>(0).map(|v| v != 0)
             })
             .optional()
+        })
+    }
+
+    /// The Home Assistant discovery topics published, in order.
+    pub fn discovery_topics(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT topic FROM discovery_topic ORDER BY topic")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
         })
     }
 

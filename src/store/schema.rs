@@ -73,6 +73,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (production, item)
     );
     "#,
+    // 2: the Home Assistant discovery topics published, so that entities
+    // that no longer exist can be removed at the next start.
+    r#"
+    CREATE TABLE discovery_topic (
+        topic       TEXT PRIMARY KEY,
+        at          INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

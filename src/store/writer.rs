@@ -41,6 +41,7 @@ pub(super) enum Op {
     Event(Event, Option<Reply<()>>),
     Commanded(String, String, Reply<()>),
     ItemEnabled(String, String, bool, Reply<()>),
+    DiscoveryTopics(Vec<String>, Reply<()>),
     PurgeBatch { cutoff: i64, limit: usize, reply: Reply<PurgeStats> },
     Vacuum { pages: u32, reply: Reply<u64> },
     Shutdown,
@@ -294,6 +295,9 @@ fn apply(tx: &Connection, op: Op, deltas: &mut Deltas) -> Done {
             .map(drop)
             .map_err(Into::into),
         ),
+        Op::DiscoveryTopics(topics, reply) => {
+            Done::Unit(Some(reply), replace_discovery_topics(tx, &topics).map_err(Into::into))
+        }
         Op::PurgeBatch { cutoff, limit, reply } => Done::Purge(reply, purge_tx(tx, cutoff, limit).map_err(Into::into)),
         Op::Vacuum { reply, .. } => Done::Count(reply, Ok(0)),
         Op::Shutdown => Done::Unit(None, Ok(())),
@@ -446,6 +450,16 @@ fn resend_tx(tx: &Connection, id: i64, deltas: &mut Deltas) -> rusqlite::Result<
     )?;
     deltas.push((production, target, 1));
     Ok(true)
+}
+
+fn replace_discovery_topics(tx: &Connection, topics: &[String]) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM discovery_topic", [])?;
+    let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO discovery_topic (topic, at) VALUES (?1, ?2)")?;
+    let now = now_millis();
+    for topic in topics {
+        insert.execute(params![topic, now])?;
+    }
+    Ok(())
 }
 
 fn event_tx(tx: &Connection, e: &Event) -> rusqlite::Result<()> {
