@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod ha;
 pub mod hl7;
 pub mod mllp;
 pub mod store;
