@@ -55,6 +55,9 @@ pub struct RunArgs {
     /// A certificate expiring within this many days is reported as a problem.
     #[arg(long, env = "SWITCHBOARD_CERTIFICATE_WARNING_DAYS", default_value_t = 30)]
     pub certificate_warning_days: u32,
+    /// MQTT broker and Home Assistant discovery.
+    #[command(flatten, next_help_heading = "Home Assistant (MQTT)")]
+    pub mqtt: crate::ha::MqttArgs,
 }
 
 /// Arguments of `switchboard check`.

@@ -86,6 +86,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     init_tracing(&args.log_level)?;
     let Some(config) = load(&args.config) else { return Ok(ExitCode::from(2)) };
+    let ha_settings = crate::ha::resolve(&args.mqtt, &crate::ha::Environment::from_process(&args.mqtt))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     for file in crate::tls::create_missing(&config).context("cannot create test certificates")? {
         eprintln!("created test certificate file {}", file.display());
@@ -109,10 +110,13 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         engine.start().await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, store = %db.display(), "ready");
         let purge = tokio::spawn(purge_loop(engine.clone(), retention_days));
+        let bridge = crate::ha::start(engine.clone(), ha_settings);
         shutdown_signal().await;
         tracing::info!("shutting down");
         purge.abort();
+        bridge.refuse_commands();
         engine.shutdown().await;
+        bridge.shutdown().await;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
