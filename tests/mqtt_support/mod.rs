@@ -1,0 +1,202 @@
+//! Helpers of the MQTT tests: a client that records what the broker
+//! sends (standing in for Home Assistant), productions, the real binary.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::common::hl7;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use switchboard::hl7::{Message, Reply};
+use switchboard::mllp::MllpClient;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// How long any wait in these tests may take.
+pub const WAIT: Duration = Duration::from_secs(8);
+/// The discovery prefix.
+pub const PREFIX: &str = "homeassistant";
+
+/// One message received.
+#[derive(Clone, Debug)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: String,
+    pub retain: bool,
+}
+
+/// An MQTT client that records every message it receives, standing in for
+/// Home Assistant.
+pub struct Watcher {
+    client: AsyncClient,
+    log: Arc<Mutex<Vec<Msg>>>,
+    task: JoinHandle<()>,
+}
+
+impl Watcher {
+    pub async fn start(port: u16, filter: &str, user: Option<(&str, &str)>) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let id = format!("watcher-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(5));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some((u, p)) = user {
+            options.set_credentials(u, p);
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let log: Arc<Mutex<Vec<Msg>>> = Arc::default();
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        let mut subscribed_tx = Some(subscribed_tx);
+        let l = log.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => l.lock().unwrap().push(Msg {
+                        topic: p.topic,
+                        payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                        retain: p.retain,
+                    }),
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        client.subscribe(filter, QoS::AtLeastOnce).await.expect("subscribe");
+        tokio::time::timeout(Duration::from_secs(5), subscribed).await.expect("no SUBACK").expect("watcher task");
+        Self { client, log, task }
+    }
+
+    pub fn messages(&self) -> Vec<Msg> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn clear(&self) {
+        self.log.lock().unwrap().clear();
+    }
+
+    /// The last payload seen on each topic.
+    pub fn latest(&self) -> BTreeMap<String, String> {
+        self.messages().into_iter().map(|m| (m.topic, m.payload)).collect()
+    }
+
+    pub fn last(&self, topic: &str) -> Option<String> {
+        self.messages().into_iter().rev().find(|m| m.topic == topic).map(|m| m.payload)
+    }
+
+    pub async fn wait_until(&self, what: &str, check: impl Fn(&[Msg]) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if check(&self.messages()) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let latest: Vec<String> = self
+                    .latest()
+                    .into_iter()
+                    .filter(|(t, _)| !t.ends_with("/config"))
+                    .map(|(t, p)| format!("{t} = {p}"))
+                    .collect();
+                panic!("timed out waiting for {what}; latest states:\n{}", latest.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the last payload on `topic` is `payload`.
+    pub async fn wait_for(&self, topic: &str, payload: &str) {
+        self.wait_until(&format!("{topic} = {payload}"), |msgs| {
+            msgs.iter().rev().find(|m| m.topic == topic).is_some_and(|m| m.payload == payload)
+        })
+        .await;
+    }
+
+    pub async fn publish(&self, topic: &str, payload: &str) {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).await.expect("publish");
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// mllp_in → router → mllp_out (+ more items), production `p` ("ADT feed").
+pub fn pipeline_yaml(in_port: u16, out_port: u16, extra_items: &str, tls: &str) -> String {
+    format!(
+        "{tls}productions:
+  p:
+    name: ADT feed
+    autostart: true
+    stop_timeout: 2s
+    items:
+      - name: ADT in
+        kind: mllp_in
+        host: 127.0.0.1
+        port: {in_port}
+        targets: [ADT router]
+      - name: ADT router
+        kind: router
+        rules:
+          - when: MSH-9.1 = \"ADT\"
+            send: [Lab out]
+      - name: Lab out
+        kind: mllp_out
+        host: 127.0.0.1
+        port: {out_port}
+        connect_timeout: 300ms
+        response_timeout: 2s
+        retry_interval: 50ms
+        failure_timeout: 300ms
+{extra_items}"
+    )
+}
+
+pub fn config_topic(component: &str, instance: &str, key: &str) -> String {
+    format!("{PREFIX}/{component}/{instance}/{key}/config")
+}
+
+pub async fn send_ok(port: u16, control_id: &str) {
+    let mut client = MllpClient::connect(&format!("127.0.0.1:{port}"), Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to send {control_id}: {e}"));
+    let bytes = client.exchange(&hl7("ADT^A01", control_id), Duration::from_secs(5)).await.expect("no ACK");
+    let reply = Reply::read(&Message::parse(&bytes).expect("ACK parses"));
+    assert_eq!(reply.msa.map(|m| m.0).as_deref(), Some("AA"), "{control_id} not accepted");
+}
+
+/// Runs `switchboard run` with MQTT flags; its log goes to the test output.
+pub fn spawn_switchboard(config: &Path, data: &Path, args: &[&str], envs: &[(&str, &str)]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .envs(envs.iter().copied())
+        .env_remove("SUPERVISOR_TOKEN")
+        .env_remove("SWITCHBOARD_OPTIONS")
+        .env("SWITCHBOARD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchboard");
+    if let Some(stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[switchboard] {line}");
+            }
+        });
+    }
+    child
+}
