@@ -297,12 +297,14 @@ async fn the_switch_stops_and_starts_a_production_with_live_traffic() {
     watcher.wait_for(&state, "ON").await;
 
     // Live traffic; the counters are published at most about once a second.
+    let messages = topic("sbswitch", "production/p/item/adt_in/messages");
+    watcher.wait_for(&messages, "0").await;
+    watcher.clear();
     let started = Instant::now();
     for i in 0..20 {
         send_ok(in_port, &format!("A{i}")).await;
     }
     assert!(receiver.wait_len(20, WAIT).await);
-    let messages = topic("sbswitch", "production/p/item/adt_in/messages");
     watcher.wait_for(&messages, "20").await;
     let updates = watcher.messages().iter().filter(|m| m.topic == messages).count();
     let bound = started.elapsed().as_secs() as usize + 2;
@@ -331,7 +333,6 @@ async fn the_switch_stops_and_starts_a_production_with_live_traffic() {
 
     // The item's enable switch and restart button.
     let enabled = topic("sbswitch", "production/p/item/lab_out/enabled");
-    watcher.wait_for(&enabled, "ON").await;
     watcher.publish(&format!("{enabled}/set"), "OFF").await;
     watcher.wait_for(&enabled, "OFF").await;
     assert!(!engine.status().item("p", "Lab out").unwrap().enabled);
