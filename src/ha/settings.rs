@@ -78,7 +78,7 @@ pub struct MqttArgs {
     #[arg(long, env = "SWITCHBOARD_MQTT_DISCOVERY_PREFIX")]
     pub mqtt_discovery_prefix: Option<String>,
     /// Names this Switchboard in MQTT topics and Home Assistant ids
-    /// (lower-case letters, digits, `_`, `-`) [default: switchboard]. Change
+    /// (lower-case letters, digits and `_`) [default: switchboard]. Change
     /// it only to run two instances against one broker: entity ids follow it.
     #[arg(long, env = "SWITCHBOARD_INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -271,16 +271,16 @@ pub enum SettingsError {
     Invalid(String),
 }
 
-/// Checks an id used in topics and entity ids.
+/// Checks an id used in topics and entity ids (which allow no `-`).
 fn check_id(what: &str, value: &str) -> Result<(), SettingsError> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if ok {
         Ok(())
     } else {
         Err(SettingsError::Invalid(format!(
-            "{what} {value:?} is not valid: use 1 to 64 lower-case letters, digits, `_` or `-`"
+            "{what} {value:?} is not valid: use 1 to 64 lower-case letters, digits or `_`"
         )))
     }
 }
@@ -463,8 +463,10 @@ mod tests {
         let a = MqttArgs { mqtt_host: Some("h".into()), mqtt_tls: true, ..args() };
         let BrokerSource::Given(b) = resolve(&a, &Environment::default()).unwrap().broker else { panic!() };
         assert_eq!(b.port, 8883);
-        let a = MqttArgs { instance_id: Some("Not OK".into()), ..args() };
-        assert!(resolve(&a, &Environment::default()).is_err());
+        for bad in ["Not OK", "with-dash", ""] {
+            let a = MqttArgs { instance_id: Some(bad.into()), ..args() };
+            assert_eq!(resolve(&a, &Environment::default()).is_err(), !bad.is_empty(), "{bad:?}");
+        }
         let a = MqttArgs { mqtt_discovery_prefix: Some("ha/#".into()), ..args() };
         assert!(resolve(&a, &Environment::default()).is_err());
     }
