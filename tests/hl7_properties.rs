@@ -182,3 +182,10 @@ proptest! {
         prop_assert_eq!(msg.segment_count(), segments.len() + 1);
     }
 }
+
+/// Found by fuzzing: trailer counts that overflow when summed.
+#[test]
+fn huge_batch_counts_are_an_error_not_a_panic() {
+    let err = split_batch(b"BTS|18446744073709551615\rBTS|1").unwrap_err();
+    assert!(err.to_string().contains("BTS-1"), "{err}");
+}

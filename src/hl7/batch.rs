@@ -110,7 +110,9 @@ pub fn split_batch(raw: &[u8]) -> Result<Batch<'_>, BatchError> {
                     .transpose()?;
                 if name == "BTS" {
                     if let Some(n) = count {
-                        batch.declared_messages = Some(batch.declared_messages.unwrap_or(0) + n);
+                        let total = batch.declared_messages.unwrap_or(0).checked_add(n);
+                        batch.declared_messages =
+                            Some(total.ok_or(BatchError::BadCount { segment: name, position: pos })?);
                     }
                 } else {
                     batch.declared_batches = count;

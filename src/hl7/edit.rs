@@ -16,6 +16,10 @@ pub enum EditError {
     /// The message has no such segment; edits do not create segments.
     #[error("the message has no segment {0}")]
     NoSuchSegment(String),
+    /// A path built in code with a 0 or with a subcomponent but no
+    /// component (see [`Path::is_valid`]).
+    #[error("{0} is not a valid path: numbers start at 1 and a subcomponent needs a component")]
+    InvalidPath(String),
     /// MSH-1 and MSH-2 define the delimiters and cannot be edited by path.
     #[error("{0} holds the message's delimiters and cannot be edited")]
     Delimiters(String),
@@ -128,6 +132,9 @@ impl MessageBuf {
     }
 
     fn splice(&mut self, path: &Path, value: &[u8]) -> Result<(), EditError> {
+        if !path.is_valid() {
+            return Err(EditError::InvalidPath(path.to_string()));
+        }
         if path.segment_id() == "MSH" && path.field <= 2 {
             return Err(EditError::Delimiters(path.to_string()));
         }
@@ -186,6 +193,13 @@ mod tests {
         let mut buf = MessageBuf::new(BASE.to_vec()).unwrap();
         assert!(matches!(buf.set("MSH-2", "x"), Err(EditError::Delimiters(_))));
         assert!(matches!(buf.set("ZZZ-1", "x"), Err(EditError::NoSuchSegment(_))));
+        for bad in [
+            Path::field("PID", 5).repetition(0),
+            Path::field("PID", 9).component(0),
+            Path::field("PID", 9).subcomponent(2),
+        ] {
+            assert!(matches!(buf.set_path(&bad, "x"), Err(EditError::InvalidPath(_))), "{bad:?}");
+        }
         let path: Path = "PID-5.1".parse().unwrap();
         assert!(matches!(buf.set_raw(&path, b"A^B"), Err(EditError::RawValueBreaksStructure { .. })));
         assert!(matches!(buf.set_raw(&path, b"A\rB"), Err(EditError::RawValueBreaksStructure { .. })));

@@ -332,6 +332,9 @@ impl<'a> Message<'a> {
 
     /// Finds the element a path names.
     pub(crate) fn locate(&self, path: &Path) -> Option<Located> {
+        if !path.is_valid() {
+            return None;
+        }
         let seg = self.segment(path.segment_id(), path.segment_occurrence)?;
         let seg = self.segments[seg.idx];
         let field_idx = (seg.first_field as usize).checked_add(path.field)?;
@@ -359,6 +362,9 @@ impl<'a> Message<'a> {
     /// Where the element a path names would go, for editing: the deepest
     /// existing element and how many separators must be added below it.
     pub(crate) fn insertion_point(&self, path: &Path) -> Option<Insertion> {
+        if !path.is_valid() {
+            return None;
+        }
         let seg_ref = self.segment(path.segment_id(), path.segment_occurrence)?;
         let seg = self.segments[seg_ref.idx];
         if path.field == 0 {

@@ -92,6 +92,18 @@ impl Path {
         self
     }
 
+    /// True when every number is at least 1 and a subcomponent comes with a
+    /// component: what the text notation can express. Paths built in code
+    /// that are not valid address nothing.
+    pub fn is_valid(&self) -> bool {
+        self.segment_occurrence >= 1
+            && self.field >= 1
+            && self.repetition.is_none_or(|n| n >= 1)
+            && self.component.is_none_or(|n| n >= 1)
+            && self.subcomponent.is_none_or(|n| n >= 1)
+            && (self.subcomponent.is_none() || self.component.is_some())
+    }
+
     /// The segment id, e.g. `PID`.
     pub fn segment_id(&self) -> &str {
         std::str::from_utf8(&self.segment).unwrap_or("")
@@ -225,6 +237,16 @@ mod tests {
             );
             assert_eq!(p.to_string(), text);
         }
+    }
+
+    #[test]
+    fn paths_built_in_code_are_checked() {
+        assert!(Path::field("PID", 3).repetition(2).component(4).subcomponent(1).is_valid());
+        assert!(!Path::field("PID", 0).is_valid());
+        assert!(!Path::field("PID", 5).repetition(0).is_valid());
+        assert!(!Path::field("PID", 5).component(0).is_valid());
+        assert!(!Path::field("PID", 5).subcomponent(2).is_valid());
+        assert!(!Path::field("PID", 5).occurrence(0).is_valid());
     }
 
     #[test]
