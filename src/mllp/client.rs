@@ -45,6 +45,13 @@ pub enum ClientError {
         /// The reason rustls gives.
         reason: io::Error,
     },
+    /// The peer ended the TLS session with an error after the handshake
+    /// seemed complete. With TLS 1.3 a server checks the client's
+    /// certificate after the client has finished its part of the handshake,
+    /// so a refused certificate shows here, at the first read, as a fatal
+    /// alert (`CertificateRequired`, `UnknownCA`, ...).
+    #[error("the peer ended the TLS session: {0}")]
+    TlsSession(io::Error),
     /// No reply within the timeout.
     #[error("no reply within {0:?}")]
     ReplyTimeout(Duration),
@@ -121,6 +128,18 @@ impl MllpClient<Box<dyn Stream>> {
     }
 }
 
+/// A failed read or write, with TLS errors told apart from transport
+/// errors: tokio-rustls reports them (alerts received, bad records) as I/O
+/// errors that carry the rustls error.
+fn failed(error: MllpError) -> ClientError {
+    match error {
+        MllpError::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<tokio_rustls::rustls::Error>()) => {
+            ClientError::TlsSession(e)
+        }
+        other => other.into(),
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> MllpClient<S> {
     /// Wraps an open stream.
     pub fn new(stream: S, codec: MllpCodec) -> Self {
@@ -130,7 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MllpClient<S> {
     /// Sends `message` framed and waits up to `timeout` for the reply frame.
     pub async fn exchange(&mut self, message: &[u8], timeout: Duration) -> Result<Bytes, ClientError> {
         let work = async {
-            self.framed.send(message).await?;
+            self.framed.send(message).await.map_err(failed)?;
             loop {
                 match self.framed.next().await {
                     Some(Ok(MllpFrame::Message(reply))) => return Ok(reply),
@@ -139,7 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MllpClient<S> {
                         tracing::debug!(bytes, "peer sent bytes outside MLLP frames; dropped");
                     }
                     Some(Ok(MllpFrame::Oversized { len, .. })) => return Err(ClientError::OversizedReply { len }),
-                    Some(Err(e)) => return Err(e.into()),
+                    Some(Err(e)) => return Err(failed(e)),
                     None => return Err(ClientError::Closed),
                 }
             }

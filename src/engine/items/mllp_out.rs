@@ -104,7 +104,8 @@ impl Connection {
     }
 
     async fn attempt(&mut self, ctx: &ItemCtx, config: &MllpOutConfig, body: &[u8]) -> Attempt {
-        if self.client.is_none() {
+        let fresh = self.client.is_none();
+        if fresh {
             // Built per connection, so a renewed certificate is used at once.
             let tls = match &self.tls {
                 None => None,
@@ -117,16 +118,27 @@ impl Connection {
                 Ok(client) => {
                     self.client = Some(client);
                     ctx.slot.stats.connection(true);
-                    if self.down_since.take().is_some() {
-                        ctx.event(EventLevel::Info, "connected", format!("connected to {}", self.addr));
-                    }
-                    ctx.recovered();
                 }
                 Err(e) => return Attempt::Unreachable(e.to_string()),
             }
         }
         let Some(client) = self.client.as_mut() else { return Attempt::Unreachable("not connected".into()) };
-        match client.exchange(body, config.response_timeout).await {
+        let result = client.exchange(body, config.response_timeout).await;
+        if let (true, Err(e @ ClientError::TlsSession(_))) = (fresh, &result) {
+            // TLS 1.3: the server checks our certificate after our side of
+            // the handshake is done and refuses it at our first read. It
+            // processed nothing: a failed handshake, not a delivery.
+            let error = format!("TLS handshake with {} failed: {e}", self.addr);
+            self.close(ctx);
+            return Attempt::Unreachable(error);
+        }
+        if fresh {
+            if self.down_since.take().is_some() {
+                ctx.event(EventLevel::Info, "connected", format!("connected to {}", self.addr));
+            }
+            ctx.recovered();
+        }
+        match result {
             Ok(reply) => Attempt::Reply(reply),
             Err(e) => {
                 self.close(ctx);
