@@ -771,7 +771,10 @@ fn each_mistake_is_reported_at_its_path() {
         ),
         (
             "test certificates without their files",
-            format!("tls:\n  c:\n    role: client\n    ca_file: ca.crt\n    create_if_missing: true\n{}", chain_with("")),
+            format!(
+                "tls:\n  c:\n    role: client\n    ca_file: ca.crt\n    create_if_missing: true\n{}",
+                chain_with("")
+            ),
             "tls.c.create_if_missing",
             "needs `ca_file`, `cert_file` and `key_file`",
         ),

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use super::SendArgs;
-use crate::hl7::{Message, Path, Reply, split_batch};
 use crate::config::{TlsConfig, TlsRole, TlsVersion, VerifyPeer};
+use crate::hl7::{Message, Path, Reply, split_batch};
 use crate::mllp::{ClientTls, MllpClient};
 use crate::tls::TlsConfigHandle;
 
@@ -259,7 +259,8 @@ async fn load(
         let (next, templates, options) = (next.clone(), templates.clone(), options.clone());
         workers.push(tokio::spawn(async move {
             let mut tally = WorkerTally::default();
-            let mut client = match MllpClient::connect_with(&options.addr, options.timeout, options.tls.as_ref()).await {
+            let mut client = match MllpClient::connect_with(&options.addr, options.timeout, options.tls.as_ref()).await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tally.first_error = Some(e.to_string());
