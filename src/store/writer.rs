@@ -55,6 +55,8 @@ enum Done {
     Committed(Reply<Committed>, Result<Committed, StoreError>),
     Ids(Reply<Vec<i64>>, Result<Vec<i64>, StoreError>),
     Unit(Option<Reply<()>>, Result<(), StoreError>),
+    /// A status change of a queued message: answered at commit (see above).
+    Status(Reply<()>, Result<(), StoreError>),
     Bool(Reply<bool>, Result<bool, StoreError>),
     Purge(Reply<PurgeStats>, Result<PurgeStats, StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
@@ -71,6 +73,7 @@ impl Done {
             Self::Committed(_, r) => r.is_ok(),
             Self::Ids(_, r) => r.is_ok(),
             Self::Unit(_, r) => r.is_ok(),
+            Self::Status(_, r) => r.is_ok(),
             Self::Bool(_, r) => r.is_ok(),
             Self::Purge(_, r) => r.is_ok(),
             Self::Count(_, r) => r.is_ok(),
@@ -93,6 +96,7 @@ impl Done {
             Self::Ids(tx, r) => answer!(tx, r),
             Self::Unit(Some(tx), r) => answer!(tx, r),
             Self::Unit(None, _) => {}
+            Self::Status(tx, r) => answer!(tx, r),
             Self::Bool(tx, r) => answer!(tx, r),
             Self::Purge(tx, r) => answer!(tx, r),
             Self::Count(tx, r) => answer!(tx, r),
@@ -260,10 +264,10 @@ fn apply(tx: &Connection, op: Op, deltas: &mut Deltas) -> Done {
     match op {
         Op::Inbound(inbound, reply) => Done::Committed(reply, inbound_tx(tx, inbound, deltas).map_err(Into::into)),
         Op::Routed(routed, reply) => Done::Ids(reply, routed_tx(tx, routed, deltas).map_err(Into::into)),
-        Op::MarkDelivering(ids, reply) => Done::Unit(Some(reply), set_status(tx, &ids, "delivering", "queued")),
-        Op::Requeue(ids, reply) => Done::Unit(Some(reply), set_status(tx, &ids, "queued", "delivering")),
-        Op::RequeueItem(production, item, reply) => Done::Unit(
-            Some(reply),
+        Op::MarkDelivering(ids, reply) => Done::Status(reply, set_status(tx, &ids, "delivering", "queued")),
+        Op::Requeue(ids, reply) => Done::Status(reply, set_status(tx, &ids, "queued", "delivering")),
+        Op::RequeueItem(production, item, reply) => Done::Status(
+            reply,
             tx.execute(
                 "UPDATE header SET status = 'queued', updated_at = ?1
                  WHERE production = ?2 AND target = ?3 AND status = 'delivering'",
@@ -272,7 +276,7 @@ fn apply(tx: &Connection, op: Op, deltas: &mut Deltas) -> Done {
             .map(drop)
             .map_err(Into::into),
         ),
-        Op::Finish(finished, reply) => Done::Unit(Some(reply), finish_tx(tx, finished, deltas).map_err(Into::into)),
+        Op::Finish(finished, reply) => Done::Status(reply, finish_tx(tx, finished, deltas).map_err(Into::into)),
         Op::Resend(id, reply) => Done::Bool(reply, resend_tx(tx, id, deltas).map_err(Into::into)),
         Op::Event(event, reply) => Done::Unit(reply, event_tx(tx, &event).map_err(Into::into)),
         Op::Commanded(production, state, reply) => Done::Unit(
