@@ -281,17 +281,12 @@ fn error_location(path: &Path, component: u8) -> String {
     s
 }
 
+/// MSH-7 in UTC: `YYYYMMDDHHMMSS+0000`.
 fn format_timestamp(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}+0000",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
+    let format = time::macros::format_description!("[year][month][day][hour][minute][second]+0000");
+    // Formatting a UTC time with a fixed numeric pattern cannot fail for
+    // years 0–9999; the empty fallback keeps the ACK buildable regardless.
+    at.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
 }
 
 /// A process-unique control id of at most 20 characters (the MSH-10 length
@@ -439,5 +434,20 @@ impl Reply {
     /// True when MSA-1 is `AA` or `CA`.
     pub fn is_positive(&self) -> bool {
         matches!(self.acknowledgment_code(), Some("AA" | "CA"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msh7_is_utc_with_offset_and_control_ids_fit_msh10() {
+        let msg = Message::parse(b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|M1|P|2.5").unwrap();
+        let at = time::macros::datetime!(2026-01-02 04:04:05 +01:00);
+        let ack = String::from_utf8(AckBuilder::new(&msg, AckCode::AA).timestamp(at).build()).unwrap();
+        assert!(ack.contains("|20260102030405+0000||ACK^A01^ACK|"), "{ack}");
+        let (a, b) = (next_control_id(), next_control_id());
+        assert!(a.len() <= 20 && a != b, "{a} {b}");
     }
 }

@@ -70,19 +70,8 @@ fn file_name(pattern: &str, body: &[u8], item: &str, seq: u64) -> String {
         (code, event) if event != "unknown" => format!("{code}_{event}"),
         (code, _) => code,
     };
-    let timestamp = {
-        let now = time::OffsetDateTime::now_utc();
-        format!(
-            "{:04}{:02}{:02}{:02}{:02}{:02}{:03}",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second(),
-            now.millisecond()
-        )
-    };
+    let format = time::macros::format_description!("[year][month][day][hour][minute][second][subsecond digits:3]");
+    let timestamp = time::OffsetDateTime::now_utc().format(&format).unwrap_or_default();
     let filled = pattern
         .replace("{control_id}", &text("MSH-10"))
         .replace("{message_type}", &message_type)
