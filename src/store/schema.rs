@@ -81,6 +81,11 @@ const MIGRATIONS: &[&str] = &[
         at          INTEGER NOT NULL
     );
     "#,
+    // 3: the messages being delivered, so that putting them back in their
+    // queues at start reads only them instead of every header kept.
+    r#"
+    CREATE INDEX header_delivering ON header(production, target) WHERE status = 'delivering';
+    "#,
 ];
 
 /// The schema version this build writes.
