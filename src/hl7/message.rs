@@ -102,8 +102,8 @@ impl<'a> Message<'a> {
             delimiters,
             charset: Charset::default(),
             segments: Vec::with_capacity(raw.len() / 64 + 4),
-            fields: Vec::with_capacity(estimate / 2),
-            repetitions: Vec::with_capacity(estimate / 2),
+            fields: Vec::with_capacity(raw.len() / 4 + 8),
+            repetitions: Vec::with_capacity(raw.len() / 4 + 8),
             components: Vec::with_capacity(estimate),
             subcomponents: Vec::with_capacity(estimate),
         };
