@@ -136,6 +136,111 @@ async fn concurrent_commits_share_groups_and_all_land() {
 }
 
 #[tokio::test]
+async fn a_failing_operation_is_undone_alone_and_its_group_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    // Submitted together, so they share groups with the failing one.
+    let commits = futures_util::future::join_all((0..32).map(|n| store.commit_inbound(inbound(n, &["Out"]))));
+    let bad =
+        store.commit_routed(Routed { header_id: 987_654, status: Status::Completed, error: None, outputs: vec![] });
+    let (commits, bad) = tokio::join!(commits, bad);
+    bad.expect_err("routing a header that does not exist fails");
+    let mut ids = Vec::new();
+    for c in commits {
+        ids.extend(c.expect("the other operations of the group commit").queued);
+    }
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 32, "every header got its own id");
+    assert_eq!(store.queue_depth("adt", "Out"), 32);
+    let queued: Vec<i64> = store.fetch_queue("adt", "Out", 100).unwrap().iter().map(|q| q.id).collect();
+    assert_eq!(queued, unique);
+    for id in &ids {
+        let header = store.header(*id).unwrap().unwrap();
+        let service = store.header(header.session_id).unwrap().unwrap();
+        assert_eq!(
+            (service.id, service.target.as_str()),
+            (header.session_id, "ADT in"),
+            "session id is the service's header"
+        );
+    }
+}
+
+#[tokio::test]
+async fn queue_depths_are_kept_in_the_file_and_rebuilt_by_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = open(&dir);
+    for n in 0..5 {
+        store.commit_inbound(inbound(n, &["Out", "Archive"])).await.unwrap();
+    }
+    let head = store.fetch_queue("adt", "Out", 2).unwrap();
+    for q in &head {
+        let finished = Finished {
+            header_id: q.id,
+            production: "adt".into(),
+            item: "Out".into(),
+            status: Status::Completed,
+            attempts: 1,
+            reply: None,
+            error: None,
+        };
+        store.finish(finished).await.unwrap();
+    }
+    store.close().await;
+    let depth = |conn: &rusqlite::Connection, item: &str| -> i64 {
+        conn.query_row("SELECT depth FROM queue_depth WHERE production = 'adt' AND item = ?1", [item], |r| r.get(0))
+            .unwrap()
+    };
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!((depth(&conn, "Out"), depth(&conn, "Archive")), (3, 5));
+    // A store written before the counters existed: the migration counts.
+    conn.execute_batch("DROP TABLE queue_depth; PRAGMA user_version = 3;").unwrap();
+    drop(conn);
+    let reopened = Store::open(&path, StoreOptions::default()).unwrap().0;
+    assert_eq!(reopened.queue_depth("adt", "Out"), 3);
+    assert_eq!(reopened.queue_depth("adt", "Archive"), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let wal = dir.path().join("store.db-wal");
+    let store = Store::open(&path, StoreOptions { durability: Durability::Normal }).unwrap().0;
+    let writers: Vec<_> = (0..8)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..5000 {
+                    store.commit_inbound(inbound(n * 10_000 + i, &["Out"])).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut largest = 0;
+    while !writers.iter().all(|w| w.is_finished()) {
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(store.queue_depth("adt", "Out"), 40_000);
+    // Written without checkpoints, the log would hold every page of every
+    // commit: more than 300 MB here.
+    assert!(largest < 128 << 20, "the log is checkpointed and restarted while writes go on: {largest} bytes");
+    // Once traffic pauses, the log is copied and then cut back.
+    for n in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store.commit_inbound(inbound(100_000 + n, &["Out"])).await.unwrap();
+    }
+    let after = std::fs::metadata(&wal).unwrap().len();
+    assert!(after <= 17 << 20, "the log is truncated to journal_size_limit after a burst: {after} bytes");
+}
+
+#[tokio::test]
 async fn delivering_messages_return_to_the_head_of_the_queue_on_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");

@@ -383,6 +383,8 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     let _ = durability;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // After a burst the log is cut back to this size when it restarts.
+    conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
     Ok(conn)
 }
 
@@ -402,9 +404,7 @@ impl Store {
         )? as u64;
         let queues = Arc::new(Queues::default());
         {
-            let mut stmt = conn.prepare(
-                "SELECT production, target, COUNT(*) FROM header WHERE status IN ('queued', 'delivering') GROUP BY production, target",
-            )?;
+            let mut stmt = conn.prepare("SELECT production, item, depth FROM queue_depth")?;
             let rows =
                 stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
             for row in rows {
@@ -412,10 +412,13 @@ impl Store {
                 queues.get(&production, &target).depth.store(n, Ordering::Relaxed);
             }
         }
+        // Checkpoints run on their own connection (see the writer module).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoints = open_connection(path, options.durability)?;
         let reader = open_connection(path, options.durability)?;
         let (tx, rx) = mpsc::channel(4096);
         let wal = PathBuf::from(format!("{}-wal", path.display()));
-        let writer = Writer::new(conn, rx, queues.clone(), options.durability, wal)
+        let writer = Writer::new(conn, checkpoints, rx, queues.clone(), options.durability, wal)
             .map_err(|reason| StoreError::Path { path: path.to_owned(), reason })?;
         let handle = std::thread::Builder::new()
             .name("store-writer".into())

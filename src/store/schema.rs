@@ -86,6 +86,20 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX header_delivering ON header(production, target) WHERE status = 'delivering';
     "#,
+    // 4: queue depths kept with the data they count, updated by every
+    // commit that changes them, so opening the store reads one row per
+    // queue instead of counting the backlog.
+    r#"
+    CREATE TABLE queue_depth (
+        production  TEXT NOT NULL,
+        item        TEXT NOT NULL,
+        depth       INTEGER NOT NULL,
+        PRIMARY KEY (production, item)
+    ) WITHOUT ROWID;
+    INSERT INTO queue_depth (production, item, depth)
+        SELECT production, target, COUNT(*) FROM header
+        WHERE status IN ('queued', 'delivering') GROUP BY production, target;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,6 +1,11 @@
 //! The writer thread: takes every queued write operation, applies them all
-//! in one transaction (each in its own savepoint, so one failure does not
-//! undo the others), commits once, and only then answers each caller.
+//! in one transaction, commits once, and only then answers each caller. If
+//! one operation fails, the group is redone with each operation in its own
+//! savepoint, so that one failure does not undo the others.
+//!
+//! Header ids are chosen here (the writer is the only one inserting them),
+//! queue depth counters are updated in the same transaction as the headers
+//! they count, and checkpoints run on a thread of their own.
 //!
 //! Durability is pipelined. SQLite runs with `synchronous=NORMAL`, so a
 //! commit is a `write` to the write-ahead log: it survives a crash of the
@@ -13,12 +18,13 @@
 //! at-least-once delivery allows.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -68,18 +74,6 @@ impl Done {
         matches!(self, Self::Committed(..) | Self::Bool(..)) || matches!(self, Self::Unit(Some(_), _))
     }
 
-    fn ok(&self) -> bool {
-        match self {
-            Self::Committed(_, r) => r.is_ok(),
-            Self::Ids(_, r) => r.is_ok(),
-            Self::Unit(_, r) => r.is_ok(),
-            Self::Status(_, r) => r.is_ok(),
-            Self::Bool(_, r) => r.is_ok(),
-            Self::Purge(_, r) => r.is_ok(),
-            Self::Count(_, r) => r.is_ok(),
-        }
-    }
-
     /// Sends the result, or `failure` when the commit itself failed.
     fn send(self, failure: Option<&str>) {
         let fail = |f: &str| StoreError::CommitFailed(f.to_owned());
@@ -104,16 +98,138 @@ impl Done {
     }
 }
 
+/// The result of one operation inside a transaction, before it is
+/// answered.
+enum Outcome {
+    Committed(Result<Committed, StoreError>),
+    Ids(Result<Vec<i64>, StoreError>),
+    Unit(Result<(), StoreError>),
+    Bool(Result<bool, StoreError>),
+    Purge(Result<PurgeStats, StoreError>),
+    /// The transaction failed as a whole; the answer is its failure.
+    Failed,
+}
+
+macro_rules! outcome_value {
+    ($name:ident, $variant:ident, $t:ty) => {
+        fn $name(self) -> Result<$t, StoreError> {
+            match self {
+                Self::$variant(result) => result,
+                _ => Err(StoreError::CommitFailed("the operation was not applied".into())),
+            }
+        }
+    };
+}
+
+impl Outcome {
+    fn ok(&self) -> bool {
+        match self {
+            Self::Committed(r) => r.is_ok(),
+            Self::Ids(r) => r.is_ok(),
+            Self::Unit(r) => r.is_ok(),
+            Self::Bool(r) => r.is_ok(),
+            Self::Purge(r) => r.is_ok(),
+            Self::Failed => false,
+        }
+    }
+
+    outcome_value!(committed, Committed, Committed);
+    outcome_value!(ids, Ids, Vec<i64>);
+    outcome_value!(unit, Unit, ());
+    outcome_value!(boolean, Bool, bool);
+    outcome_value!(purge, Purge, PurgeStats);
+}
+
+/// Pairs an operation's reply channel with its outcome.
+fn settle(op: Op, outcome: Outcome) -> Done {
+    match op {
+        Op::Inbound(_, reply) => Done::Committed(reply, outcome.committed()),
+        Op::Routed(_, reply) => Done::Ids(reply, outcome.ids()),
+        Op::MarkDelivering(_, reply) | Op::Requeue(_, reply) | Op::RequeueItem(_, _, reply) | Op::Finish(_, reply) => {
+            Done::Status(reply, outcome.unit())
+        }
+        Op::Resend(_, reply) => Done::Bool(reply, outcome.boolean()),
+        Op::Event(_, reply) => Done::Unit(reply, outcome.unit()),
+        Op::Commanded(_, _, reply) | Op::ItemEnabled(_, _, _, reply) | Op::DiscoveryTopics(_, reply) => {
+            Done::Unit(Some(reply), outcome.unit())
+        }
+        Op::PurgeBatch { reply, .. } => Done::Purge(reply, outcome.purge()),
+        Op::Vacuum { reply, .. } => Done::Count(reply, Ok(0)),
+        Op::Shutdown => Done::Unit(None, Ok(())),
+    }
+}
+
+/// How a group's operations are kept apart inside its transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// No savepoints; one failure abandons the whole transaction.
+    Shared,
+    /// A savepoint per operation.
+    PerOperation,
+}
+
+/// What a committed transaction produced.
+struct Applied {
+    outcomes: Vec<Outcome>,
+    deltas: Deltas,
+}
+
+/// Header ids are chosen by the writer, not by SQLite, so that a session's
+/// first header can carry its own id as the session id in one insert.
+/// The writer is the only one inserting headers, so the largest id read at
+/// the start of a transaction stays the largest until it ends.
+struct HeaderIds {
+    next: i64,
+}
+
+impl HeaderIds {
+    fn next_free(tx: &Connection) -> rusqlite::Result<Self> {
+        let max: i64 = tx.prepare_cached("SELECT IFNULL(MAX(id), 0) FROM header")?.query_row([], |r| r.get(0))?;
+        Ok(Self { next: max + 1 })
+    }
+
+    fn take(&mut self) -> i64 {
+        let id = self.next;
+        self.next += 1;
+        id
+    }
+}
+
+/// Adds a group's queue depth changes to the persisted counters, one
+/// statement per queue touched.
+fn update_depths(tx: &Connection, deltas: &Deltas) -> rusqlite::Result<()> {
+    let mut sums: Vec<(&str, &str, i64)> = Vec::new();
+    for (production, item, delta) in deltas {
+        match sums.iter_mut().find(|(p, i, _)| p == production && i == item) {
+            Some(sum) => sum.2 += delta,
+            None => sums.push((production, item, *delta)),
+        }
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO queue_depth (production, item, depth) VALUES (?1, ?2, ?3)
+         ON CONFLICT(production, item) DO UPDATE SET depth = depth + excluded.depth",
+    )?;
+    for (production, item, delta) in sums.into_iter().filter(|s| s.2 != 0) {
+        stmt.execute(params![production, item, delta])?;
+    }
+    Ok(())
+}
+
 pub(super) struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<Op>,
     queues: Arc<Queues>,
     syncer: Option<std::sync::mpsc::Sender<Vec<Done>>>,
+    checkpointer: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 impl Writer {
+    /// `checkpoints` is a second connection to the same file: checkpoints
+    /// run on it in their own thread, so copying the log into the database
+    /// (and the fsyncs that go with it) never holds up a commit.
     pub(super) fn new(
         conn: Connection,
+        checkpoints: Connection,
         rx: mpsc::Receiver<Op>,
         queues: Arc<Queues>,
         durability: Durability,
@@ -127,7 +243,11 @@ impl Writer {
                 Some(tx)
             }
         };
-        Ok(Self { conn, rx, queues, syncer })
+        let (nudge, nudged) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpoints, &nudged))?;
+        Ok(Self { conn, rx, queues, syncer, checkpointer: Some(nudge) })
     }
 
     pub(super) fn run(mut self) {
@@ -150,66 +270,117 @@ impl Writer {
     }
 
     fn apply_group(&mut self, group: &mut Vec<Op>) {
-        let mut answers = Vec::with_capacity(group.len());
-        let mut deltas: Deltas = Vec::new();
         let mut vacuum = Vec::new();
-        let result = (|| -> Result<(), rusqlite::Error> {
-            let tx = self.conn.transaction()?;
-            for op in group.drain(..) {
-                match op {
-                    // Incremental vacuum cannot run inside a transaction.
-                    Op::Vacuum { pages, reply } => vacuum.push((pages, reply)),
-                    Op::Shutdown => {}
-                    op => {
-                        // Each operation in its own savepoint: a failing one
-                        // is undone alone and the rest of the group commits.
-                        let mut op_deltas = Vec::new();
-                        tx.execute_batch("SAVEPOINT op")?;
-                        let done = apply(&tx, op, &mut op_deltas);
-                        if done.ok() {
-                            tx.execute_batch("RELEASE op")?;
-                            deltas.extend(op_deltas);
-                        } else {
-                            tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
-                        }
-                        answers.push(done);
-                    }
-                }
+        let mut ops = Vec::with_capacity(group.len());
+        for op in group.drain(..) {
+            match op {
+                // Incremental vacuum cannot run inside a transaction.
+                Op::Vacuum { pages, reply } => vacuum.push((pages, reply)),
+                Op::Shutdown => {}
+                op => ops.push(op),
             }
-            tx.commit()
-        })();
-        match result {
-            Ok(()) => {
-                for (production, item, delta) in deltas {
-                    self.queues.adjust(&production, &item, delta);
-                }
-                let mut durable = Vec::new();
-                for done in answers {
-                    if done.durable() && self.syncer.is_some() {
-                        durable.push(done);
-                    } else {
-                        done.send(None);
-                    }
-                }
-                if let (false, Some(syncer)) = (durable.is_empty(), &self.syncer)
-                    && let Err(std::sync::mpsc::SendError(lost)) = syncer.send(durable)
-                {
-                    for done in lost {
-                        done.send(Some("the sync thread has stopped"));
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store commit failed; {} operations rejected", answers.len());
-                let text = e.to_string();
-                for done in answers {
-                    done.send(Some(&text));
-                }
-            }
+        }
+        if !ops.is_empty() {
+            // The whole group in one transaction without savepoints (they
+            // cost a copy of every page touched); if any operation fails the
+            // transaction is rolled back and the group is redone with each
+            // operation in its own savepoint, so the failure is undone alone
+            // and the rest of the group commits.
+            let result = match self.transaction(&ops, Isolation::Shared) {
+                Ok(None) => self.transaction(&ops, Isolation::PerOperation),
+                other => other,
+            };
+            self.answer(ops, result);
         }
         for (pages, reply) in vacuum {
             let freed = incremental_vacuum(&self.conn, pages);
             let _ = reply.send(freed.map_err(StoreError::from));
+        }
+    }
+
+    /// Applies `ops` in one transaction and commits it. With
+    /// [`Isolation::Shared`], returns `None` (everything rolled back) as
+    /// soon as one operation fails.
+    fn transaction(&mut self, ops: &[Op], isolation: Isolation) -> rusqlite::Result<Option<Applied>> {
+        // Immediate: the write lock is taken at the start, waiting (busy
+        // timeout) while a checkpoint holds it; a deferred transaction would
+        // fail instead of waiting when it upgrades from reading to writing.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut ids = HeaderIds::next_free(&tx)?;
+        let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Vec::new() };
+        let mut op_deltas = Vec::new();
+        for op in ops {
+            if isolation == Isolation::PerOperation {
+                tx.prepare_cached("SAVEPOINT op")?.execute([])?;
+            }
+            op_deltas.clear();
+            let outcome = apply(&tx, op, &mut ids, &mut op_deltas);
+            match (outcome.ok(), isolation) {
+                (true, Isolation::Shared) => {}
+                (true, Isolation::PerOperation) => {
+                    tx.prepare_cached("RELEASE op")?.execute([])?;
+                }
+                // Dropping the transaction rolls it back.
+                (false, Isolation::Shared) => return Ok(None),
+                (false, Isolation::PerOperation) => {
+                    tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                }
+            }
+            if outcome.ok() {
+                applied.deltas.append(&mut op_deltas);
+            }
+            applied.outcomes.push(outcome);
+        }
+        update_depths(&tx, &applied.deltas)?;
+        tx.commit()?;
+        Ok(Some(applied))
+    }
+
+    /// Answers every operation once its transaction is committed (or has
+    /// failed), handing those that must be on disk first to the sync thread.
+    fn answer(&mut self, ops: Vec<Op>, result: rusqlite::Result<Option<Applied>>) {
+        let applied = match result {
+            Ok(Some(applied)) => applied,
+            Ok(None) => {
+                // Unreachable: the per-operation pass never gives up. Kept
+                // as an answer rather than a panic.
+                let text = "the transaction could not be applied";
+                for op in ops {
+                    settle(op, Outcome::Failed).send(Some(text));
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed; {} operations rejected", ops.len());
+                let text = e.to_string();
+                for op in ops {
+                    settle(op, Outcome::Failed).send(Some(&text));
+                }
+                return;
+            }
+        };
+        for (production, item, delta) in &applied.deltas {
+            self.queues.adjust(production, item, *delta);
+        }
+        let mut durable = Vec::new();
+        for (op, outcome) in ops.into_iter().zip(applied.outcomes) {
+            let done = settle(op, outcome);
+            if done.durable() && self.syncer.is_some() {
+                durable.push(done);
+            } else {
+                done.send(None);
+            }
+        }
+        if let (false, Some(syncer)) = (durable.is_empty(), &self.syncer)
+            && let Err(std::sync::mpsc::SendError(lost)) = syncer.send(durable)
+        {
+            for done in lost {
+                done.send(Some("the sync thread has stopped"));
+            }
+        }
+        if let Some(checkpointer) = &self.checkpointer {
+            // Full means a checkpoint is already due.
+            let _ = checkpointer.try_send(());
         }
     }
 }
@@ -247,6 +418,42 @@ fn sync_wal(wal: &std::path::Path, file: &mut Option<(File, u64)>) -> std::io::R
     }
 }
 
+/// How long the checkpoint thread lets commits accumulate before it copies
+/// them into the database: a few checkpoints a second under load, none when
+/// idle.
+const CHECKPOINT_DELAY: Duration = Duration::from_millis(50);
+
+/// Log frames (pages) beyond which the log is restarted from its beginning.
+const RESTART_FRAMES: i64 = 1000;
+
+/// Copies committed pages from the log into the database after each nudge
+/// from the writer, until the writer is gone.
+///
+/// A passive checkpoint does the bulk of the copying without blocking
+/// anyone, but under steady traffic the writer keeps appending meanwhile, so
+/// it never catches up and the log would grow without bound. Once the log
+/// is long, a restart checkpoint copies the few frames added since (holding
+/// commits back only for that), after which the writer starts the log from
+/// the beginning again.
+fn checkpoint_loop(conn: &Connection, nudged: &std::sync::mpsc::Receiver<()>) {
+    while nudged.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_DELAY);
+        while nudged.try_recv().is_ok() {}
+        let result = checkpoint(conn, "PASSIVE").and_then(|frames| match frames > RESTART_FRAMES {
+            true => checkpoint(conn, "RESTART").map(drop),
+            false => Ok(()),
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "checkpoint of the write-ahead log failed; will retry after the next commit");
+        }
+    }
+}
+
+/// Runs one checkpoint; returns the length of the log in frames.
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(1))
+}
+
 /// Returns up to `pages` free pages to the file system; when none are left,
 /// checkpoints the write-ahead log so the main file actually shrinks.
 fn incremental_vacuum(conn: &Connection, pages: u32) -> rusqlite::Result<u64> {
@@ -255,71 +462,78 @@ fn incremental_vacuum(conn: &Connection, pages: u32) -> rusqlite::Result<u64> {
     let free_after: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
     let freed = (free_before - free_after).max(0) as u64;
     if freed == 0 {
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        // The checkpoint thread may be running a checkpoint of its own, in
+        // which case this one reports busy at once: try again shortly.
+        for _ in 0..50 {
+            let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     Ok(freed)
 }
 
-fn apply(tx: &Connection, op: Op, deltas: &mut Deltas) -> Done {
+fn apply(tx: &Connection, op: &Op, ids: &mut HeaderIds, deltas: &mut Deltas) -> Outcome {
+    let unit = |r: rusqlite::Result<()>| Outcome::Unit(r.map_err(Into::into));
     match op {
-        Op::Inbound(inbound, reply) => Done::Committed(reply, inbound_tx(tx, inbound, deltas).map_err(Into::into)),
-        Op::Routed(routed, reply) => Done::Ids(reply, routed_tx(tx, routed, deltas).map_err(Into::into)),
-        Op::MarkDelivering(ids, reply) => Done::Status(reply, set_status(tx, &ids, "delivering", "queued")),
-        Op::Requeue(ids, reply) => Done::Status(reply, set_status(tx, &ids, "queued", "delivering")),
-        Op::RequeueItem(production, item, reply) => Done::Status(
-            reply,
-            tx.execute(
+        Op::Inbound(inbound, _) => Outcome::Committed(inbound_tx(tx, inbound, ids, deltas).map_err(Into::into)),
+        Op::Routed(routed, _) => Outcome::Ids(routed_tx(tx, routed, ids, deltas).map_err(Into::into)),
+        Op::MarkDelivering(header_ids, _) => unit(set_status(tx, header_ids, "delivering", "queued")),
+        Op::Requeue(header_ids, _) => unit(set_status(tx, header_ids, "queued", "delivering")),
+        Op::RequeueItem(production, item, _) => unit(
+            tx.prepare_cached(
                 "UPDATE header SET status = 'queued', updated_at = ?1
                  WHERE production = ?2 AND target = ?3 AND status = 'delivering'",
-                params![now_millis(), production, item],
             )
-            .map(drop)
-            .map_err(Into::into),
+            .and_then(|mut stmt| stmt.execute(params![now_millis(), production, item]))
+            .map(drop),
         ),
-        Op::Finish(finished, reply) => Done::Status(reply, finish_tx(tx, finished, deltas).map_err(Into::into)),
-        Op::Resend(id, reply) => Done::Bool(reply, resend_tx(tx, id, deltas).map_err(Into::into)),
-        Op::Event(event, reply) => Done::Unit(reply, event_tx(tx, &event).map_err(Into::into)),
-        Op::Commanded(production, state, reply) => Done::Unit(
-            Some(reply),
+        Op::Finish(finished, _) => unit(finish_tx(tx, finished, deltas)),
+        Op::Resend(id, _) => Outcome::Bool(resend_tx(tx, *id, deltas).map_err(Into::into)),
+        Op::Event(event, _) => unit(event_tx(tx, event)),
+        Op::Commanded(production, state, _) => unit(
             tx.execute(
                 "INSERT INTO production_state (production, commanded, at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(production) DO UPDATE SET commanded = excluded.commanded, at = excluded.at",
                 params![production, state, now_millis()],
             )
-            .map(drop)
-            .map_err(Into::into),
+            .map(drop),
         ),
-        Op::ItemEnabled(production, item, enabled, reply) => Done::Unit(
-            Some(reply),
+        Op::ItemEnabled(production, item, enabled, _) => unit(
             tx.execute(
                 "INSERT INTO item_state (production, item, enabled, at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(production, item) DO UPDATE SET enabled = excluded.enabled, at = excluded.at",
-                params![production, item, enabled as i64, now_millis()],
+                params![production, item, *enabled as i64, now_millis()],
             )
-            .map(drop)
-            .map_err(Into::into),
+            .map(drop),
         ),
-        Op::DiscoveryTopics(topics, reply) => {
-            Done::Unit(Some(reply), replace_discovery_topics(tx, &topics).map_err(Into::into))
-        }
-        Op::PurgeBatch { cutoff, limit, reply } => Done::Purge(reply, purge_tx(tx, cutoff, limit).map_err(Into::into)),
-        Op::Vacuum { reply, .. } => Done::Count(reply, Ok(0)),
-        Op::Shutdown => Done::Unit(None, Ok(())),
+        Op::DiscoveryTopics(topics, _) => unit(replace_discovery_topics(tx, topics)),
+        Op::PurgeBatch { cutoff, limit, .. } => Outcome::Purge(purge_tx(tx, *cutoff, *limit).map_err(Into::into)),
+        Op::Vacuum { .. } | Op::Shutdown => Outcome::Unit(Ok(())),
     }
 }
 
-fn inbound_tx(tx: &Connection, inbound: NewInbound, deltas: &mut Deltas) -> rusqlite::Result<Committed> {
+fn inbound_tx(
+    tx: &Connection,
+    inbound: &NewInbound,
+    ids: &mut HeaderIds,
+    deltas: &mut Deltas,
+) -> rusqlite::Result<Committed> {
     let now = now_millis();
     let mut body = tx.prepare_cached("INSERT INTO body (created_at, data) VALUES (?1, ?2)")?;
     body.execute(params![now, &inbound.body[..]])?;
     let body_id = tx.last_insert_rowid();
     let mut insert = tx.prepare_cached(
-        "INSERT INTO header (session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+        "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
     )?;
     // The service's own header opens the session; its id is the session id.
+    let header_id = ids.take();
     insert.execute(params![
-        0,
+        header_id,
+        header_id,
         None::<i64>,
         body_id,
         inbound.production,
@@ -330,11 +544,11 @@ fn inbound_tx(tx: &Connection, inbound: NewInbound, deltas: &mut Deltas) -> rusq
         inbound.message_type,
         now
     ])?;
-    let header_id = tx.last_insert_rowid();
-    tx.prepare_cached("UPDATE header SET session_id = ?1 WHERE id = ?1")?.execute([header_id])?;
     let mut queued = Vec::with_capacity(inbound.targets.len());
     for target in &inbound.targets {
+        let id = ids.take();
         insert.execute(params![
+            id,
             header_id,
             header_id,
             body_id,
@@ -346,13 +560,13 @@ fn inbound_tx(tx: &Connection, inbound: NewInbound, deltas: &mut Deltas) -> rusq
             inbound.message_type,
             now
         ])?;
-        queued.push(tx.last_insert_rowid());
+        queued.push(id);
         deltas.push((inbound.production.clone(), target.clone(), 1));
     }
     Ok(Committed { session_id: header_id, header_id, queued })
 }
 
-fn routed_tx(tx: &Connection, routed: Routed, deltas: &mut Deltas) -> rusqlite::Result<Vec<i64>> {
+fn routed_tx(tx: &Connection, routed: &Routed, ids: &mut HeaderIds, deltas: &mut Deltas) -> rusqlite::Result<Vec<i64>> {
     let now = now_millis();
     let (session_id, body_id, production, router, control_id, message_type): (
         i64,
@@ -361,11 +575,11 @@ fn routed_tx(tx: &Connection, routed: Routed, deltas: &mut Deltas) -> rusqlite::
         String,
         Option<String>,
         Option<String>,
-    ) = tx.query_row(
-        "SELECT session_id, body_id, production, target, control_id, message_type FROM header WHERE id = ?1",
-        [routed.header_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-    )?;
+    ) = tx
+        .prepare_cached(
+            "SELECT session_id, body_id, production, target, control_id, message_type FROM header WHERE id = ?1",
+        )?
+        .query_row([routed.header_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
     let changed = tx
         .prepare_cached(
             "UPDATE header SET status = ?1, error_text = ?2, updated_at = ?3, attempts = attempts + 1
@@ -378,11 +592,11 @@ fn routed_tx(tx: &Connection, routed: Routed, deltas: &mut Deltas) -> rusqlite::
     }
     deltas.push((production.clone(), router.clone(), -1));
     let mut insert = tx.prepare_cached(
-        "INSERT INTO header (session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?9)",
+        "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?10)",
     )?;
-    let mut ids = Vec::with_capacity(routed.outputs.len());
-    for output in routed.outputs {
+    let mut queued = Vec::with_capacity(routed.outputs.len());
+    for output in &routed.outputs {
         let body = match &output.body {
             Some(bytes) => {
                 tx.prepare_cached("INSERT INTO body (created_at, data) VALUES (?1, ?2)")?
@@ -391,8 +605,10 @@ fn routed_tx(tx: &Connection, routed: Routed, deltas: &mut Deltas) -> rusqlite::
             }
             None => body_id,
         };
-        let control = output.control_id.clone().or_else(|| control_id.clone());
+        let control = output.control_id.as_ref().or(control_id.as_ref());
+        let id = ids.take();
         insert.execute(params![
+            id,
             session_id,
             routed.header_id,
             body,
@@ -403,13 +619,13 @@ fn routed_tx(tx: &Connection, routed: Routed, deltas: &mut Deltas) -> rusqlite::
             message_type,
             now
         ])?;
-        ids.push(tx.last_insert_rowid());
-        deltas.push((production.clone(), output.target, 1));
+        queued.push(id);
+        deltas.push((production.clone(), output.target.clone(), 1));
     }
-    Ok(ids)
+    Ok(queued)
 }
 
-fn set_status(tx: &Connection, ids: &[i64], to: &str, from: &str) -> Result<(), StoreError> {
+fn set_status(tx: &Connection, ids: &[i64], to: &str, from: &str) -> rusqlite::Result<()> {
     let now = now_millis();
     let mut stmt = tx.prepare_cached("UPDATE header SET status = ?1, updated_at = ?2 WHERE id = ?3 AND status = ?4")?;
     for id in ids {
@@ -418,7 +634,7 @@ fn set_status(tx: &Connection, ids: &[i64], to: &str, from: &str) -> Result<(), 
     Ok(())
 }
 
-fn finish_tx(tx: &Connection, f: Finished, deltas: &mut Deltas) -> rusqlite::Result<()> {
+fn finish_tx(tx: &Connection, f: &Finished, deltas: &mut Deltas) -> rusqlite::Result<()> {
     let now = now_millis();
     let changed = tx
         .prepare_cached(
@@ -434,7 +650,7 @@ fn finish_tx(tx: &Connection, f: Finished, deltas: &mut Deltas) -> rusqlite::Res
         .execute(params![f.header_id, now, &reply[..]])?;
     }
     if changed > 0 && !f.status.is_pending() {
-        deltas.push((f.production, f.item, -1));
+        deltas.push((f.production.clone(), f.item.clone(), -1));
     }
     Ok(())
 }
