@@ -16,6 +16,7 @@
 //! is being synced the next one gathers, so many connections share one
 //! fsync.
 
+mod delivery_log;
 mod schema;
 mod writer;
 
@@ -30,6 +31,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use delivery_log::{DeliveryLog, Noted};
 pub use schema::SCHEMA_VERSION;
 use writer::{Op, Writer};
 
@@ -356,6 +358,7 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     ops: mpsc::Sender<Op>,
+    deliveries: Arc<DeliveryLog>,
     reader: Mutex<Connection>,
     queues: Arc<Queues>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -398,6 +401,11 @@ impl Store {
         }
         let mut conn = open_connection(path, options.durability)?;
         schema::migrate(&mut conn)?;
+        let log_error =
+            |reason| StoreError::Path { path: PathBuf::from(format!("{}-deliveries", path.display())), reason };
+        let (deliveries, noted) = DeliveryLog::open(path).map_err(log_error)?;
+        apply_noted(&mut conn, &noted)?;
+        deliveries.clear().map_err(log_error)?;
         let recovered = conn.execute(
             "UPDATE header SET status = 'queued', updated_at = ?1 WHERE status = 'delivering'",
             params![now_millis()],
@@ -427,6 +435,7 @@ impl Store {
         let inner = Inner {
             path: path.to_owned(),
             ops: tx,
+            deliveries: Arc::new(deliveries),
             reader: Mutex::new(reader),
             queues,
             writer: Mutex::new(Some(handle)),
@@ -480,6 +489,23 @@ impl Store {
     /// one transaction.
     pub async fn finish(&self, finished: Finished) -> Result<(), StoreError> {
         self.submit(|reply| Op::Finish(finished, reply)).await
+    }
+
+    /// Records the end of a delivery without waiting for its commit: the
+    /// status is noted in the delivery log (once this returns it survives a
+    /// crash of the process, as a commit would) and the writer commits it,
+    /// reply included, in the background. Lets an operation send its next
+    /// message at once; see the `delivery_log` module. Use
+    /// [`finish`](Self::finish) for results that put a message back in its
+    /// queue.
+    pub async fn note_finished(&self, finished: Finished) -> Result<(), StoreError> {
+        let noted = Noted { header_id: finished.header_id, status: finished.status, attempts: finished.attempts };
+        self.inner.deliveries.note(&noted).map_err(|reason| StoreError::Path {
+            path: PathBuf::from(format!("{}-deliveries", self.inner.path.display())),
+            reason,
+        })?;
+        let deliveries = self.inner.deliveries.clone();
+        self.inner.ops.send(Op::FinishNoted(finished, deliveries)).await.map_err(|_| StoreError::Closed)
     }
 
     /// Puts `delivering` headers back in their queue (a graceful stop).
@@ -707,6 +733,36 @@ impl Store {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
     }
+}
+
+/// Applies delivery results noted but not committed before the previous
+/// run ended, with their queue depth changes.
+fn apply_noted(conn: &mut Connection, noted: &[Noted]) -> Result<(), StoreError> {
+    if noted.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    {
+        let mut update = tx.prepare(
+            "UPDATE header SET status = ?1, attempts = ?2, updated_at = ?3,
+                 error_text = IFNULL(error_text, 'recorded from the delivery log at start; the reply was not kept')
+             WHERE id = ?4 AND status IN ('queued', 'delivering') RETURNING production, target",
+        )?;
+        let mut depth = tx.prepare("UPDATE queue_depth SET depth = depth - 1 WHERE production = ?1 AND item = ?2")?;
+        for n in noted.iter().filter(|n| !n.status.is_pending()) {
+            let queue: Option<(String, String)> = update
+                .query_row(params![n.status.as_str(), n.attempts as i64, now_millis(), n.header_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            if let Some((production, target)) = queue {
+                depth.execute(params![production, target])?;
+            }
+        }
+    }
+    tx.commit()?;
+    tracing::info!(results = noted.len(), "delivery results from the previous run recorded");
+    Ok(())
 }
 
 const HEADER_SELECT: &str = "SELECT id, session_id, parent_id, production, source, target, status, control_id, message_type, attempts, error_text FROM header";

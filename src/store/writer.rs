@@ -24,9 +24,10 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::delivery_log::DeliveryLog;
 use super::{
     Committed, Durability, Event, Finished, NewInbound, PurgeStats, Queues, Routed, Status, StoreError, now_millis,
 };
@@ -41,6 +42,8 @@ pub(super) enum Op {
     Routed(Routed, Reply<Vec<i64>>),
     MarkDelivering(Vec<i64>, Reply<()>),
     Finish(Finished, Reply<()>),
+    /// A result already in the delivery log: answered by settling it there.
+    FinishNoted(Finished, Arc<DeliveryLog>),
     Requeue(Vec<i64>, Reply<()>),
     RequeueItem(String, String, Reply<()>),
     Resend(i64, Reply<bool>),
@@ -48,10 +51,27 @@ pub(super) enum Op {
     Commanded(String, String, Reply<()>),
     ItemEnabled(String, String, bool, Reply<()>),
     DiscoveryTopics(Vec<String>, Reply<()>),
-    PurgeBatch { cutoff: i64, limit: usize, reply: Reply<PurgeStats> },
-    Vacuum { pages: u32, reply: Reply<u64> },
+    PurgeBatch {
+        cutoff: i64,
+        limit: usize,
+        reply: Reply<PurgeStats>,
+    },
+    Vacuum {
+        pages: u32,
+        reply: Reply<u64>,
+    },
     Shutdown,
 }
+
+impl Op {
+    /// Nobody awaits this operation's commit.
+    fn can_wait(&self) -> bool {
+        matches!(self, Self::FinishNoted(..) | Self::Event(_, None))
+    }
+}
+
+/// How long a group of operations nobody waits for is held open for more.
+const LAZY_DELAY: Duration = Duration::from_millis(1);
 
 /// Queue depth changes of one operation, applied after the commit.
 type Deltas = Vec<(String, String, i64)>;
@@ -66,6 +86,7 @@ enum Done {
     Bool(Reply<bool>, Result<bool, StoreError>),
     Purge(Reply<PurgeStats>, Result<PurgeStats, StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
+    Noted(Arc<DeliveryLog>, Result<(), StoreError>),
 }
 
 impl Done {
@@ -94,6 +115,15 @@ impl Done {
             Self::Bool(tx, r) => answer!(tx, r),
             Self::Purge(tx, r) => answer!(tx, r),
             Self::Count(tx, r) => answer!(tx, r),
+            Self::Noted(log, r) => {
+                let committed = failure.is_none() && r.is_ok();
+                if !committed {
+                    let error =
+                        failure.map_or_else(|| r.err().map(|e| e.to_string()).unwrap_or_default(), str::to_owned);
+                    tracing::error!(%error, "a delivery result was not committed; it is applied from the delivery log at the next start");
+                }
+                log.settle(1, committed);
+            }
         }
     }
 }
@@ -153,6 +183,7 @@ fn settle(op: Op, outcome: Outcome) -> Done {
         Op::Commanded(_, _, reply) | Op::ItemEnabled(_, _, _, reply) | Op::DiscoveryTopics(_, reply) => {
             Done::Unit(Some(reply), outcome.unit())
         }
+        Op::FinishNoted(_, log) => Done::Noted(log, outcome.unit()),
         Op::PurgeBatch { reply, .. } => Done::Purge(reply, outcome.purge()),
         Op::Vacuum { reply, .. } => Done::Count(reply, Ok(0)),
         Op::Shutdown => Done::Unit(None, Ok(())),
@@ -255,16 +286,26 @@ impl Writer {
         loop {
             let Some(first) = self.rx.blocking_recv() else { return };
             group.push(first);
-            while group.len() < MAX_GROUP {
-                match self.rx.try_recv() {
-                    Ok(op) => group.push(op),
-                    Err(_) => break,
-                }
+            self.take_waiting(&mut group);
+            if group.len() < MAX_GROUP && group.iter().all(Op::can_wait) {
+                // Nobody waits for these: let more gather so that they
+                // share a commit instead of taking one each.
+                std::thread::sleep(LAZY_DELAY);
+                self.take_waiting(&mut group);
             }
             let shutdown = group.iter().any(|op| matches!(op, Op::Shutdown));
             self.apply_group(&mut group);
             if shutdown {
                 return;
+            }
+        }
+    }
+
+    fn take_waiting(&mut self, group: &mut Vec<Op>) {
+        while group.len() < MAX_GROUP {
+            match self.rx.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
             }
         }
     }
@@ -305,35 +346,24 @@ impl Writer {
         // Immediate: the write lock is taken at the start, waiting (busy
         // timeout) while a checkpoint holds it; a deferred transaction would
         // fail instead of waiting when it upgrades from reading to writing.
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut ids = HeaderIds::next_free(&tx)?;
-        let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Vec::new() };
-        let mut op_deltas = Vec::new();
-        for op in ops {
-            if isolation == Isolation::PerOperation {
-                tx.prepare_cached("SAVEPOINT op")?.execute([])?;
-            }
-            op_deltas.clear();
-            let outcome = apply(&tx, op, &mut ids, &mut op_deltas);
-            match (outcome.ok(), isolation) {
-                (true, Isolation::Shared) => {}
-                (true, Isolation::PerOperation) => {
-                    tx.prepare_cached("RELEASE op")?.execute([])?;
+        // The statements are cached: parsing them for every group costs
+        // more than the small groups of a quiet moment do.
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let applied = apply_all(&self.conn, ops, isolation);
+        let end = match &applied {
+            Ok(Some(_)) => "COMMIT",
+            Ok(None) | Err(_) => "ROLLBACK",
+        };
+        match self.conn.prepare_cached(end)?.execute([]) {
+            Ok(_) => applied,
+            Err(e) => {
+                // A failed COMMIT leaves the transaction open.
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
                 }
-                // Dropping the transaction rolls it back.
-                (false, Isolation::Shared) => return Ok(None),
-                (false, Isolation::PerOperation) => {
-                    tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
-                }
+                Err(e)
             }
-            if outcome.ok() {
-                applied.deltas.append(&mut op_deltas);
-            }
-            applied.outcomes.push(outcome);
         }
-        update_depths(&tx, &applied.deltas)?;
-        tx.commit()?;
-        Ok(Some(applied))
     }
 
     /// Answers every operation once its transaction is committed (or has
@@ -383,6 +413,38 @@ impl Writer {
             let _ = checkpointer.try_send(());
         }
     }
+}
+
+/// Applies `ops` inside the open transaction (see
+/// [`Writer::transaction`]).
+fn apply_all(tx: &Connection, ops: &[Op], isolation: Isolation) -> rusqlite::Result<Option<Applied>> {
+    let mut ids = HeaderIds::next_free(tx)?;
+    let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Vec::new() };
+    let mut op_deltas = Vec::new();
+    for op in ops {
+        if isolation == Isolation::PerOperation {
+            tx.prepare_cached("SAVEPOINT op")?.execute([])?;
+        }
+        op_deltas.clear();
+        let outcome = apply(tx, op, &mut ids, &mut op_deltas);
+        match (outcome.ok(), isolation) {
+            (true, Isolation::Shared) => {}
+            (true, Isolation::PerOperation) => {
+                tx.prepare_cached("RELEASE op")?.execute([])?;
+            }
+            // The caller rolls the whole transaction back.
+            (false, Isolation::Shared) => return Ok(None),
+            (false, Isolation::PerOperation) => {
+                tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            }
+        }
+        if outcome.ok() {
+            applied.deltas.append(&mut op_deltas);
+        }
+        applied.outcomes.push(outcome);
+    }
+    update_depths(tx, &applied.deltas)?;
+    Ok(Some(applied))
 }
 
 /// fsyncs the write-ahead log for every batch of answers it receives
@@ -490,7 +552,7 @@ fn apply(tx: &Connection, op: &Op, ids: &mut HeaderIds, deltas: &mut Deltas) -> 
             .and_then(|mut stmt| stmt.execute(params![now_millis(), production, item]))
             .map(drop),
         ),
-        Op::Finish(finished, _) => unit(finish_tx(tx, finished, deltas)),
+        Op::Finish(finished, _) | Op::FinishNoted(finished, _) => unit(finish_tx(tx, finished, deltas)),
         Op::Resend(id, _) => Outcome::Bool(resend_tx(tx, *id, deltas).map_err(Into::into)),
         Op::Event(event, _) => unit(event_tx(tx, event)),
         Op::Commanded(production, state, _) => unit(
