@@ -783,3 +783,54 @@ fn header_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Header> {
         error: r.get(10)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbound(n: usize) -> NewInbound {
+        NewInbound {
+            production: "p".into(),
+            service: "In".into(),
+            origin: "test".into(),
+            body: Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M{n}|P|2.5\r")),
+            control_id: Some(format!("M{n}")),
+            message_type: Some("ADT^A01".into()),
+            targets: vec!["Out".into()],
+        }
+    }
+
+    /// A result noted in the delivery log whose commit never happened (the
+    /// process was killed in between) is applied when the store opens.
+    #[tokio::test]
+    async fn results_noted_but_not_committed_are_applied_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        let mut queued = Vec::new();
+        for n in 0..3 {
+            queued.extend(store.commit_inbound(inbound(n)).await.unwrap().queued);
+        }
+        store.mark_delivering(queued[..2].to_vec()).await.unwrap();
+        store.close().await;
+        drop(store);
+        {
+            let (log, _) = DeliveryLog::open(&path).unwrap();
+            log.note(&Noted { header_id: queued[0], status: Status::Completed, attempts: 1 }).unwrap();
+            log.note(&Noted { header_id: queued[1], status: Status::Suspended, attempts: 2 }).unwrap();
+        }
+        let (store, recovered) = Store::open(&path, StoreOptions::default()).unwrap();
+        assert_eq!(recovered, 0, "the noted results are applied before delivering messages are requeued");
+        let first = store.header(queued[0]).unwrap().unwrap();
+        assert_eq!((first.status, first.attempts), (Status::Completed, 1));
+        assert!(first.error.unwrap().contains("delivery log"));
+        assert_eq!(store.header(queued[1]).unwrap().unwrap().status, Status::Suspended);
+        assert_eq!(store.header(queued[2]).unwrap().unwrap().status, Status::Queued);
+        assert_eq!(store.queue_depth("p", "Out"), 1);
+        let log = std::fs::metadata(format!("{}-deliveries", path.display())).unwrap();
+        assert_eq!(log.len(), 0, "the log is emptied once applied");
+        store.close().await;
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        assert_eq!(store.queue_depth("p", "Out"), 1, "the persisted depth matches");
+    }
+}
