@@ -196,11 +196,28 @@ async fn queue_depths_are_kept_in_the_file_and_rebuilt_by_the_migration() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     assert_eq!((depth(&conn, "Out"), depth(&conn, "Archive")), (3, 5));
     // A store written before the counters existed: the migration counts.
-    conn.execute_batch("DROP TABLE queue_depth; PRAGMA user_version = 3;").unwrap();
+    conn.execute_batch(
+        "DROP TABLE queue_depth;
+         CREATE INDEX header_created ON header(created_at);
+         CREATE INDEX header_body ON header(body_id);
+         CREATE INDEX body_created ON body(created_at);
+         PRAGMA user_version = 3;",
+    )
+    .unwrap();
     drop(conn);
     let reopened = Store::open(&path, StoreOptions::default()).unwrap().0;
     assert_eq!(reopened.queue_depth("adt", "Out"), 3);
     assert_eq!(reopened.queue_depth("adt", "Archive"), 5);
+    reopened.close().await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let indexes: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name LIKE '%created' OR name = 'header_body'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0, "the indexes the purge no longer needs are gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,4 +351,40 @@ async fn purge_removes_finished_history_keeps_pending_and_shrinks_the_file() {
     assert_eq!(store.fetch_queue("adt", "Out", 10).unwrap()[0].id, pending);
     assert!(store.body(pending).unwrap().is_some());
     assert!(store.reply(finished[0]).unwrap().is_none(), "replies go with their headers");
+}
+
+#[tokio::test]
+async fn purge_stops_at_the_cutoff_and_keeps_bodies_still_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let finish = |id: i64| Finished {
+        header_id: id,
+        production: "adt".into(),
+        item: "Out".into(),
+        status: Status::Completed,
+        attempts: 1,
+        reply: None,
+        error: None,
+    };
+    // Old: one finished message, one still pending (its body is shared
+    // with its finished service header).
+    let done = store.commit_inbound(inbound(1, &["Out"])).await.unwrap().queued[0];
+    store.finish(finish(done)).await.unwrap();
+    let pending = store.commit_inbound(inbound(2, &["Out"])).await.unwrap().queued[0];
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let cutoff = SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Young: finished, but after the cutoff.
+    let young = store.commit_inbound(inbound(3, &["Out"])).await.unwrap().queued[0];
+    store.finish(finish(young)).await.unwrap();
+
+    // A batch of one header at a time walks the whole table.
+    let stats = store.purge(cutoff, 1).await.unwrap();
+    assert_eq!((stats.headers, stats.bodies), (3, 1), "two service headers and one delivery; one body");
+    assert!(store.header(done).unwrap().is_none());
+    assert!(store.body(pending).unwrap().is_some(), "a pending message keeps its body");
+    assert!(store.header(young).unwrap().is_some() && store.body(young).unwrap().is_some());
+    store.finish(finish(pending)).await.unwrap();
+    let stats = store.purge(cutoff, 100).await.unwrap();
+    assert_eq!((stats.headers, stats.bodies), (1, 1), "the body goes with the last header using it");
 }

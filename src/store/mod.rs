@@ -309,6 +309,16 @@ pub struct PurgeStats {
     pub events: u64,
 }
 
+/// How far one purge batch got.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PurgeStep {
+    stats: PurgeStats,
+    /// The next batch looks at headers after this id.
+    after: i64,
+    /// No header older than the cutoff is left after `after`.
+    headers_done: bool,
+}
+
 /// Per-queue state kept in memory: the depth counter and a wake-up for the
 /// item that drains it.
 #[derive(Debug, Default)]
@@ -699,12 +709,14 @@ impl Store {
     pub async fn purge(&self, older_than: SystemTime, batch: usize) -> Result<PurgeStats, StoreError> {
         let cutoff = older_than.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let mut total = PurgeStats::default();
+        let mut after = 0;
         loop {
-            let stats = self.submit(|reply| Op::PurgeBatch { cutoff, limit: batch, reply }).await?;
-            total.headers += stats.headers;
-            total.bodies += stats.bodies;
-            total.events += stats.events;
-            if stats == PurgeStats::default() {
+            let step = self.submit(|reply| Op::PurgeBatch { cutoff, after, limit: batch, reply }).await?;
+            total.headers += step.stats.headers;
+            total.bodies += step.stats.bodies;
+            total.events += step.stats.events;
+            after = step.after;
+            if step.headers_done && step.stats.events == 0 {
                 break;
             }
             tokio::task::yield_now().await;

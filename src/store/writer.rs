@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::delivery_log::DeliveryLog;
 use super::{
-    Committed, Durability, Event, Finished, NewInbound, PurgeStats, Queues, Routed, Status, StoreError, now_millis,
+    Committed, Durability, Event, Finished, NewInbound, PurgeStep, Queues, Routed, Status, StoreError, now_millis,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -53,8 +53,9 @@ pub(super) enum Op {
     DiscoveryTopics(Vec<String>, Reply<()>),
     PurgeBatch {
         cutoff: i64,
+        after: i64,
         limit: usize,
-        reply: Reply<PurgeStats>,
+        reply: Reply<PurgeStep>,
     },
     Vacuum {
         pages: u32,
@@ -84,7 +85,7 @@ enum Done {
     /// A status change of a queued message: answered at commit (see above).
     Status(Reply<()>, Result<(), StoreError>),
     Bool(Reply<bool>, Result<bool, StoreError>),
-    Purge(Reply<PurgeStats>, Result<PurgeStats, StoreError>),
+    Purge(Reply<PurgeStep>, Result<PurgeStep, StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
     Noted(Arc<DeliveryLog>, Result<(), StoreError>),
 }
@@ -135,7 +136,7 @@ enum Outcome {
     Ids(Result<Vec<i64>, StoreError>),
     Unit(Result<(), StoreError>),
     Bool(Result<bool, StoreError>),
-    Purge(Result<PurgeStats, StoreError>),
+    Purge(Result<PurgeStep, StoreError>),
     /// The transaction failed as a whole; the answer is its failure.
     Failed,
 }
@@ -167,7 +168,7 @@ impl Outcome {
     outcome_value!(ids, Ids, Vec<i64>);
     outcome_value!(unit, Unit, ());
     outcome_value!(boolean, Bool, bool);
-    outcome_value!(purge, Purge, PurgeStats);
+    outcome_value!(purge, Purge, PurgeStep);
 }
 
 /// Pairs an operation's reply channel with its outcome.
@@ -572,7 +573,9 @@ fn apply(tx: &Connection, op: &Op, ids: &mut HeaderIds, deltas: &mut Deltas) -> 
             .map(drop),
         ),
         Op::DiscoveryTopics(topics, _) => unit(replace_discovery_topics(tx, topics)),
-        Op::PurgeBatch { cutoff, limit, .. } => Outcome::Purge(purge_tx(tx, *cutoff, *limit).map_err(Into::into)),
+        Op::PurgeBatch { cutoff, after, limit, .. } => {
+            Outcome::Purge(purge_tx(tx, *cutoff, *after, *limit).map_err(Into::into))
+        }
         Op::Vacuum { .. } | Op::Shutdown => Outcome::Unit(Ok(())),
     }
 }
@@ -750,31 +753,49 @@ fn event_tx(tx: &Connection, e: &Event) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn purge_tx(tx: &Connection, cutoff: i64, limit: usize) -> rusqlite::Result<PurgeStats> {
-    let limit = limit.max(1) as i64;
-    let ids: Vec<i64> = {
+/// One purge batch: looks at up to `limit` headers after id `after`, in id
+/// order, and removes those that are finished and older than `cutoff`, each
+/// with its reply, and its body once no header of its session uses it any
+/// more; then up to `limit` old events.
+///
+/// Ids grow with time, so the walk stops at the first header not older
+/// than the cutoff and needs no index on creation times (which every
+/// commit would have to update). After a clock step backwards a few old
+/// headers may wait for a later purge; none younger than the cutoff is
+/// ever removed.
+fn purge_tx(tx: &Connection, cutoff: i64, after: i64, limit: usize) -> rusqlite::Result<PurgeStep> {
+    let limit = limit.max(1);
+    let rows: Vec<(i64, i64, i64, i64, String)> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT id FROM header WHERE created_at < ?1 AND status NOT IN ('queued', 'delivering') ORDER BY id LIMIT ?2",
+            "SELECT id, session_id, body_id, created_at, status FROM header WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
-        stmt.query_map(params![cutoff, limit], |r| r.get(0))?.collect::<Result<_, _>>()?
+        stmt.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+            .collect::<Result<_, _>>()?
     };
-    let mut stats = PurgeStats::default();
-    {
-        let mut del_reply = tx.prepare_cached("DELETE FROM reply WHERE header_id = ?1")?;
-        let mut del_header = tx.prepare_cached("DELETE FROM header WHERE id = ?1")?;
-        for id in &ids {
-            del_reply.execute([id])?;
-            stats.headers += del_header.execute([id])? as u64;
+    let mut step = PurgeStep { after, headers_done: rows.len() < limit, ..PurgeStep::default() };
+    let mut del_reply = tx.prepare_cached("DELETE FROM reply WHERE header_id = ?1")?;
+    let mut del_header = tx.prepare_cached("DELETE FROM header WHERE id = ?1")?;
+    let mut body_used = tx.prepare_cached("SELECT 1 FROM header WHERE session_id = ?1 AND body_id = ?2 LIMIT 1")?;
+    let mut del_body = tx.prepare_cached("DELETE FROM body WHERE id = ?1")?;
+    for (id, session_id, body_id, created_at, status) in rows {
+        if created_at >= cutoff {
+            step.headers_done = true;
+            break;
+        }
+        step.after = id;
+        if Status::parse(&status).is_some_and(Status::is_pending) {
+            continue;
+        }
+        del_reply.execute([id])?;
+        step.stats.headers += del_header.execute([id])? as u64;
+        // Every header using a body belongs to the session it came in with.
+        if !body_used.exists(params![session_id, body_id])? {
+            step.stats.bodies += del_body.execute([body_id])? as u64;
         }
     }
-    stats.bodies = tx.execute(
-        "DELETE FROM body WHERE id IN (SELECT b.id FROM body b WHERE b.created_at < ?1
-             AND NOT EXISTS (SELECT 1 FROM header h WHERE h.body_id = b.id) LIMIT ?2)",
-        params![cutoff, limit],
-    )? as u64;
-    stats.events = tx.execute(
+    step.stats.events = tx.execute(
         "DELETE FROM event WHERE id IN (SELECT id FROM event WHERE at < ?1 ORDER BY id LIMIT ?2)",
-        params![cutoff, limit],
+        params![cutoff, limit as i64],
     )? as u64;
-    Ok(stats)
+    Ok(step)
 }
