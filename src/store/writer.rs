@@ -484,10 +484,10 @@ fn sync_wal(wal: &std::path::Path, file: &mut Option<(File, u64)>) -> std::io::R
 /// How long the checkpoint thread lets commits accumulate before it copies
 /// them into the database: a few checkpoints a second under load, none when
 /// idle.
-const CHECKPOINT_DELAY: Duration = Duration::from_millis(50);
+const CHECKPOINT_DELAY: Duration = Duration::from_millis(200);
 
 /// Log frames (pages) beyond which the log is restarted from its beginning.
-const RESTART_FRAMES: i64 = 1000;
+const RESTART_FRAMES: i64 = 4096;
 
 /// Copies committed pages from the log into the database after each nudge
 /// from the writer, until the writer is gone.
