@@ -38,11 +38,13 @@ const KILL_SPREAD_MS: u64 = 400;
 /// the one on the wire.
 const RECEIVER_DELAY: Duration = Duration::from_millis(4);
 /// The whole scenario must finish within this time.
-const TEST_LIMIT: Duration = Duration::from_secs(60);
+const TEST_LIMIT: Duration = Duration::from_secs(100);
 /// After a restart, traffic must flow again within this time.
 const RESUME_LIMIT: Duration = Duration::from_secs(10);
 /// After the last kill, the receiver must have every acknowledged message
-/// within this time.
+/// within this time, plus three times its delay per message acknowledged
+/// (the backlog at the last kill can hold most of them: the engine takes
+/// messages in much faster than the slowed receiver drains them).
 const DRAIN_LIMIT: Duration = Duration::from_secs(20);
 /// The sender gives up on one message after trying this long.
 const SEND_LIMIT: Duration = Duration::from_secs(15);
@@ -362,7 +364,8 @@ async fn no_acknowledged_message_is_lost_when_the_engine_is_killed() {
         assert_eq!(report.stuck, None, "the sender could not get an ACK for a message within {SEND_LIMIT:?}");
 
         let wanted: Vec<String> = report.acked.iter().map(|&n| control_id(n)).collect();
-        let all_in = wait_until(DRAIN_LIMIT, || {
+        let drain_limit = DRAIN_LIMIT + RECEIVER_DELAY * 3 * wanted.len() as u32;
+        let all_in = wait_until(drain_limit, || {
             let got = received.snapshot();
             let got: std::collections::HashSet<&String> = got.iter().collect();
             wanted.iter().all(|id| got.contains(id))
@@ -386,7 +389,7 @@ async fn no_acknowledged_message_is_lost_when_the_engine_is_killed() {
         (report, all_in, settle, kill_times)
     };
     let (report, all_in, settled, kill_times) =
-        tokio::time::timeout(TEST_LIMIT, scenario).await.expect("the crash recovery scenario took more than 60 s");
+        tokio::time::timeout(TEST_LIMIT, scenario).await.expect("the crash recovery scenario took more than 100 s");
     receiver.abort();
 
     let got = received.snapshot();

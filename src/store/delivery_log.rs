@@ -13,33 +13,52 @@
 //! committed the file is cut back to nothing. When the store opens, results
 //! noted but never committed are applied before anything else runs.
 //!
-//! Only the header id, the status and the attempt count are noted: a reply
-//! and an error text that were not committed before a crash are lost, the
-//! status is not.
+//! Everything the commit would record is noted (status, attempts, reply,
+//! error text), so a result applied from the log at start is recorded
+//! exactly as the commit would have recorded it: status and reply in one
+//! transaction.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::Status;
+use bytes::Bytes;
 
-/// Size of one record: magic, status, attempts (u32), header id (i64),
-/// two reserved bytes.
-const RECORD: usize = 16;
+use super::{Finished, Status};
+
+/// Fixed part of a record: magic, status, attempts (u32), header id (i64),
+/// reply length and error length (u32, `u32::MAX` for none). The reply and
+/// the error text follow, then a CRC-32 of everything before it.
+const HEAD: usize = 22;
 /// First byte of every record; a record not starting with it (a torn or
 /// zero-filled tail after a power cut) ends the log.
 const MAGIC: u8 = 0xD1;
+const NONE: u32 = u32::MAX;
 /// The file is cut back once it is at least this long and nothing noted in
 /// it is waiting for a commit.
-const CUT_BACK_AT: u64 = 256 * 1024;
+const CUT_BACK_AT: u64 = 1024 * 1024;
 
 /// One noted result.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Noted {
     pub(super) header_id: i64,
     pub(super) status: Status,
     pub(super) attempts: u32,
+    pub(super) reply: Option<Bytes>,
+    pub(super) error: Option<String>,
+}
+
+impl Noted {
+    pub(super) fn of(finished: &Finished) -> Self {
+        Self {
+            header_id: finished.header_id,
+            status: finished.status,
+            attempts: finished.attempts,
+            reply: finished.reply.clone(),
+            error: finished.error.clone(),
+        }
+    }
 }
 
 struct State {
@@ -80,25 +99,54 @@ fn code_status(code: u8) -> Option<Status> {
     })
 }
 
-fn encode(noted: &Noted) -> [u8; RECORD] {
-    let mut record = [0u8; RECORD];
-    record[0] = MAGIC;
-    record[1] = status_code(noted.status);
-    record[2..6].copy_from_slice(&noted.attempts.to_le_bytes());
-    record[6..14].copy_from_slice(&noted.header_id.to_le_bytes());
+fn encode(noted: &Noted) -> Vec<u8> {
+    let reply = noted.reply.as_deref();
+    let error = noted.error.as_deref().map(str::as_bytes);
+    // Lengths past u32 cannot come from a frame the codec accepted; kept
+    // out of the log rather than wrapped.
+    let len = |b: Option<&[u8]>| b.and_then(|b| u32::try_from(b.len()).ok().filter(|&n| n != NONE));
+    let (reply_len, error_len) = (len(reply), len(error));
+    let mut record = Vec::with_capacity(HEAD + 4 + reply.map_or(0, <[u8]>::len) + error.map_or(0, <[u8]>::len));
+    record.push(MAGIC);
+    record.push(status_code(noted.status));
+    record.extend_from_slice(&noted.attempts.to_le_bytes());
+    record.extend_from_slice(&noted.header_id.to_le_bytes());
+    record.extend_from_slice(&reply_len.unwrap_or(NONE).to_le_bytes());
+    record.extend_from_slice(&error_len.unwrap_or(NONE).to_le_bytes());
+    if reply_len.is_some() {
+        record.extend_from_slice(reply.unwrap_or_default());
+    }
+    if error_len.is_some() {
+        record.extend_from_slice(error.unwrap_or_default());
+    }
+    let crc = crc32fast::hash(&record);
+    record.extend_from_slice(&crc.to_le_bytes());
     record
 }
 
-fn decode(record: &[u8]) -> Option<Noted> {
-    let record: &[u8; RECORD] = record.try_into().ok()?;
-    if record[0] != MAGIC || record[14..] != [0, 0] {
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Decodes the record at the start of `bytes`; returns it and its length,
+/// or `None` where the log ends (end of file, torn or corrupt record).
+fn decode(bytes: &[u8]) -> Option<(Noted, usize)> {
+    if bytes.len() < HEAD || bytes[0] != MAGIC {
         return None;
     }
-    let status = code_status(record[1])?;
-    let attempts = u32::from_le_bytes([record[2], record[3], record[4], record[5]]);
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&record[6..14]);
-    Some(Noted { header_id: i64::from_le_bytes(id), status, attempts })
+    let status = code_status(bytes[1])?;
+    let attempts = u32_at(bytes, 2)?;
+    let header_id = i64::from_le_bytes(bytes.get(6..14)?.try_into().ok()?);
+    let part_len = |at| u32_at(bytes, at).map(|n| (n != NONE).then_some(n as usize));
+    let (reply_len, error_len) = (part_len(14)?, part_len(18)?);
+    let reply_end = HEAD.checked_add(reply_len.unwrap_or(0))?;
+    let end = reply_end.checked_add(error_len.unwrap_or(0))?;
+    if u32_at(bytes, end)? != crc32fast::hash(&bytes[..end]) {
+        return None;
+    }
+    let reply = reply_len.map(|_| Bytes::copy_from_slice(&bytes[HEAD..reply_end]));
+    let error = error_len.map(|_| String::from_utf8_lossy(&bytes[reply_end..end]).into_owned());
+    Some((Noted { header_id, status, attempts, reply, error }, end + 4))
 }
 
 impl DeliveryLog {
@@ -110,7 +158,12 @@ impl DeliveryLog {
         let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let noted = bytes.chunks(RECORD).map_while(decode).collect();
+        let mut noted = Vec::new();
+        let mut at = 0;
+        while let Some((record, len)) = decode(&bytes[at..]) {
+            noted.push(record);
+            at += len;
+        }
         let len = bytes.len() as u64;
         let state = State { file, len, unsettled: 0, keep: false };
         Ok((Self { path, state: Mutex::new(state) }, noted))
@@ -127,9 +180,10 @@ impl DeliveryLog {
     /// Appends one result. When this returns, the result survives a crash
     /// of the process.
     pub(super) fn note(&self, noted: &Noted) -> std::io::Result<()> {
+        let record = encode(noted);
         let mut state = self.lock();
-        state.file.write_all(&encode(noted))?;
-        state.len += RECORD as u64;
+        state.file.write_all(&record)?;
+        state.len += record.len() as u64;
         state.unsettled += 1;
         Ok(())
     }
@@ -160,57 +214,73 @@ impl DeliveryLog {
 mod tests {
     use super::*;
 
+    fn completed(header_id: i64) -> Noted {
+        Noted { header_id, status: Status::Completed, attempts: 1, reply: None, error: None }
+    }
+
     #[test]
     fn records_round_trip_and_a_torn_tail_ends_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("s.db");
         let (log, noted) = DeliveryLog::open(&db).unwrap();
         assert!(noted.is_empty());
-        let a = Noted { header_id: 42, status: Status::Completed, attempts: 1 };
-        let b = Noted { header_id: i64::MAX - 1, status: Status::Suspended, attempts: 7 };
-        log.note(&a).unwrap();
-        log.note(&b).unwrap();
+        let a = completed(42);
+        let b = Noted {
+            header_id: i64::MAX - 1,
+            status: Status::Suspended,
+            attempts: 7,
+            reply: Some(Bytes::from_static(b"MSH|^~\\&\rMSA|AE|1|bad")),
+            error: Some("AE bad (matched :?E=S)".into()),
+        };
+        let c = Noted { reply: Some(Bytes::new()), error: Some(String::new()), ..completed(3) };
+        for n in [&a, &b, &c] {
+            log.note(n).unwrap();
+        }
         drop(log);
-        // Half a record and a zero-filled block, as a power cut may leave.
+        // Half a record, as a power cut may leave.
         let path = dir.path().join("s.db-deliveries");
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(&encode(&a)[..9]).unwrap();
+        file.write_all(&encode(&b)[..30]).unwrap();
         drop(file);
         let (log, noted) = DeliveryLog::open(&db).unwrap();
-        assert_eq!(noted, vec![a, b]);
+        assert_eq!(noted, vec![a.clone(), b.clone(), c]);
         log.clear().unwrap();
         drop(log);
         assert_eq!(DeliveryLog::open(&db).unwrap().1, vec![]);
-        assert_eq!(decode(&[0u8; RECORD]), None);
+        assert_eq!(decode(&[0u8; 64]), None, "a zero-filled block");
+        let mut flipped = encode(&b);
+        flipped[30] ^= 1;
+        assert_eq!(decode(&flipped), None, "a corrupt record");
     }
 
     #[test]
     fn the_file_is_cut_back_only_when_everything_noted_is_committed() {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = DeliveryLog::open(&dir.path().join("s.db")).unwrap();
-        let noted = Noted { header_id: 1, status: Status::Completed, attempts: 1 };
-        let records = CUT_BACK_AT / RECORD as u64;
+        let record = encode(&completed(1)).len() as u64;
+        let records = CUT_BACK_AT.div_ceil(record);
         for _ in 0..records {
-            log.note(&noted).unwrap();
+            log.note(&completed(1)).unwrap();
         }
         log.settle(records - 1, true);
-        assert_eq!(log.lock().len, CUT_BACK_AT, "one result still waits for its commit");
+        assert_eq!(log.lock().len, records * record, "one result still waits for its commit");
         log.settle(1, true);
         assert_eq!(log.lock().len, 0);
-        log.note(&noted).unwrap();
-        assert_eq!(log.lock().file.metadata().unwrap().len(), RECORD as u64, "appends start again at the beginning");
+        log.note(&completed(1)).unwrap();
+        assert_eq!(log.lock().file.metadata().unwrap().len(), record, "appends start again at the beginning");
     }
 
     #[test]
     fn a_failed_commit_keeps_the_log_for_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = DeliveryLog::open(&dir.path().join("s.db")).unwrap();
-        let noted = Noted { header_id: 1, status: Status::Completed, attempts: 1 };
-        for _ in 0..CUT_BACK_AT / RECORD as u64 {
-            log.note(&noted).unwrap();
+        let record = encode(&completed(1)).len() as u64;
+        let records = CUT_BACK_AT.div_ceil(record);
+        for _ in 0..records {
+            log.note(&completed(1)).unwrap();
         }
         log.settle(1, false);
         log.settle(u64::MAX, true);
-        assert_eq!(log.lock().len, CUT_BACK_AT);
+        assert_eq!(log.lock().len, records * record);
     }
 }

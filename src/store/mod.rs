@@ -509,8 +509,7 @@ impl Store {
     /// [`finish`](Self::finish) for results that put a message back in its
     /// queue.
     pub async fn note_finished(&self, finished: Finished) -> Result<(), StoreError> {
-        let noted = Noted { header_id: finished.header_id, status: finished.status, attempts: finished.attempts };
-        self.inner.deliveries.note(&noted).map_err(|reason| StoreError::Path {
+        self.inner.deliveries.note(&Noted::of(&finished)).map_err(|reason| StoreError::Path {
             path: PathBuf::from(format!("{}-deliveries", self.inner.path.display())),
             reason,
         })?;
@@ -756,19 +755,25 @@ fn apply_noted(conn: &mut Connection, noted: &[Noted]) -> Result<(), StoreError>
     let tx = conn.transaction()?;
     {
         let mut update = tx.prepare(
-            "UPDATE header SET status = ?1, attempts = ?2, updated_at = ?3,
-                 error_text = IFNULL(error_text, 'recorded from the delivery log at start; the reply was not kept')
-             WHERE id = ?4 AND status IN ('queued', 'delivering') RETURNING production, target",
+            "UPDATE header SET status = ?1, attempts = ?2, updated_at = ?3, error_text = ?4
+             WHERE id = ?5 AND status IN ('queued', 'delivering') RETURNING production, target",
+        )?;
+        let mut reply = tx.prepare(
+            "INSERT INTO reply (header_id, received_at, data) VALUES (?1, ?2, ?3)
+             ON CONFLICT(header_id) DO UPDATE SET received_at = excluded.received_at, data = excluded.data",
         )?;
         let mut depth = tx.prepare("UPDATE queue_depth SET depth = depth - 1 WHERE production = ?1 AND item = ?2")?;
+        let now = now_millis();
         for n in noted.iter().filter(|n| !n.status.is_pending()) {
             let queue: Option<(String, String)> = update
-                .query_row(params![n.status.as_str(), n.attempts as i64, now_millis(), n.header_id], |r| {
+                .query_row(params![n.status.as_str(), n.attempts as i64, now, n.error, n.header_id], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .optional()?;
-            if let Some((production, target)) = queue {
-                depth.execute(params![production, target])?;
+            let Some((production, target)) = queue else { continue };
+            depth.execute(params![production, target])?;
+            if let Some(data) = &n.reply {
+                reply.execute(params![n.header_id, now, &data[..]])?;
             }
         }
     }
@@ -826,17 +831,21 @@ mod tests {
         store.mark_delivering(queued[..2].to_vec()).await.unwrap();
         store.close().await;
         drop(store);
+        let ack = Bytes::from_static(b"MSH|^~\\&|R|R|S|S|20261128||ACK|9|P|2.5\rMSA|AA|M0\r");
         {
             let (log, _) = DeliveryLog::open(&path).unwrap();
-            log.note(&Noted { header_id: queued[0], status: Status::Completed, attempts: 1 }).unwrap();
-            log.note(&Noted { header_id: queued[1], status: Status::Suspended, attempts: 2 }).unwrap();
+            let noted = |header_id, status, attempts, reply, error| Noted { header_id, status, attempts, reply, error };
+            log.note(&noted(queued[0], Status::Completed, 1, Some(ack.clone()), None)).unwrap();
+            log.note(&noted(queued[1], Status::Suspended, 2, None, Some("no reply (:~=S)".into()))).unwrap();
         }
         let (store, recovered) = Store::open(&path, StoreOptions::default()).unwrap();
         assert_eq!(recovered, 0, "the noted results are applied before delivering messages are requeued");
         let first = store.header(queued[0]).unwrap().unwrap();
         assert_eq!((first.status, first.attempts), (Status::Completed, 1));
-        assert!(first.error.unwrap().contains("delivery log"));
-        assert_eq!(store.header(queued[1]).unwrap().unwrap().status, Status::Suspended);
+        assert_eq!(first.error, None);
+        assert_eq!(store.reply(queued[0]).unwrap(), Some(ack), "the reply is recorded with its status");
+        let second = store.header(queued[1]).unwrap().unwrap();
+        assert_eq!((second.status, second.error.as_deref()), (Status::Suspended, Some("no reply (:~=S)")));
         assert_eq!(store.header(queued[2]).unwrap().unwrap().status, Status::Queued);
         assert_eq!(store.queue_depth("p", "Out"), 1);
         let log = std::fs::metadata(format!("{}-deliveries", path.display())).unwrap();
