@@ -389,28 +389,34 @@ impl<'a> Message<'a> {
     }
 
     /// The entry of field `n` of the message (see [`SegmentNode`]).
+    #[inline]
     fn field_entry(&self, n: usize) -> usize {
         self.regions.fields + 1 + n
     }
 
     /// The children of the element at entry `e`.
+    #[inline]
     fn children(&self, e: usize) -> std::ops::Range<usize> {
         self.index[e - 1] as usize..self.index[e] as usize
     }
 
+    #[inline]
     fn subcomponent_span(&self, s: usize) -> Span {
         Span { start: self.index[s], end: self.index[s + 1] }
     }
 
     // One past the last subcomponent of a component, repetition or field.
+    #[inline]
     fn component_end(&self, c: usize) -> usize {
         self.index[c] as usize
     }
 
+    #[inline]
     fn repetition_end(&self, r: usize) -> usize {
         self.component_end(self.index[r] as usize - 1)
     }
 
+    #[inline]
     fn field_end(&self, f: usize) -> usize {
         self.repetition_end(self.index[f] as usize - 1)
     }
@@ -419,18 +425,22 @@ impl<'a> Message<'a> {
     /// An element's subcomponents start where the previous element's end
     /// (for the first element of a level, the entry before it leads to the
     /// first subcomponent the same way), and there is at least one.
+    #[inline]
     fn subcomponents_span(&self, first: usize, end: usize) -> Span {
         Span { start: self.index[first], end: self.index[end - 1] }
     }
 
+    #[inline]
     fn component_span(&self, c: usize) -> Span {
         self.subcomponents_span(self.component_end(c - 1), self.component_end(c))
     }
 
+    #[inline]
     fn repetition_span(&self, r: usize) -> Span {
         self.subcomponents_span(self.repetition_end(r - 1), self.repetition_end(r))
     }
 
+    #[inline]
     fn field_span(&self, f: usize) -> Span {
         self.subcomponents_span(self.field_end(f - 1), self.field_end(f))
     }
@@ -457,9 +467,22 @@ impl<'a> Message<'a> {
 
     /// The `occurrence`-th (1-based) segment with this id.
     pub fn segment(&self, id: &str, occurrence: usize) -> Option<Segment<'_>> {
-        let id = id.as_bytes();
-        let idx = self.segments.iter().enumerate().filter(|(_, s)| s.id[..] == *id).nth(occurrence.checked_sub(1)?)?.0;
-        Some(Segment { msg: self.covariant(), idx })
+        let id: [u8; 3] = id.as_bytes().try_into().ok()?;
+        self.segment_index(id, occurrence).map(|idx| Segment { msg: self.covariant(), idx })
+    }
+
+    #[inline]
+    fn segment_index(&self, id: [u8; 3], occurrence: usize) -> Option<usize> {
+        let mut skip = occurrence.checked_sub(1)?;
+        for (idx, seg) in self.segments.iter().enumerate() {
+            if seg.id == id {
+                if skip == 0 {
+                    return Some(idx);
+                }
+                skip -= 1;
+            }
+        }
+        None
     }
 
     /// How many segments the message has.
@@ -473,6 +496,7 @@ impl<'a> Message<'a> {
 
     /// The raw (still escaped) bytes at a path, or `None` when the message
     /// does not reach that far.
+    #[inline]
     pub fn get(&self, path: &Path) -> Option<&'a [u8]> {
         self.locate(path).map(|e| &self.raw[e.span.range()])
     }
@@ -554,16 +578,19 @@ impl<'a> Message<'a> {
     }
 
     /// Finds the element a path names.
+    #[inline]
     pub(crate) fn locate(&self, path: &Path) -> Option<Located> {
-        if !path.is_valid() {
+        // What `Path::is_valid` rules out addresses nothing: a 0 for the
+        // occurrence, repetition, component or subcomponent makes the
+        // lookup of that child fail, which leaves these two.
+        if path.field == 0 || (path.subcomponent.is_some() && path.component.is_none()) {
             return None;
         }
-        let seg = &self.segments[self.segment(path.segment_id(), path.segment_occurrence)?.idx];
-        let n = (seg.first_field as usize).checked_add(path.field)?;
-        if n >= seg.last_field as usize {
+        let seg = &self.segments[self.segment_index(path.segment_bytes(), path.segment_occurrence)?];
+        if path.field >= (seg.last_field - seg.first_field) as usize {
             return None;
         }
-        let f = self.field_entry(n);
+        let f = self.field_entry(seg.first_field as usize + path.field);
         let Some(component) = path.component else {
             let span = match path.repetition {
                 None => self.field_span(f),
@@ -586,7 +613,7 @@ impl<'a> Message<'a> {
         if !path.is_valid() {
             return None;
         }
-        let seg = self.segments[self.segment(path.segment_id(), path.segment_occurrence)?.idx];
+        let seg = self.segments[self.segment_index(path.segment_bytes(), path.segment_occurrence)?];
         let nfields = (seg.last_field - seg.first_field) as usize;
         if path.field >= nfields {
             return Some(Insertion::Append {
@@ -658,9 +685,10 @@ pub(crate) struct Located {
 
 /// The position of the `n`-th (1-based) of `children`, each `size`
 /// entries long.
+#[inline]
 fn nth(children: std::ops::Range<usize>, size: usize, n: usize) -> Option<usize> {
-    let idx = children.start.checked_add(n.checked_sub(1)?.checked_mul(size)?)?;
-    (idx < children.end).then_some(idx)
+    let i = n.checked_sub(1)?;
+    (i < children.len() / size).then(|| children.start + i * size)
 }
 
 fn span(start: usize, end: usize) -> Span {
@@ -1020,6 +1048,28 @@ mod tests {
         raw.extend(std::iter::repeat_n(b'x', 50_000));
         raw.extend(std::iter::repeat_n(b'|', 50_000));
         check(&raw);
+    }
+
+    #[test]
+    fn invalid_paths_address_nothing() {
+        let msg = Message::parse(b"MSH|^~\\&|A\rPID|1|a&b^c~d\rPID|2").unwrap();
+        let pid = Path::field("PID", 2);
+        assert_eq!(msg.get(&pid.repetition(1).component(1).subcomponent(2)), Some(&b"b"[..]));
+        assert_eq!(msg.get(&pid.occurrence(2)), None);
+        assert_eq!(msg.get(&Path::field("PID", 1).occurrence(2)), Some(&b"2"[..]));
+        for path in [
+            Path::field("PID", 0),
+            pid.occurrence(0),
+            pid.repetition(0),
+            pid.component(0),
+            pid.component(1).subcomponent(0),
+            pid.subcomponent(1),
+            pid.repetition(1).subcomponent(1),
+        ] {
+            assert!(!path.is_valid(), "{path:?}");
+            assert_eq!(msg.get(&path), None, "{path:?}");
+            assert_eq!(msg.insertion_point(&path).map(|_| ()), None, "{path:?}");
+        }
     }
 
     #[test]
