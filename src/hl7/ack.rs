@@ -200,17 +200,20 @@ impl<'m> AckBuilder<'m> {
         let msg = self.original;
         let d = *msg.delimiters();
         let field = |n: usize| msg.get(&Path::field("MSH", n)).unwrap_or_default();
-        let mut out = Vec::with_capacity(256);
+        // Everything is written straight into one buffer, sized for a
+        // typical ACK and its texts.
+        let texts = self.text.as_ref().map_or(0, String::len) + self.control_id.as_ref().map_or(0, String::len);
+        let mut out = Vec::with_capacity(256 + 2 * texts + 64 * self.errors.len());
         out.extend_from_slice(b"MSH");
         out.push(d.field);
-        out.extend_from_slice(&d.encoding_characters());
+        out.extend_from_slice(&[d.component, d.repetition, d.escape, d.subcomponent]);
+        out.extend(d.truncation);
         for n in [5, 6, 3, 4] {
             out.push(d.field);
             out.extend_from_slice(field(n));
         }
         out.push(d.field);
-        let at = self.timestamp.unwrap_or_else(OffsetDateTime::now_utc);
-        out.extend_from_slice(format_timestamp(at).as_bytes());
+        push_timestamp(&mut out, self.timestamp.unwrap_or_else(OffsetDateTime::now_utc));
         out.push(d.field);
         out.push(d.field);
         out.extend_from_slice(b"ACK");
@@ -221,8 +224,10 @@ impl<'m> AckBuilder<'m> {
             out.extend_from_slice(b"ACK");
         }
         out.push(d.field);
-        let control_id = self.control_id.clone().unwrap_or_else(next_control_id);
-        out.extend_from_slice(&self.escaped(&control_id));
+        match &self.control_id {
+            Some(id) => self.push_escaped(&mut out, id),
+            None => self.push_escaped(&mut out, &next_control_id()),
+        }
         for n in [11, 12] {
             out.push(d.field);
             out.extend_from_slice(field(n));
@@ -239,7 +244,7 @@ impl<'m> AckBuilder<'m> {
         out.extend_from_slice(msg.control_id().unwrap_or_default());
         if let Some(text) = &self.text {
             out.push(d.field);
-            out.extend_from_slice(&self.escaped(text));
+            self.push_escaped(&mut out, text);
         }
         out.push(b'\r');
         for error in &self.errors {
@@ -247,11 +252,15 @@ impl<'m> AckBuilder<'m> {
             out.push(d.field);
             out.push(d.field);
             if let Some(path) = &error.location {
-                out.extend_from_slice(error_location(path, d.component).as_bytes());
+                push_error_location(&mut out, path, d.component);
             }
             out.push(d.field);
             let (code, text) = error.code.code_and_text();
-            out.extend_from_slice(format!("{code}{c}{text}{c}HL70357", c = d.component as char).as_bytes());
+            push_number(&mut out, code.into());
+            out.push(d.component);
+            out.extend_from_slice(text.as_bytes());
+            out.push(d.component);
+            out.extend_from_slice(b"HL70357");
             out.push(d.field);
             out.extend_from_slice(error.severity.code().as_bytes());
             out.push(b'\r');
@@ -259,34 +268,53 @@ impl<'m> AckBuilder<'m> {
         out
     }
 
-    fn escaped(&self, text: &str) -> Vec<u8> {
-        let bytes = match self.original.charset().encode(text) {
-            Ok(b) => b.into_owned(),
-            Err(_) => text.chars().map(|c| if c.is_ascii() { c as u8 } else { b'?' }).collect(),
-        };
-        escape::escape(&bytes, self.original.delimiters())
+    fn push_escaped(&self, out: &mut Vec<u8>, text: &str) {
+        let d = self.original.delimiters();
+        match self.original.charset().encode(text) {
+            Ok(bytes) => escape::escape_into(&bytes, d, out),
+            Err(_) => {
+                let bytes: Vec<u8> = text.chars().map(|c| if c.is_ascii() { c as u8 } else { b'?' }).collect();
+                escape::escape_into(&bytes, d, out);
+            }
+        }
     }
 }
 
 /// ERR-2 (ERL): `segment^sequence^field^repetition^component^subcomponent`,
 /// trailing empty parts left off.
-fn error_location(path: &Path, component: u8) -> String {
-    let c = component as char;
-    let mut s = format!("{}{c}{}{c}{}", path.segment_id(), path.segment_occurrence, path.field);
+fn push_error_location(out: &mut Vec<u8>, path: &Path, component: u8) {
+    out.extend_from_slice(path.segment_id().as_bytes());
     let tail = [path.repetition.or(path.component.map(|_| 1)), path.component, path.subcomponent];
-    for n in tail.into_iter().flatten() {
-        s.push(c);
-        s.push_str(&n.to_string());
+    for n in [Some(path.segment_occurrence), Some(path.field)].into_iter().chain(tail).flatten() {
+        out.push(component);
+        push_number(out, n);
     }
-    s
+}
+
+fn push_number(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// MSH-7 in UTC: `YYYYMMDDHHMMSS+0000`.
-fn format_timestamp(at: OffsetDateTime) -> String {
+fn push_timestamp(out: &mut Vec<u8>, at: OffsetDateTime) {
     let format = time::macros::format_description!("[year][month][day][hour][minute][second]+0000");
     // Formatting a UTC time with a fixed numeric pattern cannot fail for
-    // years 0–9999; the empty fallback keeps the ACK buildable regardless.
-    at.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
+    // years 0–9999; should it fail, MSH-7 is left empty and the ACK is
+    // still built.
+    let len = out.len();
+    if at.to_offset(time::UtcOffset::UTC).format_into(out, &format).is_err() {
+        out.truncate(len);
+    }
 }
 
 /// A process-unique control id of at most 20 characters (the MSH-10 length

@@ -150,6 +150,13 @@ fn hex_digit(b: u8) -> Option<u8> {
 /// they can stand as one value.
 pub fn escape(text: &[u8], d: &Delimiters) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + 8);
+    escape_into(text, d, &mut out);
+    out
+}
+
+/// [`escape`] appending to `out`, for writers that build a message in one
+/// buffer.
+pub(crate) fn escape_into(text: &[u8], d: &Delimiters, out: &mut Vec<u8>) {
     for &b in text {
         let seq: &[u8] = match b {
             _ if b == d.field => b"F",
@@ -169,7 +176,6 @@ pub fn escape(text: &[u8], d: &Delimiters) -> Vec<u8> {
         out.extend_from_slice(seq);
         out.push(d.escape);
     }
-    out
 }
 
 #[cfg(test)]

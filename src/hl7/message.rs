@@ -4,10 +4,38 @@
 //! The index holds byte ranges into the original buffer, never copies, so a
 //! parsed message can be forwarded byte for byte and values are decoded only
 //! when someone asks for them.
+//!
+//! # Index layout
+//!
+//! Only subcomponents store a byte range. Components, repetitions and fields
+//! store one number each: where their children end in the level below
+//! (compressed sparse rows). Every level is filled in message order and
+//! every element has at least one child, so an element's children start
+//! where the previous element's end, and its bytes run from its first
+//! subcomponent's start to its last subcomponent's end. A delimiter costs 8
+//! bytes of index plus 4 for each level it closes, and a lookup is a few
+//! array reads.
+//!
+//! All levels share one `u32` table, each in its own region (see
+//! [`Regions`]). An element is named by the position of its entry, so
+//! entries name their children's entries directly: one allocation, no
+//! conversions, and a single base pointer in the scanning loop.
+//!
+//! # Scanning
+//!
+//! Parsing classifies each byte with a table and stops at delimiters and
+//! line endings. At each one it closes a subcomponent and, without branching
+//! on the kind of delimiter, whatever else the delimiter closes: delimiters
+//! follow no pattern a branch predictor could learn, so every level's open
+//! element gets its end written, and only the levels the delimiter closes
+//! move on.
+//!
+//! Finding delimiters eight bytes at a time with integer arithmetic was
+//! measured slower on typical messages: their values are short, most words
+//! hold a delimiter, and telling its kind from the word costs more than the
+//! table lookup. On long values it was no faster either.
 
 use std::borrow::Cow;
-
-use memchr::memchr2;
 
 use super::charset::Charset;
 use super::escape::{self, EscapeError};
@@ -26,15 +54,8 @@ impl Span {
     }
 }
 
-/// An element with children: its own span and the index range of its
-/// children in the next level's table.
-#[derive(Clone, Copy, Debug)]
-struct Node {
-    span: Span,
-    first: u32,
-    last: u32,
-}
-
+/// A segment and its fields, numbered across the message: the segment id
+/// and MSH-1/MSH-2 count as fields, and the message's first field is 0.
 #[derive(Clone, Copy, Debug)]
 struct SegmentNode {
     span: Span,
@@ -65,18 +86,239 @@ pub struct Message<'a> {
     delimiters: Delimiters,
     charset: Charset,
     segments: Vec<SegmentNode>,
-    fields: Vec<Node>,
-    repetitions: Vec<Node>,
-    components: Vec<Node>,
-    subcomponents: Vec<Span>,
+    /// The index (see the module documentation).
+    index: Vec<u32>,
+    regions: Regions,
+    /// One past the entries of the last subcomponent.
+    subcomponents_end: usize,
 }
 
-/// Byte classes for the inner loop.
+/// Where each level of the index lives, for a table sized for `capacity`
+/// subcomponents.
+///
+/// Subcomponents come first, two entries each (the start and end of their
+/// bytes); a subcomponent is named by its first entry. Components,
+/// repetitions and fields follow, one entry each, in their own regions. An
+/// element's entry is one past its last child, so its children start at
+/// the entry before it: the previous element's entry, or for the first
+/// element of a level the first entry of the region, which names the first
+/// element of the level below.
+#[derive(Clone, Copy, Debug)]
+struct Regions {
+    components: usize,
+    repetitions: usize,
+    fields: usize,
+    len: usize,
+}
+
+impl Regions {
+    /// Entries are `u32`, and so are the positions they hold.
+    const MAX_CAPACITY: usize = (u32::MAX as usize - 3) / 5;
+
+    fn new(capacity: usize) -> Self {
+        Self {
+            components: 2 * capacity,
+            repetitions: 3 * capacity + 1,
+            fields: 4 * capacity + 2,
+            len: 5 * capacity + 3,
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.components / 2
+    }
+
+    /// A table with no elements yet, zero-filled so that the scanning loop
+    /// can write ahead of what it has closed.
+    fn table(&self) -> Vec<u32> {
+        let mut index = vec![0; self.len];
+        index[self.repetitions] = self.components as u32 + 1;
+        index[self.fields] = self.repetitions as u32 + 1;
+        index
+    }
+}
+
+/// Byte classes for the scanning loop: what each byte closes besides the
+/// subcomponent it ends.
 const PLAIN: u8 = 0;
 const SUB: u8 = 1;
 const COMP: u8 = 2;
 const REP: u8 = 3;
 const FIELD: u8 = 4;
+const END: u8 = 5;
+
+/// The class of every byte value under a message's delimiters.
+struct Scanner {
+    classes: [u8; 256],
+}
+
+impl Scanner {
+    fn new(d: &Delimiters) -> Self {
+        let mut classes = [PLAIN; 256];
+        classes[usize::from(d.subcomponent)] = SUB;
+        classes[usize::from(d.component)] = COMP;
+        classes[usize::from(d.repetition)] = REP;
+        classes[usize::from(d.field)] = FIELD;
+        classes[usize::from(b'\r')] = END;
+        classes[usize::from(b'\n')] = END;
+        Self { classes }
+    }
+}
+
+/// The index while it is being built.
+struct Builder {
+    index: Vec<u32>,
+    regions: Regions,
+    /// The first entry of the next subcomponent, and the entries of the open
+    /// component, repetition and field.
+    cursor: [usize; 4],
+}
+
+/// Why [`Builder::scan`] stopped.
+enum Stop {
+    /// A line ending at this position closed the segment.
+    End(usize),
+    /// The message ended.
+    Eof,
+    /// The table needs more room.
+    Full,
+}
+
+impl Builder {
+    /// Subcomponents the first table holds at most: large messages are
+    /// often long values with few delimiters, and the table is zero-filled.
+    const FIRST_CAPACITY: usize = 4096;
+
+    fn new(len: usize) -> Self {
+        // Typical messages have a delimiter every 3 to 5 bytes; sized for
+        // that, the table of a message of up to about 12 KB is allocated
+        // once.
+        let regions = Regions::new((len / 3 + 16).min(Self::FIRST_CAPACITY));
+        Self {
+            index: regions.table(),
+            regions,
+            cursor: [0, regions.components + 1, regions.repetitions + 1, regions.fields + 1],
+        }
+    }
+
+    /// Closed fields so far.
+    fn field_count(&self) -> usize {
+        self.cursor[3] - self.regions.fields - 1
+    }
+
+    /// Moves the index to a larger table: at least twice the size, and
+    /// enough for the rest of the message if it is like the part up to
+    /// `pos`.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, pos: usize, len: usize) -> Result<(), ParseError> {
+        let old = self.regions;
+        if old.capacity() == Regions::MAX_CAPACITY {
+            return Err(ParseError::TooLarge { len });
+        }
+        let subs = self.cursor[0] / 2;
+        let expected = subs.saturating_mul(len) / pos.max(1) / 4 * 5 + 64;
+        let new = Regions::new(expected.max(2 * old.capacity()).min(Regions::MAX_CAPACITY));
+        let mut index = new.table();
+        let [s, c, r, f] = self.cursor;
+        // The entry of each open element is written again when it closes;
+        // the ones before it are copied. The upper levels' entries name
+        // elements of the level below, which has moved.
+        index[..s].copy_from_slice(&self.index[..s]);
+        index[new.components..][..c - old.components].copy_from_slice(&self.index[old.components..c]);
+        let moved = |to: &mut [u32], from: &[u32], by: usize| {
+            for (to, from) in to.iter_mut().zip(from) {
+                *to = from + by as u32;
+            }
+        };
+        moved(&mut index[new.repetitions..], &self.index[old.repetitions..r], new.components - old.components);
+        moved(&mut index[new.fields..], &self.index[old.fields..f], new.repetitions - old.repetitions);
+        self.cursor = [
+            s,
+            c - old.components + new.components,
+            r - old.repetitions + new.repetitions,
+            f - old.fields + new.fields,
+        ];
+        self.index = index;
+        self.regions = new;
+        Ok(())
+    }
+
+    /// A field that is a single value: segment ids, MSH-1/MSH-2, and the
+    /// last subcomponent of a message without a final line ending (whose
+    /// enclosing elements all end with it too).
+    #[inline(always)]
+    fn leaf(&mut self, start: usize, end: usize, len: usize) -> Result<(), ParseError> {
+        if self.cursor[0] + 2 > self.regions.components {
+            self.grow(start, len)?;
+        }
+        let [s, c, r, f] = self.cursor;
+        let index = &mut self.index;
+        index[s] = start as u32;
+        index[s + 1] = end as u32;
+        index[c] = s as u32 + 2;
+        index[r] = c as u32 + 1;
+        index[f] = r as u32 + 1;
+        self.cursor = [s + 2, c + 1, r + 1, f + 1];
+        Ok(())
+    }
+
+    /// Indexes the fields part of a segment, from `pos` (just after the
+    /// field separator that follows the segment id) to the segment's end,
+    /// and returns that end: the position of its CR or LF, or the length of
+    /// the message.
+    fn fields(&mut self, raw: &[u8], mut pos: usize, scanner: &Scanner) -> Result<usize, ParseError> {
+        let mut sub_start = pos;
+        loop {
+            match self.scan(raw, &mut pos, &mut sub_start, scanner) {
+                Stop::End(at) => return Ok(at),
+                Stop::Full => self.grow(pos, raw.len())?,
+                Stop::Eof => {
+                    self.leaf(sub_start, raw.len(), raw.len())?;
+                    return Ok(raw.len());
+                }
+            }
+        }
+    }
+
+    /// The hot loop: closes the elements at each delimiter from `pos` on,
+    /// until the segment ends or the table is full.
+    #[inline(always)]
+    fn scan(&mut self, raw: &[u8], pos: &mut usize, sub_start: &mut usize, scanner: &Scanner) -> Stop {
+        let limit = self.regions.components - 2;
+        let index = &mut self.index[..];
+        let [mut s, mut c, mut r, mut f] = self.cursor;
+        let (mut p, mut start) = (*pos, *sub_start);
+        let stop = loop {
+            let Some(&b) = raw.get(p) else {
+                break Stop::Eof;
+            };
+            let class = scanner.classes[usize::from(b)];
+            if class != PLAIN {
+                if s > limit {
+                    break Stop::Full;
+                }
+                index[s] = start as u32;
+                index[s + 1] = p as u32;
+                s += 2;
+                start = p + 1;
+                index[c] = s as u32;
+                c += usize::from(class >= COMP);
+                index[r] = c as u32;
+                r += usize::from(class >= REP);
+                index[f] = r as u32;
+                f += usize::from(class >= FIELD);
+                if class == END {
+                    break Stop::End(p);
+                }
+            }
+            p += 1;
+        };
+        self.cursor = [s, c, r, f];
+        (*pos, *sub_start) = (p, start);
+        stop
+    }
+}
 
 impl<'a> Message<'a> {
     /// Parses one message. The first segment must be MSH.
@@ -85,135 +327,122 @@ impl<'a> Message<'a> {
             return Err(ParseError::TooLarge { len: raw.len() });
         }
         let start = raw.iter().position(|&b| b != b'\r' && b != b'\n').ok_or(ParseError::Empty)?;
-        let first_end = memchr2(b'\r', b'\n', &raw[start..]).map_or(raw.len(), |i| start + i);
-        let header = &raw[start..first_end];
+        // The delimiters sit in the first 9 bytes of the header; a tenth
+        // tells a sixth encoding character from the end of MSH-2.
+        let head = &raw[start..raw.len().min(start + 10)];
+        let header = &head[..head.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(head.len())];
         if !header.starts_with(b"MSH") {
             return Err(ParseError::MissingMsh { position: start, found: super::printable_id(header) });
         }
-        let (delimiters, _) = Delimiters::from_header(header, start)?;
+        let (delimiters, encoding_len) = Delimiters::from_header(header, start)?;
+        let scanner = Scanner::new(&delimiters);
+        let mut index = Builder::new(raw.len());
+        let mut segments = Vec::with_capacity(raw.len() / 64 + 4);
 
-        // A rough size hint keeps reallocation out of the hot loop.
-        // Typical messages have a delimiter every 3 to 5 bytes; sizing the
-        // tables for that up front means they are allocated once, never
-        // grown (uninitialised capacity costs nothing to reserve).
-        let estimate = raw.len() / 3 + 8;
+        // MSH-1 is the field separator itself and MSH-2 the encoding
+        // characters: neither is split by the delimiters it declares.
+        let msh2_end = start + 4 + encoding_len;
+        index.leaf(start, start + 3, raw.len())?;
+        index.leaf(start + 3, start + 4, raw.len())?;
+        index.leaf(start + 4, msh2_end, raw.len())?;
+        let mut end = match raw.get(msh2_end) {
+            Some(&b) if b == delimiters.field => index.fields(raw, msh2_end + 1, &scanner)?,
+            _ => msh2_end,
+        };
+        let last_field = index.field_count() as u32;
+        segments.push(SegmentNode { span: span(start, end), id: *b"MSH", first_field: 0, last_field });
+
+        while let Some(skip) = raw[end..].iter().position(|&b| b != b'\r' && b != b'\n') {
+            let pos = end + skip;
+            let id: [u8; 3] = match raw.get(pos..pos + 3) {
+                Some(&[a, b, c]) if [a, b, c].iter().all(|x| x.is_ascii_uppercase() || x.is_ascii_digit()) => [a, b, c],
+                _ => return Err(ParseError::InvalidSegmentId { position: pos }),
+            };
+            let first_field = index.field_count() as u32;
+            index.leaf(pos, pos + 3, raw.len())?;
+            end = match raw.get(pos + 3) {
+                Some(&b) if b == delimiters.field => index.fields(raw, pos + 4, &scanner)?,
+                None | Some(b'\r' | b'\n') => pos + 3,
+                Some(_) => return Err(ParseError::InvalidSegmentId { position: pos }),
+            };
+            let last_field = index.field_count() as u32;
+            segments.push(SegmentNode { span: span(pos, end), id, first_field, last_field });
+        }
+
+        let Builder { index, regions, cursor } = index;
         let mut msg = Message {
             raw,
             delimiters,
             charset: Charset::default(),
-            segments: Vec::with_capacity(raw.len() / 64 + 4),
-            fields: Vec::with_capacity(raw.len() / 4 + 8),
-            repetitions: Vec::with_capacity(raw.len() / 4 + 8),
-            components: Vec::with_capacity(estimate),
-            subcomponents: Vec::with_capacity(estimate),
+            segments,
+            index,
+            regions,
+            subcomponents_end: cursor[0],
         };
-        let mut classes = [PLAIN; 256];
-        classes[delimiters.subcomponent as usize] = SUB;
-        classes[delimiters.component as usize] = COMP;
-        classes[delimiters.repetition as usize] = REP;
-        classes[delimiters.field as usize] = FIELD;
-
-        let mut pos = start;
-        while pos < raw.len() {
-            let end = memchr2(b'\r', b'\n', &raw[pos..]).map_or(raw.len(), |i| pos + i);
-            if end > pos {
-                msg.index_segment(pos, end, &classes)?;
-            }
-            pos = end + 1;
+        // MSH-18, first repetition. MSH is the first segment, so its field
+        // 18 is the message's.
+        if msg.segments[0].last_field > 18 {
+            let rep = msg.children(msg.field_entry(18)).start;
+            msg.charset = Charset::from_msh18(&raw[msg.repetition_span(rep).range()]);
         }
-        msg.charset = msg.get(&Path::field("MSH", 18).repetition(1)).map(Charset::from_msh18).unwrap_or_default();
         Ok(msg)
     }
 
-    fn index_segment(&mut self, start: usize, end: usize, classes: &[u8; 256]) -> Result<(), ParseError> {
-        let seg = &self.raw[start..end];
-        let id: [u8; 3] = match seg.get(..3) {
-            Some(&[a, b, c]) if [a, b, c].iter().all(|x| x.is_ascii_uppercase() || x.is_ascii_digit()) => [a, b, c],
-            _ => return Err(ParseError::InvalidSegmentId { position: start }),
-        };
-        if seg.len() > 3 && seg[3] != self.delimiters.field {
-            return Err(ParseError::InvalidSegmentId { position: start });
-        }
-        let first_field = self.fields.len() as u32;
-        self.push_leaf_field(start, start + 3);
-        let mut body = start + 4;
-        if self.segments.is_empty() {
-            // MSH-1 is the field separator itself and MSH-2 the encoding
-            // characters: neither is split by the delimiters it declares.
-            let (_, len) = Delimiters::from_header(seg, start)?;
-            self.push_leaf_field(start + 3, start + 4);
-            self.push_leaf_field(start + 4, start + 4 + len);
-            body = start + 4 + len + 1;
-        }
-        if body <= end {
-            self.index_fields(body, end, classes);
-        }
-        self.segments.push(SegmentNode {
-            span: span(start, end),
-            id,
-            first_field,
-            last_field: self.fields.len() as u32,
-        });
-        Ok(())
+    /// The entry of field `n` of the message (see [`SegmentNode`]).
+    #[inline]
+    fn field_entry(&self, n: usize) -> usize {
+        self.regions.fields + 1 + n
     }
 
-    /// A field that is a single value, used for segment ids and MSH-1/MSH-2.
-    fn push_leaf_field(&mut self, start: usize, end: usize) {
-        let s = span(start, end);
-        let sub = self.subcomponents.len() as u32;
-        self.subcomponents.push(s);
-        let comp = self.components.len() as u32;
-        self.components.push(Node { span: s, first: sub, last: sub + 1 });
-        let rep = self.repetitions.len() as u32;
-        self.repetitions.push(Node { span: s, first: comp, last: comp + 1 });
-        self.fields.push(Node { span: s, first: rep, last: rep + 1 });
+    /// The children of the element at entry `e`.
+    #[inline]
+    fn children(&self, e: usize) -> std::ops::Range<usize> {
+        self.index[e - 1] as usize..self.index[e] as usize
     }
 
-    /// The hot loop: classifies each byte of the fields part of a segment and
-    /// closes the open elements at every delimiter.
-    fn index_fields(&mut self, body: usize, end: usize, classes: &[u8; 256]) {
-        let raw = self.raw;
-        let (mut field_start, mut rep_start, mut comp_start, mut sub_start) = (body, body, body, body);
-        let mut field_first = self.repetitions.len() as u32;
-        let mut rep_first = self.components.len() as u32;
-        let mut comp_first = self.subcomponents.len() as u32;
-        for (i, &b) in raw[body..end].iter().enumerate() {
-            let class = classes[b as usize];
-            if class == PLAIN {
-                continue;
-            }
-            let at = body + i;
-            self.subcomponents.push(span(sub_start, at));
-            sub_start = at + 1;
-            if class == SUB {
-                continue;
-            }
-            let subs = self.subcomponents.len() as u32;
-            self.components.push(Node { span: span(comp_start, at), first: comp_first, last: subs });
-            comp_first = subs;
-            comp_start = at + 1;
-            if class == COMP {
-                continue;
-            }
-            let comps = self.components.len() as u32;
-            self.repetitions.push(Node { span: span(rep_start, at), first: rep_first, last: comps });
-            rep_first = comps;
-            rep_start = at + 1;
-            if class == REP {
-                continue;
-            }
-            let reps = self.repetitions.len() as u32;
-            self.fields.push(Node { span: span(field_start, at), first: field_first, last: reps });
-            field_first = reps;
-            field_start = at + 1;
-        }
-        self.subcomponents.push(span(sub_start, end));
-        let subs = self.subcomponents.len() as u32;
-        self.components.push(Node { span: span(comp_start, end), first: comp_first, last: subs });
-        let comps = self.components.len() as u32;
-        self.repetitions.push(Node { span: span(rep_start, end), first: rep_first, last: comps });
-        let reps = self.repetitions.len() as u32;
-        self.fields.push(Node { span: span(field_start, end), first: field_first, last: reps });
+    #[inline]
+    fn subcomponent_span(&self, s: usize) -> Span {
+        Span { start: self.index[s], end: self.index[s + 1] }
+    }
+
+    // One past the last subcomponent of a component, repetition or field.
+    #[inline]
+    fn component_end(&self, c: usize) -> usize {
+        self.index[c] as usize
+    }
+
+    #[inline]
+    fn repetition_end(&self, r: usize) -> usize {
+        self.component_end(self.index[r] as usize - 1)
+    }
+
+    #[inline]
+    fn field_end(&self, f: usize) -> usize {
+        self.repetition_end(self.index[f] as usize - 1)
+    }
+
+    /// The bytes from the subcomponent at `first` to the one before `end`.
+    /// An element's subcomponents start where the previous element's end
+    /// (for the first element of a level, the entry before it leads to the
+    /// first subcomponent the same way), and there is at least one.
+    #[inline]
+    fn subcomponents_span(&self, first: usize, end: usize) -> Span {
+        Span { start: self.index[first], end: self.index[end - 1] }
+    }
+
+    #[inline]
+    fn component_span(&self, c: usize) -> Span {
+        self.subcomponents_span(self.component_end(c - 1), self.component_end(c))
+    }
+
+    #[inline]
+    fn repetition_span(&self, r: usize) -> Span {
+        self.subcomponents_span(self.repetition_end(r - 1), self.repetition_end(r))
+    }
+
+    #[inline]
+    fn field_span(&self, f: usize) -> Span {
+        self.subcomponents_span(self.field_end(f - 1), self.field_end(f))
     }
 
     /// The bytes this message was parsed from, unchanged.
@@ -238,9 +467,22 @@ impl<'a> Message<'a> {
 
     /// The `occurrence`-th (1-based) segment with this id.
     pub fn segment(&self, id: &str, occurrence: usize) -> Option<Segment<'_>> {
-        let id = id.as_bytes();
-        let idx = self.segments.iter().enumerate().filter(|(_, s)| s.id[..] == *id).nth(occurrence.checked_sub(1)?)?.0;
-        Some(Segment { msg: self.covariant(), idx })
+        let id: [u8; 3] = id.as_bytes().try_into().ok()?;
+        self.segment_index(id, occurrence).map(|idx| Segment { msg: self.covariant(), idx })
+    }
+
+    #[inline]
+    fn segment_index(&self, id: [u8; 3], occurrence: usize) -> Option<usize> {
+        let mut skip = occurrence.checked_sub(1)?;
+        for (idx, seg) in self.segments.iter().enumerate() {
+            if seg.id == id {
+                if skip == 0 {
+                    return Some(idx);
+                }
+                skip -= 1;
+            }
+        }
+        None
     }
 
     /// How many segments the message has.
@@ -254,6 +496,7 @@ impl<'a> Message<'a> {
 
     /// The raw (still escaped) bytes at a path, or `None` when the message
     /// does not reach that far.
+    #[inline]
     pub fn get(&self, path: &Path) -> Option<&'a [u8]> {
         self.locate(path).map(|e| &self.raw[e.span.range()])
     }
@@ -298,7 +541,8 @@ impl<'a> Message<'a> {
     pub fn check_escapes(&self) -> Result<(), EscapeError> {
         // The first three entries are "MSH", MSH-1 and MSH-2, which hold the
         // escape character itself.
-        for sub in self.subcomponents.iter().skip(3) {
+        for s in (6..self.subcomponents_end).step_by(2) {
+            let sub = self.subcomponent_span(s);
             escape::unescape_strict(&self.raw[sub.range()], &self.delimiters)
                 .map_err(|e| e.shifted(sub.start as usize))?;
         }
@@ -334,32 +578,33 @@ impl<'a> Message<'a> {
     }
 
     /// Finds the element a path names.
+    #[inline]
     pub(crate) fn locate(&self, path: &Path) -> Option<Located> {
-        if !path.is_valid() {
+        // What `Path::is_valid` rules out addresses nothing: a 0 for the
+        // occurrence, repetition, component or subcomponent makes the
+        // lookup of that child fail, which leaves these two.
+        if path.field == 0 || (path.subcomponent.is_some() && path.component.is_none()) {
             return None;
         }
-        let seg = self.segment(path.segment_id(), path.segment_occurrence)?;
-        let seg = self.segments[seg.idx];
-        let field_idx = (seg.first_field as usize).checked_add(path.field)?;
-        if path.field == 0 || field_idx >= seg.last_field as usize {
+        let seg = &self.segments[self.segment_index(path.segment_bytes(), path.segment_occurrence)?];
+        if path.field >= (seg.last_field - seg.first_field) as usize {
             return None;
         }
-        let field = &self.fields[field_idx];
+        let f = self.field_entry(seg.first_field as usize + path.field);
         let Some(component) = path.component else {
-            return match path.repetition {
-                None => Some(Located { span: field.span }),
-                Some(r) => child(field, r, &self.repetitions).map(|n| Located { span: n.span }),
+            let span = match path.repetition {
+                None => self.field_span(f),
+                Some(r) => self.repetition_span(nth(self.children(f), 1, r)?),
             };
+            return Some(Located { span });
         };
-        let rep = child(field, path.repetition.unwrap_or(1), &self.repetitions)?;
-        let comp = child(&rep, component, &self.components)?;
-        match path.subcomponent {
-            None => Some(Located { span: comp.span }),
-            Some(s) => {
-                let idx = (comp.first as usize).checked_add(s.checked_sub(1)?)?;
-                (idx < comp.last as usize).then(|| Located { span: self.subcomponents[idx] })
-            }
-        }
+        let rep = nth(self.children(f), 1, path.repetition.unwrap_or(1))?;
+        let comp = nth(self.children(rep), 1, component)?;
+        let span = match path.subcomponent {
+            None => self.component_span(comp),
+            Some(s) => self.subcomponent_span(nth(self.children(comp), 2, s)?),
+        };
+        Some(Located { span })
     }
 
     /// Where the element a path names would go, for editing: the deepest
@@ -368,11 +613,7 @@ impl<'a> Message<'a> {
         if !path.is_valid() {
             return None;
         }
-        let seg_ref = self.segment(path.segment_id(), path.segment_occurrence)?;
-        let seg = self.segments[seg_ref.idx];
-        if path.field == 0 {
-            return None;
-        }
+        let seg = self.segments[self.segment_index(path.segment_bytes(), path.segment_occurrence)?];
         let nfields = (seg.last_field - seg.first_field) as usize;
         if path.field >= nfields {
             return Some(Insertion::Append {
@@ -385,37 +626,46 @@ impl<'a> Message<'a> {
                 ],
             });
         }
-        let field = self.fields[seg.first_field as usize + path.field];
+        let f = self.field_entry(seg.first_field as usize + path.field);
         let Some(r) = path.repetition.or(path.component.map(|_| 1)) else {
-            return Some(Insertion::Replace(field.span));
+            return Some(Insertion::Replace(self.field_span(f)));
         };
-        let nreps = (field.last - field.first) as usize;
-        if r > nreps {
+        let reps = self.children(f);
+        if r > reps.len() {
             return Some(Insertion::Append {
-                at: field.span.end as usize,
-                missing: [0, r - nreps, path.component.map_or(0, |c| c - 1), path.subcomponent.map_or(0, |s| s - 1)],
+                at: self.field_span(f).end as usize,
+                missing: [
+                    0,
+                    r - reps.len(),
+                    path.component.map_or(0, |c| c - 1),
+                    path.subcomponent.map_or(0, |s| s - 1),
+                ],
             });
         }
-        let rep = self.repetitions[field.first as usize + r - 1];
+        let rep = reps.start + r - 1;
         let Some(c) = path.component else {
-            return Some(Insertion::Replace(rep.span));
+            return Some(Insertion::Replace(self.repetition_span(rep)));
         };
-        let ncomps = (rep.last - rep.first) as usize;
-        if c > ncomps {
+        let comps = self.children(rep);
+        if c > comps.len() {
             return Some(Insertion::Append {
-                at: rep.span.end as usize,
-                missing: [0, 0, c - ncomps, path.subcomponent.map_or(0, |s| s - 1)],
+                at: self.repetition_span(rep).end as usize,
+                missing: [0, 0, c - comps.len(), path.subcomponent.map_or(0, |s| s - 1)],
             });
         }
-        let comp = self.components[rep.first as usize + c - 1];
+        let comp = comps.start + c - 1;
         let Some(s) = path.subcomponent else {
-            return Some(Insertion::Replace(comp.span));
+            return Some(Insertion::Replace(self.component_span(comp)));
         };
-        let nsubs = (comp.last - comp.first) as usize;
+        let subs = self.children(comp);
+        let nsubs = subs.len() / 2;
         if s > nsubs {
-            return Some(Insertion::Append { at: comp.span.end as usize, missing: [0, 0, 0, s - nsubs] });
+            return Some(Insertion::Append {
+                at: self.component_span(comp).end as usize,
+                missing: [0, 0, 0, s - nsubs],
+            });
         }
-        Some(Insertion::Replace(self.subcomponents[comp.first as usize + s - 1]))
+        Some(Insertion::Replace(self.subcomponent_span(subs.start + 2 * (s - 1))))
     }
 }
 
@@ -433,9 +683,12 @@ pub(crate) struct Located {
     pub(crate) span: Span,
 }
 
-fn child(parent: &Node, n: usize, table: &[Node]) -> Option<Node> {
-    let idx = (parent.first as usize).checked_add(n.checked_sub(1)?)?;
-    (idx < parent.last as usize).then(|| table[idx])
+/// The position of the `n`-th (1-based) of `children`, each `size`
+/// entries long.
+#[inline]
+fn nth(children: std::ops::Range<usize>, size: usize, n: usize) -> Option<usize> {
+    let i = n.checked_sub(1)?;
+    (i < children.len() / size).then(|| children.start + i * size)
 }
 
 fn span(start: usize, end: usize) -> Span {
@@ -475,14 +728,14 @@ impl<'m> Segment<'m> {
         let msg = self.msg;
         (seg.first_field as usize + 1..seg.last_field as usize)
             .enumerate()
-            .map(move |(i, idx)| (i + 1, Field { msg, node: msg.fields[idx] }))
+            .map(move |(i, n)| (i + 1, Field { msg, idx: msg.field_entry(n) }))
     }
 
     /// Field `n` (HL7 numbering), if present.
     pub fn field(&self, n: usize) -> Option<Field<'m>> {
         let seg = self.msg.segments[self.idx];
         let idx = (seg.first_field as usize).checked_add(n)?;
-        (n >= 1 && idx < seg.last_field as usize).then(|| Field { msg: self.msg, node: self.msg.fields[idx] })
+        (n >= 1 && idx < seg.last_field as usize).then_some(Field { msg: self.msg, idx: self.msg.field_entry(idx) })
     }
 
     /// The number of the highest field present.
@@ -494,10 +747,10 @@ impl<'m> Segment<'m> {
 
 /// Shared accessors of fields, repetitions and components.
 macro_rules! element_accessors {
-    () => {
+    ($span:ident) => {
         /// The raw (escaped) bytes.
         pub fn raw(&self) -> &'m [u8] {
-            &self.msg.raw[self.node.span.range()]
+            &self.msg.raw[self.msg.$span(self.idx).range()]
         }
 
         /// The value with escapes and character set decoded.
@@ -507,7 +760,7 @@ macro_rules! element_accessors {
 
         /// The byte offset in the message.
         pub fn position(&self) -> usize {
-            self.node.span.start as usize
+            self.msg.$span(self.idx).start as usize
         }
     };
 }
@@ -516,16 +769,16 @@ macro_rules! element_accessors {
 #[derive(Clone, Copy)]
 pub struct Field<'m> {
     msg: &'m Message<'m>,
-    node: Node,
+    idx: usize,
 }
 
 impl<'m> Field<'m> {
-    element_accessors!();
+    element_accessors!(field_span);
 
     /// Repetitions in order (an empty field has one, empty).
     pub fn repetitions(&self) -> impl ExactSizeIterator<Item = Repetition<'m>> + 'm {
         let msg = self.msg;
-        (self.node.first..self.node.last).map(move |i| Repetition { msg, node: msg.repetitions[i as usize] })
+        msg.children(self.idx).map(move |idx| Repetition { msg, idx })
     }
 }
 
@@ -533,16 +786,16 @@ impl<'m> Field<'m> {
 #[derive(Clone, Copy)]
 pub struct Repetition<'m> {
     msg: &'m Message<'m>,
-    node: Node,
+    idx: usize,
 }
 
 impl<'m> Repetition<'m> {
-    element_accessors!();
+    element_accessors!(repetition_span);
 
     /// Components in order.
     pub fn components(&self) -> impl ExactSizeIterator<Item = Component<'m>> + 'm {
         let msg = self.msg;
-        (self.node.first..self.node.last).map(move |i| Component { msg, node: msg.components[i as usize] })
+        msg.children(self.idx).map(move |idx| Component { msg, idx })
     }
 }
 
@@ -550,15 +803,301 @@ impl<'m> Repetition<'m> {
 #[derive(Clone, Copy)]
 pub struct Component<'m> {
     msg: &'m Message<'m>,
-    node: Node,
+    idx: usize,
 }
 
 impl<'m> Component<'m> {
-    element_accessors!();
+    element_accessors!(component_span);
 
     /// The raw bytes of each subcomponent in order.
     pub fn subcomponents(&self) -> impl ExactSizeIterator<Item = &'m [u8]> + 'm {
         let msg = self.msg;
-        (self.node.first..self.node.last).map(move |i| &msg.raw[msg.subcomponents[i as usize].range()])
+        msg.children(self.idx).step_by(2).map(move |s| &msg.raw[msg.subcomponent_span(s).range()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An element in the reference tree: its byte range and its children.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Node {
+        range: (usize, usize),
+        children: Vec<Node>,
+    }
+
+    fn leaf(start: usize, end: usize) -> Node {
+        let sub = Node { range: (start, end), children: Vec::new() };
+        let comp = Node { range: (start, end), children: vec![sub] };
+        let rep = Node { range: (start, end), children: vec![comp] };
+        Node { range: (start, end), children: vec![rep] }
+    }
+
+    /// Splits `raw[start..end]` at `delimiters[0]`, then each part at the
+    /// next delimiter, down to subcomponents.
+    fn split(raw: &[u8], start: usize, end: usize, delimiters: &[u8]) -> Vec<Node> {
+        let Some((&d, lower)) = delimiters.split_first() else {
+            return Vec::new();
+        };
+        let mut nodes = Vec::new();
+        let mut from = start;
+        for i in start..=end {
+            if i == end || raw[i] == d {
+                nodes.push(Node { range: (from, i), children: split(raw, from, i, lower) });
+                from = i + 1;
+            }
+        }
+        nodes
+    }
+
+    /// The parser's rules read the simple way: one line at a time, one
+    /// level at a time.
+    fn reference(raw: &[u8]) -> Result<Vec<([u8; 3], Node)>, ParseError> {
+        let is_end = |b: &u8| *b == b'\r' || *b == b'\n';
+        let start = raw.iter().position(|b| !is_end(b)).ok_or(ParseError::Empty)?;
+        let first_end = raw[start..].iter().position(is_end).map_or(raw.len(), |i| start + i);
+        let header = &raw[start..first_end];
+        if !header.starts_with(b"MSH") {
+            return Err(ParseError::MissingMsh { position: start, found: crate::hl7::printable_id(header) });
+        }
+        let (d, len) = Delimiters::from_header(header, start)?;
+        let levels = [d.field, d.repetition, d.component, d.subcomponent];
+        let mut segments = Vec::new();
+        let mut pos = start;
+        while pos < raw.len() {
+            let end = raw[pos..].iter().position(is_end).map_or(raw.len(), |i| pos + i);
+            if end > pos {
+                let seg = &raw[pos..end];
+                let id: [u8; 3] = match seg.get(..3) {
+                    Some(&[a, b, c]) if [a, b, c].iter().all(|x| x.is_ascii_uppercase() || x.is_ascii_digit()) => {
+                        [a, b, c]
+                    }
+                    _ => return Err(ParseError::InvalidSegmentId { position: pos }),
+                };
+                if seg.len() > 3 && seg[3] != d.field {
+                    return Err(ParseError::InvalidSegmentId { position: pos });
+                }
+                let mut fields = vec![leaf(pos, pos + 3)];
+                let mut body = pos + 4;
+                if segments.is_empty() {
+                    fields.push(leaf(pos + 3, pos + 4));
+                    fields.push(leaf(pos + 4, pos + 4 + len));
+                    body = pos + 4 + len + 1;
+                }
+                if body <= end {
+                    fields.extend(split(raw, body, end, &levels));
+                }
+                segments.push((id, Node { range: (pos, end), children: fields }));
+            }
+            pos = end + 1;
+        }
+        Ok(segments)
+    }
+
+    fn range_of(raw: &[u8], part: &[u8]) -> (usize, usize) {
+        let start = part.as_ptr() as usize - raw.as_ptr() as usize;
+        (start, start + part.len())
+    }
+
+    /// The parsed message as a reference tree, read through the public
+    /// accessors and, for every element, through a path lookup.
+    fn tree(msg: &Message<'_>) -> Vec<([u8; 3], Node)> {
+        let raw = msg.raw();
+        let mut occurrences: Vec<[u8; 3]> = Vec::new();
+        let mut segments = Vec::new();
+        for seg in msg.segments() {
+            let id: [u8; 3] = seg.id().as_bytes().try_into().unwrap();
+            occurrences.push(id);
+            let occurrence = occurrences.iter().filter(|o| **o == id).count();
+            let mut fields = vec![leaf(seg.position(), seg.position() + 3)];
+            for (n, field) in seg.fields() {
+                let path = Path::field(seg.id(), n).occurrence(occurrence);
+                assert_eq!(msg.get(&path), Some(field.raw()), "{path}");
+                assert_eq!(field.position(), range_of(raw, field.raw()).0);
+                let mut reps = Vec::new();
+                for (r, rep) in field.repetitions().enumerate() {
+                    let path = path.repetition(r + 1);
+                    assert_eq!(msg.get(&path), Some(rep.raw()), "{path}");
+                    let mut comps = Vec::new();
+                    for (c, comp) in rep.components().enumerate() {
+                        let path = path.component(c + 1);
+                        assert_eq!(msg.get(&path), Some(comp.raw()), "{path}");
+                        let mut subs = Vec::new();
+                        for (s, sub) in comp.subcomponents().enumerate() {
+                            let path = path.subcomponent(s + 1);
+                            assert_eq!(msg.get(&path), Some(sub), "{path}");
+                            subs.push(Node { range: range_of(raw, sub), children: Vec::new() });
+                        }
+                        assert_eq!(msg.get(&path.subcomponent(subs.len() + 1)), None);
+                        comps.push(Node { range: range_of(raw, comp.raw()), children: subs });
+                    }
+                    assert_eq!(msg.get(&path.component(comps.len() + 1)), None);
+                    reps.push(Node { range: range_of(raw, rep.raw()), children: comps });
+                }
+                assert_eq!(msg.get(&path.repetition(reps.len() + 1)), None);
+                fields.push(Node { range: range_of(raw, field.raw()), children: reps });
+            }
+            assert_eq!(seg.field_count(), fields.len() - 1);
+            assert!(seg.field(fields.len()).is_none());
+            segments.push((id, Node { range: range_of(raw, seg.raw()), children: fields }));
+        }
+        segments
+    }
+
+    fn check(raw: &[u8]) {
+        let expected = reference(raw);
+        match Message::parse(raw) {
+            Ok(msg) => {
+                let expected = expected.unwrap_or_else(|e| panic!("{:?}: parsed, expected {e:?}", raw.escape_ascii()));
+                assert_eq!(tree(&msg), expected, "{:?}", raw.escape_ascii());
+            }
+            Err(e) => assert_eq!(Err(e), expected.map(|_| ()), "{:?}", raw.escape_ascii()),
+        }
+    }
+
+    /// Deterministic pseudo-random numbers (xorshift).
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn index_matches_the_reference_on_random_messages() {
+        // Delimiters, line endings, bytes close to them (one bit off, or
+        // with the high bit set), other control characters, and other bytes
+        // above 0x7f.
+        const MIXED: &[u8] = b"|^~\\&#\r\n\r\nMSHPIDOBX0123 aZ'}_]%$!*@\x7f\x0c\x0b\x0e\t\x00\x01\
+            \x80\x8a\x8d\xfc\xde\xfe\xa6\xdc\xa3\xa5\xa1\xaa\xc0\xa7\xff";
+        // More delimiters than typical messages have, so that the index
+        // outgrows its first estimate.
+        const DENSE: &[u8] = b"|^~&|^~&|^~&|^~&%!*@\rx";
+        const HEADERS: &[&[u8]] =
+            &[b"MSH|^~\\&|", b"MSH|^~\\&#|", b"MSH%^~\\&%", b"MSH!*$@'!", b"MSH|^~\\&", b"\r\nMSH|^~\\&|", b"MSH"];
+        let mut rng = Rng(0x5eed_0000_1234_5678);
+        let (mut parsed, mut grown) = (0, 0);
+        for _ in 0..30_000 {
+            let mut raw = HEADERS[rng.below(HEADERS.len())].to_vec();
+            let alphabet = if rng.below(4) == 0 { DENSE } else { MIXED };
+            let max = if rng.below(8) == 0 { 800 } else { 90 };
+            let len = rng.below(max);
+            raw.extend((0..len).map(|_| alphabet[rng.below(alphabet.len())]));
+            // Mostly valid segment ids after line endings.
+            for i in (1..raw.len()).rev() {
+                if matches!(raw[i - 1], b'\r' | b'\n') && !matches!(raw[i], b'\r' | b'\n') && rng.below(16) != 0 {
+                    raw.splice(i..i, *b"PID|");
+                }
+            }
+            check(&raw);
+            if let Ok(msg) = Message::parse(&raw) {
+                parsed += 1;
+                grown += usize::from(msg.regions.components > 2 * (raw.len() / 3 + 16));
+            }
+        }
+        // The cases reach past the header and the table's first estimate.
+        assert!(parsed > 5_000 && grown > 500, "{parsed} parsed, {grown} grown");
+    }
+
+    #[test]
+    fn index_matches_the_reference_for_every_value_length() {
+        // Values of every length up to a few words, each followed by every
+        // delimiter, line ending or the end of the message.
+        for len in 0..40 {
+            for next in [&b"|"[..], b"^", b"~", b"&", b"\r", b"\n", b"\r\n", b""] {
+                for tail in [&b""[..], b"\rPID|1", b"\nZ1X", b"\r\r\n"] {
+                    let mut raw = b"MSH|^~\\&|".to_vec();
+                    raw.extend(std::iter::repeat_n(b'x', len));
+                    raw.extend_from_slice(next);
+                    raw.extend_from_slice(tail);
+                    check(&raw);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn index_grows_past_its_first_estimate() {
+        // A delimiter in every byte needs several times the table sized
+        // for typical messages; large messages start with a capped table.
+        for (filler, counts) in [
+            (&b"|"[..], &[3_000, 20_000][..]),
+            (b"^", &[3_000, 20_000]),
+            (b"~", &[3_000, 20_000]),
+            (b"&", &[3_000, 20_000]),
+            (b"|^~&", &[3_000, 20_000]),
+            // Path lookups scan the segments, so the check is quadratic in
+            // their number.
+            (b"\rA1B", &[3_000]),
+        ] {
+            for &count in counts {
+                let mut raw = b"MSH|^~\\&|".to_vec();
+                for _ in 0..count {
+                    raw.extend_from_slice(filler);
+                }
+                check(&raw);
+            }
+        }
+        // A long value first makes the rest look sparser than it is.
+        let mut raw = b"MSH|^~\\&|".to_vec();
+        raw.extend(std::iter::repeat_n(b'x', 50_000));
+        raw.extend(std::iter::repeat_n(b'|', 50_000));
+        check(&raw);
+    }
+
+    #[test]
+    fn invalid_paths_address_nothing() {
+        let msg = Message::parse(b"MSH|^~\\&|A\rPID|1|a&b^c~d\rPID|2").unwrap();
+        let pid = Path::field("PID", 2);
+        assert_eq!(msg.get(&pid.repetition(1).component(1).subcomponent(2)), Some(&b"b"[..]));
+        assert_eq!(msg.get(&pid.occurrence(2)), None);
+        assert_eq!(msg.get(&Path::field("PID", 1).occurrence(2)), Some(&b"2"[..]));
+        for path in [
+            Path::field("PID", 0),
+            pid.occurrence(0),
+            pid.repetition(0),
+            pid.component(0),
+            pid.component(1).subcomponent(0),
+            pid.subcomponent(1),
+            pid.repetition(1).subcomponent(1),
+        ] {
+            assert!(!path.is_valid(), "{path:?}");
+            assert_eq!(msg.get(&path), None, "{path:?}");
+            assert_eq!(msg.insertion_point(&path).map(|_| ()), None, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn segment_ends_and_header_forms() {
+        for raw in [
+            &b"MSH|^~\\&"[..],
+            b"MSH|^~\\&|",
+            b"MSH|^~\\&#",
+            b"MSH|^~\\&#|A",
+            b"MSH|^~\\&\rPID",
+            b"MSH|^~\\&\rPID|",
+            b"MSH|^~\\&\r\n\r\nPID|a\n\nOBX|1\r\n",
+            b"\n\rMSH|^~\\&|1|2\rPI",
+            b"MSH|^~\\&|1\rpid|",
+            b"MSH|^~\\&|1\rPIDX",
+            b"MSH|^~",
+            b"MSH^~\\&|",
+            b"MSH|^~\\&#$%",
+            b"MSH|^~\\&#$",
+            b"MSA|1",
+            b"\r\n",
+            b"",
+            // Bytes that are a delimiter, CR or LF plus 0x80 (U+1980 is E1 A6 80
+            // in UTF-8).
+            "MSH|^~\\&|\u{1980}|x\rPID|1".as_bytes(),
+            b"MSH|^~\\&|\xa6\xde\xfe\xfc\xdc|\x8d\x8a\rPID|\xa6",
+        ] {
+            check(raw);
+        }
     }
 }

@@ -86,8 +86,9 @@ pub enum ParseError {
         /// Offset of the segment.
         position: usize,
     },
-    /// Larger than the 4 GiB the index can address.
-    #[error("message of {len} bytes is larger than 4 GiB")]
+    /// Larger than the index can address: 4 GiB, or about 850 million
+    /// subcomponents (a message of little else than delimiters).
+    #[error("message of {len} bytes is larger than 4 GiB or has more than 850 million subcomponents")]
     TooLarge {
         /// Size of the input.
         len: usize,

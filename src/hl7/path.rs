@@ -108,6 +108,11 @@ impl Path {
     pub fn segment_id(&self) -> &str {
         std::str::from_utf8(&self.segment).unwrap_or("")
     }
+
+    /// The segment id as bytes, which is what lookups compare.
+    pub(crate) fn segment_bytes(&self) -> [u8; 3] {
+        self.segment
+    }
 }
 
 impl fmt::Display for Path {
