@@ -253,8 +253,9 @@ mod tests {
         assert_eq!(decode(&flipped), None, "a corrupt record");
     }
 
-    #[test]
-    fn the_file_is_cut_back_only_when_everything_noted_is_committed() {
+    /// A log in a temp folder filled just past the cut-back size; returns
+    /// the length of one record and how many were noted.
+    fn filled_log() -> (tempfile::TempDir, DeliveryLog, u64, u64) {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = DeliveryLog::open(&dir.path().join("s.db")).unwrap();
         let record = encode(&completed(1)).len() as u64;
@@ -262,6 +263,12 @@ mod tests {
         for _ in 0..records {
             log.note(&completed(1)).unwrap();
         }
+        (dir, log, record, records)
+    }
+
+    #[test]
+    fn the_file_is_cut_back_only_when_everything_noted_is_committed() {
+        let (_dir, log, record, records) = filled_log();
         log.settle(records - 1, true);
         assert_eq!(log.lock().len, records * record, "one result still waits for its commit");
         log.settle(1, true);
@@ -272,13 +279,7 @@ mod tests {
 
     #[test]
     fn a_failed_commit_keeps_the_log_for_the_next_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, _) = DeliveryLog::open(&dir.path().join("s.db")).unwrap();
-        let record = encode(&completed(1)).len() as u64;
-        let records = CUT_BACK_AT.div_ceil(record);
-        for _ in 0..records {
-            log.note(&completed(1)).unwrap();
-        }
+        let (_dir, log, record, records) = filled_log();
         log.settle(1, false);
         log.settle(u64::MAX, true);
         assert_eq!(log.lock().len, records * record);
