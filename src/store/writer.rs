@@ -256,7 +256,7 @@ pub(super) struct Writer {
     /// there is nothing else to do.
     wal: PathBuf,
     wal_file: Option<(File, u64)>,
-    checkpointer: Option<std::sync::mpsc::SyncSender<()>>,
+    checkpointer: std::sync::mpsc::SyncSender<()>,
 }
 
 impl Writer {
@@ -284,7 +284,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("store-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpoints, &nudged))?;
-        Ok(Self { conn, rx, queues, syncer, wal, wal_file: None, checkpointer: Some(nudge) })
+        Ok(Self { conn, rx, queues, syncer, wal, wal_file: None, checkpointer: nudge })
     }
 
     pub(super) fn run(mut self) {
@@ -377,18 +377,16 @@ impl Writer {
     fn answer(&mut self, ops: Vec<Op>, result: rusqlite::Result<Option<Applied>>) {
         let applied = match result {
             Ok(Some(applied)) => applied,
-            Ok(None) => {
-                // Unreachable: the per-operation pass never gives up. Kept
-                // as an answer rather than a panic.
-                let text = "the transaction could not be applied";
-                for op in ops {
-                    settle(op, Outcome::Failed).send(Some(text));
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store commit failed; {} operations rejected", ops.len());
-                let text = e.to_string();
+            failed => {
+                let text = match failed {
+                    Err(e) => {
+                        tracing::error!(error = %e, "store commit failed; {} operations rejected", ops.len());
+                        e.to_string()
+                    }
+                    // Not reached: the per-operation pass never gives up.
+                    // Kept as an answer rather than a panic.
+                    Ok(_) => "the transaction could not be applied".to_owned(),
+                };
                 for op in ops {
                     settle(op, Outcome::Failed).send(Some(&text));
                 }
@@ -407,22 +405,22 @@ impl Writer {
                 done.send(None);
             }
         }
-        if durable.is_empty() {
-        } else if self.rx.is_empty() {
-            // Nothing else to commit meanwhile: sync here and save the hop
-            // through the sync thread (a quiet moment, or one connection).
-            sync_and_answer(&self.wal, &mut self.wal_file, durable);
-        } else if let Some(syncer) = &self.syncer
-            && let Err(std::sync::mpsc::SendError(lost)) = syncer.send(durable)
-        {
-            for done in lost {
-                done.send(Some("the sync thread has stopped"));
+        if !durable.is_empty() {
+            if self.rx.is_empty() {
+                // Nothing else to commit meanwhile: sync here and save the
+                // hop through the sync thread (a quiet moment, or one
+                // connection).
+                sync_and_answer(&self.wal, &mut self.wal_file, durable);
+            } else if let Some(syncer) = &self.syncer
+                && let Err(std::sync::mpsc::SendError(lost)) = syncer.send(durable)
+            {
+                for done in lost {
+                    done.send(Some("the sync thread has stopped"));
+                }
             }
         }
-        if let Some(checkpointer) = &self.checkpointer {
-            // Full means a checkpoint is already due.
-            let _ = checkpointer.try_send(());
-        }
+        // Full means a checkpoint is already due.
+        let _ = self.checkpointer.try_send(());
     }
 }
 
