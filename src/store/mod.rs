@@ -758,10 +758,6 @@ fn apply_noted(conn: &mut Connection, noted: &[Noted]) -> Result<(), StoreError>
             "UPDATE header SET status = ?1, attempts = ?2, updated_at = ?3, error_text = ?4
              WHERE id = ?5 AND status IN ('queued', 'delivering') RETURNING production, target",
         )?;
-        let mut reply = tx.prepare(
-            "INSERT INTO reply (header_id, received_at, data) VALUES (?1, ?2, ?3)
-             ON CONFLICT(header_id) DO UPDATE SET received_at = excluded.received_at, data = excluded.data",
-        )?;
         let mut depth = tx.prepare("UPDATE queue_depth SET depth = depth - 1 WHERE production = ?1 AND item = ?2")?;
         let now = now_millis();
         for n in noted.iter().filter(|n| !n.status.is_pending()) {
@@ -773,7 +769,7 @@ fn apply_noted(conn: &mut Connection, noted: &[Noted]) -> Result<(), StoreError>
             let Some((production, target)) = queue else { continue };
             depth.execute(params![production, target])?;
             if let Some(data) = &n.reply {
-                reply.execute(params![n.header_id, now, &data[..]])?;
+                writer::store_reply(&tx, n.header_id, now, data)?;
             }
         }
     }

@@ -721,15 +721,21 @@ fn finish_tx(tx: &Connection, f: &Finished, deltas: &mut Deltas) -> rusqlite::Re
         )?
         .execute(params![f.status.as_str(), f.attempts as i64, f.error, now, f.header_id])?;
     if let Some(reply) = &f.reply {
-        tx.prepare_cached(
-            "INSERT INTO reply (header_id, received_at, data) VALUES (?1, ?2, ?3)
-             ON CONFLICT(header_id) DO UPDATE SET received_at = excluded.received_at, data = excluded.data",
-        )?
-        .execute(params![f.header_id, now, &reply[..]])?;
+        store_reply(tx, f.header_id, now, reply)?;
     }
     if changed > 0 && !f.status.is_pending() {
         deltas.push((f.production.clone(), f.item.clone(), -1));
     }
+    Ok(())
+}
+
+/// Records the reply to a header's delivery, replacing an earlier one.
+pub(super) fn store_reply(tx: &Connection, header_id: i64, at: i64, data: &[u8]) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO reply (header_id, received_at, data) VALUES (?1, ?2, ?3)
+         ON CONFLICT(header_id) DO UPDATE SET received_at = excluded.received_at, data = excluded.data",
+    )?
+    .execute(params![header_id, at, data])?;
     Ok(())
 }
 
