@@ -21,6 +21,7 @@ fn inbound(n: u64) -> NewInbound {
         control_id: Some(format!("MSG{n}")),
         message_type: Some("ADT^A01".into()),
         targets: vec!["out".into()],
+        routed: Vec::new(),
     }
 }
 

@@ -231,6 +231,67 @@ async fn routes_by_type_and_keeps_commit_order_at_every_receiver() {
     engine.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routers_backlog_stays_ahead_of_messages_routed_on_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let in_port = free_port();
+    let rules = ["rules:".to_owned(), "  - send: [Out]".to_owned()];
+    let yaml = production(&[
+        mllp_in("In", in_port, "Router", &[]),
+        item("Router", "router", &rules),
+        mllp_out("Out", receiver.port, &[]),
+    ]);
+    let engine = start_engine(dir.path(), &yaml).await;
+    let store = engine.store();
+    let ids: Vec<String> = (0..60).map(|n| format!("R{n:02}")).collect();
+    let send_all = |ids: Vec<String>| async move {
+        let mut client = connect(in_port).await;
+        for id in ids {
+            let ack = reply(&client.exchange(&hl7("ADT^A01", &id), Duration::from_secs(5)).await.expect("ACK"));
+            assert_eq!(ack.acknowledgment_code(), Some("AA"));
+        }
+    };
+
+    // A running router with nothing queued routes a message in the commit
+    // that stores it: its queue never holds anything.
+    let sending = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (store, sending) = (store.clone(), sending.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut deepest = 0;
+            while sending.load(Ordering::Relaxed) {
+                deepest = deepest.max(store.queue_depth(PRODUCTION, "Router"));
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            deepest
+        })
+    };
+    let warm_up: Vec<String> = (0..100).map(|n| format!("W{n:02}")).collect();
+    send_all(warm_up.clone()).await;
+    sending.store(false, Ordering::Relaxed);
+    assert_eq!(watcher.await.unwrap(), 0, "messages were queued for a running router with nothing queued");
+    assert!(receiver.wait_len(warm_up.len(), WAIT).await);
+
+    // A disabled router gets messages queued...
+    engine.set_item_enabled(PRODUCTION, "Router", false, CommandSource::Api).await.unwrap();
+    send_all(ids[..20].to_vec()).await;
+    assert_eq!(engine.status().item(PRODUCTION, "Router").unwrap().queue_depth, 20);
+    // ...and once enabled, messages that keep arriving while it works
+    // through them reach the operation after them.
+    let late = tokio::spawn(send_all(ids[20..].to_vec()));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    engine.set_item_enabled(PRODUCTION, "Router", true, CommandSource::Api).await.unwrap();
+    late.await.unwrap();
+    assert!(receiver.wait_len(warm_up.len() + ids.len(), WAIT).await, "got {}", receiver.len());
+    assert_eq!(receiver.ids(), [warm_up, ids].concat());
+    assert!(engine.wait_for(WAIT, |s| s.production(PRODUCTION).unwrap().queued == 0).await);
+    let router = engine.status().item(PRODUCTION, "Router").unwrap().clone();
+    assert_eq!((router.received, router.sent, router.errors), (160, 160, 0), "each message counted once");
+    assert_eq!(store.count_by_status(PRODUCTION, "Router", Status::Completed).unwrap(), 160);
+    engine.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------
 // 2. ReplyCodeActions, end to end
 

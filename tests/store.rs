@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use switchboard::store::{
-    Durability, Event, EventLevel, Finished, NewInbound, Routed, RoutedOutput, Status, Store, StoreOptions,
+    Durability, Event, EventLevel, Finished, InlineRoute, NewInbound, Routed, RoutedOutput, Status, Store, StoreOptions,
 };
 
 fn inbound(n: usize, targets: &[&str]) -> NewInbound {
@@ -17,6 +17,7 @@ fn inbound(n: usize, targets: &[&str]) -> NewInbound {
         control_id: Some(format!("M{n}")),
         message_type: Some("ADT^A01".into()),
         targets: targets.iter().map(|t| t.to_string()).collect(),
+        routed: Vec::new(),
     }
 }
 
@@ -46,6 +47,103 @@ async fn inbound_is_queued_per_target_in_order_with_one_body() {
     assert_eq!(trace[0].status, Status::Completed);
     assert_eq!(trace[0].target, "ADT in");
     assert_eq!(store.body(trace[1].id).unwrap(), store.body(trace[2].id).unwrap());
+}
+
+/// `inbound` with a routing decision of "ADT router" already made: send to
+/// "Lab out" and to "Archive" (transformed).
+fn inbound_routed(n: usize, targets: &[&str]) -> NewInbound {
+    let mut m = inbound(n, targets);
+    m.routed = vec![InlineRoute {
+        router: "ADT router".into(),
+        status: Status::Completed,
+        error: None,
+        outputs: vec![
+            RoutedOutput { target: "Lab out".into(), body: None, control_id: None },
+            RoutedOutput {
+                target: "Archive".into(),
+                body: Some(Bytes::from(format!("MSH|^~\\&|X||||||ADT^A01|T{n}|P|2.5\r"))),
+                control_id: Some(format!("T{n}")),
+            },
+        ],
+    }];
+    m
+}
+
+#[tokio::test]
+async fn a_decision_made_on_receipt_is_applied_in_the_same_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let c = store.commit_inbound(inbound_routed(1, &["ADT router", "Copy"])).await.unwrap();
+    assert_eq!(c.routed, ["ADT router"]);
+    assert_eq!(store.queue_depth("adt", "ADT router"), 0);
+    assert_eq!((store.queue_depth("adt", "Lab out"), store.queue_depth("adt", "Archive")), (1, 1));
+    assert_eq!(store.queue_depth("adt", "Copy"), 1, "a target that is not a router is queued as ever");
+
+    // The trace is the one the router would have left from its queue.
+    let trace = store.session(c.session_id).unwrap();
+    let by_target = |t: &str| trace.iter().find(|h| h.target == t).unwrap().clone();
+    let router = by_target("ADT router");
+    assert_eq!(router.id, c.queued[0]);
+    assert_eq!((router.status, router.attempts, router.parent_id), (Status::Completed, 1, Some(c.header_id)));
+    for out in ["Lab out", "Archive"] {
+        let h = by_target(out);
+        assert_eq!((h.status, h.parent_id, h.source.as_str()), (Status::Queued, Some(router.id), "ADT router"));
+    }
+    assert_eq!(by_target("Lab out").control_id.as_deref(), Some("M1"));
+    assert_eq!(by_target("Archive").control_id.as_deref(), Some("T1"));
+    assert_eq!(store.body(by_target("Lab out").id).unwrap(), store.body(c.header_id).unwrap());
+    assert_eq!(
+        store.body(by_target("Archive").id).unwrap().unwrap(),
+        Bytes::from_static(b"MSH|^~\\&|X||||||ADT^A01|T1|P|2.5\r")
+    );
+
+    // A decision to discard finishes the router's header and queues nothing.
+    let mut discarded = inbound(2, &["ADT router"]);
+    discarded.routed = vec![InlineRoute {
+        router: "ADT router".into(),
+        status: Status::Discarded,
+        error: Some("no rule matched".into()),
+        outputs: vec![],
+    }];
+    let c = store.commit_inbound(discarded).await.unwrap();
+    let h = store.header(c.queued[0]).unwrap().unwrap();
+    assert_eq!((h.status, h.error.as_deref()), (Status::Discarded, Some("no rule matched")));
+    assert_eq!(store.queue_depth("adt", "Lab out"), 1);
+}
+
+#[tokio::test]
+async fn a_decision_made_on_receipt_waits_behind_the_routers_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let first = store.commit_inbound(inbound(1, &["ADT router"])).await.unwrap();
+    // Submitted together, so they may share a commit with each other: the
+    // first is queued for the router, and the second must then wait behind
+    // it however the group is cut.
+    let (second, third) = tokio::join!(
+        store.commit_inbound(inbound_routed(2, &["ADT router"])),
+        store.commit_inbound(inbound_routed(3, &["ADT router"]))
+    );
+    let (second, third) = (second.unwrap(), third.unwrap());
+    assert!(second.routed.is_empty() && third.routed.is_empty(), "routed past a backlog");
+    assert_eq!(store.queue_depth("adt", "ADT router"), 3);
+    assert_eq!(store.queue_depth("adt", "Lab out"), 0);
+    let queued: Vec<_> = store.fetch_queue("adt", "ADT router", 10).unwrap().iter().map(|q| q.id).collect();
+    assert_eq!(queued, [first.queued[0], second.queued[0], third.queued[0]]);
+
+    // Once the router has worked through its queue, decisions apply again,
+    // and every output is queued after those of the backlog.
+    for id in queued {
+        let to_lab = vec![RoutedOutput { target: "Lab out".into(), body: None, control_id: None }];
+        store
+            .commit_routed(Routed { header_id: id, status: Status::Completed, error: None, outputs: to_lab })
+            .await
+            .unwrap();
+    }
+    let fourth = store.commit_inbound(inbound_routed(4, &["ADT router"])).await.unwrap();
+    assert_eq!(fourth.routed, ["ADT router"]);
+    let at_lab: Vec<_> =
+        store.fetch_queue("adt", "Lab out", 10).unwrap().into_iter().map(|q| q.control_id.unwrap()).collect();
+    assert_eq!(at_lab, ["M1", "M2", "M3", "M4"]);
 }
 
 #[tokio::test]

@@ -29,7 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::delivery_log::DeliveryLog;
 use super::{
-    Committed, Durability, Event, Finished, NewInbound, PurgeStep, Queues, Routed, Status, StoreError, now_millis,
+    Committed, Durability, Event, Finished, NewInbound, PurgeStep, Queues, Routed, RoutedOutput, Status, StoreError,
+    now_millis,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -227,6 +228,21 @@ impl HeaderIds {
     }
 }
 
+/// Queue depths as this transaction sees them: committed, plus the changes
+/// of the operations before the current one.
+struct Depths<'a> {
+    committed: &'a Queues,
+    pending: &'a Deltas,
+}
+
+impl Depths<'_> {
+    fn is_empty(&self, production: &str, item: &str) -> bool {
+        let pending: i64 =
+            self.pending.iter().filter(|(p, i, _)| p == production && i == item).map(|(_, _, delta)| delta).sum();
+        self.committed.depth(production, item) + pending <= 0
+    }
+}
+
 /// Adds a group's queue depth changes to the persisted counters, one
 /// statement per queue touched.
 fn update_depths(tx: &Connection, deltas: &Deltas) -> rusqlite::Result<()> {
@@ -355,7 +371,7 @@ impl Writer {
         // The statements are cached: parsing them for every group costs
         // more than the small groups of a quiet moment do.
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let applied = apply_all(&self.conn, ops, isolation);
+        let applied = apply_all(&self.conn, ops, isolation, &self.queues);
         let end = match &applied {
             Ok(Some(_)) => "COMMIT",
             Ok(None) | Err(_) => "ROLLBACK",
@@ -426,7 +442,7 @@ impl Writer {
 
 /// Applies `ops` inside the open transaction (see
 /// [`Writer::transaction`]).
-fn apply_all(tx: &Connection, ops: &[Op], isolation: Isolation) -> rusqlite::Result<Option<Applied>> {
+fn apply_all(tx: &Connection, ops: &[Op], isolation: Isolation, queues: &Queues) -> rusqlite::Result<Option<Applied>> {
     let mut ids = HeaderIds::next_free(tx)?;
     let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Vec::new() };
     let mut op_deltas = Vec::new();
@@ -435,7 +451,8 @@ fn apply_all(tx: &Connection, ops: &[Op], isolation: Isolation) -> rusqlite::Res
             tx.prepare_cached("SAVEPOINT op")?.execute([])?;
         }
         op_deltas.clear();
-        let outcome = apply(tx, op, &mut ids, &mut op_deltas);
+        let depths = Depths { committed: queues, pending: &applied.deltas };
+        let outcome = apply(tx, op, &mut ids, &depths, &mut op_deltas);
         match (outcome.ok(), isolation) {
             (true, Isolation::Shared) => {}
             (true, Isolation::PerOperation) => {
@@ -551,10 +568,10 @@ fn incremental_vacuum(conn: &Connection, pages: u32) -> rusqlite::Result<u64> {
     Ok(freed)
 }
 
-fn apply(tx: &Connection, op: &Op, ids: &mut HeaderIds, deltas: &mut Deltas) -> Outcome {
+fn apply(tx: &Connection, op: &Op, ids: &mut HeaderIds, depths: &Depths<'_>, deltas: &mut Deltas) -> Outcome {
     let unit = |r: rusqlite::Result<()>| Outcome::Unit(r.map_err(Into::into));
     match op {
-        Op::Inbound(inbound, _) => Outcome::Committed(inbound_tx(tx, inbound, ids, deltas).map_err(Into::into)),
+        Op::Inbound(inbound, _) => Outcome::Committed(inbound_tx(tx, inbound, ids, depths, deltas).map_err(Into::into)),
         Op::Routed(routed, _) => Outcome::Ids(routed_tx(tx, routed, ids, deltas).map_err(Into::into)),
         Op::MarkDelivering(header_ids, _) => unit(set_status(tx, header_ids, "delivering", "queued")),
         Op::Requeue(header_ids, _) => unit(set_status(tx, header_ids, "queued", "delivering")),
@@ -597,6 +614,7 @@ fn inbound_tx(
     tx: &Connection,
     inbound: &NewInbound,
     ids: &mut HeaderIds,
+    depths: &Depths<'_>,
     deltas: &mut Deltas,
 ) -> rusqlite::Result<Committed> {
     let now = now_millis();
@@ -604,8 +622,8 @@ fn inbound_tx(
     body.execute(params![now, &inbound.body[..]])?;
     let body_id = tx.last_insert_rowid();
     let mut insert = tx.prepare_cached(
-        "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+        "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at, attempts, error_text)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
     )?;
     // The service's own header opens the session; its id is the session id.
     let header_id = ids.take();
@@ -620,11 +638,24 @@ fn inbound_tx(
         Status::Completed.as_str(),
         inbound.control_id,
         inbound.message_type,
-        now
+        now,
+        0,
+        None::<&str>
     ])?;
-    let mut queued = Vec::with_capacity(inbound.targets.len());
+    let mut committed = Committed { session_id: header_id, header_id, queued: Vec::new(), routed: Vec::new() };
     for target in &inbound.targets {
         let id = ids.take();
+        // A router with nothing queued has routed the message already; one
+        // with a backlog gets it queued behind that backlog.
+        let route = inbound
+            .routed
+            .iter()
+            .find(|r| &r.router == target)
+            .filter(|_| depths.is_empty(&inbound.production, target));
+        let (status, attempts, error) = match route {
+            Some(r) => (r.status, 1, r.error.as_deref()),
+            None => (Status::Queued, 0, None),
+        };
         insert.execute(params![
             id,
             header_id,
@@ -633,15 +664,87 @@ fn inbound_tx(
             inbound.production,
             inbound.service,
             target,
-            Status::Queued.as_str(),
+            status.as_str(),
             inbound.control_id,
             inbound.message_type,
+            now,
+            attempts,
+            error
+        ])?;
+        committed.queued.push(id);
+        match route {
+            Some(route) => {
+                let parent = Parent {
+                    session_id: header_id,
+                    header_id: id,
+                    body_id,
+                    production: &inbound.production,
+                    item: target,
+                    control_id: inbound.control_id.as_deref(),
+                    message_type: inbound.message_type.as_deref(),
+                };
+                queue_outputs(tx, &parent, &route.outputs, now, ids, deltas)?;
+                committed.routed.push(target.clone());
+            }
+            None => deltas.push((inbound.production.clone(), target.clone(), 1)),
+        }
+    }
+    Ok(committed)
+}
+
+/// The header a router's outputs come from.
+struct Parent<'a> {
+    session_id: i64,
+    header_id: i64,
+    body_id: i64,
+    production: &'a str,
+    /// The router.
+    item: &'a str,
+    control_id: Option<&'a str>,
+    message_type: Option<&'a str>,
+}
+
+/// Queues a router's outputs, each with its own body when transformed.
+fn queue_outputs(
+    tx: &Connection,
+    parent: &Parent<'_>,
+    outputs: &[RoutedOutput],
+    now: i64,
+    ids: &mut HeaderIds,
+    deltas: &mut Deltas,
+) -> rusqlite::Result<Vec<i64>> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?10)",
+    )?;
+    let mut queued = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        let body = match &output.body {
+            Some(bytes) => {
+                tx.prepare_cached("INSERT INTO body (created_at, data) VALUES (?1, ?2)")?
+                    .execute(params![now, &bytes[..]])?;
+                tx.last_insert_rowid()
+            }
+            None => parent.body_id,
+        };
+        let control = output.control_id.as_deref().or(parent.control_id);
+        let id = ids.take();
+        insert.execute(params![
+            id,
+            parent.session_id,
+            parent.header_id,
+            body,
+            parent.production,
+            parent.item,
+            output.target,
+            control,
+            parent.message_type,
             now
         ])?;
         queued.push(id);
-        deltas.push((inbound.production.clone(), target.clone(), 1));
+        deltas.push((parent.production.to_owned(), output.target.clone(), 1));
     }
-    Ok(Committed { session_id: header_id, header_id, queued })
+    Ok(queued)
 }
 
 fn routed_tx(tx: &Connection, routed: &Routed, ids: &mut HeaderIds, deltas: &mut Deltas) -> rusqlite::Result<Vec<i64>> {
@@ -669,38 +772,16 @@ fn routed_tx(tx: &Connection, routed: &Routed, ids: &mut HeaderIds, deltas: &mut
         return Ok(Vec::new());
     }
     deltas.push((production.clone(), router.clone(), -1));
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?10)",
-    )?;
-    let mut queued = Vec::with_capacity(routed.outputs.len());
-    for output in &routed.outputs {
-        let body = match &output.body {
-            Some(bytes) => {
-                tx.prepare_cached("INSERT INTO body (created_at, data) VALUES (?1, ?2)")?
-                    .execute(params![now, &bytes[..]])?;
-                tx.last_insert_rowid()
-            }
-            None => body_id,
-        };
-        let control = output.control_id.as_ref().or(control_id.as_ref());
-        let id = ids.take();
-        insert.execute(params![
-            id,
-            session_id,
-            routed.header_id,
-            body,
-            production,
-            router,
-            output.target,
-            control,
-            message_type,
-            now
-        ])?;
-        queued.push(id);
-        deltas.push((production.clone(), output.target.clone(), 1));
-    }
-    Ok(queued)
+    let parent = Parent {
+        session_id,
+        header_id: routed.header_id,
+        body_id,
+        production: &production,
+        item: &router,
+        control_id: control_id.as_deref(),
+        message_type: message_type.as_deref(),
+    };
+    queue_outputs(tx, &parent, &routed.outputs, now, ids, deltas)
 }
 
 fn set_status(tx: &Connection, ids: &[i64], to: &str, from: &str) -> rusqlite::Result<()> {
@@ -817,4 +898,53 @@ fn purge_tx(tx: &Connection, cutoff: i64, after: i64, limit: usize) -> rusqlite:
         params![cutoff, limit as i64],
     )? as u64;
     Ok(step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{InlineRoute, schema};
+
+    fn inbound(n: usize, route: bool) -> NewInbound {
+        let routed = route.then(|| InlineRoute {
+            router: "Router".into(),
+            status: Status::Completed,
+            error: None,
+            outputs: vec![RoutedOutput { target: "Out".into(), body: None, control_id: None }],
+        });
+        NewInbound {
+            production: "p".into(),
+            service: "In".into(),
+            origin: "test".into(),
+            body: bytes::Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M{n}|P|2.5\r")),
+            control_id: Some(format!("M{n}")),
+            message_type: Some("ADT^A01".into()),
+            targets: vec!["Router".into()],
+            routed: routed.into_iter().collect(),
+        }
+    }
+
+    /// Within one group, a message queued for a router by an earlier
+    /// operation is a backlog the next message's decision must wait behind,
+    /// although the committed depth still says the queue is empty.
+    #[test]
+    fn a_decision_waits_behind_a_message_queued_earlier_in_the_same_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = super::super::open_connection(&dir.path().join("s.db"), Durability::Normal).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let queues = Queues::default();
+        let reply = || oneshot::channel().0;
+        let ops = vec![
+            Op::Inbound(inbound(1, true), reply()),
+            Op::Inbound(inbound(2, false), reply()),
+            Op::Inbound(inbound(3, true), reply()),
+        ];
+        conn.execute_batch("BEGIN").unwrap();
+        let applied = apply_all(&conn, &ops, Isolation::Shared, &queues).unwrap().unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        let routed: Vec<Vec<String>> = applied.outcomes.into_iter().map(|o| o.committed().unwrap().routed).collect();
+        assert_eq!(routed, [vec!["Router".to_owned()], vec![], vec![]]);
+        let depth = |item: &str| applied.deltas.iter().filter(|d| d.1 == item).map(|d| d.2).sum::<i64>();
+        assert_eq!((depth("Router"), depth("Out")), (2, 1));
+    }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::{ItemCtx, header_facts};
+use super::{InlineRouters, ItemCtx, header_facts};
 use crate::config::FileInConfig;
 use crate::hl7::{Message, check_header, split_batch};
 use crate::store::{EventLevel, NewInbound};
@@ -95,6 +95,7 @@ async fn take(ctx: &ItemCtx, file: &Path, targets: &[String], archive: &Path, re
         }
     };
     let total = messages.len() as u64;
+    let routers = InlineRouters::of(&ctx.production, targets);
     let mut bad = 0;
     for raw in messages {
         let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
@@ -113,20 +114,26 @@ async fn take(ctx: &ItemCtx, file: &Path, targets: &[String], archive: &Path, re
             }
         };
         let (control_id, message_type) = header_facts(&msg);
+        let body = Bytes::copy_from_slice(raw);
+        let (routed, decided) = routers.decide(&msg, &body, control_id.as_deref());
         let inbound = NewInbound {
             production: ctx.production_id().to_owned(),
             service: ctx.name().to_owned(),
             origin: name.clone(),
-            body: Bytes::copy_from_slice(raw),
+            body,
             control_id,
             message_type,
             targets: targets.to_vec(),
+            routed,
         };
-        if let Err(e) = ctx.store().commit_inbound(inbound).await {
-            // Leave the file in place; it is picked up again (messages
-            // already committed from it will arrive twice: at-least-once).
-            ctx.fail(format!("cannot store messages from {name}: {e}"));
-            return;
+        match ctx.store().commit_inbound(inbound).await {
+            Ok(committed) => routers.account(&ctx.production, targets, &committed, &decided),
+            Err(e) => {
+                // Leave the file in place; it is picked up again (messages
+                // already committed from it will arrive twice: at-least-once).
+                ctx.fail(format!("cannot store messages from {name}: {e}"));
+                return;
+            }
         }
         stats.bump(&stats.received, 1);
     }

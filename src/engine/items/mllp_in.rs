@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
-use super::{ItemCtx, header_facts};
+use super::{InlineRouters, ItemCtx, header_facts};
 use crate::config::{AckMode, MllpInConfig};
 use crate::hl7::{AckBuilder, AckCode, AckError, Hl7ErrorCode, Message, Severity, check_header};
 use crate::mllp::{MllpCodec, MllpError, MllpFrame, Stream};
@@ -55,6 +55,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
     tracing::info!(production = ctx.production_id(), item = ctx.name(), %addr, "listening");
     ctx.ready(Ok(()));
     let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let routers = InlineRouters::of(&ctx.production, targets);
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -80,7 +81,13 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
             drop(stream);
             continue;
         };
-        let conn = Connection { ctx: ItemHandle::of(ctx), config: config.clone(), targets: targets.to_vec(), peer };
+        let conn = Connection {
+            ctx: ItemHandle::of(ctx),
+            config: config.clone(),
+            targets: targets.to_vec(),
+            routers: routers.clone(),
+            peer,
+        };
         let _ = stream.set_nodelay(true);
         let tls = tls.clone();
         connections.spawn(async move {
@@ -119,6 +126,7 @@ struct Connection {
     ctx: ItemHandle,
     config: MllpInConfig,
     targets: Vec<String>,
+    routers: InlineRouters,
     peer: SocketAddr,
 }
 
@@ -273,6 +281,7 @@ impl Connection {
             return if enhanced.wants(false) { Answer::Send(ack) } else { Answer::Nothing };
         }
         let (control_id, message_type) = header_facts(&msg);
+        let (routed, decided) = self.routers.decide(&msg, &payload, control_id.as_deref());
         let inbound = NewInbound {
             production: self.ctx.production.id.to_string(),
             service: self.ctx.slot.name.clone(),
@@ -281,6 +290,7 @@ impl Connection {
             control_id,
             message_type,
             targets: self.targets.clone(),
+            routed,
         };
         let committed = match self.ctx.production.store.commit_inbound(inbound).await {
             Ok(c) => c,
@@ -299,6 +309,7 @@ impl Connection {
             }
         };
         stats.bump(&stats.received, 1);
+        self.routers.account(&self.ctx.production, &self.targets, &committed, &decided);
         match self.config.ack_mode {
             AckMode::Never => Answer::Nothing,
             AckMode::Immediate => {

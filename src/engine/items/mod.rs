@@ -19,7 +19,8 @@ use super::production::{ItemSlot, ProductionShared};
 use super::reply_actions::ReplyCodeActions;
 use super::status::ItemState;
 use crate::config::{FileInConfig, FileOutConfig, ItemConfig, ItemKind, MllpInConfig, MllpOutConfig, Problem};
-use crate::store::{EventLevel, Queued, Store};
+use crate::hl7::Message;
+use crate::store::{Committed, EventLevel, InlineRoute, Queued, Status, Store};
 
 /// An item's settings, with rules and reply code actions compiled.
 pub(crate) enum ItemSpec {
@@ -160,6 +161,94 @@ pub(crate) async fn run(ctx: ItemCtx) {
         ItemSpec::FileOut { config } => {
             ctx.ready(Ok(()));
             file_out::run(&ctx, config).await;
+        }
+    }
+}
+
+/// The routers among a service's targets. A running router decides on a
+/// message in the task that received it (which has parsed it already), and
+/// the store applies that decision in the message's own commit when the
+/// router has nothing queued: a queue read, a parse and a commit saved per
+/// message, and the same result as if the router had taken it from its
+/// queue.
+#[derive(Clone, Default)]
+pub(crate) struct InlineRouters {
+    routers: Vec<Arc<ItemSlot>>,
+}
+
+/// What is needed to account for a decision once it is committed.
+pub(crate) struct InlineDecided {
+    router: usize,
+    status: Status,
+    error: Option<String>,
+    outputs: usize,
+}
+
+impl InlineRouters {
+    pub(crate) fn of(production: &ProductionShared, targets: &[String]) -> Self {
+        let routers = production
+            .slots
+            .iter()
+            .filter(|slot| targets.contains(&slot.name) && matches!(*slot.spec, ItemSpec::Router(_)))
+            .cloned()
+            .collect();
+        Self { routers }
+    }
+
+    /// The decisions of the routers that are running; a stopped, disabled
+    /// or failing router gets the message queued instead.
+    pub(crate) fn decide(
+        &self,
+        msg: &Message<'_>,
+        body: &bytes::Bytes,
+        control_id: Option<&str>,
+    ) -> (Vec<InlineRoute>, Vec<InlineDecided>) {
+        let mut routes = Vec::new();
+        let mut decided = Vec::new();
+        for (index, slot) in self.routers.iter().enumerate() {
+            let ItemSpec::Router(router) = &*slot.spec else { continue };
+            if !slot.is_enabled() || slot.stats.state().0 != ItemState::Running {
+                continue;
+            }
+            let decision = router.decide(msg, body, control_id);
+            decided.push(InlineDecided {
+                router: index,
+                status: decision.status,
+                error: decision.error.clone(),
+                outputs: decision.outputs.len(),
+            });
+            routes.push(InlineRoute {
+                router: slot.name.clone(),
+                status: decision.status,
+                error: decision.error,
+                outputs: decision.outputs,
+            });
+        }
+        (routes, decided)
+    }
+
+    /// Counts the decisions the store applied in the routers' statistics.
+    pub(crate) fn account(
+        &self,
+        production: &ProductionShared,
+        targets: &[String],
+        committed: &Committed,
+        decided: &[InlineDecided],
+    ) {
+        for d in decided {
+            let Some(slot) = self.routers.get(d.router) else { continue };
+            if !committed.routed.contains(&slot.name) {
+                continue;
+            }
+            let header = targets.iter().position(|t| *t == slot.name).and_then(|i| committed.queued.get(i));
+            router::account(
+                production,
+                slot,
+                header.copied().unwrap_or_default(),
+                d.status,
+                d.error.as_deref(),
+                d.outputs,
+            );
         }
     }
 }

@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use super::ItemCtx;
 use crate::config::{NoMatch, Problem, RouterConfig, RuleAction, TransformConfig};
+use crate::engine::production::{ItemSlot, ProductionShared};
 use crate::engine::rules::{Condition, Transform, TransformStep};
 use crate::hl7::{Message, Path};
 use crate::store::{EventLevel, Routed, RoutedOutput, Status};
@@ -73,28 +74,34 @@ impl CompiledRouter {
         if problems.is_empty() { Ok(Self { rules, no_match: config.no_match }) } else { Err(problems) }
     }
 
-    /// What to do with one message.
+    /// What to do with one message, read from its queue.
     fn route(&self, header_id: i64, body: &Bytes, control_id: Option<&str>) -> Routed {
-        let routed = |status, error: Option<String>, outputs| Routed { header_id, status, error, outputs };
-        let msg = match Message::parse(body) {
-            Ok(msg) => msg,
-            Err(e) => return routed(Status::Error, Some(format!("message cannot be parsed: {e}")), vec![]),
+        let decision = match Message::parse(body) {
+            Ok(msg) => self.decide(&msg, body, control_id),
+            Err(e) => Decision::failed(format!("message cannot be parsed: {e}")),
         };
-        let Some((index, rule)) = self.rules.iter().enumerate().find(|(_, r)| r.condition.matches(&msg)) else {
+        Routed { header_id, status: decision.status, error: decision.error, outputs: decision.outputs }
+    }
+
+    /// What to do with one message: the first rule that matches picks the
+    /// targets and the transform. `body` is the text `msg` was parsed from.
+    pub(crate) fn decide(&self, msg: &Message<'_>, body: &Bytes, control_id: Option<&str>) -> Decision {
+        let decided = |status, error: Option<String>| Decision { status, error, outputs: Vec::new() };
+        let Some((index, rule)) = self.rules.iter().enumerate().find(|(_, r)| r.condition.matches(msg)) else {
             return match self.no_match {
-                NoMatch::Discard => routed(Status::Discarded, Some("no rule matched".into()), vec![]),
-                NoMatch::Error => routed(Status::Error, Some("no rule matched".into()), vec![]),
+                NoMatch::Discard => decided(Status::Discarded, Some(NO_RULE_MATCHED.into())),
+                NoMatch::Error => decided(Status::Error, Some(NO_RULE_MATCHED.into())),
             };
         };
         let Some(targets) = &rule.targets else {
-            return routed(Status::Discarded, Some(format!("discarded by rule {index}")), vec![]);
+            return decided(Status::Discarded, Some(format!("discarded by rule {index}")));
         };
         let body = if rule.transform.is_empty() {
             None
         } else {
             match rule.transform.apply(body) {
                 Ok(bytes) => Some(Bytes::from(bytes)),
-                Err(e) => return routed(Status::Error, Some(format!("rule {index}: {e}")), vec![]),
+                Err(e) => return Decision::failed(format!("rule {index}: {e}")),
             }
         };
         let new_control_id = body.as_ref().and_then(|b| {
@@ -110,41 +117,15 @@ impl CompiledRouter {
                 control_id: new_control_id.clone(),
             })
             .collect();
-        routed(Status::Completed, None, outputs)
+        decided(Status::Completed, None).with_outputs(outputs)
     }
 
     pub(crate) async fn run(&self, ctx: &ItemCtx) {
-        let stats = &ctx.slot.stats;
         while let Some(batch) = ctx.next_batch(BATCH).await {
-            stats.bump(&stats.received, batch.len() as u64);
             let decisions: Vec<Routed> =
                 batch.iter().map(|q| self.route(q.id, &q.body, q.control_id.as_deref())).collect();
-            let mut warnings = Vec::new();
             for d in &decisions {
-                match d.status {
-                    Status::Completed => stats.bump(&stats.sent, d.outputs.len() as u64),
-                    Status::Discarded => {
-                        if d.error.as_deref() == Some("no rule matched") {
-                            warnings.push(d.header_id);
-                        }
-                    }
-                    _ => {
-                        stats.bump(&stats.errors, 1);
-                        ctx.event(
-                            EventLevel::Error,
-                            "routing",
-                            format!("message {}: {}", d.header_id, d.error.clone().unwrap_or_default()),
-                        );
-                    }
-                }
-            }
-            for id in warnings {
-                tracing::warn!(
-                    production = ctx.production_id(),
-                    item = ctx.name(),
-                    header = id,
-                    "no rule matched; message discarded"
-                );
+                account(&ctx.production, &ctx.slot, d.header_id, d.status, d.error.as_deref(), d.outputs.len());
             }
             let results = ctx.store().commit_routed_all(decisions).await;
             if let Some(e) = results.into_iter().find_map(Result::err) {
@@ -155,6 +136,60 @@ impl CompiledRouter {
             } else {
                 ctx.recovered();
             }
+        }
+    }
+}
+
+/// Why a message was discarded or failed when no rule matched it.
+const NO_RULE_MATCHED: &str = "no rule matched";
+
+/// A router's decision for one message.
+pub(crate) struct Decision {
+    pub(crate) status: Status,
+    pub(crate) error: Option<String>,
+    pub(crate) outputs: Vec<RoutedOutput>,
+}
+
+impl Decision {
+    fn failed(error: String) -> Self {
+        Self { status: Status::Error, error: Some(error), outputs: Vec::new() }
+    }
+
+    fn with_outputs(self, outputs: Vec<RoutedOutput>) -> Self {
+        Self { outputs, ..self }
+    }
+}
+
+/// Counts one routed message in the router's statistics, and logs a
+/// discarded message (no rule matched) or a routing error, whether the
+/// router took the message from its queue or routed it where it was
+/// received.
+pub(crate) fn account(
+    production: &ProductionShared,
+    router: &ItemSlot,
+    header_id: i64,
+    status: Status,
+    error: Option<&str>,
+    outputs: usize,
+) {
+    let stats = &router.stats;
+    stats.bump(&stats.received, 1);
+    match status {
+        Status::Completed => stats.bump(&stats.sent, outputs as u64),
+        Status::Discarded => {
+            if error == Some(NO_RULE_MATCHED) {
+                tracing::warn!(
+                    production = %production.id,
+                    item = %router.name,
+                    header = header_id,
+                    "no rule matched; message discarded"
+                );
+            }
+        }
+        _ => {
+            stats.bump(&stats.errors, 1);
+            let text = format!("message {header_id}: {}", error.unwrap_or_default());
+            production.event(EventLevel::Error, Some(&router.name), "routing", text);
         }
     }
 }
