@@ -381,6 +381,18 @@ impl Queues {
     }
 }
 
+/// A write submitted to the store whose commit has not been waited for.
+#[must_use = "a pending write's failure is only seen by waiting for it"]
+#[derive(Debug)]
+pub struct Pending<T>(oneshot::Receiver<Result<T, StoreError>>);
+
+impl<T> Pending<T> {
+    /// Waits for the commit.
+    pub async fn wait(self) -> Result<T, StoreError> {
+        self.0.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
 /// Options for [`Store::open`].
 #[derive(Clone, Debug, Default)]
 pub struct StoreOptions {
@@ -521,7 +533,18 @@ impl Store {
 
     /// Marks headers as taken by their target.
     pub async fn mark_delivering(&self, ids: Vec<i64>) -> Result<(), StoreError> {
-        self.submit(|reply| Op::MarkDelivering(ids, reply)).await
+        self.begin_mark_delivering(ids).await?.wait().await
+    }
+
+    /// Submits [`mark_delivering`](Self::mark_delivering) without waiting
+    /// for its commit, so that an operation can start delivering the batch
+    /// at once and wait before it reads its queue again. Operations
+    /// submitted later (the batch's delivery results) are committed after
+    /// it.
+    pub async fn begin_mark_delivering(&self, ids: Vec<i64>) -> Result<Pending<()>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.ops.send(Op::MarkDelivering(ids, tx)).await.map_err(|_| StoreError::Closed)?;
+        Ok(Pending(rx))
     }
 
     /// Records the end of a delivery: status, attempts, reply and error in

@@ -60,13 +60,19 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCo
     };
     'batches: while let Some(batch) = ctx.next_batch(BATCH).await {
         let ids: Vec<i64> = batch.iter().map(|q| q.id).collect();
-        if let Err(e) = ctx.store().mark_delivering(ids).await {
-            ctx.fail(format!("cannot update the queue: {e}"));
-            if ctx.sleep(Duration::from_secs(1)).await.is_err() {
-                break;
+        // Delivery starts while the mark is committed; it only has to be
+        // before the queue is read again (a result noted meanwhile is
+        // committed after it).
+        let marked = match ctx.store().begin_mark_delivering(ids).await {
+            Ok(marked) => marked,
+            Err(e) => {
+                ctx.fail(format!("cannot update the queue: {e}"));
+                if ctx.sleep(Duration::from_secs(1)).await.is_err() {
+                    break;
+                }
+                continue;
             }
-            continue;
-        }
+        };
         for message in batch {
             ctx.slot.stats.bump(&ctx.slot.stats.received, 1);
             match deliver(ctx, config, actions, &mut conn, &message).await {
@@ -85,6 +91,12 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCo
         }
         if !config.stay_connected {
             conn.close(ctx);
+        }
+        if let Err(e) = marked.wait().await {
+            ctx.fail(format!("cannot update the queue: {e}"));
+            if ctx.sleep(Duration::from_secs(1)).await.is_err() {
+                break;
+            }
         }
     }
     conn.close(ctx);
