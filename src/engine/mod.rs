@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod deliveries;
 mod items;
 mod production;
 mod replies;
@@ -81,6 +82,9 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The thread that runs the operations could not be started.
+    #[error("cannot start the delivery thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Why a command was refused.
@@ -153,6 +157,8 @@ struct EngineInner {
     hub: StatusHub,
     started_at: SystemTime,
     shutdown: CancellationToken,
+    /// Kept for as long as the engine: its operations run there.
+    _deliveries: deliveries::DeliveryThread,
 }
 
 impl Engine {
@@ -184,6 +190,7 @@ impl Engine {
                 })
                 .collect(),
         );
+        let deliveries = deliveries::DeliveryThread::start().map_err(EngineError::Thread)?;
         let mut problems = Vec::new();
         let mut productions = Vec::new();
         for production in &config.productions {
@@ -215,6 +222,7 @@ impl Engine {
                 store: store.clone(),
                 replies: Arc::new(ReplyBoard::new(application_mode)),
                 tls: tls.clone(),
+                deliveries: deliveries.handle(),
             };
             productions.push(Production {
                 shared: Arc::new(shared),
@@ -238,6 +246,7 @@ impl Engine {
             hub,
             started_at,
             shutdown: CancellationToken::new(),
+            _deliveries: deliveries,
         };
         Ok(Self { inner: Arc::new(inner) })
     }

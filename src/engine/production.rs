@@ -28,6 +28,8 @@ pub(crate) struct ProductionShared {
     pub(crate) store: Store,
     pub(crate) replies: Arc<ReplyBoard>,
     pub(crate) tls: Arc<TlsHandles>,
+    /// The runtime operations run on (see the `deliveries` module).
+    pub(crate) deliveries: tokio::runtime::Handle,
 }
 
 /// The TLS configurations of the productions file, loaded once; a
@@ -194,7 +196,10 @@ impl ItemSlot {
             ready: Mutex::new(Some(ready_tx)),
         };
         production.item_state(self, ItemState::Starting, None);
-        let handle = tokio::spawn(items::run(ctx));
+        let handle = match self.role() {
+            ItemRole::Operation => production.deliveries.spawn(items::run(ctx)),
+            ItemRole::Service | ItemRole::Process => tokio::spawn(items::run(ctx)),
+        };
         *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(ItemTask { cancel, handle });
         match tokio::time::timeout(READY_TIMEOUT, ready_rx).await {
             Ok(Ok(Ok(()))) => production.item_state(self, ItemState::Running, None),

@@ -18,7 +18,13 @@ pub(super) async fn run(ctx: &ItemCtx, config: &FileOutConfig) {
             let stats = &ctx.slot.stats;
             stats.bump(&stats.received, 1);
             let name = file_name(&config.filename, &message.body, ctx.name(), seq.fetch_add(1, Ordering::Relaxed));
-            if let Err(e) = write_atomically(&config.path, &name, &message.body) {
+            // Off the thread the operations share: the write ends in an
+            // fsync, which must not hold up other operations' deliveries.
+            let (dir, file, body) = (config.path.clone(), name.clone(), message.body.clone());
+            let written = tokio::task::spawn_blocking(move || write_atomically(&dir, &file, &body))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            if let Err(e) = written {
                 // A full disk or a missing permission: keep the message
                 // queued and put the item in error until writing works again.
                 ctx.fail(format!("cannot write {}: {e}", config.path.join(&name).display()));
