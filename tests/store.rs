@@ -296,6 +296,7 @@ async fn queue_depths_are_kept_in_the_file_and_rebuilt_by_the_migration() {
     // A store written before the counters existed: the migration counts.
     conn.execute_batch(
         "DROP TABLE queue_depth;
+         DROP TABLE inbound_log;
          CREATE INDEX header_created ON header(created_at);
          CREATE INDEX header_body ON header(body_id);
          CREATE INDEX body_created ON body(created_at);

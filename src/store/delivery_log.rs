@@ -76,7 +76,7 @@ pub(super) struct DeliveryLog {
     state: Mutex<State>,
 }
 
-fn status_code(status: Status) -> u8 {
+pub(super) fn status_code(status: Status) -> u8 {
     match status {
         Status::Queued => 1,
         Status::Delivering => 2,
@@ -87,7 +87,7 @@ fn status_code(status: Status) -> u8 {
     }
 }
 
-fn code_status(code: u8) -> Option<Status> {
+pub(super) fn code_status(code: u8) -> Option<Status> {
     Some(match code {
         1 => Status::Queued,
         2 => Status::Delivering,

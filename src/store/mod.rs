@@ -17,12 +17,13 @@
 //! fsync.
 
 mod delivery_log;
+mod inbound_log;
 mod schema;
 mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +33,7 @@ use thiserror::Error;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use delivery_log::{DeliveryLog, Noted};
+use inbound_log::InboundLog;
 pub use schema::SCHEMA_VERSION;
 use writer::{Op, Writer};
 
@@ -70,6 +72,18 @@ pub enum StoreError {
     /// The writer thread has stopped (the store is closing).
     #[error("the store is closed")]
     Closed,
+    /// A message acknowledged by the previous run could not be committed
+    /// from the inbound log; the store does not open, so that it is not
+    /// lost.
+    #[error(
+        "message {seq} of the inbound log (received and acknowledged before the last stop) cannot be committed: {reason}; the log is kept, fix the cause and start again"
+    )]
+    InboundLog {
+        /// Its sequence number in the log.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
     /// The data directory could not be prepared.
     #[error("cannot use {path}: {reason}")]
     Path {
@@ -391,6 +405,15 @@ impl<T> Pending<T> {
     pub async fn wait(self) -> Result<T, StoreError> {
         self.0.await.map_err(|_| StoreError::Closed)?
     }
+
+    /// The commit's result if it is known already.
+    pub fn try_wait(&mut self) -> Option<Result<T, StoreError>> {
+        match self.0.try_recv() {
+            Ok(result) => Some(result),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(StoreError::Closed)),
+        }
+    }
 }
 
 /// Options for [`Store::open`].
@@ -409,6 +432,11 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     ops: mpsc::Sender<Op>,
+    /// The inbound log's thread, with `durability: full`.
+    log: Option<mpsc::Sender<inbound_log::Request>>,
+    log_thread: Mutex<Option<std::thread::JoinHandle<u64>>>,
+    /// The last record of the inbound log the writer has committed.
+    log_applied: Arc<AtomicU64>,
     deliveries: Arc<DeliveryLog>,
     reader: Mutex<Connection>,
     queues: Arc<Queues>,
@@ -471,25 +499,52 @@ impl Store {
                 queues.get(&production, &target).depth.store(n, Ordering::Relaxed);
             }
         }
+        // Messages acknowledged but not committed before the last stop,
+        // whatever the durability now; synced before the log is emptied.
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let path_error = |reason| StoreError::Path { path: path.to_owned(), reason };
+        let records = inbound_log::read(path).map_err(path_error)?;
+        let applied: i64 = conn.query_row("SELECT applied FROM inbound_log WHERE id = 0", [], |r| r.get(0))?;
+        let applied = writer::replay(&conn, records, &queues, applied.max(0) as u64)?;
+        writer::sync_wal(&wal, &mut None).map_err(path_error)?;
+        let log_applied = Arc::new(AtomicU64::new(applied));
+        let log = match options.durability {
+            Durability::Full => Some(InboundLog::create(path, log_applied.clone()).map_err(path_error)?),
+            Durability::Normal => {
+                InboundLog::create(path, log_applied.clone()).map_err(path_error)?;
+                None
+            }
+        };
         // Checkpoints run on their own connection (see the writer module).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpoints = open_connection(path, options.durability)?;
         let reader = open_connection(path, options.durability)?;
         let (tx, rx) = mpsc::channel(4096);
-        let wal = PathBuf::from(format!("{}-wal", path.display()));
-        let writer = Writer::new(conn, checkpoints, rx, queues.clone(), options.durability, wal)
-            .map_err(|reason| StoreError::Path { path: path.to_owned(), reason })?;
-        let handle = std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || writer.run())
-            .map_err(|reason| StoreError::Path { path: path.to_owned(), reason })?;
+        let writer = Writer::new(conn, checkpoints, rx, queues.clone(), options.durability, wal, log_applied.clone())
+            .map_err(path_error)?;
+        let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer.run());
+        let handle = handle.map_err(path_error)?;
+        let log = match log {
+            Some(log) => {
+                let (log_tx, log_rx) = mpsc::channel(4096);
+                let ops = tx.clone();
+                let thread =
+                    std::thread::Builder::new().name("store-inbound".into()).spawn(move || log.run(log_rx, ops));
+                Some((log_tx, thread.map_err(path_error)?))
+            }
+            None => None,
+        };
+        let (log, log_thread) = log.unzip();
         let inner = Inner {
             path: path.to_owned(),
             ops: tx,
+            log,
             deliveries: Arc::new(deliveries),
             reader: Mutex::new(reader),
             queues,
             writer: Mutex::new(Some(handle)),
+            log_thread: Mutex::new(log_thread),
+            log_applied,
         };
         Ok((Self { inner: Arc::new(inner) }, recovered))
     }
@@ -504,9 +559,34 @@ impl Store {
     }
 
     /// Commits a received message: its body, the service's header and one
-    /// queued header per target. Returns once durable.
+    /// queued header per target. Returns once durable and committed.
     pub async fn commit_inbound(&self, inbound: NewInbound) -> Result<Committed, StoreError> {
-        self.submit(|reply| Op::Inbound(inbound, reply)).await
+        self.receive_inbound(inbound).await?.wait().await
+    }
+
+    /// Stores a received message and returns as soon as it is durable, so
+    /// that it can be acknowledged; the commit into the queues may still be
+    /// under way, and the returned [`Pending`] tells how it went. With
+    /// `durability: full` the message is durable once it is in the inbound
+    /// log (see the `inbound_log` module); with `normal`, once committed.
+    pub async fn receive_inbound(&self, inbound: NewInbound) -> Result<Pending<Committed>, StoreError> {
+        let (committed, pending) = oneshot::channel();
+        match &self.inner.log {
+            Some(log) => {
+                let (durable, is_durable) = oneshot::channel();
+                let entry = inbound_log::Entry { inbound, durable, committed };
+                log.send(inbound_log::Request::Append(Box::new(entry))).await.map_err(|_| StoreError::Closed)?;
+                is_durable.await.map_err(|_| StoreError::Closed)??;
+                Ok(Pending(pending))
+            }
+            None => {
+                self.inner.ops.send(Op::Inbound(inbound, committed, None)).await.map_err(|_| StoreError::Closed)?;
+                let result = pending.await.map_err(|_| StoreError::Closed)?;
+                let (ready, pending) = oneshot::channel();
+                let _ = ready.send(result);
+                Ok(Pending(pending))
+            }
+        }
     }
 
     /// Records a router's result for one header and queues its outputs, in
@@ -790,10 +870,30 @@ impl Store {
     /// Stops the writer after the operations already submitted and waits for
     /// it; later writes fail with [`StoreError::Closed`].
     pub async fn close(&self) {
+        // The inbound log first: what it holds goes to the writer before
+        // the writer is told to stop.
+        if let Some(log) = &self.inner.log {
+            let _ = log.send(inbound_log::Request::Shutdown).await;
+        }
+        let thread = self.inner.log_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut logged = None;
+        if let Some(thread) = thread {
+            logged = tokio::task::spawn_blocking(move || thread.join()).await.ok().and_then(Result::ok);
+        }
         let _ = self.inner.ops.send(Op::Shutdown).await;
         let handle = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        // Everything logged is committed: the log is not needed any more.
+        // (Otherwise it is kept and applied at the next start.)
+        if let Some(last) = logged
+            && self.inner.log_applied.load(Ordering::Acquire) >= last
+        {
+            let wal = PathBuf::from(format!("{}-wal", self.inner.path.display()));
+            if let Err(e) = inbound_log::clear(&self.inner.path, &wal) {
+                tracing::warn!(error = %e, "cannot empty the inbound log; what it holds is committed and skipped at the next start");
+            }
         }
     }
 }

@@ -109,6 +109,15 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX header_body;
     DROP INDEX body_created;
     "#,
+    // 6: the last record of the inbound log committed (see the
+    // `inbound_log` module).
+    r#"
+    CREATE TABLE inbound_log (
+        id          INTEGER PRIMARY KEY CHECK (id = 0),
+        applied     INTEGER NOT NULL
+    );
+    INSERT INTO inbound_log (id, applied) VALUES (0, 0);
+    "#,
 ];
 
 /// The schema version this build writes.

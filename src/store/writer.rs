@@ -18,6 +18,7 @@
 //! at-least-once delivery allows.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::fs::File;
@@ -39,7 +40,9 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 const MAX_GROUP: usize = 1024;
 
 pub(super) enum Op {
-    Inbound(NewInbound, Reply<Committed>),
+    /// A received message; with the sequence number of its record when it
+    /// is already durable in the inbound log.
+    Inbound(NewInbound, Reply<Committed>, Option<u64>),
     Routed(Routed, Reply<Vec<i64>>),
     MarkDelivering(Vec<i64>, Reply<()>),
     Finish(Finished, Reply<()>),
@@ -80,7 +83,9 @@ type Deltas = Vec<(String, String, i64)>;
 
 /// The answer to one operation, held until the commit.
 enum Done {
-    Committed(Reply<Committed>, Result<Committed, StoreError>),
+    /// A received message; `true` once it is durable in the inbound log,
+    /// so that its commit need not wait for the disk.
+    Committed(Reply<Committed>, Result<Committed, StoreError>, bool),
     Ids(Reply<Vec<i64>>, Result<Vec<i64>, StoreError>),
     Unit(Option<Reply<()>>, Result<(), StoreError>),
     /// A status change of a queued message: answered at commit (see above).
@@ -94,7 +99,7 @@ enum Done {
 impl Done {
     /// Must this answer wait until the log is on disk?
     fn durable(&self) -> bool {
-        matches!(self, Self::Committed(..) | Self::Bool(..)) || matches!(self, Self::Unit(Some(_), _))
+        matches!(self, Self::Committed(.., false) | Self::Bool(..)) || matches!(self, Self::Unit(Some(_), _))
     }
 
     /// Sends the result, or `failure` when the commit itself failed.
@@ -109,7 +114,7 @@ impl Done {
             }};
         }
         match self {
-            Self::Committed(tx, r) => answer!(tx, r),
+            Self::Committed(tx, r, _) => answer!(tx, r),
             Self::Ids(tx, r) => answer!(tx, r),
             Self::Unit(Some(tx), r) => answer!(tx, r),
             Self::Unit(None, _) => {}
@@ -175,7 +180,7 @@ impl Outcome {
 /// Pairs an operation's reply channel with its outcome.
 fn settle(op: Op, outcome: Outcome) -> Done {
     match op {
-        Op::Inbound(_, reply) => Done::Committed(reply, outcome.committed()),
+        Op::Inbound(_, reply, logged) => Done::Committed(reply, outcome.committed(), logged.is_some()),
         Op::Routed(_, reply) => Done::Ids(reply, outcome.ids()),
         Op::MarkDelivering(_, reply) | Op::Requeue(_, reply) | Op::RequeueItem(_, _, reply) | Op::Finish(_, reply) => {
             Done::Status(reply, outcome.unit())
@@ -205,6 +210,8 @@ enum Isolation {
 struct Applied {
     outcomes: Vec<Outcome>,
     deltas: Deltas,
+    /// How far the inbound log is committed with this transaction.
+    log: LogProgress,
 }
 
 /// Header ids are chosen by the writer, not by SQLite, so that a session's
@@ -273,6 +280,10 @@ pub(super) struct Writer {
     wal: PathBuf,
     wal_file: Option<(File, u64)>,
     checkpointer: std::sync::mpsc::SyncSender<()>,
+    /// How far the inbound log is committed, and the same figure for the
+    /// log's thread, which empties a file once all of it is committed.
+    log: LogProgress,
+    log_applied: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -286,6 +297,7 @@ impl Writer {
         queues: Arc<Queues>,
         durability: Durability,
         wal: PathBuf,
+        log_applied: Arc<AtomicU64>,
     ) -> std::io::Result<Self> {
         let syncer = match durability {
             Durability::Normal => None,
@@ -300,7 +312,8 @@ impl Writer {
         std::thread::Builder::new()
             .name("store-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpoints, &nudged))?;
-        Ok(Self { conn, rx, queues, syncer, wal, wal_file: None, checkpointer: nudge })
+        let log = LogProgress { applied: log_applied.load(Ordering::Acquire), stuck: false };
+        Ok(Self { conn, rx, queues, syncer, wal, wal_file: None, checkpointer: nudge, log, log_applied })
     }
 
     pub(super) fn run(mut self) {
@@ -371,7 +384,7 @@ impl Writer {
         // The statements are cached: parsing them for every group costs
         // more than the small groups of a quiet moment do.
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let applied = apply_all(&self.conn, ops, isolation, &self.queues);
+        let applied = apply_all(&self.conn, ops, isolation, &self.queues, self.log);
         let end = match &applied {
             Ok(Some(_)) => "COMMIT",
             Ok(None) | Err(_) => "ROLLBACK",
@@ -412,6 +425,8 @@ impl Writer {
         for (production, item, delta) in &applied.deltas {
             self.queues.adjust(production, item, *delta);
         }
+        self.log = applied.log;
+        self.log_applied.store(self.log.applied, Ordering::Release);
         let mut durable = Vec::new();
         for (op, outcome) in ops.into_iter().zip(applied.outcomes) {
             let done = settle(op, outcome);
@@ -442,9 +457,15 @@ impl Writer {
 
 /// Applies `ops` inside the open transaction (see
 /// [`Writer::transaction`]).
-fn apply_all(tx: &Connection, ops: &[Op], isolation: Isolation, queues: &Queues) -> rusqlite::Result<Option<Applied>> {
+fn apply_all(
+    tx: &Connection,
+    ops: &[Op],
+    isolation: Isolation,
+    queues: &Queues,
+    log: LogProgress,
+) -> rusqlite::Result<Option<Applied>> {
     let mut ids = HeaderIds::next_free(tx)?;
-    let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Vec::new() };
+    let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Vec::new(), log };
     let mut op_deltas = Vec::new();
     for op in ops {
         if isolation == Isolation::PerOperation {
@@ -467,10 +488,92 @@ fn apply_all(tx: &Connection, ops: &[Op], isolation: Isolation, queues: &Queues)
         if outcome.ok() {
             applied.deltas.append(&mut op_deltas);
         }
+        if let Op::Inbound(.., Some(seq)) = op {
+            applied.log.record(*seq, outcome.ok());
+        }
         applied.outcomes.push(outcome);
     }
     update_depths(tx, &applied.deltas)?;
+    if applied.log.applied != log.applied {
+        tx.prepare_cached("UPDATE inbound_log SET applied = ?1 WHERE id = 0")?.execute([applied.log.applied as i64])?;
+    }
     Ok(Some(applied))
+}
+
+/// Commits the records of the inbound log after `applied` (acknowledged,
+/// but not committed before the previous run ended) in one transaction, as
+/// the writer would have; returns the last record now applied. Fails, with
+/// nothing committed, if any record cannot be.
+pub(super) fn replay(
+    conn: &Connection,
+    records: Vec<super::inbound_log::Record>,
+    queues: &Queues,
+    applied: u64,
+) -> Result<u64, StoreError> {
+    let ops: Vec<Op> = records
+        .into_iter()
+        .filter(|r| r.seq > applied)
+        .map(|r| Op::Inbound(r.inbound, oneshot::channel().0, Some(r.seq)))
+        .collect();
+    if ops.is_empty() {
+        return Ok(applied);
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let progress = LogProgress { applied, stuck: false };
+    let result = apply_all(conn, &ops, Isolation::PerOperation, queues, progress);
+    let failed = match &result {
+        Ok(Some(a)) => a.outcomes.iter().zip(&ops).find(|(o, _)| !o.ok()).map(|(_, op)| op),
+        _ => None,
+    };
+    let applied = match (result, failed) {
+        (Ok(Some(a)), None) => a,
+        (result, failed) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            let seq = match failed {
+                Some(Op::Inbound(.., Some(seq))) => *seq,
+                _ => applied + 1,
+            };
+            let reason = match result {
+                Err(e) => e.to_string(),
+                _ => "the message was refused by the database".to_owned(),
+            };
+            return Err(StoreError::InboundLog { seq, reason });
+        }
+    };
+    conn.execute_batch("COMMIT")?;
+    for (production, item, delta) in &applied.deltas {
+        queues.adjust(production, item, *delta);
+    }
+    tracing::info!(messages = ops.len(), "received messages committed from the inbound log");
+    Ok(applied.log.applied)
+}
+
+/// How far the inbound log's records are committed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct LogProgress {
+    /// Every record up to this one is committed.
+    pub(super) applied: u64,
+    /// A record that failed to commit: nothing after it counts as applied
+    /// until the next start, which applies it (and those after it) again
+    /// from the log.
+    pub(super) stuck: bool,
+}
+
+impl LogProgress {
+    fn record(&mut self, seq: u64, ok: bool) {
+        if self.stuck {
+            return;
+        }
+        if ok {
+            self.applied = self.applied.max(seq);
+        } else {
+            tracing::error!(
+                seq,
+                "a received message could not be committed; it stays in the inbound log and is applied at the next start"
+            );
+            self.stuck = true;
+        }
+    }
 }
 
 /// fsyncs the write-ahead log for every batch of answers it receives
@@ -499,7 +602,7 @@ fn sync_and_answer(wal: &std::path::Path, file: &mut Option<(File, u64)>, batch:
 
 /// fdatasync on any descriptor of a file flushes all of its written data;
 /// the descriptor is reopened if SQLite replaced the file.
-fn sync_wal(wal: &std::path::Path, file: &mut Option<(File, u64)>) -> std::io::Result<()> {
+pub(super) fn sync_wal(wal: &std::path::Path, file: &mut Option<(File, u64)>) -> std::io::Result<()> {
     let inode = std::fs::metadata(wal)?.ino();
     match file {
         Some((_, ino)) if *ino == inode => {}
@@ -571,7 +674,9 @@ fn incremental_vacuum(conn: &Connection, pages: u32) -> rusqlite::Result<u64> {
 fn apply(tx: &Connection, op: &Op, ids: &mut HeaderIds, depths: &Depths<'_>, deltas: &mut Deltas) -> Outcome {
     let unit = |r: rusqlite::Result<()>| Outcome::Unit(r.map_err(Into::into));
     match op {
-        Op::Inbound(inbound, _) => Outcome::Committed(inbound_tx(tx, inbound, ids, depths, deltas).map_err(Into::into)),
+        Op::Inbound(inbound, ..) => {
+            Outcome::Committed(inbound_tx(tx, inbound, ids, depths, deltas).map_err(Into::into))
+        }
         Op::Routed(routed, _) => Outcome::Ids(routed_tx(tx, routed, ids, deltas).map_err(Into::into)),
         Op::MarkDelivering(header_ids, _) => unit(set_status(tx, header_ids, "delivering", "queued")),
         Op::Requeue(header_ids, _) => unit(set_status(tx, header_ids, "queued", "delivering")),
@@ -935,12 +1040,12 @@ mod tests {
         let queues = Queues::default();
         let reply = || oneshot::channel().0;
         let ops = vec![
-            Op::Inbound(inbound(1, true), reply()),
-            Op::Inbound(inbound(2, false), reply()),
-            Op::Inbound(inbound(3, true), reply()),
+            Op::Inbound(inbound(1, true), reply(), None),
+            Op::Inbound(inbound(2, false), reply(), None),
+            Op::Inbound(inbound(3, true), reply(), None),
         ];
         conn.execute_batch("BEGIN").unwrap();
-        let applied = apply_all(&conn, &ops, Isolation::Shared, &queues).unwrap().unwrap();
+        let applied = apply_all(&conn, &ops, Isolation::Shared, &queues, LogProgress::default()).unwrap().unwrap();
         conn.execute_batch("COMMIT").unwrap();
         let routed: Vec<Vec<String>> = applied.outcomes.into_iter().map(|o| o.committed().unwrap().routed).collect();
         assert_eq!(routed, [vec!["Router".to_owned()], vec![], vec![]]);

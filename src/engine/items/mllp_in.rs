@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
-use super::{InlineRouters, ItemCtx, header_facts};
+use super::{InlineRouters, ItemCtx, Unsettled, header_facts};
 use crate::config::{AckMode, MllpInConfig};
 use crate::hl7::{AckBuilder, AckCode, AckError, Hl7ErrorCode, Message, Severity, check_header};
 use crate::mllp::{MllpCodec, MllpError, MllpFrame, Stream};
@@ -176,7 +176,9 @@ impl Connection {
         let codec = MllpCodec::new().with_max_frame_size(self.config.max_message_size);
         let mut framed = Framed::new(stream, codec);
         let mut junk = 0usize;
+        let mut unsettled = Unsettled::default();
         let reason = 'connection: loop {
+            self.routers.settle_ready(&self.ctx.production, &self.targets, &mut unsettled);
             // A frame that has started must finish within the read timeout;
             // between frames the idle timeout applies. Bytes of a frame can
             // arrive while waiting for the next frame, so the wait is cut
@@ -239,7 +241,7 @@ impl Connection {
                     self.event(EventLevel::Warning, format!("rejected a message from {}: {text}", self.peer));
                     Answer::Send(reject(&head, &text, Hl7ErrorCode::ValueTooLong))
                 }
-                Ok(Some(Ok(MllpFrame::Message(payload)))) => self.receive(payload).await,
+                Ok(Some(Ok(MllpFrame::Message(payload)))) => self.receive(payload, &mut unsettled).await,
             };
             if let Answer::Send(ack) = answer {
                 match tokio::time::timeout(WRITE_TIMEOUT, framed.send(&ack[..])).await {
@@ -253,6 +255,7 @@ impl Connection {
             }
         };
         tracing::debug!(%item, peer = %self.peer, reason, "connection closed");
+        self.routers.settle_all(&self.ctx.production, &self.targets, unsettled).await;
         stats.connection(false);
     }
 
@@ -260,8 +263,10 @@ impl Connection {
         self.ctx.production.event(level, Some(&self.ctx.slot.name), "inbound", text);
     }
 
-    /// Validates, stores and acknowledges one message.
-    async fn receive(&self, payload: Bytes) -> Answer {
+    /// Validates, stores and acknowledges one message. Routing decisions
+    /// made on receipt are counted once their commit is known
+    /// (`unsettled`), which may be after the ACK.
+    async fn receive(&self, payload: Bytes, unsettled: &mut Unsettled) -> Answer {
         let stats = &self.ctx.slot.stats;
         let msg = match Message::parse(&payload) {
             Ok(msg) => msg,
@@ -292,8 +297,8 @@ impl Connection {
             targets: self.targets.clone(),
             routed,
         };
-        let committed = match self.ctx.production.store.commit_inbound(inbound).await {
-            Ok(c) => c,
+        let committed = match self.ctx.production.store.receive_inbound(inbound).await {
+            Ok(pending) => pending,
             Err(e) => {
                 stats.bump(&stats.errors, 1);
                 tracing::error!(item = %self.ctx.slot.name, error = %e, "message not stored; negative ACK sent");
@@ -309,10 +314,13 @@ impl Connection {
             }
         };
         stats.bump(&stats.received, 1);
-        self.routers.account(&self.ctx.production, &self.targets, &committed, &decided);
         match self.config.ack_mode {
-            AckMode::Never => Answer::Nothing,
+            AckMode::Never => {
+                self.routers.track(unsettled, committed, decided);
+                Answer::Nothing
+            }
             AckMode::Immediate => {
+                self.routers.track(unsettled, committed, decided);
                 if enhanced.wants(true) {
                     Answer::Send(AckBuilder::new(&msg, enhanced.code(AckCode::AA)).build())
                 } else {
@@ -320,6 +328,15 @@ impl Connection {
                 }
             }
             AckMode::Application => {
+                // The reply is found by the session the commit opens.
+                let committed = match committed.wait().await {
+                    Ok(committed) => committed,
+                    Err(e) => {
+                        let text = format!("stored, but its downstream reply cannot be relayed: {e}");
+                        return Answer::Send(AckBuilder::new(&msg, AckCode::AE).text(text).build());
+                    }
+                };
+                self.routers.account(&self.ctx.production, &self.targets, &committed, &decided);
                 let replies = &self.ctx.production.replies;
                 match replies.wait(committed.session_id, self.config.application_ack_timeout).await {
                     Some(reply) => Answer::Send(reply.to_vec()),

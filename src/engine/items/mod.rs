@@ -20,7 +20,7 @@ use super::reply_actions::ReplyCodeActions;
 use super::status::ItemState;
 use crate::config::{FileInConfig, FileOutConfig, ItemConfig, ItemKind, MllpInConfig, MllpOutConfig, Problem};
 use crate::hl7::Message;
-use crate::store::{Committed, EventLevel, InlineRoute, Queued, Status, Store};
+use crate::store::{Committed, EventLevel, InlineRoute, Pending, Queued, Status, Store};
 
 /// An item's settings, with rules and reply code actions compiled.
 pub(crate) enum ItemSpec {
@@ -176,6 +176,13 @@ pub(crate) struct InlineRouters {
     routers: Vec<Arc<ItemSlot>>,
 }
 
+/// Decisions made on receipt whose commit is still under way; they are
+/// counted once it tells whether they were applied.
+#[derive(Default)]
+pub(crate) struct Unsettled {
+    pending: std::collections::VecDeque<(Pending<Committed>, Vec<InlineDecided>)>,
+}
+
 /// What is needed to account for a decision once it is committed.
 pub(crate) struct InlineDecided {
     router: usize,
@@ -225,6 +232,32 @@ impl InlineRouters {
             });
         }
         (routes, decided)
+    }
+
+    /// Keeps a message's decisions until its commit is known.
+    pub(crate) fn track(&self, unsettled: &mut Unsettled, committed: Pending<Committed>, decided: Vec<InlineDecided>) {
+        if !decided.is_empty() {
+            unsettled.pending.push_back((committed, decided));
+        }
+    }
+
+    /// Counts the decisions whose commits are known, without waiting.
+    pub(crate) fn settle_ready(&self, production: &ProductionShared, targets: &[String], unsettled: &mut Unsettled) {
+        while let Some((pending, _)) = unsettled.pending.front_mut() {
+            let Some(result) = pending.try_wait() else { break };
+            if let (Ok(committed), Some((_, decided))) = (result, unsettled.pending.pop_front()) {
+                self.account(production, targets, &committed, &decided);
+            }
+        }
+    }
+
+    /// Counts every decision, waiting for the commits still under way.
+    pub(crate) async fn settle_all(&self, production: &ProductionShared, targets: &[String], unsettled: Unsettled) {
+        for (pending, decided) in unsettled.pending {
+            if let Ok(committed) = pending.wait().await {
+                self.account(production, targets, &committed, &decided);
+            }
+        }
     }
 
     /// Counts the decisions the store applied in the routers' statistics.

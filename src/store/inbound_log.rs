@@ -1,0 +1,440 @@
+//! The inbound log: with `durability: full`, a received message is made
+//! durable by appending it to this log and syncing it, and is acknowledged
+//! then; the writer commits it into the queues right after, without
+//! waiting for the disk.
+//!
+//! Acknowledging after a commit of the store would put the whole commit
+//! (the inserts, the log pages SQLite writes for them) in front of every
+//! fdatasync, and every ACK behind both. Here the ACK waits only for an
+//! append of the message's bytes and one fdatasync shared by everything
+//! received meanwhile, the least a durable ACK can cost; the commit happens
+//! next to it.
+//!
+//! Each record carries a sequence number. The writer stores the last number
+//! it has applied in the same transaction as the messages, so when the
+//! store opens, the records after it (received and acknowledged, but not
+//! committed before a crash or a power cut) are applied before anything
+//! else runs, and none twice.
+//!
+//! The log is two files used in turn. Once the one being appended to is
+//! past [`SEGMENT_BYTES`], the other is emptied and appends go there, but
+//! only when everything in the other has been committed and the store's
+//! write-ahead log synced after that commit: from then on the store alone
+//! holds those messages durably.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::writer::{Op, sync_wal};
+use super::{Committed, InlineRoute, NewInbound, RoutedOutput, StoreError, delivery_log};
+
+/// Size past which appends move to the other file, once it can be emptied.
+const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// Most messages written and synced together.
+const MAX_BATCH: usize = 1024;
+/// First byte of every record: a record that does not start with it ends
+/// the file (a torn or zero-filled tail).
+const MAGIC: u8 = 0xA7;
+/// Magic, sequence number (u64) and payload length (u32).
+const HEAD: usize = 13;
+
+/// A received message on its way into the log.
+pub(super) struct Entry {
+    pub(super) inbound: NewInbound,
+    /// Answered once the message is durable.
+    pub(super) durable: oneshot::Sender<Result<(), StoreError>>,
+    /// Answered by the writer once it is committed.
+    pub(super) committed: oneshot::Sender<Result<Committed, StoreError>>,
+}
+
+/// What the log thread is asked to do.
+pub(super) enum Request {
+    Append(Box<Entry>),
+    /// Finish what is pending, hand it to the writer, and end.
+    Shutdown,
+}
+
+/// A record read back at open.
+pub(super) struct Record {
+    pub(super) seq: u64,
+    pub(super) inbound: NewInbound,
+}
+
+fn segment_path(db: &Path, n: usize) -> PathBuf {
+    PathBuf::from(format!("{}-inbound-{n}", db.display()))
+}
+
+/// Reads every intact record of both files, in sequence order.
+pub(super) fn read(db: &Path) -> std::io::Result<Vec<Record>> {
+    let mut records = Vec::new();
+    for n in 0..2 {
+        let mut bytes = Vec::new();
+        match File::open(segment_path(db, n)) {
+            Ok(mut file) => file.read_to_end(&mut bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let mut at = 0;
+        while let Some((record, len)) = decode(&bytes[at..]) {
+            records.push(record);
+            at += len;
+        }
+    }
+    records.sort_by_key(|r| r.seq);
+    Ok(records)
+}
+
+/// Empties both files after a clean stop, once the writer has committed
+/// everything up to `last` and the store's log is synced.
+pub(super) fn clear(db: &Path, wal: &Path) -> std::io::Result<()> {
+    sync_wal(wal, &mut None)?;
+    for n in 0..2 {
+        match OpenOptions::new().write(true).open(segment_path(db, n)) {
+            Ok(file) => file.set_len(0)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The log while the store is open.
+pub(super) struct InboundLog {
+    db: PathBuf,
+    files: [File; 2],
+    /// Bytes in each file, and the last sequence number written to it.
+    len: [u64; 2],
+    last: [u64; 2],
+    active: usize,
+    next_seq: u64,
+    /// The last sequence number the writer has committed.
+    applied: Arc<AtomicU64>,
+    wal: Option<(File, u64)>,
+    /// A failed write could not be cut off the file.
+    broken: bool,
+}
+
+impl InboundLog {
+    /// Opens both files empty (the caller has applied what they held);
+    /// sequence numbers continue after `applied`.
+    pub(super) fn create(db: &Path, applied: Arc<AtomicU64>) -> std::io::Result<Self> {
+        let open = |n| -> std::io::Result<File> {
+            let file = OpenOptions::new().create(true).read(true).append(true).open(segment_path(db, n))?;
+            file.set_len(0)?;
+            Ok(file)
+        };
+        let files = [open(0)?, open(1)?];
+        let next_seq = applied.load(Ordering::Acquire) + 1;
+        Ok(Self {
+            db: db.to_owned(),
+            files,
+            len: [0; 2],
+            last: [0; 2],
+            active: 0,
+            next_seq,
+            applied,
+            wal: None,
+            broken: false,
+        })
+    }
+
+    /// Appends and syncs every request that is waiting, answers their
+    /// senders, and hands the messages to the writer, until shut down;
+    /// returns the last sequence number written.
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>, writer: mpsc::Sender<Op>) -> u64 {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut bytes = Vec::new();
+        loop {
+            let Some(mut request) = rx.blocking_recv() else { return self.next_seq - 1 };
+            let mut shutdown = false;
+            loop {
+                match request {
+                    Request::Append(entry) => batch.push(*entry),
+                    Request::Shutdown => shutdown = true,
+                }
+                match rx.try_recv() {
+                    Ok(next) if batch.len() < MAX_BATCH => request = next,
+                    Ok(next) => {
+                        self.append(&mut batch, &mut bytes, &writer);
+                        request = next;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.append(&mut batch, &mut bytes, &writer);
+            }
+            if shutdown {
+                return self.next_seq - 1;
+            }
+        }
+    }
+
+    fn append(&mut self, batch: &mut Vec<Entry>, bytes: &mut Vec<u8>, writer: &mpsc::Sender<Op>) {
+        bytes.clear();
+        let first = self.next_seq;
+        for entry in batch.iter() {
+            encode(self.next_seq, &entry.inbound, bytes);
+            self.next_seq += 1;
+        }
+        let file = &mut self.files[self.active];
+        let written = match self.broken {
+            false => file.write_all(bytes).and_then(|()| file.sync_data()),
+            true => Err(std::io::Error::other("an earlier write failed and could not be undone")),
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, "cannot write the inbound log; {} messages refused", batch.len());
+            // Whatever part of the batch reached the file must go, or it
+            // would hide the records appended after it when the file is
+            // read back. If it cannot, nothing more is accepted.
+            self.next_seq = first;
+            if !self.broken && file.set_len(self.len[self.active]).is_err() {
+                self.broken = true;
+            }
+            let text = format!("cannot write the inbound log: {e}");
+            for entry in batch.drain(..) {
+                let _ = entry.durable.send(Err(StoreError::CommitFailed(text.clone())));
+            }
+            return;
+        }
+        self.len[self.active] += bytes.len() as u64;
+        self.last[self.active] = self.next_seq - 1;
+        for (seq, entry) in (first..).zip(batch.drain(..)) {
+            let _ = entry.durable.send(Ok(()));
+            if writer.blocking_send(Op::Inbound(entry.inbound, entry.committed, Some(seq))).is_err() {
+                // The writer is gone (the store is closing): the message is
+                // in the log and is applied when the store opens again.
+                tracing::warn!(seq, "the store writer has stopped; a logged message waits for the next start");
+            }
+        }
+        self.turn();
+    }
+
+    /// Moves appends to the other file once this one is long and the other
+    /// can be emptied (see the module documentation).
+    fn turn(&mut self) {
+        let other = 1 - self.active;
+        if self.len[self.active] < SEGMENT_BYTES {
+            return;
+        }
+        if self.len[other] > 0 {
+            if self.applied.load(Ordering::Acquire) < self.last[other] {
+                return; // not all committed yet: keep appending here
+            }
+            let wal = PathBuf::from(format!("{}-wal", self.db.display()));
+            let emptied = sync_wal(&wal, &mut self.wal).and_then(|()| self.files[other].set_len(0));
+            if let Err(e) = emptied {
+                tracing::warn!(error = %e, "cannot empty the older inbound log file; will try again");
+                return;
+            }
+            self.len[other] = 0;
+            self.last[other] = 0;
+        }
+        self.active = other;
+    }
+}
+
+// --- records ----------------------------------------------------------------
+
+/// `u32::MAX` as a length means "none".
+const NONE: u32 = u32::MAX;
+
+fn put_u32(out: &mut Vec<u8>, n: u32) {
+    out.extend_from_slice(&n.to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    // A frame the codec accepted is far below 4 GiB.
+    put_u32(out, u32::try_from(bytes.len()).unwrap_or(NONE - 1));
+    out.extend_from_slice(bytes);
+}
+
+fn put_opt(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) => put_bytes(out, b),
+        None => put_u32(out, NONE),
+    }
+}
+
+fn put_count(out: &mut Vec<u8>, n: usize) {
+    put_u32(out, u32::try_from(n).unwrap_or(0));
+}
+
+/// Appends the record of one message to `out`.
+fn encode(seq: u64, m: &NewInbound, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.push(MAGIC);
+    out.extend_from_slice(&seq.to_le_bytes());
+    put_u32(out, 0); // payload length, filled in below
+    let payload = out.len();
+    for text in [&m.production, &m.service, &m.origin] {
+        put_bytes(out, text.as_bytes());
+    }
+    put_bytes(out, &m.body);
+    put_opt(out, m.control_id.as_deref().map(str::as_bytes));
+    put_opt(out, m.message_type.as_deref().map(str::as_bytes));
+    put_count(out, m.targets.len());
+    for target in &m.targets {
+        put_bytes(out, target.as_bytes());
+    }
+    put_count(out, m.routed.len());
+    for route in &m.routed {
+        put_bytes(out, route.router.as_bytes());
+        out.push(delivery_log::status_code(route.status));
+        put_opt(out, route.error.as_deref().map(str::as_bytes));
+        put_count(out, route.outputs.len());
+        for output in &route.outputs {
+            put_bytes(out, output.target.as_bytes());
+            put_opt(out, output.body.as_deref());
+            put_opt(out, output.control_id.as_deref().map(str::as_bytes));
+        }
+    }
+    let len = u32::try_from(out.len() - payload).unwrap_or(NONE);
+    out[payload - 4..payload].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Reads a payload front to back; every read fails cleanly past the end.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let slice = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(slice)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn opt(&mut self) -> Option<Option<&'a [u8]>> {
+        match self.u32()? {
+            NONE => Some(None),
+            n => self.take(n as usize).map(Some),
+        }
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        self.opt()?
+    }
+
+    fn text(&mut self) -> Option<String> {
+        Some(String::from_utf8_lossy(self.bytes()?).into_owned())
+    }
+
+    fn opt_text(&mut self) -> Option<Option<String>> {
+        Some(self.opt()?.map(|b| String::from_utf8_lossy(b).into_owned()))
+    }
+
+    fn count(&mut self) -> Option<usize> {
+        let n = self.u32()? as usize;
+        // Every element takes at least four bytes: a count beyond what is
+        // left is corruption, not a reason to reserve memory.
+        (n <= (self.bytes.len() - self.at) / 4).then_some(n)
+    }
+}
+
+/// Decodes the record at the start of `bytes`: the record and its length,
+/// or `None` where the file ends (end, torn or corrupt record).
+fn decode(bytes: &[u8]) -> Option<(Record, usize)> {
+    if bytes.len() < HEAD || bytes[0] != MAGIC {
+        return None;
+    }
+    let seq = u64::from_le_bytes(bytes.get(1..9)?.try_into().ok()?);
+    let len = u32::from_le_bytes(bytes.get(9..13)?.try_into().ok()?) as usize;
+    let end = HEAD.checked_add(len)?;
+    let crc = u32::from_le_bytes(bytes.get(end..end.checked_add(4)?)?.try_into().ok()?);
+    if crc != crc32fast::hash(&bytes[..end]) {
+        return None;
+    }
+    let mut c = Cursor { bytes: &bytes[HEAD..end], at: 0 };
+    let (production, service, origin) = (c.text()?, c.text()?, c.text()?);
+    let body = Bytes::copy_from_slice(c.bytes()?);
+    let (control_id, message_type) = (c.opt_text()?, c.opt_text()?);
+    let targets = (0..c.count()?).map(|_| c.text()).collect::<Option<Vec<_>>>()?;
+    let mut routed = Vec::new();
+    for _ in 0..c.count()? {
+        let router = c.text()?;
+        let status = delivery_log::code_status(c.u8()?)?;
+        let error = c.opt_text()?;
+        let mut outputs = Vec::new();
+        for _ in 0..c.count()? {
+            let target = c.text()?;
+            let body = c.opt()?.map(Bytes::copy_from_slice);
+            let control_id = c.opt_text()?;
+            outputs.push(RoutedOutput { target, body, control_id });
+        }
+        routed.push(InlineRoute { router, status, error, outputs });
+    }
+    let inbound = NewInbound { production, service, origin, body, control_id, message_type, targets, routed };
+    Some((Record { seq, inbound }, end + 4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Status;
+
+    fn message(n: u64) -> NewInbound {
+        NewInbound {
+            production: "p".into(),
+            service: "In".into(),
+            origin: "127.0.0.1:4000".into(),
+            body: Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261129||ADT^A01|M{n}|P|2.5\r")),
+            control_id: Some(format!("M{n}")),
+            message_type: None,
+            targets: vec!["Router".into(), "Copy".into()],
+            routed: vec![InlineRoute {
+                router: "Router".into(),
+                status: Status::Completed,
+                error: Some("why".into()),
+                outputs: vec![
+                    RoutedOutput { target: "Out".into(), body: None, control_id: None },
+                    RoutedOutput {
+                        target: "Other".into(),
+                        body: Some(Bytes::from_static(b"MSH|x")),
+                        control_id: Some("T".into()),
+                    },
+                ],
+            }],
+        }
+    }
+
+    fn same(a: &NewInbound, b: &NewInbound) -> bool {
+        format!("{a:?}") == format!("{b:?}")
+    }
+
+    #[test]
+    fn records_read_back_as_written_and_a_torn_tail_ends_the_file() {
+        let mut bytes = Vec::new();
+        encode(7, &message(7), &mut bytes);
+        let first = bytes.len();
+        encode(8, &message(8), &mut bytes);
+        let (record, len) = decode(&bytes).unwrap();
+        assert_eq!((record.seq, len), (7, first));
+        assert!(same(&record.inbound, &message(7)));
+        let (record, _) = decode(&bytes[first..]).unwrap();
+        assert!(same(&record.inbound, &message(8)));
+        for cut in first + 1..bytes.len() {
+            assert!(decode(&bytes[first..cut]).is_none(), "a record cut at {cut} was read");
+        }
+        let mut flipped = bytes.clone();
+        flipped[first + 40] ^= 1;
+        assert!(decode(&flipped[first..]).is_none(), "a corrupt record was read");
+    }
+}
