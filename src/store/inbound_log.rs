@@ -118,6 +118,8 @@ pub(super) struct InboundLog {
     wal: Option<(File, u64)>,
     /// A failed write could not be cut off the file.
     broken: bool,
+    /// [`SEGMENT_BYTES`], smaller in tests.
+    segment_bytes: u64,
 }
 
 impl InboundLog {
@@ -141,6 +143,7 @@ impl InboundLog {
             applied,
             wal: None,
             broken: false,
+            segment_bytes: SEGMENT_BYTES,
         })
     }
 
@@ -220,7 +223,7 @@ impl InboundLog {
     /// can be emptied (see the module documentation).
     fn turn(&mut self) {
         let other = 1 - self.active;
-        if self.len[self.active] < SEGMENT_BYTES {
+        if self.len[self.active] < self.segment_bytes {
             return;
         }
         if self.len[other] > 0 {
@@ -267,7 +270,7 @@ fn put_count(out: &mut Vec<u8>, n: usize) {
 }
 
 /// Appends the record of one message to `out`.
-fn encode(seq: u64, m: &NewInbound, out: &mut Vec<u8>) {
+pub(super) fn encode(seq: u64, m: &NewInbound, out: &mut Vec<u8>) {
     let start = out.len();
     out.push(MAGIC);
     out.extend_from_slice(&seq.to_le_bytes());
@@ -413,6 +416,62 @@ mod tests {
                 ],
             }],
         }
+    }
+
+    /// The log's thread with files of about two records, and a stand-in
+    /// for the writer that commits what it is told to.
+    #[test]
+    fn a_file_is_emptied_only_once_all_of_it_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        // The store's write-ahead log, synced before a file is emptied.
+        std::fs::write(dir.path().join("s.db-wal"), b"").unwrap();
+        let applied = Arc::new(AtomicU64::new(41));
+        let mut log = InboundLog::create(&db, applied.clone()).unwrap();
+        let mut one = Vec::new();
+        encode(1, &message(1), &mut one);
+        log.segment_bytes = 2 * one.len() as u64 - 1;
+        let (tx, rx) = mpsc::channel(16);
+        let (writer, mut committed) = mpsc::channel(16);
+        let thread = std::thread::spawn(move || log.run(rx, writer));
+        let mut send = |n: u64| {
+            let (durable, is_durable) = oneshot::channel();
+            let entry = Entry { inbound: message(n), durable, committed: oneshot::channel().0 };
+            tx.blocking_send(Request::Append(Box::new(entry))).unwrap();
+            is_durable.blocking_recv().unwrap().unwrap();
+            match committed.blocking_recv() {
+                Some(Op::Inbound(.., Some(seq))) => seq,
+                _ => panic!("not handed to the writer"),
+            }
+        };
+        let seqs = |n| read_one(&db, n).iter().map(|r| r.seq).collect::<Vec<_>>();
+        // Sequence numbers go on from what the store has applied.
+        assert_eq!((send(1), send(2)), (42, 43));
+        assert_eq!((seqs(0), seqs(1)), (vec![42, 43], vec![]), "the first file is full, the second empty");
+        assert_eq!(send(3), 44);
+        assert_eq!(send(4), 45);
+        // The first file cannot be emptied while 42 and 43 are not committed.
+        assert_eq!(send(5), 46);
+        assert_eq!((seqs(0), seqs(1)), (vec![42, 43], vec![44, 45, 46]));
+        // Once they are, the next append empties it and the one after goes
+        // there.
+        applied.store(43, Ordering::Release);
+        assert_eq!((send(6), send(7)), (47, 48));
+        assert_eq!((seqs(0), seqs(1)), (vec![48], vec![44, 45, 46, 47]));
+        assert_eq!(read(&db).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), [44, 45, 46, 47, 48]);
+        tx.blocking_send(Request::Shutdown).unwrap();
+        assert_eq!(thread.join().unwrap(), 48);
+    }
+
+    fn read_one(db: &Path, n: usize) -> Vec<Record> {
+        let bytes = std::fs::read(segment_path(db, n)).unwrap();
+        let mut records = Vec::new();
+        let mut at = 0;
+        while let Some((record, len)) = decode(&bytes[at..]) {
+            records.push(record);
+            at += len;
+        }
+        records
     }
 
     fn same(a: &NewInbound, b: &NewInbound) -> bool {

@@ -966,6 +966,50 @@ mod tests {
         }
     }
 
+    /// Messages acknowledged from the inbound log whose commit never
+    /// happened (the process was killed or the machine lost power in
+    /// between) are committed when the store opens, and only those.
+    #[tokio::test]
+    async fn messages_logged_but_not_committed_are_committed_at_open_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        for n in 0..2 {
+            store.commit_inbound(inbound(n)).await.unwrap();
+        }
+        store.close().await;
+        drop(store);
+        let applied = || -> i64 {
+            let conn = Connection::open(&path).unwrap();
+            conn.query_row("SELECT applied FROM inbound_log", [], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(applied(), 2);
+        // As the log's thread leaves the files when the writer never got
+        // to commit: an older record (already committed) in one file, the
+        // two after it in the other.
+        let write = |n: usize, records: &[(u64, usize)]| {
+            let mut bytes = Vec::new();
+            for &(seq, message) in records {
+                inbound_log::encode(seq, &inbound(message), &mut bytes);
+            }
+            std::fs::write(format!("{}-inbound-{n}", path.display()), bytes).unwrap();
+        };
+        write(0, &[(2, 1)]);
+        write(1, &[(3, 2), (4, 3)]);
+        for _ in 0..2 {
+            let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+            assert_eq!(store.queue_depth("p", "Out"), 4);
+            let ids: Vec<_> =
+                store.fetch_queue("p", "Out", 10).unwrap().into_iter().map(|q| q.control_id.unwrap()).collect();
+            assert_eq!(ids, ["M0", "M1", "M2", "M3"]);
+            assert_eq!(applied(), 4);
+            // Killed again before the files were emptied: nothing is
+            // committed twice.
+            drop(store);
+            write(1, &[(3, 2), (4, 3)]);
+        }
+    }
+
     /// A result noted in the delivery log whose commit never happened (the
     /// process was killed in between) is applied when the store opens.
     #[tokio::test]
