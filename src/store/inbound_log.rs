@@ -208,6 +208,9 @@ impl InboundLog {
         }
         self.len[self.active] += bytes.len() as u64;
         self.last[self.active] = self.next_seq - 1;
+        // Before the answers: the next batch goes where this decides (and
+        // a test can tell when that was).
+        self.turn();
         for (seq, entry) in (first..).zip(batch.drain(..)) {
             let _ = entry.durable.send(Ok(()));
             if writer.blocking_send(Op::Inbound(entry.inbound, entry.committed, Some(seq))).is_err() {
@@ -216,7 +219,6 @@ impl InboundLog {
                 tracing::warn!(seq, "the store writer has stopped; a logged message waits for the next start");
             }
         }
-        self.turn();
     }
 
     /// Moves appends to the other file once this one is long and the other
