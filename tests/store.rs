@@ -304,6 +304,10 @@ async fn queue_depths_are_kept_in_the_file_and_rebuilt_by_the_migration() {
     )
     .unwrap();
     drop(conn);
+    // Nor did it have an inbound log.
+    for n in 0..2 {
+        std::fs::remove_file(format!("{}-inbound-{n}", path.display())).unwrap();
+    }
     let reopened = Store::open(&path, StoreOptions::default()).unwrap().0;
     assert_eq!(reopened.queue_depth("adt", "Out"), 3);
     assert_eq!(reopened.queue_depth("adt", "Archive"), 5);

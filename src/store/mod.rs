@@ -435,8 +435,6 @@ struct Inner {
     /// The inbound log's thread, with `durability: full`.
     log: Option<mpsc::Sender<inbound_log::Request>>,
     log_thread: Mutex<Option<std::thread::JoinHandle<u64>>>,
-    /// The last record of the inbound log the writer has committed.
-    log_applied: Arc<AtomicU64>,
     deliveries: Arc<DeliveryLog>,
     reader: Mutex<Connection>,
     queues: Arc<Queues>,
@@ -503,24 +501,22 @@ impl Store {
         // whatever the durability now; synced before the log is emptied.
         let wal = PathBuf::from(format!("{}-wal", path.display()));
         let path_error = |reason| StoreError::Path { path: path.to_owned(), reason };
-        let records = inbound_log::read(path).map_err(path_error)?;
         let applied: i64 = conn.query_row("SELECT applied FROM inbound_log WHERE id = 0", [], |r| r.get(0))?;
-        let applied = writer::replay(&conn, records, &queues, applied.max(0) as u64)?;
+        let applied = applied.max(0) as u64;
+        let records = inbound_log::read(path, applied).map_err(path_error)?;
+        let applied = writer::replay(&conn, records, &queues, applied)?;
         writer::sync_wal(&wal, &mut None).map_err(path_error)?;
         let log_applied = Arc::new(AtomicU64::new(applied));
         let log = match options.durability {
             Durability::Full => Some(InboundLog::create(path, log_applied.clone()).map_err(path_error)?),
-            Durability::Normal => {
-                InboundLog::create(path, log_applied.clone()).map_err(path_error)?;
-                None
-            }
+            Durability::Normal => None,
         };
         // Checkpoints run on their own connection (see the writer module).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpoints = open_connection(path, options.durability)?;
         let reader = open_connection(path, options.durability)?;
         let (tx, rx) = mpsc::channel(4096);
-        let writer = Writer::new(conn, checkpoints, rx, queues.clone(), options.durability, wal, log_applied.clone())
+        let writer = Writer::new(conn, checkpoints, rx, queues.clone(), options.durability, wal, log_applied)
             .map_err(path_error)?;
         let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer.run());
         let handle = handle.map_err(path_error)?;
@@ -544,7 +540,6 @@ impl Store {
             queues,
             writer: Mutex::new(Some(handle)),
             log_thread: Mutex::new(log_thread),
-            log_applied,
         };
         Ok((Self { inner: Arc::new(inner) }, recovered))
     }
@@ -876,24 +871,13 @@ impl Store {
             let _ = log.send(inbound_log::Request::Shutdown).await;
         }
         let thread = self.inner.log_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let mut logged = None;
         if let Some(thread) = thread {
-            logged = tokio::task::spawn_blocking(move || thread.join()).await.ok().and_then(Result::ok);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         let _ = self.inner.ops.send(Op::Shutdown).await;
         let handle = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
-        // Everything logged is committed: the log is not needed any more.
-        // (Otherwise it is kept and applied at the next start.)
-        if let Some(last) = logged
-            && self.inner.log_applied.load(Ordering::Acquire) >= last
-        {
-            let wal = PathBuf::from(format!("{}-wal", self.inner.path.display()));
-            if let Err(e) = inbound_log::clear(&self.inner.path, &wal) {
-                tracing::warn!(error = %e, "cannot empty the inbound log; what it holds is committed and skipped at the next start");
-            }
         }
     }
 }
@@ -996,6 +980,14 @@ mod tests {
         };
         write(0, &[(2, 1)]);
         write(1, &[(3, 2), (4, 3)]);
+        // What the log's files hold after it (zeros, or older records) is
+        // not read as records.
+        let zeros = vec![0; 1000];
+        for n in 0..2 {
+            let mut file =
+                std::fs::OpenOptions::new().append(true).open(format!("{}-inbound-{n}", path.display())).unwrap();
+            std::io::Write::write_all(&mut file, &zeros).unwrap();
+        }
         for _ in 0..2 {
             let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
             assert_eq!(store.queue_depth("p", "Out"), 4);
