@@ -12,9 +12,10 @@
 //!
 //! Every write goes through the writer thread: callers send an operation and
 //! await its result, which arrives only after the transaction holding it has
-//! been committed (and, with [`Durability::Full`], fsynced). While one group
-//! is being synced the next one gathers, so many connections share one
-//! fsync.
+//! been committed (and, where it must survive a power cut, fsynced). While
+//! one group is being synced the next one gathers, so many connections share
+//! one fsync. A received message with [`Durability::Full`] takes a shorter
+//! way to the disk: the inbound log (see [`Store::receive_inbound`]).
 
 mod delivery_log;
 mod inbound_log;
@@ -40,8 +41,10 @@ use writer::{Op, Writer};
 /// How hard a commit tries to reach the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// fsync the write-ahead log at every commit group: an acknowledged
-    /// message survives a power cut.
+    /// A received message is synced to the inbound log before it is
+    /// acknowledged, and the write-ahead log is synced for the other
+    /// changes that must last: an acknowledged message survives a power
+    /// cut.
     #[default]
     Full,
     /// Leave syncing to checkpoints: survives a crash of the engine, not of
