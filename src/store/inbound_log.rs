@@ -80,20 +80,38 @@ fn segment_path(db: &Path, n: usize) -> PathBuf {
 }
 
 /// Reads the intact records after `applied` from both files, in sequence
-/// order.
+/// order. The files are read a record at a time, so memory holds the
+/// records wanted, not the files.
 pub(super) fn read(db: &Path, applied: u64) -> std::io::Result<Vec<Record>> {
     let mut records = Vec::new();
+    let mut record = Vec::new();
     for n in 0..2 {
-        let mut bytes = Vec::new();
-        match File::open(segment_path(db, n)) {
-            Ok(mut file) => file.read_to_end(&mut bytes)?,
+        let file = match File::open(segment_path(db, n)) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        let mut at = 0;
-        while let Some((record, len)) = decode(&bytes[at..], applied) {
-            records.extend(record);
-            at += len;
+        let mut left = file.metadata()?.len();
+        let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
+        loop {
+            // The head says how long the record is; a length past the end
+            // of the file is a torn or corrupt record, not a reason to
+            // allocate it.
+            record.resize(HEAD, 0);
+            if left < HEAD as u64 || reader.read_exact(&mut record).is_err() || record[0] != MAGIC {
+                break;
+            }
+            let len = u32::from_le_bytes([record[9], record[10], record[11], record[12]]) as u64 + 4;
+            if len > left - HEAD as u64 {
+                break;
+            }
+            record.resize(HEAD + len as usize, 0);
+            if reader.read_exact(&mut record[HEAD..]).is_err() {
+                break;
+            }
+            let Some((found, _)) = decode(&record, applied) else { break };
+            records.extend(found);
+            left -= (HEAD as u64) + len;
         }
     }
     records.sort_by_key(|r| r.seq);
