@@ -1,5 +1,5 @@
-//! The inbound log: with `durability: full`, a received message is made
-//! durable by appending it to this log and syncing it, and is acknowledged
+//! The inbound log: a received message is made durable by appending it to
+//! this log (and, with `durability: full`, syncing it), and is acknowledged
 //! then; the writer commits it into the queues right after, without
 //! waiting for the disk.
 //!
@@ -132,13 +132,16 @@ pub(super) struct InboundLog {
     wal: Option<(File, u64)>,
     /// [`SEGMENT_BYTES`], smaller in tests.
     segment_bytes: u64,
+    /// Sync each batch (`durability: full`); without, a message survives
+    /// a crash of the process but not of the machine.
+    sync: bool,
 }
 
 impl InboundLog {
     /// Opens both files, creating them full of zeros; what they hold is
     /// committed already (the caller applied it) and is overwritten.
     /// Sequence numbers continue after `applied`.
-    pub(super) fn create(db: &Path, applied: Arc<AtomicU64>) -> std::io::Result<Self> {
+    pub(super) fn create(db: &Path, applied: Arc<AtomicU64>, sync: bool) -> std::io::Result<Self> {
         let open = |n| -> std::io::Result<File> {
             let file =
                 OpenOptions::new().create(true).truncate(false).read(true).write(true).open(segment_path(db, n))?;
@@ -167,6 +170,7 @@ impl InboundLog {
             applied,
             wal: None,
             segment_bytes: SEGMENT_BYTES,
+            sync,
         })
     }
 
@@ -210,7 +214,10 @@ impl InboundLog {
             self.next_seq += 1;
         }
         let file = &self.files[self.active];
-        let written = file.write_all_at(bytes, self.len[self.active]).and_then(|()| file.sync_data());
+        let written = file.write_all_at(bytes, self.len[self.active]).and_then(|()| match self.sync {
+            true => file.sync_data(),
+            false => Ok(()),
+        });
         if let Err(e) = written {
             tracing::error!(error = %e, "cannot write the inbound log; {} messages refused", batch.len());
             // The next batch is written at the same place, over whatever
@@ -448,7 +455,7 @@ mod tests {
         // The store's write-ahead log, synced before a file is emptied.
         std::fs::write(dir.path().join("s.db-wal"), b"").unwrap();
         let applied = Arc::new(AtomicU64::new(41));
-        let mut log = InboundLog::create(&db, applied.clone()).unwrap();
+        let mut log = InboundLog::create(&db, applied.clone(), true).unwrap();
         let mut one = Vec::new();
         encode(1, &message(1), &mut one);
         log.segment_bytes = 2 * one.len() as u64 - 1;

@@ -47,8 +47,9 @@ pub enum Durability {
     /// cut.
     #[default]
     Full,
-    /// Leave syncing to checkpoints: survives a crash of the engine, not of
-    /// the machine. Faster on slow disks.
+    /// A received message is written to the inbound log without a sync,
+    /// and syncing is left to checkpoints: survives a crash of the engine,
+    /// not of the machine. Faster on slow disks.
     Normal,
 }
 
@@ -435,8 +436,8 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     ops: mpsc::Sender<Op>,
-    /// The inbound log's thread, with `durability: full`.
-    log: Option<mpsc::Sender<inbound_log::Request>>,
+    /// The inbound log's thread.
+    log: mpsc::Sender<inbound_log::Request>,
     log_thread: Mutex<Option<std::thread::JoinHandle<u64>>>,
     deliveries: Arc<DeliveryLog>,
     reader: Mutex<Connection>,
@@ -510,10 +511,8 @@ impl Store {
         let applied = writer::replay(&conn, records, &queues, applied)?;
         writer::sync_wal(&wal, &mut None).map_err(path_error)?;
         let log_applied = Arc::new(AtomicU64::new(applied));
-        let log = match options.durability {
-            Durability::Full => Some(InboundLog::create(path, log_applied.clone()).map_err(path_error)?),
-            Durability::Normal => None,
-        };
+        let sync = options.durability == Durability::Full;
+        let log = InboundLog::create(path, log_applied.clone(), sync).map_err(path_error)?;
         // Checkpoints run on their own connection (see the writer module).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpoints = open_connection(path, options.durability)?;
@@ -523,21 +522,14 @@ impl Store {
             .map_err(path_error)?;
         let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer.run());
         let handle = handle.map_err(path_error)?;
-        let log = match log {
-            Some(log) => {
-                let (log_tx, log_rx) = mpsc::channel(4096);
-                let ops = tx.clone();
-                let thread =
-                    std::thread::Builder::new().name("store-inbound".into()).spawn(move || log.run(log_rx, ops));
-                Some((log_tx, thread.map_err(path_error)?))
-            }
-            None => None,
-        };
-        let (log, log_thread) = log.unzip();
+        let (log_tx, log_rx) = mpsc::channel(4096);
+        let ops = tx.clone();
+        let log_thread = std::thread::Builder::new().name("store-inbound".into()).spawn(move || log.run(log_rx, ops));
+        let log_thread = Some(log_thread.map_err(path_error)?);
         let inner = Inner {
             path: path.to_owned(),
             ops: tx,
-            log,
+            log: log_tx,
             deliveries: Arc::new(deliveries),
             reader: Mutex::new(reader),
             queues,
@@ -564,27 +556,16 @@ impl Store {
 
     /// Stores a received message and returns as soon as it is durable, so
     /// that it can be acknowledged; the commit into the queues may still be
-    /// under way, and the returned [`Pending`] tells how it went. With
-    /// `durability: full` the message is durable once it is in the inbound
-    /// log (see the `inbound_log` module); with `normal`, once committed.
+    /// under way, and the returned [`Pending`] tells how it went. The
+    /// message is durable once it is written to the inbound log (see the
+    /// `inbound_log` module) and, with `durability: full`, synced.
     pub async fn receive_inbound(&self, inbound: NewInbound) -> Result<Pending<Committed>, StoreError> {
         let (committed, pending) = oneshot::channel();
-        match &self.inner.log {
-            Some(log) => {
-                let (durable, is_durable) = oneshot::channel();
-                let entry = inbound_log::Entry { inbound, durable, committed };
-                log.send(inbound_log::Request::Append(Box::new(entry))).await.map_err(|_| StoreError::Closed)?;
-                is_durable.await.map_err(|_| StoreError::Closed)??;
-                Ok(Pending(pending))
-            }
-            None => {
-                self.inner.ops.send(Op::Inbound(inbound, committed, None)).await.map_err(|_| StoreError::Closed)?;
-                let result = pending.await.map_err(|_| StoreError::Closed)?;
-                let (ready, pending) = oneshot::channel();
-                let _ = ready.send(result);
-                Ok(Pending(pending))
-            }
-        }
+        let (durable, is_durable) = oneshot::channel();
+        let entry = inbound_log::Entry { inbound, durable, committed };
+        self.inner.log.send(inbound_log::Request::Append(Box::new(entry))).await.map_err(|_| StoreError::Closed)?;
+        is_durable.await.map_err(|_| StoreError::Closed)??;
+        Ok(Pending(pending))
     }
 
     /// Records a router's result for one header and queues its outputs, in
@@ -870,9 +851,7 @@ impl Store {
     pub async fn close(&self) {
         // The inbound log first: what it holds goes to the writer before
         // the writer is told to stop.
-        if let Some(log) = &self.inner.log {
-            let _ = log.send(inbound_log::Request::Shutdown).await;
-        }
+        let _ = self.inner.log.send(inbound_log::Request::Shutdown).await;
         let thread = self.inner.log_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
