@@ -234,13 +234,17 @@ impl InboundLog {
         // Before the answers: the next batch goes where this decides (and
         // a test can tell when that was).
         self.turn();
+        // The senders first (their ACKs can go), then the writer, in one
+        // piece.
+        let mut logged = Vec::with_capacity(batch.len());
         for (seq, entry) in (first..).zip(batch.drain(..)) {
             let _ = entry.durable.send(Ok(()));
-            if writer.blocking_send(Op::Inbound(entry.inbound, entry.committed, Some(seq))).is_err() {
-                // The writer is gone (the store is closing): the message is
-                // in the log and is applied when the store opens again.
-                tracing::warn!(seq, "the store writer has stopped; a logged message waits for the next start");
-            }
+            logged.push((entry.inbound, entry.committed, seq));
+        }
+        if writer.blocking_send(Op::Logged(logged)).is_err() {
+            // The writer is gone (the store is closing): the messages are
+            // in the log and are applied when the store opens again.
+            tracing::warn!(first, "the store writer has stopped; logged messages wait for the next start");
         }
     }
 
@@ -468,7 +472,7 @@ mod tests {
             tx.blocking_send(Request::Append(Box::new(entry))).unwrap();
             is_durable.blocking_recv().unwrap().unwrap();
             match committed.blocking_recv() {
-                Some(Op::Inbound(.., Some(seq))) => seq,
+                Some(Op::Logged(messages)) if messages.len() == 1 => messages[0].2,
                 _ => panic!("not handed to the writer"),
             }
         };

@@ -43,6 +43,9 @@ pub(super) enum Op {
     /// A received message; with the sequence number of its record when it
     /// is already durable in the inbound log.
     Inbound(NewInbound, Reply<Committed>, Option<u64>),
+    /// Messages made durable together in the inbound log, handed over in
+    /// one piece: taken apart into `Inbound` operations of one group.
+    Logged(Vec<(NewInbound, Reply<Committed>, u64)>),
     Routed(Routed, Reply<Vec<i64>>),
     MarkDelivering(Vec<i64>, Reply<()>),
     Finish(Finished, Reply<()>),
@@ -193,7 +196,9 @@ fn settle(op: Op, outcome: Outcome) -> Done {
         Op::FinishNoted(_, log) => Done::Noted(log, outcome.unit()),
         Op::PurgeBatch { reply, .. } => Done::Purge(reply, outcome.purge()),
         Op::Vacuum { reply, .. } => Done::Count(reply, Ok(0)),
-        Op::Shutdown => Done::Unit(None, Ok(())),
+        // Taken apart when added to a group (see `push`): never settled as
+        // one.
+        Op::Shutdown | Op::Logged(_) => Done::Unit(None, Ok(())),
     }
 }
 
@@ -320,7 +325,7 @@ impl Writer {
         let mut group = Vec::with_capacity(MAX_GROUP);
         loop {
             let Some(first) = self.rx.blocking_recv() else { return };
-            group.push(first);
+            push(&mut group, first);
             self.take_waiting(&mut group);
             if group.len() < MAX_GROUP && group.iter().all(Op::can_wait) {
                 // Nobody waits for these: let more gather so that they
@@ -339,7 +344,7 @@ impl Writer {
     fn take_waiting(&mut self, group: &mut Vec<Op>) {
         while group.len() < MAX_GROUP {
             match self.rx.try_recv() {
-                Ok(op) => group.push(op),
+                Ok(op) => push(group, op),
                 Err(_) => break,
             }
         }
@@ -452,6 +457,16 @@ impl Writer {
         }
         // Full means a checkpoint is already due.
         let _ = self.checkpointer.try_send(());
+    }
+}
+
+/// Adds an operation to a group, taking a batch of logged messages apart.
+fn push(group: &mut Vec<Op>, op: Op) {
+    match op {
+        Op::Logged(messages) => {
+            group.extend(messages.into_iter().map(|(inbound, reply, seq)| Op::Inbound(inbound, reply, Some(seq))));
+        }
+        op => group.push(op),
     }
 }
 
@@ -711,7 +726,7 @@ fn apply(tx: &Connection, op: &Op, ids: &mut HeaderIds, depths: &Depths<'_>, del
         Op::PurgeBatch { cutoff, after, limit, .. } => {
             Outcome::Purge(purge_tx(tx, *cutoff, *after, *limit).map_err(Into::into))
         }
-        Op::Vacuum { .. } | Op::Shutdown => Outcome::Unit(Ok(())),
+        Op::Vacuum { .. } | Op::Shutdown | Op::Logged(_) => Outcome::Unit(Ok(())),
     }
 }
 
