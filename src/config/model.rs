@@ -69,12 +69,14 @@ impl Default for StoreSettings {
 /// `store.durability` — the trade between safety and speed of a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// `full` (default): a commit reaches the disk before a sender is
-    /// acknowledged, so an acknowledged message survives a power cut.
+    /// `full` (default): a received message reaches the disk (the store's
+    /// inbound log, synced) before its sender is acknowledged, so an
+    /// acknowledged message survives a power cut.
     #[default]
     Full,
-    /// `normal`: a commit survives a crash of Switchboard but the last
-    /// commits may be lost if the machine loses power. Faster on slow disks.
+    /// `normal`: a received message survives a crash of Switchboard but the
+    /// last ones may be lost if the machine loses power. Faster on slow
+    /// disks.
     Normal,
 }
 

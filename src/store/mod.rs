@@ -14,8 +14,9 @@
 //! await its result, which arrives only after the transaction holding it has
 //! been committed (and, where it must survive a power cut, fsynced). While
 //! one group is being synced the next one gathers, so many connections share
-//! one fsync. A received message with [`Durability::Full`] takes a shorter
-//! way to the disk: the inbound log (see [`Store::receive_inbound`]).
+//! one fsync. A received message takes a shorter way to the disk, the
+//! inbound log, and is committed after it is acknowledged (see
+//! [`Store::receive_inbound`]).
 
 mod delivery_log;
 mod inbound_log;
@@ -502,7 +503,8 @@ impl Store {
             }
         }
         // Messages acknowledged but not committed before the last stop,
-        // whatever the durability now; synced before the log is emptied.
+        // whatever the durability now; synced before the log's files are
+        // written over.
         let wal = PathBuf::from(format!("{}-wal", path.display()));
         let path_error = |reason| StoreError::Path { path: path.to_owned(), reason };
         let applied: i64 = conn.query_row("SELECT applied FROM inbound_log WHERE id = 0", [], |r| r.get(0))?;
@@ -982,6 +984,39 @@ mod tests {
             drop(store);
             write(1, &[(3, 2), (4, 3)]);
         }
+    }
+
+    /// A logged message that cannot be committed at open stops the store
+    /// from opening, with the log kept, rather than being dropped.
+    #[tokio::test]
+    async fn a_logged_message_that_cannot_be_committed_keeps_the_store_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        store.commit_inbound(inbound(0)).await.unwrap();
+        store.close().await;
+        drop(store);
+        let mut bytes = Vec::new();
+        inbound_log::encode(2, &inbound(1), &mut bytes);
+        inbound_log::encode(3, &inbound(2), &mut bytes);
+        std::fs::write(format!("{}-inbound-1", path.display()), bytes).unwrap();
+        // A database that refuses the second message (a stand-in for a
+        // full disk or a damaged file).
+        let refuse = "CREATE TRIGGER refuse BEFORE INSERT ON header WHEN NEW.control_id = 'M2'
+                      BEGIN SELECT RAISE(ABORT, 'refused'); END;";
+        Connection::open(&path).unwrap().execute_batch(refuse).unwrap();
+        let error = Store::open(&path, StoreOptions::default()).err().expect("the store must not open");
+        assert!(matches!(&error, StoreError::InboundLog { seq: 3, reason } if reason.contains("refused")), "{error}");
+        assert!(error.to_string().contains("message 3 of the inbound log"), "{error}");
+        let conn = Connection::open(&path).unwrap();
+        let m1: i64 = conn.query_row("SELECT COUNT(*) FROM header WHERE control_id = 'M1'", [], |r| r.get(0)).unwrap();
+        assert_eq!(m1, 0, "the failed open committed part of the log");
+        conn.execute_batch("DROP TRIGGER refuse").unwrap();
+        drop(conn);
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        let ids: Vec<_> =
+            store.fetch_queue("p", "Out", 10).unwrap().into_iter().map(|q| q.control_id.unwrap()).collect();
+        assert_eq!(ids, ["M0", "M1", "M2"], "the log was kept and applied by the next open");
     }
 
     /// A result noted in the delivery log whose commit never happened (the

@@ -286,7 +286,7 @@ pub(super) struct Writer {
     wal_file: Option<(File, u64)>,
     checkpointer: std::sync::mpsc::SyncSender<()>,
     /// How far the inbound log is committed, and the same figure for the
-    /// log's thread, which empties a file once all of it is committed.
+    /// log's thread, which writes over a file once all of it is committed.
     log: LogProgress,
     log_applied: Arc<AtomicU64>,
 }
@@ -536,22 +536,27 @@ pub(super) fn replay(
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let progress = LogProgress { applied, stuck: false };
     let result = apply_all(conn, &ops, Isolation::PerOperation, queues, progress);
-    let failed = match &result {
-        Ok(Some(a)) => a.outcomes.iter().zip(&ops).find(|(o, _)| !o.ok()).map(|(_, op)| op),
-        _ => None,
-    };
-    let applied = match (result, failed) {
-        (Ok(Some(a)), None) => a,
-        (result, failed) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            let seq = match failed {
-                Some(Op::Inbound(.., Some(seq))) => *seq,
+    // The first record that cannot be committed, and why.
+    let failure = match &result {
+        Ok(Some(a)) => a.outcomes.iter().zip(&ops).find(|(o, _)| !o.ok()).map(|(outcome, op)| {
+            let seq = match op {
+                Op::Inbound(.., Some(seq)) => *seq,
                 _ => applied + 1,
             };
-            let reason = match result {
-                Err(e) => e.to_string(),
-                _ => "the message was refused by the database".to_owned(),
+            let reason = match outcome {
+                Outcome::Committed(Err(e)) => e.to_string(),
+                _ => "the transaction failed".to_owned(),
             };
+            (seq, reason)
+        }),
+        Ok(None) => Some((applied + 1, "the transaction failed".to_owned())),
+        Err(e) => Some((applied + 1, e.to_string())),
+    };
+    let applied = match (result, failure) {
+        (Ok(Some(a)), None) => a,
+        (_, failure) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            let (seq, reason) = failure.unwrap_or((applied + 1, "the transaction failed".to_owned()));
             return Err(StoreError::InboundLog { seq, reason });
         }
     };
