@@ -21,6 +21,21 @@ fn inbound(n: usize, targets: &[&str]) -> NewInbound {
     }
 }
 
+/// `tasks` tasks, each committing `each` messages for "Out" one after the
+/// other, all at once.
+fn commit_concurrently(store: &Store, tasks: usize, each: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..tasks)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..each {
+                    store.commit_inbound(inbound(n * each + i, &["Out"])).await.unwrap();
+                }
+            })
+        })
+        .collect()
+}
+
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap().0
 }
@@ -211,16 +226,7 @@ async fn routing_and_delivery_record_status_and_reply_together() {
 async fn concurrent_commits_share_groups_and_all_land() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let tasks: Vec<_> = (0..64)
-        .map(|n| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                for i in 0..20 {
-                    store.commit_inbound(inbound(n * 100 + i, &["Out"])).await.unwrap();
-                }
-            })
-        })
-        .collect();
+    let tasks = commit_concurrently(&store, 64, 20);
     for t in tasks {
         t.await.unwrap();
     }
@@ -329,16 +335,7 @@ async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
     let path = dir.path().join("store.db");
     let wal = dir.path().join("store.db-wal");
     let store = Store::open(&path, StoreOptions { durability: Durability::Normal }).unwrap().0;
-    let writers: Vec<_> = (0..8)
-        .map(|n| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                for i in 0..5000 {
-                    store.commit_inbound(inbound(n * 10_000 + i, &["Out"])).await.unwrap();
-                }
-            })
-        })
-        .collect();
+    let writers = commit_concurrently(&store, 8, 5000);
     let mut largest = 0;
     while !writers.iter().all(|w| w.is_finished()) {
         largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
