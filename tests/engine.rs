@@ -253,6 +253,16 @@ async fn a_routers_backlog_stays_ahead_of_messages_routed_on_receipt() {
         }
     };
 
+    // A decision made on receipt is counted once committed, also while its
+    // sender's connection stays open and quiet.
+    let mut quiet = connect(in_port).await;
+    let ack = reply(&quiet.exchange(&hl7("ADT^A01", "Q1"), Duration::from_secs(5)).await.expect("ACK"));
+    assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    let counted =
+        |n: u64| move |s: &switchboard::engine::EngineStatus| s.item(PRODUCTION, "Router").unwrap().received == n;
+    assert!(engine.wait_for(WAIT, counted(1)).await, "{:?}", engine.status().item(PRODUCTION, "Router"));
+    assert!(receiver.wait_len(1, WAIT).await);
+
     // A running router with nothing queued routes a message in the commit
     // that stores it: its queue never holds anything.
     let sending = Arc::new(AtomicBool::new(true));
@@ -271,7 +281,7 @@ async fn a_routers_backlog_stays_ahead_of_messages_routed_on_receipt() {
     send_all(warm_up.clone()).await;
     sending.store(false, Ordering::Relaxed);
     assert_eq!(watcher.await.unwrap(), 0, "messages were queued for a running router with nothing queued");
-    assert!(receiver.wait_len(warm_up.len(), WAIT).await);
+    assert!(receiver.wait_len(1 + warm_up.len(), WAIT).await);
 
     // A disabled router gets messages queued...
     engine.set_item_enabled(PRODUCTION, "Router", false, CommandSource::Api).await.unwrap();
@@ -283,12 +293,13 @@ async fn a_routers_backlog_stays_ahead_of_messages_routed_on_receipt() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     engine.set_item_enabled(PRODUCTION, "Router", true, CommandSource::Api).await.unwrap();
     late.await.unwrap();
-    assert!(receiver.wait_len(warm_up.len() + ids.len(), WAIT).await, "got {}", receiver.len());
-    assert_eq!(receiver.ids(), [warm_up, ids].concat());
+    assert!(receiver.wait_len(1 + warm_up.len() + ids.len(), WAIT).await, "got {}", receiver.len());
+    assert_eq!(receiver.ids(), [vec!["Q1".to_owned()], warm_up, ids].concat());
     assert!(engine.wait_for(WAIT, |s| s.production(PRODUCTION).unwrap().queued == 0).await);
     let router = engine.status().item(PRODUCTION, "Router").unwrap().clone();
-    assert_eq!((router.received, router.sent, router.errors), (160, 160, 0), "each message counted once");
-    assert_eq!(store.count_by_status(PRODUCTION, "Router", Status::Completed).unwrap(), 160);
+    assert_eq!((router.received, router.sent, router.errors), (161, 161, 0), "each message counted once");
+    assert_eq!(store.count_by_status(PRODUCTION, "Router", Status::Completed).unwrap(), 161);
+    drop(quiet);
     engine.shutdown().await;
 }
 

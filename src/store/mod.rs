@@ -411,13 +411,11 @@ impl<T> Pending<T> {
         self.0.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// The commit's result if it is known already.
-    pub fn try_wait(&mut self) -> Option<Result<T, StoreError>> {
-        match self.0.try_recv() {
-            Ok(result) => Some(result),
-            Err(oneshot::error::TryRecvError::Empty) => None,
-            Err(oneshot::error::TryRecvError::Closed) => Some(Err(StoreError::Closed)),
-        }
+    /// Waits for the commit without giving the `Pending` up, so that the
+    /// wait can be one branch of a `select!` (cancel safe). Not to be
+    /// called again once it has returned.
+    pub async fn wait_mut(&mut self) -> Result<T, StoreError> {
+        (&mut self.0).await.map_err(|_| StoreError::Closed)?
     }
 }
 

@@ -178,7 +178,6 @@ impl Connection {
         let mut junk = 0usize;
         let mut unsettled = Unsettled::default();
         let reason = 'connection: loop {
-            self.routers.settle_ready(&self.ctx.production, &self.targets, &mut unsettled);
             // A frame that has started must finish within the read timeout;
             // between frames the idle timeout applies. Bytes of a frame can
             // arrive while waiting for the next frame, so the wait is cut
@@ -200,6 +199,11 @@ impl Connection {
                 }
                 tokio::select! {
                     () = self.ctx.cancel.cancelled() => break 'connection "the item is stopping",
+                    (committed, decided) = unsettled.next() => {
+                        if let Ok(committed) = committed {
+                            self.routers.account(&self.ctx.production, &self.targets, &committed, &decided);
+                        }
+                    }
                     frame = tokio::time::timeout_at(deadline.min(Instant::now() + step), framed.next()) => {
                         if let Ok(frame) = frame {
                             break Ok(frame);

@@ -20,7 +20,7 @@ use super::reply_actions::ReplyCodeActions;
 use super::status::ItemState;
 use crate::config::{FileInConfig, FileOutConfig, ItemConfig, ItemKind, MllpInConfig, MllpOutConfig, Problem};
 use crate::hl7::Message;
-use crate::store::{Committed, EventLevel, InlineRoute, Pending, Queued, Status, Store};
+use crate::store::{Committed, EventLevel, InlineRoute, Pending, Queued, Status, Store, StoreError};
 
 /// An item's settings, with rules and reply code actions compiled.
 pub(crate) enum ItemSpec {
@@ -183,6 +183,18 @@ pub(crate) struct Unsettled {
     pending: std::collections::VecDeque<(Pending<Committed>, Vec<InlineDecided>)>,
 }
 
+impl Unsettled {
+    /// Waits for the oldest commit still under way (for ever when there is
+    /// none) and hands it over with its decisions. Cancel safe: nothing is
+    /// taken until the commit is known.
+    pub(crate) async fn next(&mut self) -> (Result<Committed, StoreError>, Vec<InlineDecided>) {
+        let Some((pending, _)) = self.pending.front_mut() else { return std::future::pending().await };
+        let committed = pending.wait_mut().await;
+        let decided = self.pending.pop_front().map(|(_, decided)| decided).unwrap_or_default();
+        (committed, decided)
+    }
+}
+
 /// What is needed to account for a decision once it is committed.
 pub(crate) struct InlineDecided {
     router: usize,
@@ -238,16 +250,6 @@ impl InlineRouters {
     pub(crate) fn track(&self, unsettled: &mut Unsettled, committed: Pending<Committed>, decided: Vec<InlineDecided>) {
         if !decided.is_empty() {
             unsettled.pending.push_back((committed, decided));
-        }
-    }
-
-    /// Counts the decisions whose commits are known, without waiting.
-    pub(crate) fn settle_ready(&self, production: &ProductionShared, targets: &[String], unsettled: &mut Unsettled) {
-        while let Some((pending, _)) = unsettled.pending.front_mut() {
-            let Some(result) = pending.try_wait() else { break };
-            if let (Ok(committed), Some((_, decided))) = (result, unsettled.pending.pop_front()) {
-                self.account(production, targets, &committed, &decided);
-            }
         }
     }
 
