@@ -9,13 +9,15 @@
 //!
 //! Durability is pipelined. SQLite runs with `synchronous=NORMAL`, so a
 //! commit is a `write` to the write-ahead log: it survives a crash of the
-//! process at once, but not a power cut. Operations that must survive a
-//! power cut before they are answered (a received message, before its ACK)
-//! are handed to a second thread that fsyncs the log and then answers them,
-//! while the writer already builds the next group. Status changes (a
-//! delivery finished, a message routed) are answered right after the commit:
-//! losing one to a power cut means the message is delivered again, which
-//! at-least-once delivery allows.
+//! process at once, but not a power cut. Received messages are durable
+//! before they get here (the inbound log, see that module), and the last of
+//! their records committed is stored with them. Other operations that must
+//! survive a power cut before they are answered (a commanded state, a
+//! resend) are handed to a second thread that fsyncs the log and then
+//! answers them, while the writer already builds the next group. Status
+//! changes (a delivery finished, a message routed) are answered right after
+//! the commit: losing one to a power cut means the message is delivered
+//! again, which at-least-once delivery allows.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,9 +42,9 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 const MAX_GROUP: usize = 1024;
 
 pub(super) enum Op {
-    /// A received message; with the sequence number of its record when it
-    /// is already durable in the inbound log.
-    Inbound(NewInbound, Reply<Committed>, Option<u64>),
+    /// A received message, durable already in the inbound log as the
+    /// record with this sequence number.
+    Inbound(NewInbound, Reply<Committed>, u64),
     /// Messages made durable together in the inbound log, handed over in
     /// one piece: taken apart into `Inbound` operations of one group.
     Logged(Vec<(NewInbound, Reply<Committed>, u64)>),
@@ -86,9 +88,9 @@ type Deltas = Vec<(String, String, i64)>;
 
 /// The answer to one operation, held until the commit.
 enum Done {
-    /// A received message; `true` once it is durable in the inbound log,
-    /// so that its commit need not wait for the disk.
-    Committed(Reply<Committed>, Result<Committed, StoreError>, bool),
+    /// A received message: durable in the inbound log already, so its
+    /// commit need not wait for the disk.
+    Committed(Reply<Committed>, Result<Committed, StoreError>),
     Ids(Reply<Vec<i64>>, Result<Vec<i64>, StoreError>),
     Unit(Option<Reply<()>>, Result<(), StoreError>),
     /// A status change of a queued message: answered at commit (see above).
@@ -102,7 +104,7 @@ enum Done {
 impl Done {
     /// Must this answer wait until the log is on disk?
     fn durable(&self) -> bool {
-        matches!(self, Self::Committed(.., false) | Self::Bool(..)) || matches!(self, Self::Unit(Some(_), _))
+        matches!(self, Self::Bool(..)) || matches!(self, Self::Unit(Some(_), _))
     }
 
     /// Sends the result, or `failure` when the commit itself failed.
@@ -117,7 +119,7 @@ impl Done {
             }};
         }
         match self {
-            Self::Committed(tx, r, _) => answer!(tx, r),
+            Self::Committed(tx, r) => answer!(tx, r),
             Self::Ids(tx, r) => answer!(tx, r),
             Self::Unit(Some(tx), r) => answer!(tx, r),
             Self::Unit(None, _) => {}
@@ -183,7 +185,7 @@ impl Outcome {
 /// Pairs an operation's reply channel with its outcome.
 fn settle(op: Op, outcome: Outcome) -> Done {
     match op {
-        Op::Inbound(_, reply, logged) => Done::Committed(reply, outcome.committed(), logged.is_some()),
+        Op::Inbound(_, reply, _) => Done::Committed(reply, outcome.committed()),
         Op::Routed(_, reply) => Done::Ids(reply, outcome.ids()),
         Op::MarkDelivering(_, reply) | Op::Requeue(_, reply) | Op::RequeueItem(_, _, reply) | Op::Finish(_, reply) => {
             Done::Status(reply, outcome.unit())
@@ -464,7 +466,7 @@ impl Writer {
 fn push(group: &mut Vec<Op>, op: Op) {
     match op {
         Op::Logged(messages) => {
-            group.extend(messages.into_iter().map(|(inbound, reply, seq)| Op::Inbound(inbound, reply, Some(seq))));
+            group.extend(messages.into_iter().map(|(inbound, reply, seq)| Op::Inbound(inbound, reply, seq)));
         }
         op => group.push(op),
     }
@@ -503,7 +505,7 @@ fn apply_all(
         if outcome.ok() {
             applied.deltas.append(&mut op_deltas);
         }
-        if let Op::Inbound(.., Some(seq)) = op {
+        if let Op::Inbound(.., seq) = op {
             applied.log.record(*seq, outcome.ok());
         }
         applied.outcomes.push(outcome);
@@ -528,7 +530,7 @@ pub(super) fn replay(
     let ops: Vec<Op> = records
         .into_iter()
         .filter(|r| r.seq > applied)
-        .map(|r| Op::Inbound(r.inbound, oneshot::channel().0, Some(r.seq)))
+        .map(|r| Op::Inbound(r.inbound, oneshot::channel().0, r.seq))
         .collect();
     if ops.is_empty() {
         return Ok(applied);
@@ -540,7 +542,7 @@ pub(super) fn replay(
     let failure = match &result {
         Ok(Some(a)) => a.outcomes.iter().zip(&ops).find(|(o, _)| !o.ok()).map(|(outcome, op)| {
             let seq = match op {
-                Op::Inbound(.., Some(seq)) => *seq,
+                Op::Inbound(.., seq) => *seq,
                 _ => applied + 1,
             };
             let reason = match outcome {
@@ -1060,9 +1062,9 @@ mod tests {
         let queues = Queues::default();
         let reply = || oneshot::channel().0;
         let ops = vec![
-            Op::Inbound(inbound(1, true), reply(), None),
-            Op::Inbound(inbound(2, false), reply(), None),
-            Op::Inbound(inbound(3, true), reply(), None),
+            Op::Inbound(inbound(1, true), reply(), 1),
+            Op::Inbound(inbound(2, false), reply(), 2),
+            Op::Inbound(inbound(3, true), reply(), 3),
         ];
         conn.execute_batch("BEGIN").unwrap();
         let applied = apply_all(&conn, &ops, Isolation::Shared, &queues, LogProgress::default()).unwrap().unwrap();
