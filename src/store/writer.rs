@@ -13,8 +13,8 @@
 //! before they get here (the inbound log, see that module), and the last of
 //! their records committed is stored with them. Other operations that must
 //! survive a power cut before they are answered (a commanded state, a
-//! resend) are handed to a second thread that fsyncs the log and then
-//! answers them, while the writer already builds the next group. Status
+//! resend) are handed to a second thread that fsyncs the write-ahead log and
+//! then answers them, while the writer already builds the next group. Status
 //! changes (a delivery finished, a message routed) are answered right after
 //! the commit: losing one to a power cut means the message is delivered
 //! again, which at-least-once delivery allows.
