@@ -34,8 +34,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -52,6 +52,49 @@ const MAX_BATCH: usize = 1024;
 const MAGIC: u8 = 0xA7;
 /// Magic, sequence number (u64) and payload length (u32).
 const HEAD: usize = 13;
+
+/// Bytes of received messages the writer has been handed and not yet
+/// committed, at most. Acknowledgments no longer wait for the commit, so
+/// without a bound a writer held up (a long checkpoint, a slow disk) would
+/// let messages pile up in memory; with it, they wait for their
+/// acknowledgment instead.
+const IN_FLIGHT_BYTES: usize = 8 * 1024 * 1024;
+
+/// What the log's thread and the writer share.
+#[derive(Default)]
+pub(super) struct Progress {
+    /// The last record the writer has committed.
+    pub(super) applied: AtomicU64,
+    /// Bytes handed to the writer and not yet committed.
+    pub(super) in_flight: InFlight,
+}
+
+/// The bytes in flight between the log's thread and the writer.
+#[derive(Default)]
+pub(super) struct InFlight {
+    bytes: Mutex<usize>,
+    space: Condvar,
+}
+
+impl InFlight {
+    /// Waits until `n` more bytes fit; a batch always fits when nothing
+    /// else is in flight.
+    fn reserve(&self, n: usize) {
+        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        while *bytes > 0 && *bytes + n > IN_FLIGHT_BYTES {
+            bytes = self.space.wait(bytes).unwrap_or_else(|e| e.into_inner());
+        }
+        *bytes += n;
+    }
+
+    /// Called by the writer once messages of `n` bytes are committed (or
+    /// failed to be).
+    pub(super) fn release(&self, n: usize) {
+        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        *bytes = bytes.saturating_sub(n);
+        self.space.notify_all();
+    }
+}
 
 /// A received message on its way into the log.
 pub(super) struct Entry {
@@ -127,8 +170,8 @@ pub(super) struct InboundLog {
     last: [u64; 2],
     active: usize,
     next_seq: u64,
-    /// The last sequence number the writer has committed.
-    applied: Arc<AtomicU64>,
+    /// How far the writer is.
+    progress: Arc<Progress>,
     wal: Option<(File, u64)>,
     /// [`SEGMENT_BYTES`], smaller in tests.
     segment_bytes: u64,
@@ -141,7 +184,7 @@ impl InboundLog {
     /// Opens both files, creating them full of zeros; what they hold is
     /// committed already (the caller applied it) and is overwritten.
     /// Sequence numbers continue after `applied`.
-    pub(super) fn create(db: &Path, applied: Arc<AtomicU64>, sync: bool) -> std::io::Result<Self> {
+    pub(super) fn create(db: &Path, progress: Arc<Progress>, sync: bool) -> std::io::Result<Self> {
         let open = |n| -> std::io::Result<File> {
             let file =
                 OpenOptions::new().create(true).truncate(false).read(true).write(true).open(segment_path(db, n))?;
@@ -159,7 +202,7 @@ impl InboundLog {
             Ok(file)
         };
         let files = [open(0)?, open(1)?];
-        let next_seq = applied.load(Ordering::Acquire) + 1;
+        let next_seq = progress.applied.load(Ordering::Acquire) + 1;
         Ok(Self {
             db: db.to_owned(),
             files,
@@ -167,7 +210,7 @@ impl InboundLog {
             last: [0; 2],
             active: 0,
             next_seq,
-            applied,
+            progress,
             wal: None,
             segment_bytes: SEGMENT_BYTES,
             sync,
@@ -207,6 +250,9 @@ impl InboundLog {
     }
 
     fn append(&mut self, batch: &mut Vec<Entry>, bytes: &mut Vec<u8>, writer: &mpsc::Sender<Op>) {
+        // Before the write: while the writer is behind, acknowledgments
+        // wait rather than memory grows.
+        self.progress.in_flight.reserve(batch.iter().map(|e| e.inbound.body.len()).sum());
         bytes.clear();
         let first = self.next_seq;
         for entry in batch.iter() {
@@ -223,6 +269,7 @@ impl InboundLog {
             // The next batch is written at the same place, over whatever
             // part of this one reached the file, with the same numbers.
             self.next_seq = first;
+            self.progress.in_flight.release(batch.iter().map(|e| e.inbound.body.len()).sum());
             let text = format!("cannot write the inbound log: {e}");
             for entry in batch.drain(..) {
                 let _ = entry.durable.send(Err(StoreError::CommitFailed(text.clone())));
@@ -256,7 +303,7 @@ impl InboundLog {
             return;
         }
         if self.len[other] > 0 {
-            if self.applied.load(Ordering::Acquire) < self.last[other] {
+            if self.progress.applied.load(Ordering::Acquire) < self.last[other] {
                 return; // not all committed yet: keep appending here
             }
             let wal = PathBuf::from(format!("{}-wal", self.db.display()));
@@ -458,8 +505,8 @@ mod tests {
         let db = dir.path().join("s.db");
         // The store's write-ahead log, synced before a file is emptied.
         std::fs::write(dir.path().join("s.db-wal"), b"").unwrap();
-        let applied = Arc::new(AtomicU64::new(41));
-        let mut log = InboundLog::create(&db, applied.clone(), true).unwrap();
+        let progress = Arc::new(Progress { applied: AtomicU64::new(41), in_flight: InFlight::default() });
+        let mut log = InboundLog::create(&db, progress.clone(), true).unwrap();
         let mut one = Vec::new();
         encode(1, &message(1), &mut one);
         log.segment_bytes = 2 * one.len() as u64 - 1;
@@ -488,12 +535,30 @@ mod tests {
         // Once they are, writing starts again at the beginning of the first
         // file, over 42; 43 stays behind it until overwritten, and is
         // skipped when the log is read back.
-        applied.store(43, Ordering::Release);
+        progress.applied.store(43, Ordering::Release);
         assert_eq!((send(6), send(7)), (47, 48));
         assert_eq!((seqs(0), seqs(1)), (vec![48, 43], vec![44, 45, 46, 47]));
         assert_eq!(read(&db, 43).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), [44, 45, 46, 47, 48]);
         tx.blocking_send(Request::Shutdown).unwrap();
         assert_eq!(thread.join().unwrap(), 48);
+    }
+
+    #[test]
+    fn the_bytes_in_flight_are_bounded() {
+        let in_flight = Arc::new(InFlight::default());
+        in_flight.reserve(IN_FLIGHT_BYTES * 2); // alone, a batch always fits
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = {
+            let in_flight = in_flight.clone();
+            std::thread::spawn(move || {
+                in_flight.reserve(1);
+                tx.send(()).unwrap();
+            })
+        };
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(100)).is_err(), "reserved past the bound");
+        in_flight.release(IN_FLIGHT_BYTES * 2);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("released space is handed out");
+        waiting.join().unwrap();
     }
 
     fn read_one(db: &Path, n: usize) -> Vec<Record> {

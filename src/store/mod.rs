@@ -510,15 +510,15 @@ impl Store {
         let records = inbound_log::read(path, applied).map_err(path_error)?;
         let applied = writer::replay(&conn, records, &queues, applied)?;
         writer::sync_wal(&wal, &mut None).map_err(path_error)?;
-        let log_applied = Arc::new(AtomicU64::new(applied));
+        let progress = Arc::new(inbound_log::Progress { applied: AtomicU64::new(applied), ..Default::default() });
         let sync = options.durability == Durability::Full;
-        let log = InboundLog::create(path, log_applied.clone(), sync).map_err(path_error)?;
+        let log = InboundLog::create(path, progress.clone(), sync).map_err(path_error)?;
         // Checkpoints run on their own connection (see the writer module).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpoints = open_connection(path, options.durability)?;
         let reader = open_connection(path, options.durability)?;
         let (tx, rx) = mpsc::channel(4096);
-        let writer = Writer::new(conn, checkpoints, rx, queues.clone(), options.durability, wal, log_applied)
+        let writer = Writer::new(conn, checkpoints, rx, queues.clone(), options.durability, wal, progress)
             .map_err(path_error)?;
         let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer.run());
         let handle = handle.map_err(path_error)?;

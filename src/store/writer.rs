@@ -20,7 +20,7 @@
 //! again, which at-least-once delivery allows.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use std::fs::File;
@@ -31,6 +31,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::delivery_log::DeliveryLog;
+use super::inbound_log::Progress;
 use super::{
     Committed, Durability, Event, Finished, NewInbound, PurgeStep, Queues, Routed, RoutedOutput, Status, StoreError,
     now_millis,
@@ -290,7 +291,7 @@ pub(super) struct Writer {
     /// How far the inbound log is committed, and the same figure for the
     /// log's thread, which writes over a file once all of it is committed.
     log: LogProgress,
-    log_applied: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 }
 
 impl Writer {
@@ -304,7 +305,7 @@ impl Writer {
         queues: Arc<Queues>,
         durability: Durability,
         wal: PathBuf,
-        log_applied: Arc<AtomicU64>,
+        progress: Arc<Progress>,
     ) -> std::io::Result<Self> {
         let syncer = match durability {
             Durability::Normal => None,
@@ -319,8 +320,8 @@ impl Writer {
         std::thread::Builder::new()
             .name("store-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpoints, &nudged))?;
-        let log = LogProgress { applied: log_applied.load(Ordering::Acquire), stuck: false };
-        Ok(Self { conn, rx, queues, syncer, wal, wal_file: None, checkpointer: nudge, log, log_applied })
+        let log = LogProgress { applied: progress.applied.load(Ordering::Acquire), stuck: false };
+        Ok(Self { conn, rx, queues, syncer, wal, wal_file: None, checkpointer: nudge, log, progress })
     }
 
     pub(super) fn run(mut self) {
@@ -364,6 +365,13 @@ impl Writer {
             }
         }
         if !ops.is_empty() {
+            let received: usize = ops
+                .iter()
+                .map(|op| match op {
+                    Op::Inbound(inbound, ..) => inbound.body.len(),
+                    _ => 0,
+                })
+                .sum();
             // The whole group in one transaction without savepoints (they
             // cost a copy of every page touched); if any operation fails the
             // transaction is rolled back and the group is redone with each
@@ -374,6 +382,7 @@ impl Writer {
                 other => other,
             };
             self.answer(ops, result);
+            self.progress.in_flight.release(received);
         }
         for (pages, reply) in vacuum {
             let freed = incremental_vacuum(&self.conn, pages);
@@ -433,7 +442,7 @@ impl Writer {
             self.queues.adjust(production, item, *delta);
         }
         self.log = applied.log;
-        self.log_applied.store(self.log.applied, Ordering::Release);
+        self.progress.applied.store(self.log.applied, Ordering::Release);
         let mut durable = Vec::new();
         for (op, outcome) in ops.into_iter().zip(applied.outcomes) {
             let done = settle(op, outcome);
