@@ -984,6 +984,24 @@ mod tests {
         }
     }
 
+    /// Every committed message gives its room back: more than the bound
+    /// on bytes in flight goes through, one message after another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn committed_messages_give_their_room_in_flight_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
+        let big = Bytes::from(vec![b'x'; 1024 * 1024]);
+        let all = async {
+            for n in 0..12 {
+                let mut m = inbound(n);
+                m.body = big.clone();
+                store.commit_inbound(m).await.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), all).await.expect("a commit waited for room that never came");
+        assert_eq!(store.queue_depth("p", "Out"), 12);
+    }
+
     /// A logged message that cannot be committed at open stops the store
     /// from opening, with the log kept, rather than being dropped.
     #[tokio::test]
