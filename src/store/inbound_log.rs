@@ -125,23 +125,29 @@ fn segment_path(db: &Path, n: usize) -> PathBuf {
 /// Reads the intact records after `applied` from both files, in sequence
 /// order. The files are read a record at a time, so memory holds the
 /// records wanted, not the files.
-pub(super) fn read(db: &Path, applied: u64) -> std::io::Result<Vec<Record>> {
+pub(super) fn read(db: &Path, applied: u64) -> Result<Vec<Record>, StoreError> {
     let mut records = Vec::new();
     let mut record = Vec::new();
     for n in 0..2 {
-        let file = match File::open(segment_path(db, n)) {
+        let path = segment_path(db, n);
+        let failed = |reason| StoreError::Path { path: path.clone(), reason };
+        let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(failed(e)),
         };
-        let mut left = file.metadata()?.len();
+        let mut left = file.metadata().map_err(failed)?.len();
         let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
         loop {
             // The head says how long the record is; a length past the end
             // of the file is a torn or corrupt record, not a reason to
             // allocate it.
             record.resize(HEAD, 0);
-            if left < HEAD as u64 || reader.read_exact(&mut record).is_err() || record[0] != MAGIC {
+            if left < HEAD as u64 {
+                break;
+            }
+            reader.read_exact(&mut record).map_err(failed)?;
+            if record[0] != MAGIC {
                 break;
             }
             let len = u32::from_le_bytes([record[9], record[10], record[11], record[12]]) as u64 + 4;
@@ -149,9 +155,7 @@ pub(super) fn read(db: &Path, applied: u64) -> std::io::Result<Vec<Record>> {
                 break;
             }
             record.resize(HEAD + len as usize, 0);
-            if reader.read_exact(&mut record[HEAD..]).is_err() {
-                break;
-            }
+            reader.read_exact(&mut record[HEAD..]).map_err(failed)?;
             let Some((found, _)) = decode(&record, applied) else { break };
             records.extend(found);
             left -= (HEAD as u64) + len;
@@ -184,22 +188,10 @@ impl InboundLog {
     /// Opens both files, creating them full of zeros; what they hold is
     /// committed already (the caller applied it) and is overwritten.
     /// Sequence numbers continue after `applied`.
-    pub(super) fn create(db: &Path, progress: Arc<Progress>, sync: bool) -> std::io::Result<Self> {
-        let open = |n| -> std::io::Result<File> {
-            let file =
-                OpenOptions::new().create(true).truncate(false).read(true).write(true).open(segment_path(db, n))?;
-            let len = file.metadata()?.len();
-            if len < SEGMENT_BYTES {
-                let zeros = vec![0; 64 * 1024];
-                let mut at = len;
-                while at < SEGMENT_BYTES {
-                    let n = zeros.len().min((SEGMENT_BYTES - at) as usize);
-                    file.write_all_at(&zeros[..n], at)?;
-                    at += n as u64;
-                }
-                file.sync_all()?;
-            }
-            Ok(file)
+    pub(super) fn create(db: &Path, progress: Arc<Progress>, sync: bool) -> Result<Self, StoreError> {
+        let open = |n| {
+            let path = segment_path(db, n);
+            Self::prepare(&path).map_err(|reason| StoreError::Path { path, reason })
         };
         let files = [open(0)?, open(1)?];
         let next_seq = progress.applied.load(Ordering::Acquire) + 1;
@@ -215,6 +207,24 @@ impl InboundLog {
             segment_bytes: SEGMENT_BYTES,
             sync,
         })
+    }
+
+    /// Opens one file, filling it with zeros up to [`SEGMENT_BYTES`] the
+    /// first time.
+    fn prepare(path: &Path) -> std::io::Result<File> {
+        let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
+        let len = file.metadata()?.len();
+        if len < SEGMENT_BYTES {
+            let zeros = vec![0; 64 * 1024];
+            let mut at = len;
+            while at < SEGMENT_BYTES {
+                let n = zeros.len().min((SEGMENT_BYTES - at) as usize);
+                file.write_all_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            file.sync_all()?;
+        }
+        Ok(file)
     }
 
     /// Appends and syncs every request that is waiting, answers their

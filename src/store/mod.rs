@@ -507,12 +507,12 @@ impl Store {
         let path_error = |reason| StoreError::Path { path: path.to_owned(), reason };
         let applied: i64 = conn.query_row("SELECT applied FROM inbound_log WHERE id = 0", [], |r| r.get(0))?;
         let applied = applied.max(0) as u64;
-        let records = inbound_log::read(path, applied).map_err(path_error)?;
+        let records = inbound_log::read(path, applied)?;
         let applied = writer::replay(&conn, records, &queues, applied)?;
         writer::sync_wal(&wal, &mut None).map_err(path_error)?;
         let progress = Arc::new(inbound_log::Progress { applied: AtomicU64::new(applied), ..Default::default() });
         let sync = options.durability == Durability::Full;
-        let log = InboundLog::create(path, progress.clone(), sync).map_err(path_error)?;
+        let log = InboundLog::create(path, progress.clone(), sync)?;
         // Checkpoints run on their own connection (see the writer module).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpoints = open_connection(path, options.durability)?;
@@ -1000,6 +1000,20 @@ mod tests {
         };
         tokio::time::timeout(Duration::from_secs(60), all).await.expect("a commit waited for room that never came");
         assert_eq!(store.queue_depth("p", "Out"), 12);
+    }
+
+    /// An inbound log that cannot be read is an error naming it, never
+    /// taken for an empty one.
+    #[test]
+    fn an_unreadable_inbound_log_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        std::fs::create_dir(format!("{}-inbound-1", path.display())).unwrap();
+        let error = Store::open(&path, StoreOptions::default()).err().expect("the store must not open");
+        assert!(
+            matches!(&error, StoreError::Path { path: p, .. } if p.to_string_lossy().ends_with("store.db-inbound-1")),
+            "{error}"
+        );
     }
 
     /// A logged message that cannot be committed at open stops the store
