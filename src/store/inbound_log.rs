@@ -43,7 +43,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::writer::{Op, sync_wal};
 use super::{Committed, InlineRoute, NewInbound, RoutedOutput, StoreError, delivery_log};
 
-/// Size past which appends move to the other file, once it can be emptied.
+/// Size past which writing moves to the other file, once that can be
+/// written over.
 const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 /// Most messages written and synced together.
 const MAX_BATCH: usize = 1024;
@@ -305,8 +306,8 @@ impl InboundLog {
         }
     }
 
-    /// Moves appends to the other file once this one is long and the other
-    /// can be emptied (see the module documentation).
+    /// Moves writing to the other file once this one is long and the other
+    /// can be written over (see the module documentation).
     fn turn(&mut self) {
         let other = 1 - self.active;
         if self.len[self.active] < self.segment_bytes {
@@ -510,10 +511,10 @@ mod tests {
     /// The log's thread with files of about two records, and a stand-in
     /// for the writer that commits what it is told to.
     #[test]
-    fn a_file_is_emptied_only_once_all_of_it_is_committed() {
+    fn a_file_is_written_over_only_once_all_of_it_is_committed() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("s.db");
-        // The store's write-ahead log, synced before a file is emptied.
+        // The store's write-ahead log, synced before a file is written over.
         std::fs::write(dir.path().join("s.db-wal"), b"").unwrap();
         let progress = Arc::new(Progress { applied: AtomicU64::new(41), in_flight: InFlight::default() });
         let mut log = InboundLog::create(&db, progress.clone(), true).unwrap();
@@ -539,7 +540,7 @@ mod tests {
         assert_eq!((seqs(0), seqs(1)), (vec![42, 43], vec![]), "the first file is full, the second unused");
         assert_eq!(send(3), 44);
         assert_eq!(send(4), 45);
-        // The first file cannot be emptied while 42 and 43 are not committed.
+        // The first file cannot be written over while 42 and 43 are not committed.
         assert_eq!(send(5), 46);
         assert_eq!((seqs(0), seqs(1)), (vec![42, 43], vec![44, 45, 46]));
         // Once they are, writing starts again at the beginning of the first

@@ -977,7 +977,7 @@ mod tests {
                 store.fetch_queue("p", "Out", 10).unwrap().into_iter().map(|q| q.control_id.unwrap()).collect();
             assert_eq!(ids, ["M0", "M1", "M2", "M3"]);
             assert_eq!(applied(), 4);
-            // Killed again before the files were emptied: nothing is
+            // Killed again before the files were written over: nothing is
             // committed twice.
             drop(store);
             write(1, &[(3, 2), (4, 3)]);
