@@ -554,6 +554,35 @@ mod tests {
         assert_eq!(thread.join().unwrap(), 48);
     }
 
+    /// A full disk refuses the batch (its senders get a negative ACK),
+    /// gives its room back, and the next batch is written where it would
+    /// have been, with the same numbers.
+    #[test]
+    fn a_failed_write_refuses_the_batch_and_the_next_one_takes_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let progress = Arc::new(Progress::default());
+        let mut log = InboundLog::create(&db, progress.clone(), true).unwrap();
+        let good = std::mem::replace(&mut log.files[0], OpenOptions::new().write(true).open("/dev/full").unwrap());
+        let (writer, mut handed) = mpsc::channel(16);
+        let entry = |n| {
+            let (durable, is_durable) = oneshot::channel();
+            (Entry { inbound: message(n), durable, committed: oneshot::channel().0 }, is_durable)
+        };
+        let (first, refused) = entry(1);
+        log.append(&mut vec![first], &mut Vec::new(), &writer);
+        let error = refused.blocking_recv().unwrap().unwrap_err().to_string();
+        assert!(error.contains("cannot write the inbound log"), "{error}");
+        assert!(handed.try_recv().is_err(), "a refused message reached the writer");
+        assert_eq!(*progress.in_flight.bytes.lock().unwrap(), 0, "the refused batch kept its room");
+        log.files[0] = good;
+        let (second, accepted) = entry(2);
+        log.append(&mut vec![second], &mut Vec::new(), &writer);
+        accepted.blocking_recv().unwrap().unwrap();
+        assert!(matches!(handed.try_recv(), Ok(Op::Logged(m)) if m[0].2 == 1), "numbered as the refused one was");
+        assert_eq!(read(&db, 0).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), [1]);
+    }
+
     #[test]
     fn the_bytes_in_flight_are_bounded() {
         let in_flight = Arc::new(InFlight::default());
