@@ -64,6 +64,15 @@ async fn inbound_is_queued_per_target_in_order_with_one_body() {
     assert_eq!(store.body(trace[1].id).unwrap(), store.body(trace[2].id).unwrap());
 }
 
+/// A router's outputs: the message as it came to "Lab out", and a
+/// transformed one to "Archive".
+fn lab_and_archive(archive_body: Bytes, control_id: Option<String>) -> Vec<RoutedOutput> {
+    vec![
+        RoutedOutput { target: "Lab out".into(), body: None, control_id: None },
+        RoutedOutput { target: "Archive".into(), body: Some(archive_body), control_id },
+    ]
+}
+
 /// `inbound` with a routing decision of "ADT router" already made: send to
 /// "Lab out" and to "Archive" (transformed).
 fn inbound_routed(n: usize, targets: &[&str]) -> NewInbound {
@@ -72,14 +81,7 @@ fn inbound_routed(n: usize, targets: &[&str]) -> NewInbound {
         router: "ADT router".into(),
         status: Status::Completed,
         error: None,
-        outputs: vec![
-            RoutedOutput { target: "Lab out".into(), body: None, control_id: None },
-            RoutedOutput {
-                target: "Archive".into(),
-                body: Some(Bytes::from(format!("MSH|^~\\&|X||||||ADT^A01|T{n}|P|2.5\r"))),
-                control_id: Some(format!("T{n}")),
-            },
-        ],
+        outputs: lab_and_archive(Bytes::from(format!("MSH|^~\\&|X||||||ADT^A01|T{n}|P|2.5\r")), Some(format!("T{n}"))),
     }];
     m
 }
@@ -172,14 +174,7 @@ async fn routing_and_delivery_record_status_and_reply_together() {
             header_id: router_header,
             status: Status::Completed,
             error: None,
-            outputs: vec![
-                RoutedOutput { target: "Lab out".into(), body: None, control_id: None },
-                RoutedOutput {
-                    target: "Archive".into(),
-                    body: Some(Bytes::from_static(b"MSH|^~\\&|X")),
-                    control_id: None,
-                },
-            ],
+            outputs: lab_and_archive(Bytes::from_static(b"MSH|^~\\&|X"), None),
         })
         .await
         .unwrap();
