@@ -36,6 +36,19 @@ fn commit_concurrently(store: &Store, tasks: usize, each: usize) -> Vec<tokio::t
         .collect()
 }
 
+/// A first delivery by "Out" that completed, without a reply.
+fn completed(header_id: i64) -> Finished {
+    Finished {
+        header_id,
+        production: "adt".into(),
+        item: "Out".into(),
+        status: Status::Completed,
+        attempts: 1,
+        reply: None,
+        error: None,
+    }
+}
+
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap().0
 }
@@ -276,16 +289,7 @@ async fn queue_depths_are_kept_in_the_file_and_rebuilt_by_the_migration() {
     }
     let head = store.fetch_queue("adt", "Out", 2).unwrap();
     for q in &head {
-        let finished = Finished {
-            header_id: q.id,
-            production: "adt".into(),
-            item: "Out".into(),
-            status: Status::Completed,
-            attempts: 1,
-            reply: None,
-            error: None,
-        };
-        store.finish(finished).await.unwrap();
+        store.finish(completed(q.id)).await.unwrap();
     }
     store.close().await;
     let depth = |conn: &rusqlite::Connection, item: &str| -> i64 {
@@ -452,15 +456,7 @@ async fn purge_removes_finished_history_keeps_pending_and_shrinks_the_file() {
 async fn purge_stops_at_the_cutoff_and_keeps_bodies_still_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let finish = |id: i64| Finished {
-        header_id: id,
-        production: "adt".into(),
-        item: "Out".into(),
-        status: Status::Completed,
-        attempts: 1,
-        reply: None,
-        error: None,
-    };
+    let finish = completed;
     // Old: one finished message, one still pending (its body is shared
     // with its finished service header).
     let done = store.commit_inbound(inbound(1, &["Out"])).await.unwrap().queued[0];
