@@ -321,8 +321,8 @@ impl MllpInConfig {
 /// `ack_mode` of an `mllp_in` item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AckMode {
-    /// `immediate` (default): answer AA as soon as the message is committed
-    /// to the store (commit-then-ACK), AE/AR when it cannot be.
+    /// `immediate` (default): answer AA as soon as the message is durable
+    /// in the store (its inbound log), AE/AR when it cannot be.
     #[default]
     Immediate,
     /// `never`: store the message and send no ACK, for senders that do not
