@@ -1,7 +1,8 @@
 //! `mllp_in`: a business service that listens for MLLP connections, stores
 //! each message and acknowledges it.
 //!
-//! The ACK is sent only after the message is committed (invariant 1). A
+//! The ACK is sent only after the message is stored durably, in the
+//! store's inbound log, from which it is committed (invariant 1). A
 //! message that cannot be read or lacks what an ACK needs is rejected with
 //! AR (CR in enhanced mode) and an ERR segment; a message that cannot be
 //! stored gets AE (CE). Peers are held to an idle timeout, a read timeout
