@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use switchboard::store::{
-    Durability, Event, EventLevel, Finished, InlineRoute, NewInbound, Routed, RoutedOutput, Status, Store, StoreOptions,
+    Durability, Event, EventLevel, Finished, InlineRoute, NewInbound, RouteDecision, Routed, RoutedOutput, Status,
+    Store, StoreOptions,
 };
 
 fn inbound(n: usize, targets: &[&str]) -> NewInbound {
@@ -92,9 +93,14 @@ fn inbound_routed(n: usize, targets: &[&str]) -> NewInbound {
     let mut m = inbound(n, targets);
     m.routed = vec![InlineRoute {
         router: "ADT router".into(),
-        status: Status::Completed,
-        error: None,
-        outputs: lab_and_archive(Bytes::from(format!("MSH|^~\\&|X||||||ADT^A01|T{n}|P|2.5\r")), Some(format!("T{n}"))),
+        decision: RouteDecision {
+            status: Status::Completed,
+            error: None,
+            outputs: lab_and_archive(
+                Bytes::from(format!("MSH|^~\\&|X||||||ADT^A01|T{n}|P|2.5\r")),
+                Some(format!("T{n}")),
+            ),
+        },
     }];
     m
 }
@@ -131,9 +137,7 @@ async fn a_decision_made_on_receipt_is_applied_in_the_same_commit() {
     let mut discarded = inbound(2, &["ADT router"]);
     discarded.routed = vec![InlineRoute {
         router: "ADT router".into(),
-        status: Status::Discarded,
-        error: Some("no rule matched".into()),
-        outputs: vec![],
+        decision: RouteDecision { status: Status::Discarded, error: Some("no rule matched".into()), outputs: vec![] },
     }];
     let c = store.commit_inbound(discarded).await.unwrap();
     let h = store.header(c.queued[0]).unwrap().unwrap();
@@ -165,7 +169,10 @@ async fn a_decision_made_on_receipt_waits_behind_the_routers_backlog() {
     for id in queued {
         let to_lab = vec![RoutedOutput { target: "Lab out".into(), body: None, control_id: None }];
         store
-            .commit_routed(Routed { header_id: id, status: Status::Completed, error: None, outputs: to_lab })
+            .commit_routed(Routed {
+                header_id: id,
+                decision: RouteDecision { status: Status::Completed, error: None, outputs: to_lab },
+            })
             .await
             .unwrap();
     }
@@ -185,9 +192,11 @@ async fn routing_and_delivery_record_status_and_reply_together() {
     let out = store
         .commit_routed(Routed {
             header_id: router_header,
-            status: Status::Completed,
-            error: None,
-            outputs: lab_and_archive(Bytes::from_static(b"MSH|^~\\&|X"), None),
+            decision: RouteDecision {
+                status: Status::Completed,
+                error: None,
+                outputs: lab_and_archive(Bytes::from_static(b"MSH|^~\\&|X"), None),
+            },
         })
         .await
         .unwrap();
@@ -198,7 +207,10 @@ async fn routing_and_delivery_record_status_and_reply_together() {
 
     // Routing the same header twice does nothing the second time.
     let again = store
-        .commit_routed(Routed { header_id: router_header, status: Status::Completed, error: None, outputs: vec![] })
+        .commit_routed(Routed {
+            header_id: router_header,
+            decision: RouteDecision { status: Status::Completed, error: None, outputs: vec![] },
+        })
         .await
         .unwrap();
     assert!(again.is_empty());
@@ -253,8 +265,10 @@ async fn a_failing_operation_is_undone_alone_and_its_group_commits() {
     let store = open(&dir);
     // Submitted together, so they share groups with the failing one.
     let commits = futures_util::future::join_all((0..32).map(|n| store.commit_inbound(inbound(n, &["Out"]))));
-    let bad =
-        store.commit_routed(Routed { header_id: 987_654, status: Status::Completed, error: None, outputs: vec![] });
+    let bad = store.commit_routed(Routed {
+        header_id: 987_654,
+        decision: RouteDecision { status: Status::Completed, error: None, outputs: vec![] },
+    });
     let (commits, bad) = tokio::join!(commits, bad);
     bad.expect_err("routing a header that does not exist fails");
     let mut ids = Vec::new();

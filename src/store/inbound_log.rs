@@ -41,7 +41,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::writer::{Op, sync_wal};
-use super::{Committed, InlineRoute, NewInbound, RoutedOutput, StoreError, delivery_log};
+use super::{Committed, InlineRoute, NewInbound, RouteDecision, RoutedOutput, StoreError, delivery_log};
 
 /// Size past which writing moves to the other file, once that can be
 /// written over.
@@ -375,10 +375,11 @@ pub(super) fn encode(seq: u64, m: &NewInbound, out: &mut Vec<u8>) {
     put_count(out, m.routed.len());
     for route in &m.routed {
         put_bytes(out, route.router.as_bytes());
-        out.push(delivery_log::status_code(route.status));
-        put_opt(out, route.error.as_deref().map(str::as_bytes));
-        put_count(out, route.outputs.len());
-        for output in &route.outputs {
+        let decision = &route.decision;
+        out.push(delivery_log::status_code(decision.status));
+        put_opt(out, decision.error.as_deref().map(str::as_bytes));
+        put_count(out, decision.outputs.len());
+        for output in &decision.outputs {
             put_bytes(out, output.target.as_bytes());
             put_opt(out, output.body.as_deref());
             put_opt(out, output.control_id.as_deref().map(str::as_bytes));
@@ -472,7 +473,7 @@ fn decode(bytes: &[u8], applied: u64) -> Option<(Option<Record>, usize)> {
             let control_id = c.opt_text()?;
             outputs.push(RoutedOutput { target, body, control_id });
         }
-        routed.push(InlineRoute { router, status, error, outputs });
+        routed.push(InlineRoute { router, decision: RouteDecision { status, error, outputs } });
     }
     let inbound = NewInbound { production, service, origin, body, control_id, message_type, targets, routed };
     Some((Some(Record { seq, inbound }), end + 4))
@@ -494,16 +495,18 @@ mod tests {
             targets: vec!["Router".into(), "Copy".into()],
             routed: vec![InlineRoute {
                 router: "Router".into(),
-                status: Status::Completed,
-                error: Some("why".into()),
-                outputs: vec![
-                    RoutedOutput { target: "Out".into(), body: None, control_id: None },
-                    RoutedOutput {
-                        target: "Other".into(),
-                        body: Some(Bytes::from_static(b"MSH|x")),
-                        control_id: Some("T".into()),
-                    },
-                ],
+                decision: RouteDecision {
+                    status: Status::Completed,
+                    error: Some("why".into()),
+                    outputs: vec![
+                        RoutedOutput { target: "Out".into(), body: None, control_id: None },
+                        RoutedOutput {
+                            target: "Other".into(),
+                            body: Some(Bytes::from_static(b"MSH|x")),
+                            control_id: Some("T".into()),
+                        },
+                    ],
+                },
             }],
         }
     }

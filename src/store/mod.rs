@@ -181,7 +181,16 @@ pub struct NewInbound {
 pub struct InlineRoute {
     /// The router (one of the message's targets).
     pub router: String,
-    /// `Completed`, `Discarded` or `Error`, as in [`Routed`].
+    /// What it decided.
+    pub decision: RouteDecision,
+}
+
+/// What a router does with one message, whether it took the message from
+/// its queue ([`Routed`]) or decided where it was received
+/// ([`InlineRoute`]).
+#[derive(Clone, Debug)]
+pub struct RouteDecision {
+    /// `Completed`, `Discarded` or `Error`.
     pub status: Status,
     /// Why, for `Discarded` and `Error`.
     pub error: Option<String>,
@@ -208,12 +217,8 @@ pub struct Committed {
 pub struct Routed {
     /// The router's header.
     pub header_id: i64,
-    /// `Completed`, `Discarded` or `Error`.
-    pub status: Status,
-    /// Why, for `Discarded` and `Error`.
-    pub error: Option<String>,
-    /// Messages to queue.
-    pub outputs: Vec<RoutedOutput>,
+    /// What the router decided.
+    pub decision: RouteDecision,
 }
 
 /// One message a router sends on.

@@ -789,7 +789,7 @@ fn inbound_tx(
             .find(|r| &r.router == target)
             .filter(|_| depths.is_empty(&inbound.production, target));
         let (status, attempts, error) = match route {
-            Some(r) => (r.status, 1, r.error.as_deref()),
+            Some(r) => (r.decision.status, 1, r.decision.error.as_deref()),
             None => (Status::Queued, 0, None),
         };
         insert.execute(params![
@@ -819,7 +819,7 @@ fn inbound_tx(
                     control_id: inbound.control_id.as_deref(),
                     message_type: inbound.message_type.as_deref(),
                 };
-                queue_outputs(tx, &parent, &route.outputs, now, ids, deltas)?;
+                queue_outputs(tx, &parent, &route.decision.outputs, now, ids, deltas)?;
                 committed.routed.push(target.clone());
             }
             None => deltas.push((inbound.production.clone(), target.clone(), 1)),
@@ -902,7 +902,7 @@ fn routed_tx(tx: &Connection, routed: &Routed, ids: &mut HeaderIds, deltas: &mut
             "UPDATE header SET status = ?1, error_text = ?2, updated_at = ?3, attempts = attempts + 1
              WHERE id = ?4 AND status IN ('queued', 'delivering')",
         )?
-        .execute(params![routed.status.as_str(), routed.error, now, routed.header_id])?;
+        .execute(params![routed.decision.status.as_str(), routed.decision.error, now, routed.header_id])?;
     if changed == 0 {
         // Already finished (e.g. by a concurrent stop): nothing to route.
         return Ok(Vec::new());
@@ -917,7 +917,7 @@ fn routed_tx(tx: &Connection, routed: &Routed, ids: &mut HeaderIds, deltas: &mut
         control_id: control_id.as_deref(),
         message_type: message_type.as_deref(),
     };
-    queue_outputs(tx, &parent, &routed.outputs, now, ids, deltas)
+    queue_outputs(tx, &parent, &routed.decision.outputs, now, ids, deltas)
 }
 
 fn set_status(tx: &Connection, ids: &[i64], to: &str, from: &str) -> rusqlite::Result<()> {
@@ -1039,14 +1039,16 @@ fn purge_tx(tx: &Connection, cutoff: i64, after: i64, limit: usize) -> rusqlite:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{InlineRoute, schema};
+    use crate::store::{InlineRoute, RouteDecision, schema};
 
     fn inbound(n: usize, route: bool) -> NewInbound {
         let routed = route.then(|| InlineRoute {
             router: "Router".into(),
-            status: Status::Completed,
-            error: None,
-            outputs: vec![RoutedOutput { target: "Out".into(), body: None, control_id: None }],
+            decision: RouteDecision {
+                status: Status::Completed,
+                error: None,
+                outputs: vec![RoutedOutput { target: "Out".into(), body: None, control_id: None }],
+            },
         });
         NewInbound {
             production: "p".into(),

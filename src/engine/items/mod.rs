@@ -236,12 +236,7 @@ impl InlineRouters {
                 error: decision.error.clone(),
                 outputs: decision.outputs.len(),
             });
-            routes.push(InlineRoute {
-                router: slot.name.clone(),
-                status: decision.status,
-                error: decision.error,
-                outputs: decision.outputs,
-            });
+            routes.push(InlineRoute { router: slot.name.clone(), decision });
         }
         (routes, decided)
     }

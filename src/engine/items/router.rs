@@ -8,7 +8,7 @@ use crate::config::{NoMatch, Problem, RouterConfig, RuleAction, TransformConfig}
 use crate::engine::production::{ItemSlot, ProductionShared};
 use crate::engine::rules::{Condition, Transform, TransformStep};
 use crate::hl7::{Message, Path};
-use crate::store::{EventLevel, Routed, RoutedOutput, Status};
+use crate::store::{EventLevel, RouteDecision, Routed, RoutedOutput, Status};
 
 /// Messages routed per batch (and per commit).
 const BATCH: usize = 64;
@@ -78,15 +78,15 @@ impl CompiledRouter {
     fn route(&self, header_id: i64, body: &Bytes, control_id: Option<&str>) -> Routed {
         let decision = match Message::parse(body) {
             Ok(msg) => self.decide(&msg, body, control_id),
-            Err(e) => Decision::failed(format!("message cannot be parsed: {e}")),
+            Err(e) => failed(format!("message cannot be parsed: {e}")),
         };
-        Routed { header_id, status: decision.status, error: decision.error, outputs: decision.outputs }
+        Routed { header_id, decision }
     }
 
     /// What to do with one message: the first rule that matches picks the
     /// targets and the transform. `body` is the text `msg` was parsed from.
-    pub(crate) fn decide(&self, msg: &Message<'_>, body: &Bytes, control_id: Option<&str>) -> Decision {
-        let decided = |status, error: Option<String>| Decision { status, error, outputs: Vec::new() };
+    pub(crate) fn decide(&self, msg: &Message<'_>, body: &Bytes, control_id: Option<&str>) -> RouteDecision {
+        let decided = |status, error: Option<String>| RouteDecision { status, error, outputs: Vec::new() };
         let Some((index, rule)) = self.rules.iter().enumerate().find(|(_, r)| r.condition.matches(msg)) else {
             return match self.no_match {
                 NoMatch::Discard => decided(Status::Discarded, Some(NO_RULE_MATCHED.into())),
@@ -101,7 +101,7 @@ impl CompiledRouter {
         } else {
             match rule.transform.apply(body) {
                 Ok(bytes) => Some(Bytes::from(bytes)),
-                Err(e) => return Decision::failed(format!("rule {index}: {e}")),
+                Err(e) => return failed(format!("rule {index}: {e}")),
             }
         };
         let new_control_id = body.as_ref().and_then(|b| {
@@ -117,15 +117,16 @@ impl CompiledRouter {
                 control_id: new_control_id.clone(),
             })
             .collect();
-        decided(Status::Completed, None).with_outputs(outputs)
+        RouteDecision { status: Status::Completed, error: None, outputs }
     }
 
     pub(crate) async fn run(&self, ctx: &ItemCtx) {
         while let Some(batch) = ctx.next_batch(BATCH).await {
             let decisions: Vec<Routed> =
                 batch.iter().map(|q| self.route(q.id, &q.body, q.control_id.as_deref())).collect();
-            for d in &decisions {
-                account(&ctx.production, &ctx.slot, d.header_id, d.status, d.error.as_deref(), d.outputs.len());
+            for Routed { header_id, decision } in &decisions {
+                let (status, error) = (decision.status, decision.error.as_deref());
+                account(&ctx.production, &ctx.slot, *header_id, status, error, decision.outputs.len());
             }
             let results = ctx.store().commit_routed_all(decisions).await;
             if let Some(e) = results.into_iter().find_map(Result::err) {
@@ -143,21 +144,9 @@ impl CompiledRouter {
 /// Why a message was discarded or failed when no rule matched it.
 const NO_RULE_MATCHED: &str = "no rule matched";
 
-/// A router's decision for one message.
-pub(crate) struct Decision {
-    pub(crate) status: Status,
-    pub(crate) error: Option<String>,
-    pub(crate) outputs: Vec<RoutedOutput>,
-}
-
-impl Decision {
-    fn failed(error: String) -> Self {
-        Self { status: Status::Error, error: Some(error), outputs: Vec::new() }
-    }
-
-    fn with_outputs(self, outputs: Vec<RoutedOutput>) -> Self {
-        Self { outputs, ..self }
-    }
+/// A message the router cannot route.
+fn failed(error: String) -> RouteDecision {
+    RouteDecision { status: Status::Error, error: Some(error), outputs: Vec::new() }
 }
 
 /// Counts one routed message in the router's statistics, and logs a
