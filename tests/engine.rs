@@ -303,6 +303,34 @@ async fn a_routers_backlog_stays_ahead_of_messages_routed_on_receipt() {
     engine.shutdown().await;
 }
 
+/// The published status (what the MQTT bridge and the web UI read) shows a
+/// queue emptied by its last delivery, although the delivery's result is
+/// committed after the operation has counted it as sent: here the commit is
+/// held up until long after the count was published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_published_status_shows_a_queue_emptied_by_its_last_delivery() {
+    let p = Pipeline::new(&[], &[]).await;
+    p.receiver.set_delay(Duration::from_millis(300));
+    let mut published = p.engine.subscribe();
+    p.send_accepted("ADT^A01", "P1").await;
+    assert!(p.receiver.wait_len(1, WAIT).await);
+    // While the receiver thinks, another connection takes the store's
+    // write lock, so the result waits in the delivery log.
+    let lock = rusqlite::Connection::open(p._dir.path().join("store.db")).unwrap();
+    lock.busy_timeout(WAIT).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let counted = |s: &switchboard::engine::EngineStatus| s.item(PRODUCTION, "Out").is_some_and(|out| out.sent == 1);
+    assert!(tokio::time::timeout(WAIT, published.wait_for(|s| counted(s))).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.execute_batch("ROLLBACK").unwrap();
+    let emptied =
+        |s: &switchboard::engine::EngineStatus| s.item(PRODUCTION, "Out").is_some_and(|out| out.queue_depth == 0);
+    let seen = tokio::time::timeout(WAIT, published.wait_for(|s| emptied(s))).await.is_ok();
+    assert!(seen, "published: {:?}", published.borrow().item(PRODUCTION, "Out"));
+    assert_eq!(p.engine.status().item(PRODUCTION, "Out").unwrap().queue_depth, 0);
+    p.engine.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------
 // 2. ReplyCodeActions, end to end
 

@@ -260,6 +260,17 @@ impl Engine {
             let hub = engine.inner.hub.clone();
             hub.run(|| engine.status(), stop).await;
         });
+        // Queue depths change in the store's writer, not through the items'
+        // counters: they mark the snapshot stale too.
+        let (store, hub, stop) = (self.inner.store.clone(), self.inner.hub.clone(), self.inner.shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = store.queue_depths_changed() => hub.touch(),
+                }
+            }
+        });
         self.check_certificates();
         let engine = self.clone();
         tokio::spawn(async move { engine.maintain_tls().await });

@@ -380,6 +380,9 @@ type QueueKey = (String, String);
 #[derive(Debug, Default)]
 pub(crate) struct Queues {
     map: RwLock<HashMap<QueueKey, Arc<QueueState>>>,
+    /// Signalled whenever a depth changes (see
+    /// [`Store::queue_depths_changed`]).
+    changed: Notify,
 }
 
 impl Queues {
@@ -402,6 +405,7 @@ impl Queues {
         if delta > 0 {
             q.notify.notify_one();
         }
+        self.changed.notify_one();
     }
 }
 
@@ -744,6 +748,15 @@ impl Store {
     pub async fn queued_notification(&self, production: &str, item: &str) {
         let q = self.inner.queues.get(production, item);
         q.notify.notified().await;
+    }
+
+    /// Resolves once a queue depth has changed since the last time it
+    /// resolved. Depths change when the writer commits, which may be after
+    /// whatever the engine reports about the same messages (a delivery
+    /// result is committed after the operation has counted it), so whoever
+    /// publishes depths must also listen here.
+    pub async fn queue_depths_changed(&self) {
+        self.inner.queues.changed.notified().await;
     }
 
     /// Wakes the item draining this queue (e.g. after a resend or a restart).
