@@ -139,6 +139,7 @@ pub(super) fn read(db: &Path, applied: u64) -> Result<Vec<Record>, StoreError> {
         };
         let mut left = file.metadata().map_err(failed)?.len();
         let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
+        let mut previous = 0;
         loop {
             // The head says how long the record is; a length past the end
             // of the file is a torn or corrupt record, not a reason to
@@ -148,9 +149,15 @@ pub(super) fn read(db: &Path, applied: u64) -> Result<Vec<Record>, StoreError> {
                 break;
             }
             reader.read_exact(&mut record).map_err(failed)?;
-            if record[0] != MAGIC {
+            // Numbers rise within a round; a smaller one starts what is
+            // left of an earlier round, all of it committed long since.
+            let seq = u64::from_le_bytes([
+                record[1], record[2], record[3], record[4], record[5], record[6], record[7], record[8],
+            ]);
+            if record[0] != MAGIC || seq < previous {
                 break;
             }
+            previous = seq;
             let len = u32::from_le_bytes([record[9], record[10], record[11], record[12]]) as u64 + 4;
             if len > left - HEAD as u64 {
                 break;
@@ -553,6 +560,8 @@ mod tests {
         assert_eq!((send(6), send(7)), (47, 48));
         assert_eq!((seqs(0), seqs(1)), (vec![48, 43], vec![44, 45, 46, 47]));
         assert_eq!(read(&db, 43).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), [44, 45, 46, 47, 48]);
+        // Reading stops where an earlier round's leftovers begin.
+        assert_eq!(read(&db, 0).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), [44, 45, 46, 47, 48]);
         tx.blocking_send(Request::Shutdown).unwrap();
         assert_eq!(thread.join().unwrap(), 48);
     }
