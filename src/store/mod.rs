@@ -1020,6 +1020,31 @@ mod tests {
         assert_eq!(store.queue_depth("p", "Out"), 12);
     }
 
+    /// A logged message the writer cannot commit while running (a stand-in
+    /// for a full disk) is not lost: its sender got the ACK, so it stays in
+    /// the log and the next start commits it. The messages after it are
+    /// applied again then (at-least-once).
+    #[tokio::test]
+    async fn a_logged_message_that_fails_to_commit_is_committed_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        store.commit_inbound(inbound(1)).await.unwrap();
+        let refuse = "CREATE TRIGGER refuse BEFORE INSERT ON header WHEN NEW.control_id = 'M2'
+                      BEGIN SELECT RAISE(ABORT, 'refused'); END;";
+        Connection::open(&path).unwrap().execute_batch(refuse).unwrap();
+        let refused = store.receive_inbound(inbound(2)).await.expect("durable in the log: acknowledged");
+        assert!(refused.wait().await.is_err(), "the commit was refused");
+        store.commit_inbound(inbound(3)).await.unwrap();
+        store.close().await;
+        drop(store);
+        Connection::open(&path).unwrap().execute_batch("DROP TRIGGER refuse").unwrap();
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        let ids: Vec<_> =
+            store.fetch_queue("p", "Out", 10).unwrap().into_iter().map(|q| q.control_id.unwrap()).collect();
+        assert_eq!(ids, ["M1", "M3", "M2", "M3"]);
+    }
+
     /// An inbound log that cannot be read is an error naming it, never
     /// taken for an empty one.
     #[test]
