@@ -458,7 +458,11 @@ async fn purge_removes_finished_history_keeps_pending_and_shrinks_the_file() {
     assert_eq!(stats.headers, 2 * 2000 + 1, "the service headers and the finished deliveries");
     assert_eq!(stats.bodies, 2000);
     assert!(stats.events >= 1);
-    assert!(after < before / 4, "file should shrink: {before} -> {after} bytes");
+    // The inbound log's two files (16 MiB, written over in place) count in
+    // the size and stay; the database gives back what the bodies took.
+    assert!(after >= 16 * 1024 * 1024, "the inbound log counts: {after} bytes");
+    let bodies = 2000 * big.len() as u64;
+    assert!(before - after >= bodies * 3 / 4, "the store should shrink by the bodies: {before} -> {after} bytes");
     // The pending message, its body and its queue position survive.
     assert_eq!(store.queue_depth("adt", "Out"), 1);
     assert_eq!(store.fetch_queue("adt", "Out", 10).unwrap()[0].id, pending);

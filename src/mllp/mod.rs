@@ -2,7 +2,7 @@
 //! client on top of it.
 
 mod client;
-mod codec;
+pub mod codec;
 
 pub use client::{ClientError, ClientTls, MllpClient, Stream};
 pub use codec::*;

@@ -858,10 +858,14 @@ impl Store {
         Ok(total)
     }
 
-    /// Size of the database file and its write-ahead log, in bytes.
+    /// Bytes the store takes on disk: the database, its write-ahead log,
+    /// the inbound log's two files (a fixed 16 MiB) and the delivery log,
+    /// so the figure is what the disk must hold, not only the database.
     pub fn size_on_disk(&self) -> u64 {
-        let wal = PathBuf::from(format!("{}-wal", self.inner.path.display()));
-        [&self.inner.path, &wal].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+        let path = &self.inner.path;
+        let beside = |suffix: &str| PathBuf::from(format!("{}-{suffix}", path.display()));
+        let files = [path.clone(), beside("wal"), beside("inbound-0"), beside("inbound-1"), beside("deliveries")];
+        files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 
     /// Stops the writer after the operations already submitted and waits for
