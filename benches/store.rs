@@ -26,7 +26,7 @@ fn inbound(n: u64) -> NewInbound {
 }
 
 fn open(dir: &tempfile::TempDir) -> Store {
-    let options = StoreOptions { durability: Durability::Normal };
+    let options = StoreOptions { durability: Durability::Normal, ..StoreOptions::default() };
     Store::open(&dir.path().join("store.db"), options).expect("a fresh store opens").0
 }
 

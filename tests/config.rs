@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use switchboard::config::{
-    self, AckMode, Config, ConfigError, Durability, ItemKind, NoMatch, Position, Problem, RuleAction, TlsRole,
-    TlsVersion, TransformConfig, VerifyPeer,
+    self, AckMode, BackgroundPriority, Config, ConfigError, Durability, ItemKind, NoMatch, Position, Problem,
+    RuleAction, TlsRole, TlsVersion, TransformConfig, VerifyPeer,
 };
 
 const SOURCE: &str = "/etc/switchboard/productions.yaml";
@@ -125,6 +125,7 @@ productions:
 ";
     let config = parse(yaml).unwrap();
     assert_eq!(config.store.durability, Durability::Full);
+    assert_eq!(config.store.background_priority, BackgroundPriority::Low);
     assert_eq!(config.store.retention_days, 30);
     assert!(config.tls.is_empty());
     let p = &config.productions[0];
@@ -176,6 +177,7 @@ fn every_setting_is_read() {
 store:
   durability: normal
   retention_days: 0
+  background_priority: normal
 tls:
   adt-server:
     role: server
@@ -246,6 +248,7 @@ productions:
     let config = parse(yaml).unwrap();
     assert_eq!(config.store.durability, Durability::Normal);
     assert_eq!(config.store.retention_days, 0);
+    assert_eq!(config.store.background_priority, BackgroundPriority::Normal);
     let server = &config.tls["adt-server"];
     assert_eq!(server.role, TlsRole::Server);
     assert_eq!(server.cert_file.as_deref(), Some(Path::new("/etc/switchboard/certs/server.crt")));
@@ -355,7 +358,7 @@ fn each_mistake_is_reported_at_its_path() {
             "unknown store key",
             format!("store:\n  retention: 5\n{}", chain_with("")),
             "store.retention",
-            "valid keys are: durability, retention_days",
+            "valid keys are: durability, retention_days, background_priority",
         ),
         (
             "unknown tls key",
@@ -483,6 +486,12 @@ fn each_mistake_is_reported_at_its_path() {
             format!("store:\n  durability: safe\n{}", chain_with("")),
             "store.durability",
             "use one of: full, normal",
+        ),
+        (
+            "background_priority",
+            format!("store:\n  background_priority: idle\n{}", chain_with("")),
+            "store.background_priority",
+            "use one of: low, normal",
         ),
         (
             "retention_days negative",

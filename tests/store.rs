@@ -347,7 +347,8 @@ async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
     let wal = dir.path().join("store.db-wal");
-    let store = Store::open(&path, StoreOptions { durability: Durability::Normal }).unwrap().0;
+    let store =
+        Store::open(&path, StoreOptions { durability: Durability::Normal, ..StoreOptions::default() }).unwrap().0;
     let writers = commit_concurrently(&store, 8, 5000);
     let mut largest = 0;
     while !writers.iter().all(|w| w.is_finished()) {
@@ -374,7 +375,8 @@ async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
 async fn delivering_messages_return_to_the_head_of_the_queue_on_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    let store = Store::open(&path, StoreOptions { durability: Durability::Normal }).unwrap().0;
+    let store =
+        Store::open(&path, StoreOptions { durability: Durability::Normal, ..StoreOptions::default() }).unwrap().0;
     for n in 0..4 {
         store.commit_inbound(inbound(n, &["Out"])).await.unwrap();
     }

@@ -99,7 +99,8 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         };
         let retention_days = config.store.retention_days;
         let db = args.data_dir.join("switchboard.db");
-        let (store, recovered) = Store::open(&db, StoreOptions { durability })
+        let low_background_priority = config.store.background_priority == config::BackgroundPriority::Low;
+        let (store, recovered) = Store::open(&db, StoreOptions { durability, low_background_priority })
             .with_context(|| format!("cannot open the message store {}", db.display()))?;
         if recovered > 0 {
             tracing::warn!(recovered, "messages that were being delivered when the engine stopped are queued again");

@@ -16,7 +16,7 @@ use super::reader::{
 use super::yaml::{Node, Value};
 
 const TOP_KEYS: &[&str] = &["store", "tls", "productions"];
-const STORE_KEYS: &[&str] = &["durability", "retention_days"];
+const STORE_KEYS: &[&str] = &["durability", "retention_days", "background_priority"];
 const TLS_KEYS: &[&str] = &[
     "role",
     "ca_file",
@@ -163,6 +163,9 @@ fn store(ctx: &mut Ctx, node: &Node) -> StoreSettings {
     settings.retention_days = f.read(ctx, "retention_days", 30, |ctx, path, node| {
         integer(ctx, path, node, "a number of days (0 keeps messages forever)", 0, 36_500)
             .and_then(|d| u32::try_from(d).ok())
+    });
+    settings.background_priority = f.read(ctx, "background_priority", BackgroundPriority::Low, |ctx, path, node| {
+        choice(ctx, path, node, &[("low", BackgroundPriority::Low), ("normal", BackgroundPriority::Normal)])
     });
     settings
 }

@@ -7,6 +7,7 @@
 //! store:                 # optional: durability and retention (StoreSettings)
 //!   durability: full
 //!   retention_days: 30
+//!   background_priority: low
 //!
 //! tls:                   # optional: named TLS configurations (TlsConfig)
 //!   adt-server:
@@ -73,9 +74,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    AckMode, Config, Durability, FileInConfig, FileOutConfig, ItemConfig, ItemKind, ItemRole, KindTag, MllpInConfig,
-    MllpOutConfig, NoMatch, ProductionConfig, RouterConfig, RuleAction, RuleConfig, StoreSettings, TlsConfig, TlsRole,
-    TlsVersion, TransformConfig, VerifyPeer,
+    AckMode, BackgroundPriority, Config, Durability, FileInConfig, FileOutConfig, ItemConfig, ItemKind, ItemRole,
+    KindTag, MllpInConfig, MllpOutConfig, NoMatch, ProductionConfig, RouterConfig, RuleAction, RuleConfig,
+    StoreSettings, TlsConfig, TlsRole, TlsVersion, TransformConfig, VerifyPeer,
 };
 pub use units::{format_duration, parse_duration, parse_size};
 

@@ -49,6 +49,7 @@ impl Config {
 /// store:
 ///   durability: full
 ///   retention_days: 30
+///   background_priority: low
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreSettings {
@@ -58,12 +59,33 @@ pub struct StoreSettings {
     /// they are purged. Default `30`; `0` keeps them forever. Messages that
     /// are still queued or suspended are never purged.
     pub retention_days: u32,
+    /// `background_priority` — the CPU priority of the store's work that no
+    /// sender waits for. Default `low`.
+    pub background_priority: BackgroundPriority,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { durability: Durability::Full, retention_days: 30 }
+        Self { durability: Durability::Full, retention_days: 30, background_priority: BackgroundPriority::Low }
     }
+}
+
+/// `store.background_priority` — how the store's background threads (the
+/// commits of received messages into the queues, and checkpoints) share
+/// the CPU with the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackgroundPriority {
+    /// `low` (default): they run at the lowest priority (nice 19), in the
+    /// gaps left by the connections, which acknowledge sooner under load.
+    /// They cannot fall far behind: past 8 MiB of received messages not yet
+    /// committed, acknowledgments wait for them.
+    #[default]
+    Low,
+    /// `normal`: they compete with the connections on equal terms. For a
+    /// host where other CPU-bound programs run in the same container or
+    /// session as Switchboard and would leave a low-priority thread too
+    /// little time.
+    Normal,
 }
 
 /// `store.durability` — the trade between safety and speed of a commit.

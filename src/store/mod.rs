@@ -429,10 +429,20 @@ impl<T> Pending<T> {
 }
 
 /// Options for [`Store::open`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// Commit durability.
     pub durability: Durability,
+    /// Run the writer and the checkpoints at the lowest CPU priority
+    /// (the default). See `store.background_priority` in the
+    /// configuration for the trade.
+    pub low_background_priority: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { durability: Durability::Full, low_background_priority: true }
+    }
 }
 
 /// A handle on the store; cheap to clone.
@@ -527,8 +537,7 @@ impl Store {
         let checkpoints = open_connection(path, options.durability)?;
         let reader = open_connection(path, options.durability)?;
         let (tx, rx) = mpsc::channel(4096);
-        let writer = Writer::new(conn, checkpoints, rx, queues.clone(), options.durability, wal, progress)
-            .map_err(path_error)?;
+        let writer = Writer::new(conn, checkpoints, rx, queues.clone(), &options, wal, progress).map_err(path_error)?;
         let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer.run());
         let handle = handle.map_err(path_error)?;
         let (log_tx, log_rx) = mpsc::channel(4096);
@@ -1051,6 +1060,40 @@ mod tests {
 
     /// An inbound log that cannot be read is an error naming it, never
     /// taken for an empty one.
+    /// The writer and the checkpoints run at the lowest CPU priority; the
+    /// inbound log's thread, which acknowledgments wait for, does not.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_background_threads_run_at_the_lowest_priority() {
+        // The nice value of each of this process's threads with this name.
+        fn nice_of(name: &str) -> Vec<i64> {
+            let mut found = Vec::new();
+            for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                // Fields after the name in parentheses; the nice value is
+                // the 19th field of the line, the 17th after the name.
+                let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
+                if comm.trim_end() == name {
+                    found.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+                }
+            }
+            found
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
+        // Each thread lowers its own priority as it starts.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let background = ["store-writer", "store-checkpoin"];
+        while background.iter().any(|name| !nice_of(name).contains(&i64::from(writer::BACKGROUND_NICE))) {
+            assert!(std::time::Instant::now() < deadline, "{:?}", background.map(nice_of));
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let log = nice_of("store-inbound");
+        assert!(!log.is_empty() && log.iter().all(|&nice| nice < 19), "the inbound log's thread: {log:?}");
+        store.close().await;
+    }
+
     #[test]
     fn an_unreadable_inbound_log_is_named() {
         let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,7 @@ use super::delivery_log::DeliveryLog;
 use super::inbound_log::Progress;
 use super::{
     Committed, Durability, Event, Finished, NewInbound, PurgeStep, Queues, Routed, RoutedOutput, Status, StoreError,
-    now_millis,
+    StoreOptions, now_millis,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -292,6 +292,8 @@ pub(super) struct Writer {
     /// log's thread, which writes over a file once all of it is committed.
     log: LogProgress,
     progress: Arc<Progress>,
+    /// Run at [`BACKGROUND_NICE`].
+    low_priority: bool,
 }
 
 impl Writer {
@@ -303,11 +305,12 @@ impl Writer {
         checkpoints: Connection,
         rx: mpsc::Receiver<Op>,
         queues: Arc<Queues>,
-        durability: Durability,
+        options: &StoreOptions,
         wal: PathBuf,
         progress: Arc<Progress>,
     ) -> std::io::Result<Self> {
-        let syncer = match durability {
+        let low_priority = options.low_background_priority;
+        let syncer = match options.durability {
             Durability::Normal => None,
             Durability::Full => {
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -317,14 +320,20 @@ impl Writer {
             }
         };
         let (nudge, nudged) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("store-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpoints, &nudged))?;
+        std::thread::Builder::new().name("store-checkpoint".into()).spawn(move || {
+            if low_priority {
+                run_in_background();
+            }
+            checkpoint_loop(&checkpoints, &nudged);
+        })?;
         let log = LogProgress { applied: progress.applied.load(Ordering::Acquire), stuck: false };
-        Ok(Self { conn, rx, queues, syncer, wal, wal_file: None, checkpointer: nudge, log, progress })
+        Ok(Self { conn, rx, queues, syncer, wal, wal_file: None, checkpointer: nudge, log, progress, low_priority })
     }
 
     pub(super) fn run(mut self) {
+        if self.low_priority {
+            run_in_background();
+        }
         let mut group = Vec::with_capacity(MAX_GROUP);
         loop {
             let Some(first) = self.rx.blocking_recv() else { return };
@@ -642,6 +651,33 @@ pub(super) fn sync_wal(wal: &std::path::Path, file: &mut Option<(File, u64)>) ->
     match file {
         Some((f, _)) => f.sync_data(),
         None => Ok(()),
+    }
+}
+
+/// The nice value of the writer and checkpoint threads: the lowest CPU
+/// priority.
+pub(super) const BACKGROUND_NICE: i32 = 19;
+
+/// Gives the calling thread the lowest CPU priority.
+///
+/// A received message is acknowledged once the inbound log has it, so the
+/// writer's commits and the checkpoints are on no sender's path. At normal
+/// priority they take a core from the connection tasks just when a batch of
+/// ACKs must go out and the next messages be read, and fewer messages then
+/// make it into each sync of the log; at the lowest they run in the gaps.
+/// They cannot fall behind without bound: past the bytes allowed in flight,
+/// acknowledgments wait for the writer, the connection tasks go idle and
+/// the writer gets the CPU. Programs in other containers (or other login
+/// sessions, through autogroups) share the CPU with this process as a
+/// whole, whatever the nice values inside it; a CPU-bound program in the
+/// same one can leave these threads too little, which is what
+/// `store.background_priority: normal` is for.
+fn run_in_background() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), BACKGROUND_NICE) {
+        // Only a policy forbidding it (seccomp) refuses a lower priority;
+        // the store works the same at any.
+        tracing::debug!(error = %e, "cannot lower the priority of a store thread");
     }
 }
 
