@@ -55,11 +55,12 @@ const MAGIC: u8 = 0xA7;
 const HEAD: usize = 13;
 
 /// Bytes of received messages the writer has been handed and not yet
-/// committed, at most. Acknowledgments no longer wait for the commit, so
+/// committed, at most, counted by [`NewInbound::weight`] (bodies and
+/// bookkeeping). Acknowledgments no longer wait for the commit, so
 /// without a bound a writer held up (a long checkpoint, a slow disk) would
 /// let messages pile up in memory; with it, they wait for their
 /// acknowledgment instead.
-const IN_FLIGHT_BYTES: usize = 8 * 1024 * 1024;
+const IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the log's thread and the writer share.
 #[derive(Default)]
@@ -270,7 +271,7 @@ impl InboundLog {
     fn append(&mut self, batch: &mut Vec<Entry>, bytes: &mut Vec<u8>, writer: &mpsc::Sender<Op>) {
         // Before the write: while the writer is behind, acknowledgments
         // wait rather than memory grows.
-        self.progress.in_flight.reserve(batch.iter().map(|e| e.inbound.body.len()).sum());
+        self.progress.in_flight.reserve(batch.iter().map(|e| e.inbound.weight()).sum());
         bytes.clear();
         let first = self.next_seq;
         for entry in batch.iter() {
@@ -287,7 +288,7 @@ impl InboundLog {
             // The next batch is written at the same place, over whatever
             // part of this one reached the file, with the same numbers.
             self.next_seq = first;
-            self.progress.in_flight.release(batch.iter().map(|e| e.inbound.body.len()).sum());
+            self.progress.in_flight.release(batch.iter().map(|e| e.inbound.weight()).sum());
             let text = format!("cannot write the inbound log: {e}");
             for entry in batch.drain(..) {
                 let _ = entry.durable.send(Err(StoreError::CommitFailed(text.clone())));

@@ -174,6 +174,21 @@ pub struct NewInbound {
     pub routed: Vec<InlineRoute>,
 }
 
+impl NewInbound {
+    /// Memory the message holds while it waits for the writer: its body,
+    /// transformed bodies, and [`BOOKKEEPING_BYTES`] for everything else.
+    pub(crate) fn weight(&self) -> usize {
+        let outputs = self.routed.iter().flat_map(|r| &r.decision.outputs);
+        self.body.len() + outputs.filter_map(|o| o.body.as_ref()).map(Bytes::len).sum::<usize>() + BOOKKEEPING_BYTES
+    }
+}
+
+/// What a received message holds besides its bodies while in flight to the
+/// writer (its strings, target list and answer channels), rounded up:
+/// counted so that the bound on bytes in flight bounds memory, not only
+/// bodies, however small the messages.
+const BOOKKEEPING_BYTES: usize = 1024;
+
 /// A router's decision for a message it has not yet seen queued: the
 /// router ran its rules in the task that received the message, which saves
 /// a queue read, a second parse and a commit per message.

@@ -377,7 +377,7 @@ impl Writer {
             let received: usize = ops
                 .iter()
                 .map(|op| match op {
-                    Op::Inbound(inbound, ..) => inbound.body.len(),
+                    Op::Inbound(inbound, ..) => inbound.weight(),
                     _ => 0,
                 })
                 .sum();
