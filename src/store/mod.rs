@@ -1097,11 +1097,17 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
-        // Each thread lowers its own priority as it starts.
+        // Each thread names itself and lowers its own priority as it starts.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let background = ["store-writer", "store-checkpoin"];
-        while background.iter().any(|name| !nice_of(name).contains(&i64::from(writer::BACKGROUND_NICE))) {
-            assert!(std::time::Instant::now() < deadline, "{:?}", background.map(nice_of));
+        while background.iter().any(|name| !nice_of(name).contains(&i64::from(writer::BACKGROUND_NICE)))
+            || nice_of("store-inbound").is_empty()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                ["store-inbound", background[0], background[1]].map(nice_of)
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let log = nice_of("store-inbound");
