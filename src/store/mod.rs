@@ -1073,8 +1073,6 @@ mod tests {
         assert_eq!(ids, ["M1", "M3", "M2", "M3"]);
     }
 
-    /// An inbound log that cannot be read is an error naming it, never
-    /// taken for an empty one.
     /// The writer and the checkpoints run at the lowest CPU priority; the
     /// inbound log's thread, which acknowledgments wait for, does not.
     #[cfg(target_os = "linux")]
@@ -1111,10 +1109,15 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let log = nice_of("store-inbound");
-        assert!(!log.is_empty() && log.iter().all(|&nice| nice < 19), "the inbound log's thread: {log:?}");
+        assert!(
+            !log.is_empty() && log.iter().all(|&nice| nice < i64::from(writer::BACKGROUND_NICE)),
+            "the inbound log's thread: {log:?}"
+        );
         store.close().await;
     }
 
+    /// An inbound log that cannot be read is an error naming it, never
+    /// taken for an empty one.
     #[test]
     fn an_unreadable_inbound_log_is_named() {
         let dir = tempfile::tempdir().unwrap();
