@@ -978,6 +978,30 @@ mod tests {
         }
     }
 
+    /// A message in flight weighs its body, the bodies a router
+    /// transformed, and its bookkeeping; untransformed outputs share the
+    /// body and weigh nothing more.
+    #[test]
+    fn a_message_in_flight_weighs_its_bodies_and_its_bookkeeping() {
+        let mut m = inbound(1);
+        let body = m.body.len();
+        assert_eq!(m.weight(), body + BOOKKEEPING_BYTES);
+        let output = |body: Option<&'static [u8]>| RoutedOutput {
+            target: "Out".into(),
+            body: body.map(Bytes::from_static),
+            control_id: None,
+        };
+        m.routed.push(InlineRoute {
+            router: "Router".into(),
+            decision: RouteDecision {
+                status: Status::Completed,
+                error: None,
+                outputs: vec![output(None), output(Some(b"MSH|x")), output(Some(b"MSH|yy"))],
+            },
+        });
+        assert_eq!(m.weight(), body + 5 + 6 + BOOKKEEPING_BYTES);
+    }
+
     /// Messages acknowledged from the inbound log whose commit never
     /// happened (the process was killed or the machine lost power in
     /// between) are committed when the store opens, and only those.
