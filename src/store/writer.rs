@@ -660,8 +660,10 @@ pub(super) const BACKGROUND_NICE: i32 = 19;
 
 /// Gives the calling thread the lowest CPU priority.
 ///
-/// A received message is acknowledged once the inbound log has it, so the
-/// writer's commits and the checkpoints are on no sender's path. At normal
+/// A received message is acknowledged once the inbound log has it, so with
+/// `ack_mode: immediate` no sender waits for the writer's commits or the
+/// checkpoints (with `application` a sender waits for the downstream
+/// reply, which takes far longer than the commit before it). At normal
 /// priority they take a core from the connection tasks just when a batch of
 /// ACKs must go out and the next messages be read, and fewer messages then
 /// make it into each sync of the log; at the lowest they run in the gaps.
