@@ -243,36 +243,48 @@ impl HeaderIds {
     }
 }
 
+/// A group's queue depth changes so far, one entry per queue: a group
+/// touches a handful of queues however many messages it holds, so looking
+/// one up stays cheap.
+#[derive(Default)]
+struct DepthSums(Vec<(String, String, i64)>);
+
+impl DepthSums {
+    fn add(&mut self, deltas: &Deltas) {
+        for (production, item, delta) in deltas {
+            match self.0.iter_mut().find(|(p, i, _)| p == production && i == item) {
+                Some(sum) => sum.2 += delta,
+                None => self.0.push((production.clone(), item.clone(), *delta)),
+            }
+        }
+    }
+
+    fn get(&self, production: &str, item: &str) -> i64 {
+        self.0.iter().find(|(p, i, _)| p == production && i == item).map_or(0, |s| s.2)
+    }
+}
+
 /// Queue depths as this transaction sees them: committed, plus the changes
 /// of the operations before the current one.
 struct Depths<'a> {
     committed: &'a Queues,
-    pending: &'a Deltas,
+    pending: &'a DepthSums,
 }
 
 impl Depths<'_> {
     fn is_empty(&self, production: &str, item: &str) -> bool {
-        let pending: i64 =
-            self.pending.iter().filter(|(p, i, _)| p == production && i == item).map(|(_, _, delta)| delta).sum();
-        self.committed.depth(production, item) + pending <= 0
+        self.committed.depth(production, item) + self.pending.get(production, item) <= 0
     }
 }
 
 /// Adds a group's queue depth changes to the persisted counters, one
 /// statement per queue touched.
-fn update_depths(tx: &Connection, deltas: &Deltas) -> rusqlite::Result<()> {
-    let mut sums: Vec<(&str, &str, i64)> = Vec::new();
-    for (production, item, delta) in deltas {
-        match sums.iter_mut().find(|(p, i, _)| p == production && i == item) {
-            Some(sum) => sum.2 += delta,
-            None => sums.push((production, item, *delta)),
-        }
-    }
+fn update_depths(tx: &Connection, sums: &DepthSums) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO queue_depth (production, item, depth) VALUES (?1, ?2, ?3)
          ON CONFLICT(production, item) DO UPDATE SET depth = depth + excluded.depth",
     )?;
-    for (production, item, delta) in sums.into_iter().filter(|s| s.2 != 0) {
+    for (production, item, delta) in sums.0.iter().filter(|s| s.2 != 0) {
         stmt.execute(params![production, item, delta])?;
     }
     Ok(())
@@ -502,12 +514,13 @@ fn apply_all(
     let mut ids = HeaderIds::next_free(tx)?;
     let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Vec::new(), log };
     let mut op_deltas = Vec::new();
+    let mut sums = DepthSums::default();
     for op in ops {
         if isolation == Isolation::PerOperation {
             tx.prepare_cached("SAVEPOINT op")?.execute([])?;
         }
         op_deltas.clear();
-        let depths = Depths { committed: queues, pending: &applied.deltas };
+        let depths = Depths { committed: queues, pending: &sums };
         let outcome = apply(tx, op, &mut ids, &depths, &mut op_deltas);
         match (outcome.ok(), isolation) {
             (true, Isolation::Shared) => {}
@@ -521,6 +534,7 @@ fn apply_all(
             }
         }
         if outcome.ok() {
+            sums.add(&op_deltas);
             applied.deltas.append(&mut op_deltas);
         }
         if let Op::Inbound(.., seq) = op {
@@ -528,7 +542,7 @@ fn apply_all(
         }
         applied.outcomes.push(outcome);
     }
-    update_depths(tx, &applied.deltas)?;
+    update_depths(tx, &sums)?;
     if applied.log.applied != log.applied {
         tx.prepare_cached("UPDATE inbound_log SET applied = ?1 WHERE id = 0")?.execute([applied.log.applied as i64])?;
     }
