@@ -568,38 +568,29 @@ pub(super) fn replay(
         return Ok(applied);
     }
     conn.execute_batch("BEGIN IMMEDIATE")?;
+    let refuse = |seq, reason| {
+        let _ = conn.execute_batch("ROLLBACK");
+        Err(StoreError::InboundLog { seq, reason })
+    };
     let progress = LogProgress { applied, stuck: false };
-    let result = apply_all(conn, &ops, Isolation::PerOperation, queues, progress);
+    let done = match apply_all(conn, &ops, Isolation::PerOperation, queues, progress) {
+        Ok(Some(done)) => done,
+        // Not reached: the per-operation pass never gives up.
+        Ok(None) => return refuse(applied + 1, "the transaction failed".to_owned()),
+        Err(e) => return refuse(applied + 1, e.to_string()),
+    };
     // The first record that cannot be committed, and why.
-    let failure = match &result {
-        Ok(Some(a)) => a.outcomes.iter().zip(&ops).find(|(o, _)| !o.ok()).map(|(outcome, op)| {
-            let seq = match op {
-                Op::Inbound(.., seq) => *seq,
-                _ => applied + 1,
-            };
-            let reason = match outcome {
-                Outcome::Committed(Err(e)) => e.to_string(),
-                _ => "the transaction failed".to_owned(),
-            };
-            (seq, reason)
-        }),
-        Ok(None) => Some((applied + 1, "the transaction failed".to_owned())),
-        Err(e) => Some((applied + 1, e.to_string())),
-    };
-    let applied = match (result, failure) {
-        (Ok(Some(a)), None) => a,
-        (_, failure) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            let (seq, reason) = failure.unwrap_or((applied + 1, "the transaction failed".to_owned()));
-            return Err(StoreError::InboundLog { seq, reason });
+    for (outcome, op) in done.outcomes.iter().zip(&ops) {
+        if let (Outcome::Committed(Err(e)), Op::Inbound(.., seq)) = (outcome, op) {
+            return refuse(*seq, e.to_string());
         }
-    };
+    }
     conn.execute_batch("COMMIT")?;
-    for (production, item, delta) in &applied.deltas {
+    for (production, item, delta) in &done.deltas {
         queues.adjust(production, item, *delta);
     }
     tracing::info!(messages = ops.len(), "received messages committed from the inbound log");
-    Ok(applied.log.applied)
+    Ok(done.log.applied)
 }
 
 /// How far the inbound log's records are committed.
