@@ -492,13 +492,10 @@ mod tests {
     use super::*;
     use crate::store::Status;
 
+    /// A message with every part a record holds: two targets, a decision
+    /// with an error, a shared and a transformed output, and no type.
     fn message(n: u64) -> NewInbound {
         NewInbound {
-            production: "p".into(),
-            service: "In".into(),
-            origin: "127.0.0.1:4000".into(),
-            body: Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261129||ADT^A01|M{n}|P|2.5\r")),
-            control_id: Some(format!("M{n}")),
             message_type: None,
             targets: vec!["Router".into(), "Copy".into()],
             routed: vec![InlineRoute {
@@ -516,6 +513,7 @@ mod tests {
                     ],
                 },
             }],
+            ..crate::store::tests::inbound(n as usize)
         }
     }
 

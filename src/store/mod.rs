@@ -965,7 +965,8 @@ fn header_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Header> {
 mod tests {
     use super::*;
 
-    fn inbound(n: usize) -> NewInbound {
+    /// A received ADT^A01 with control id `M<n>` for the operation `Out`.
+    pub(super) fn inbound(n: usize) -> NewInbound {
         NewInbound {
             production: "p".into(),
             service: "In".into(),

@@ -1084,6 +1084,7 @@ mod tests {
     use super::*;
     use crate::store::{InlineRoute, RouteDecision, schema};
 
+    /// A message for the router `Router`, decided on receipt or not.
     fn inbound(n: usize, route: bool) -> NewInbound {
         let routed = route.then(|| InlineRoute {
             router: "Router".into(),
@@ -1094,14 +1095,9 @@ mod tests {
             },
         });
         NewInbound {
-            production: "p".into(),
-            service: "In".into(),
-            origin: "test".into(),
-            body: bytes::Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M{n}|P|2.5\r")),
-            control_id: Some(format!("M{n}")),
-            message_type: Some("ADT^A01".into()),
             targets: vec!["Router".into()],
             routed: routed.into_iter().collect(),
+            ..super::super::tests::inbound(n)
         }
     }
 
