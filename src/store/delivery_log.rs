@@ -150,11 +150,16 @@ fn decode(bytes: &[u8]) -> Option<(Noted, usize)> {
 }
 
 impl DeliveryLog {
+    /// The file, for errors that name it.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Opens (creating) the log next to the database and returns what it
     /// holds from the previous run; the caller applies that and then calls
     /// [`clear`](Self::clear).
     pub(super) fn open(db: &Path) -> std::io::Result<(Self, Vec<Noted>)> {
-        let path = PathBuf::from(format!("{}-deliveries", db.display()));
+        let path = super::beside(db, "deliveries");
         let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;

@@ -120,8 +120,8 @@ pub(super) struct Record {
     pub(super) inbound: NewInbound,
 }
 
-fn segment_path(db: &Path, n: usize) -> PathBuf {
-    PathBuf::from(format!("{}-inbound-{n}", db.display()))
+pub(super) fn segment_path(db: &Path, n: usize) -> PathBuf {
+    super::beside(db, &format!("inbound-{n}"))
 }
 
 /// Reads the intact records after `applied` from both files, in sequence
@@ -325,7 +325,7 @@ impl InboundLog {
             if self.progress.applied.load(Ordering::Acquire) < self.last[other] {
                 return; // not all committed yet: keep appending here
             }
-            let wal = PathBuf::from(format!("{}-wal", self.db.display()));
+            let wal = super::beside(&self.db, "wal");
             if let Err(e) = sync_wal(&wal, &mut self.wal) {
                 tracing::warn!(error = %e, "cannot sync the store before reusing an inbound log file; will try again");
                 return;

@@ -482,6 +482,16 @@ struct Inner {
 /// queues by [`Store::open`].
 pub type Recovered = u64;
 
+/// A file kept next to the database, `<db>-<suffix>`: SQLite's `-wal`, the
+/// inbound log's `-inbound-0` and `-inbound-1`, the delivery log's
+/// `-deliveries`.
+fn beside(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 fn now_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -515,8 +525,7 @@ impl Store {
         }
         let mut conn = open_connection(path, options.durability)?;
         schema::migrate(&mut conn)?;
-        let log_error =
-            |reason| StoreError::Path { path: PathBuf::from(format!("{}-deliveries", path.display())), reason };
+        let log_error = |reason| StoreError::Path { path: beside(path, "deliveries"), reason };
         let (deliveries, noted) = DeliveryLog::open(path).map_err(log_error)?;
         apply_noted(&mut conn, &noted)?;
         deliveries.clear().map_err(log_error)?;
@@ -537,7 +546,7 @@ impl Store {
         // Messages acknowledged but not committed before the last stop,
         // whatever the durability now; synced before the log's files are
         // written over.
-        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let wal = beside(path, "wal");
         let path_error = |reason| StoreError::Path { path: path.to_owned(), reason };
         let applied: i64 = conn.query_row("SELECT applied FROM inbound_log WHERE id = 0", [], |r| r.get(0))?;
         let applied = applied.max(0) as u64;
@@ -653,10 +662,10 @@ impl Store {
     /// [`finish`](Self::finish) for results that put a message back in its
     /// queue.
     pub async fn note_finished(&self, finished: Finished) -> Result<(), StoreError> {
-        self.inner.deliveries.note(&Noted::of(&finished)).map_err(|reason| StoreError::Path {
-            path: PathBuf::from(format!("{}-deliveries", self.inner.path.display())),
-            reason,
-        })?;
+        self.inner
+            .deliveries
+            .note(&Noted::of(&finished))
+            .map_err(|reason| StoreError::Path { path: self.inner.deliveries.path().to_owned(), reason })?;
         let deliveries = self.inner.deliveries.clone();
         self.inner.ops.send(Op::FinishNoted(finished, deliveries)).await.map_err(|_| StoreError::Closed)
     }
@@ -887,8 +896,13 @@ impl Store {
     /// so the figure is what the disk must hold, not only the database.
     pub fn size_on_disk(&self) -> u64 {
         let path = &self.inner.path;
-        let beside = |suffix: &str| PathBuf::from(format!("{}-{suffix}", path.display()));
-        let files = [path.clone(), beside("wal"), beside("inbound-0"), beside("inbound-1"), beside("deliveries")];
+        let files = [
+            path.clone(),
+            beside(path, "wal"),
+            inbound_log::segment_path(path, 0),
+            inbound_log::segment_path(path, 1),
+            beside(path, "deliveries"),
+        ];
         files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 
@@ -1029,7 +1043,7 @@ mod tests {
             for &(seq, message) in records {
                 inbound_log::encode(seq, &inbound(message), &mut bytes);
             }
-            std::fs::write(format!("{}-inbound-{n}", path.display()), bytes).unwrap();
+            std::fs::write(inbound_log::segment_path(&path, n), bytes).unwrap();
         };
         write(0, &[(2, 1)]);
         write(1, &[(3, 2), (4, 3)]);
@@ -1037,8 +1051,7 @@ mod tests {
         // not read as records.
         let zeros = vec![0; 1000];
         for n in 0..2 {
-            let mut file =
-                std::fs::OpenOptions::new().append(true).open(format!("{}-inbound-{n}", path.display())).unwrap();
+            let mut file = std::fs::OpenOptions::new().append(true).open(inbound_log::segment_path(&path, n)).unwrap();
             std::io::Write::write_all(&mut file, &zeros).unwrap();
         }
         for _ in 0..2 {
@@ -1147,7 +1160,7 @@ mod tests {
     fn an_unreadable_inbound_log_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        std::fs::create_dir(format!("{}-inbound-1", path.display())).unwrap();
+        std::fs::create_dir(inbound_log::segment_path(&path, 1)).unwrap();
         let error = Store::open(&path, StoreOptions::default()).err().expect("the store must not open");
         assert!(
             matches!(&error, StoreError::Path { path: p, .. } if p.to_string_lossy().ends_with("store.db-inbound-1")),
@@ -1168,7 +1181,7 @@ mod tests {
         let mut bytes = Vec::new();
         inbound_log::encode(2, &inbound(1), &mut bytes);
         inbound_log::encode(3, &inbound(2), &mut bytes);
-        std::fs::write(format!("{}-inbound-1", path.display()), bytes).unwrap();
+        std::fs::write(inbound_log::segment_path(&path, 1), bytes).unwrap();
         // A database that refuses the second message (a stand-in for a
         // full disk or a damaged file).
         let refuse = "CREATE TRIGGER refuse BEFORE INSERT ON header WHEN NEW.control_id = 'M2'
@@ -1219,7 +1232,7 @@ mod tests {
         assert_eq!((second.status, second.error.as_deref()), (Status::Suspended, Some("no reply (:~=S)")));
         assert_eq!(store.header(queued[2]).unwrap().unwrap().status, Status::Queued);
         assert_eq!(store.queue_depth("p", "Out"), 1);
-        let log = std::fs::metadata(format!("{}-deliveries", path.display())).unwrap();
+        let log = std::fs::metadata(beside(&path, "deliveries")).unwrap();
         assert_eq!(log.len(), 0, "the log is emptied once applied");
         store.close().await;
         let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
