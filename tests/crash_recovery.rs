@@ -9,6 +9,9 @@
 //! so every run kills on the same schedule relative to the traffic) while
 //! messages flow in both directions.
 
+mod ports;
+
+use ports::free_port;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader};
@@ -82,10 +85,6 @@ fn message(n: u32) -> Vec<u8> {
 }
 
 /// A port that nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn productions_yaml(in_port: u16, out_port: u16) -> String {
     format!(
         "store:

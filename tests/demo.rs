@@ -2,6 +2,9 @@
 //! machine (creating their test certificates), take a message over MLLP,
 //! pass it over the mutual-TLS hop to the lab system, and stop cleanly.
 
+mod ports;
+
+use ports::free_port;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,10 +19,6 @@ impl Drop for Engine {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {

@@ -6,6 +6,9 @@
 //! runs, interoperability with `openssl s_client` and `s_server`, and the
 //! certificate status the engine publishes.
 
+mod ports;
+
+use ports::free_ports;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -177,12 +180,6 @@ impl Default for Hop {
             failure_timeout: FAILURE_TIMEOUT,
         }
     }
-}
-
-/// Ports that were free a moment ago, all different.
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<_> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("address").port())
 }
 
 /// The productions file of `hop`.

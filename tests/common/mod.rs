@@ -21,6 +21,10 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+#[path = "../ports/mod.rs"]
+mod ports;
+pub use ports::free_port;
+
 /// The production id every test configuration uses.
 pub const PRODUCTION: &str = "p";
 
@@ -215,11 +219,6 @@ async fn answer(stream: TcpStream, shared: Arc<Shared>) {
             break;
         }
     }
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
 }
 
 /// An HL7 message of type `message_type` (`ADT^A01`) with MSH-10 `control_id`.
