@@ -496,7 +496,7 @@ fn now_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-fn open_connection(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -505,9 +505,9 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     // Must be set before the first table exists to take effect.
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // Commits are made durable by the store's own sync thread (see the
-    // writer module), so SQLite itself never waits for the disk at commit.
-    let _ = durability;
+    // Whatever the durability, commits are made durable by the store's
+    // logs and its own sync thread (see the writer module), so SQLite
+    // itself never waits for the disk at commit.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // After a burst the log is cut back to this size when it restarts.
@@ -523,7 +523,7 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|reason| StoreError::Path { path: dir.to_owned(), reason })?;
         }
-        let mut conn = open_connection(path, options.durability)?;
+        let mut conn = open_connection(path)?;
         schema::migrate(&mut conn)?;
         let log_error = |reason| StoreError::Path { path: beside(path, "deliveries"), reason };
         let (deliveries, noted) = DeliveryLog::open(path).map_err(log_error)?;
@@ -558,8 +558,8 @@ impl Store {
         let log = InboundLog::create(path, progress.clone(), sync)?;
         // Checkpoints run on their own connection (see the writer module).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpoints = open_connection(path, options.durability)?;
-        let reader = open_connection(path, options.durability)?;
+        let checkpoints = open_connection(path)?;
+        let reader = open_connection(path)?;
         let (tx, rx) = mpsc::channel(4096);
         let writer = Writer::new(conn, checkpoints, rx, queues.clone(), &options, wal, progress).map_err(path_error)?;
         let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer.run());

@@ -1107,7 +1107,7 @@ mod tests {
     #[test]
     fn a_decision_waits_behind_a_message_queued_earlier_in_the_same_group() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = super::super::open_connection(&dir.path().join("s.db"), Durability::Normal).unwrap();
+        let mut conn = super::super::open_connection(&dir.path().join("s.db")).unwrap();
         schema::migrate(&mut conn).unwrap();
         let queues = Queues::default();
         let reply = || oneshot::channel().0;
