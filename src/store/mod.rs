@@ -1086,29 +1086,91 @@ mod tests {
         assert_eq!(store.queue_depth("p", "Out"), 12);
     }
 
-    /// A logged message the writer cannot commit while running (a stand-in
-    /// for a full disk) is not lost: its sender got the ACK, so it stays in
-    /// the log and the next start commits it. The messages after it are
-    /// applied again then (at-least-once).
+    /// A database that refuses the header of message `M{n}` (a stand-in
+    /// for a full disk or a damaged file), and the statement that lifts it.
+    fn refuse_message(path: &Path, n: usize) -> &'static str {
+        let refuse = format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON header WHEN NEW.control_id = 'M{n}'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;"
+        );
+        Connection::open(path).unwrap().execute_batch(&refuse).unwrap();
+        "DROP TRIGGER refuse"
+    }
+
+    /// The control ids queued for `Out`, in order.
+    fn queued(store: &Store) -> Vec<String> {
+        store.fetch_queue("p", "Out", 10).unwrap().into_iter().map(|q| q.control_id.unwrap()).collect()
+    }
+
+    /// A received message the writer cannot commit (its sender has the
+    /// ACK) is tried again until it is committed, and the messages received
+    /// after it wait behind it instead of overtaking it.
     #[tokio::test]
-    async fn a_logged_message_that_fails_to_commit_is_committed_at_the_next_start() {
+    async fn a_received_message_that_cannot_be_committed_is_retried_and_not_overtaken() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
         store.commit_inbound(inbound(1)).await.unwrap();
-        let refuse = "CREATE TRIGGER refuse BEFORE INSERT ON header WHEN NEW.control_id = 'M2'
-                      BEGIN SELECT RAISE(ABORT, 'refused'); END;";
-        Connection::open(&path).unwrap().execute_batch(refuse).unwrap();
-        let refused = store.receive_inbound(inbound(2)).await.expect("durable in the log: acknowledged");
-        assert!(refused.wait().await.is_err(), "the commit was refused");
-        store.commit_inbound(inbound(3)).await.unwrap();
+        let lift = refuse_message(&path, 2);
+        let m2 = store.receive_inbound(inbound(2)).await.expect("durable in the log: acknowledged");
+        let m3 = store.receive_inbound(inbound(3)).await.expect("durable in the log: acknowledged");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(queued(&store), ["M1"], "a message overtook the one held back");
+        Connection::open(&path).unwrap().execute_batch(lift).unwrap();
+        let wait = Duration::from_secs(10);
+        tokio::time::timeout(wait, m2.wait()).await.expect("M2 was not retried").unwrap();
+        tokio::time::timeout(wait, m3.wait()).await.expect("M3 was not committed").unwrap();
+        assert_eq!(queued(&store), ["M1", "M2", "M3"]);
         store.close().await;
         drop(store);
-        Connection::open(&path).unwrap().execute_batch("DROP TRIGGER refuse").unwrap();
         let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
-        let ids: Vec<_> =
-            store.fetch_queue("p", "Out", 10).unwrap().into_iter().map(|q| q.control_id.unwrap()).collect();
-        assert_eq!(ids, ["M1", "M3", "M2", "M3"]);
+        assert_eq!(queued(&store), ["M1", "M2", "M3"], "the next start applied a message again");
+    }
+
+    /// A transaction that fails as a whole (here the update of how far the
+    /// inbound log is committed) loses none of its received messages: they
+    /// are committed before those received after them.
+    #[tokio::test]
+    async fn a_failed_commit_of_a_whole_group_loses_no_received_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        store.commit_inbound(inbound(1)).await.unwrap();
+        let refuse = "CREATE TRIGGER refuse BEFORE UPDATE ON inbound_log BEGIN SELECT RAISE(ABORT, 'refused'); END;";
+        Connection::open(&path).unwrap().execute_batch(refuse).unwrap();
+        let m2 = store.receive_inbound(inbound(2)).await.expect("durable in the log: acknowledged");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Connection::open(&path).unwrap().execute_batch("DROP TRIGGER refuse").unwrap();
+        let wait = Duration::from_secs(10);
+        let m3 = tokio::time::timeout(wait, store.commit_inbound(inbound(3))).await.expect("M3 was not committed");
+        m3.unwrap();
+        tokio::time::timeout(wait, m2.wait()).await.expect("M2 was not retried").unwrap();
+        assert_eq!(queued(&store), ["M1", "M2", "M3"]);
+        store.close().await;
+        drop(store);
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        assert_eq!(queued(&store), ["M1", "M2", "M3"]);
+    }
+
+    /// Messages still held back when the store closes are in the inbound
+    /// log, and the next start commits them, in order and once.
+    #[tokio::test]
+    async fn messages_held_back_at_close_are_committed_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        store.commit_inbound(inbound(1)).await.unwrap();
+        let lift = refuse_message(&path, 2);
+        let m2 = store.receive_inbound(inbound(2)).await.expect("durable in the log: acknowledged");
+        let m3 = store.receive_inbound(inbound(3)).await.expect("durable in the log: acknowledged");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store.close().await;
+        assert!(m2.wait().await.is_err(), "M2 cannot have been committed");
+        assert!(m3.wait().await.is_err(), "M3 was committed ahead of M2");
+        drop(store);
+        Connection::open(&path).unwrap().execute_batch(lift).unwrap();
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        assert_eq!(queued(&store), ["M1", "M2", "M3"]);
     }
 
     /// The writer and the checkpoints run at the lowest CPU priority; the

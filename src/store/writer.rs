@@ -11,7 +11,9 @@
 //! commit is a `write` to the write-ahead log: it survives a crash of the
 //! process at once, but not a power cut. Received messages are durable
 //! before they get here (the inbound log, see that module), and the last of
-//! their records committed is stored with them. Other operations that must
+//! their records committed is stored with them; one that cannot be
+//! committed is held and tried again, every later one behind it (see
+//! [`Writer::hold`]). Other operations that must
 //! survive a power cut before they are answered (a commanded state, a
 //! resend) are handed to a second thread that fsyncs the write-ahead log and
 //! then answers them, while the writer already builds the next group. Status
@@ -21,7 +23,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt as _;
@@ -83,6 +85,10 @@ impl Op {
 
 /// How long a group of operations nobody waits for is held open for more.
 const LAZY_DELAY: Duration = Duration::from_millis(1);
+
+/// How often received messages that could not be committed are tried
+/// again (see [`Writer::hold`]).
+const HELD_RETRY: Duration = Duration::from_secs(1);
 
 /// Queue depth changes of one operation, applied after the commit.
 type Deltas = Vec<(String, String, i64)>;
@@ -151,6 +157,9 @@ enum Outcome {
     Purge(Result<PurgeStep, StoreError>),
     /// The transaction failed as a whole; the answer is its failure.
     Failed,
+    /// A received message not applied because one received before it
+    /// failed: it waits behind that one (see [`Writer::hold`]).
+    Held,
 }
 
 macro_rules! outcome_value {
@@ -172,7 +181,7 @@ impl Outcome {
             Self::Unit(r) => r.is_ok(),
             Self::Bool(r) => r.is_ok(),
             Self::Purge(r) => r.is_ok(),
-            Self::Failed => false,
+            Self::Failed | Self::Held => false,
         }
     }
 
@@ -304,6 +313,13 @@ pub(super) struct Writer {
     /// log's thread, which writes over a file once all of it is committed.
     log: LogProgress,
     progress: Arc<Progress>,
+    /// Received messages that could not be committed, in the order
+    /// received, with every one received after them (see [`Writer::hold`]).
+    held: Vec<Op>,
+    /// When the held messages are tried next.
+    retry_at: Instant,
+    /// Messages have been held since they were last all committed.
+    holding: bool,
     /// Run at [`BACKGROUND_NICE`].
     low_priority: bool,
 }
@@ -339,7 +355,21 @@ impl Writer {
             checkpoint_loop(&checkpoints, &nudged);
         })?;
         let log = LogProgress { applied: progress.applied.load(Ordering::Acquire), stuck: false };
-        Ok(Self { conn, rx, queues, syncer, wal, wal_file: None, checkpointer: nudge, log, progress, low_priority })
+        Ok(Self {
+            conn,
+            rx,
+            queues,
+            syncer,
+            wal,
+            wal_file: None,
+            checkpointer: nudge,
+            log,
+            progress,
+            held: Vec::new(),
+            retry_at: Instant::now(),
+            holding: false,
+            low_priority,
+        })
     }
 
     pub(super) fn run(mut self) {
@@ -348,10 +378,21 @@ impl Writer {
         }
         let mut group = Vec::with_capacity(MAX_GROUP);
         loop {
-            let Some(first) = self.rx.blocking_recv() else { return };
-            push(&mut group, first);
+            if self.held.is_empty() {
+                let Some(first) = self.rx.blocking_recv() else { return };
+                push(&mut group, first);
+            } else {
+                // Held messages are tried again at `retry_at`, with
+                // whatever has arrived by then.
+                std::thread::sleep(self.retry_at.saturating_duration_since(Instant::now()));
+                match self.rx.try_recv() {
+                    Ok(first) => push(&mut group, first),
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                    Err(mpsc::error::TryRecvError::Disconnected) => return,
+                }
+            }
             self.take_waiting(&mut group);
-            if group.len() < MAX_GROUP && group.iter().all(Op::can_wait) {
+            if !group.is_empty() && group.len() < MAX_GROUP && group.iter().all(Op::can_wait) {
                 // Nobody waits for these: let more gather so that they
                 // share a commit instead of taking one each.
                 std::thread::sleep(LAZY_DELAY);
@@ -385,14 +426,13 @@ impl Writer {
                 op => ops.push(op),
             }
         }
+        // Held messages were received before anything in this group: they
+        // go first (`run` waited for their retry), and if one fails again
+        // the messages after it are held behind it.
+        if !self.held.is_empty() {
+            ops.splice(0..0, std::mem::take(&mut self.held));
+        }
         if !ops.is_empty() {
-            let received: usize = ops
-                .iter()
-                .map(|op| match op {
-                    Op::Inbound(inbound, ..) => inbound.weight(),
-                    _ => 0,
-                })
-                .sum();
             // The whole group in one transaction without savepoints (they
             // cost a copy of every page touched); if any operation fails the
             // transaction is rolled back and the group is redone with each
@@ -403,7 +443,6 @@ impl Writer {
                 other => other,
             };
             self.answer(ops, result);
-            self.progress.in_flight.release(received);
         }
         for (pages, reply) in vacuum {
             let freed = incremental_vacuum(&self.conn, pages);
@@ -441,6 +480,7 @@ impl Writer {
     /// Answers every operation once its transaction is committed (or has
     /// failed), handing those that must be on disk first to the sync thread.
     fn answer(&mut self, ops: Vec<Op>, result: rusqlite::Result<Option<Applied>>) {
+        let mut committed_weight = 0;
         let applied = match result {
             Ok(Some(applied)) => applied,
             failed => {
@@ -454,7 +494,10 @@ impl Writer {
                     Ok(_) => "the transaction could not be applied".to_owned(),
                 };
                 for op in ops {
-                    settle(op, Outcome::Failed).send(Some(&text));
+                    match op {
+                        Op::Inbound(..) => self.hold(op, &text),
+                        op => settle(op, Outcome::Failed).send(Some(&text)),
+                    }
                 }
                 return;
             }
@@ -462,10 +505,26 @@ impl Writer {
         for (production, item, delta) in &applied.deltas {
             self.queues.adjust(production, item, *delta);
         }
-        self.log = applied.log;
+        // A failure in this transaction held back the records after it;
+        // the next one tries them again.
+        self.log = LogProgress { stuck: false, ..applied.log };
         self.progress.applied.store(self.log.applied, Ordering::Release);
         let mut durable = Vec::new();
         for (op, outcome) in ops.into_iter().zip(applied.outcomes) {
+            if let Op::Inbound(inbound, ..) = &op {
+                match &outcome {
+                    Outcome::Committed(Ok(_)) => committed_weight += inbound.weight(),
+                    Outcome::Committed(Err(e)) => {
+                        let cause = e.to_string();
+                        self.hold(op, &cause);
+                        continue;
+                    }
+                    _ => {
+                        self.hold(op, "a message received before it could not be committed");
+                        continue;
+                    }
+                }
+            }
             let done = settle(op, outcome);
             if done.durable() && self.syncer.is_some() {
                 durable.push(done);
@@ -487,8 +546,34 @@ impl Writer {
                 }
             }
         }
+        self.progress.in_flight.release(committed_weight);
+        if self.holding && self.held.is_empty() {
+            self.holding = false;
+            tracing::info!("the received messages held back are committed");
+        }
         // Full means a checkpoint is already due.
         let _ = self.checkpointer.try_send(());
+    }
+
+    /// Keeps a received message that could not be committed (a full disk,
+    /// a damaged file), to try again every [`HELD_RETRY`] in the order
+    /// received, every later one behind it. Its sender has the ACK and the
+    /// inbound log has it, so it must reach the queues, and without
+    /// overtaking: committing later messages while it waits would break
+    /// the order, and the log's record of what is committed (the last
+    /// record applied) could then pass over it. Held messages count
+    /// against the bound on messages in flight, so while the store cannot
+    /// commit, acknowledgments soon wait instead of the log growing.
+    fn hold(&mut self, op: Op, cause: &str) {
+        if !self.holding {
+            self.holding = true;
+            tracing::error!(
+                %cause,
+                "a received message cannot be committed; it and the messages after it are kept in the inbound log and tried again every {HELD_RETRY:?}"
+            );
+        }
+        self.held.push(op);
+        self.retry_at = Instant::now() + HELD_RETRY;
     }
 }
 
@@ -516,6 +601,12 @@ fn apply_all(
     let mut op_deltas = Vec::new();
     let mut sums = DepthSums::default();
     for op in ops {
+        if applied.log.stuck && matches!(op, Op::Inbound(..)) {
+            // Not applied behind the one that failed: that would commit
+            // them out of order and pass over it in the log.
+            applied.outcomes.push(Outcome::Held);
+            continue;
+        }
         if isolation == Isolation::PerOperation {
             tx.prepare_cached("SAVEPOINT op")?.execute([])?;
         }
@@ -598,9 +689,8 @@ pub(super) fn replay(
 pub(super) struct LogProgress {
     /// Every record up to this one is committed.
     pub(super) applied: u64,
-    /// A record that failed to commit: nothing after it counts as applied
-    /// until the next start, which applies it (and those after it) again
-    /// from the log.
+    /// A record failed to commit in this transaction: the records after it
+    /// are not applied in it either.
     pub(super) stuck: bool,
 }
 
@@ -612,10 +702,6 @@ impl LogProgress {
         if ok {
             self.applied = self.applied.max(seq);
         } else {
-            tracing::error!(
-                seq,
-                "a received message could not be committed; it stays in the inbound log and is applied at the next start"
-            );
             self.stuck = true;
         }
     }
