@@ -74,26 +74,41 @@ pub(super) struct Progress {
 /// The bytes in flight between the log's thread and the writer.
 #[derive(Default)]
 pub(super) struct InFlight {
-    bytes: Mutex<usize>,
+    state: Mutex<InFlightState>,
     space: Condvar,
+}
+
+#[derive(Default)]
+struct InFlightState {
+    bytes: usize,
+    /// The store is closing: nothing waits for room any more.
+    closing: bool,
 }
 
 impl InFlight {
     /// Waits until `n` more bytes fit; a batch always fits when nothing
     /// else is in flight.
     fn reserve(&self, n: usize) {
-        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        while *bytes > 0 && *bytes + n > IN_FLIGHT_BYTES {
-            bytes = self.space.wait(bytes).unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state.bytes > 0 && state.bytes + n > IN_FLIGHT_BYTES && !state.closing {
+            state = self.space.wait(state).unwrap_or_else(|e| e.into_inner());
         }
-        *bytes += n;
+        state.bytes += n;
     }
 
-    /// Called by the writer once messages of `n` bytes are committed (or
-    /// failed to be).
+    /// Called by the writer once messages of `n` bytes are committed.
     pub(super) fn release(&self, n: usize) {
-        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        *bytes = bytes.saturating_sub(n);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.bytes = state.bytes.saturating_sub(n);
+        self.space.notify_all();
+    }
+
+    /// Lets a batch waiting for room go on, so that the log's thread can
+    /// finish when the store closes while the writer cannot commit (its
+    /// messages then wait in the log for the next start).
+    pub(super) fn close(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.closing = true;
         self.space.notify_all();
     }
 }
@@ -585,7 +600,7 @@ mod tests {
         let error = refused.blocking_recv().unwrap().unwrap_err().to_string();
         assert!(error.contains("cannot write the inbound log"), "{error}");
         assert!(handed.try_recv().is_err(), "a refused message reached the writer");
-        assert_eq!(*progress.in_flight.bytes.lock().unwrap(), 0, "the refused batch kept its room");
+        assert_eq!(progress.in_flight.state.lock().unwrap().bytes, 0, "the refused batch kept its room");
         log.files[0] = good;
         let (second, accepted) = entry(2);
         log.append(&mut vec![second], &mut Vec::new(), &writer);

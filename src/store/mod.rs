@@ -472,6 +472,8 @@ struct Inner {
     /// The inbound log's thread.
     log: mpsc::Sender<inbound_log::Request>,
     log_thread: Mutex<Option<std::thread::JoinHandle<u64>>>,
+    /// Shared by the log's thread and the writer.
+    progress: Arc<inbound_log::Progress>,
     deliveries: Arc<DeliveryLog>,
     reader: Mutex<Connection>,
     queues: Arc<Queues>,
@@ -561,7 +563,8 @@ impl Store {
         let checkpoints = open_connection(path)?;
         let reader = open_connection(path)?;
         let (tx, rx) = mpsc::channel(4096);
-        let writer = Writer::new(conn, checkpoints, rx, queues.clone(), &options, wal, progress).map_err(path_error)?;
+        let writer =
+            Writer::new(conn, checkpoints, rx, queues.clone(), &options, wal, progress.clone()).map_err(path_error)?;
         let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer.run());
         let handle = handle.map_err(path_error)?;
         let (log_tx, log_rx) = mpsc::channel(4096);
@@ -577,6 +580,7 @@ impl Store {
             queues,
             writer: Mutex::new(Some(handle)),
             log_thread: Mutex::new(log_thread),
+            progress,
         };
         Ok((Self { inner: Arc::new(inner) }, recovered))
     }
@@ -911,6 +915,7 @@ impl Store {
     pub async fn close(&self) {
         // The inbound log first: what it holds goes to the writer before
         // the writer is told to stop.
+        self.inner.progress.in_flight.close();
         let _ = self.inner.log.send(inbound_log::Request::Shutdown).await;
         let thread = self.inner.log_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
@@ -1150,6 +1155,51 @@ mod tests {
         drop(store);
         let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
         assert_eq!(queued(&store), ["M1", "M2", "M3"]);
+    }
+
+    /// While a received message cannot be committed, the ones after it fill
+    /// the bound in flight and acknowledgments wait; the store still closes
+    /// promptly, and the next start commits every message that was
+    /// acknowledged, in order and once.
+    #[tokio::test]
+    async fn a_store_that_cannot_commit_stops_acknowledging_and_still_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let options = StoreOptions { durability: Durability::Normal, ..StoreOptions::default() };
+        let (store, _) = Store::open(&path, options).unwrap();
+        store.commit_inbound(inbound(1)).await.unwrap();
+        let lift = refuse_message(&path, 2);
+        let store = Arc::new(store);
+        let acknowledged = Arc::new(AtomicU64::new(0));
+        let sender = {
+            let (store, acknowledged) = (store.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                for n in 2..200 {
+                    // 64 KiB each: the 4 MiB bound is reached after about 64.
+                    let body = format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M{n}|P|2.5\r{}", "x".repeat(64 * 1024));
+                    let message = NewInbound { body: Bytes::from(body), ..inbound(n) };
+                    if store.receive_inbound(message).await.is_err() {
+                        break;
+                    }
+                    acknowledged.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let stalled = acknowledged.load(Ordering::SeqCst);
+        assert!((32..150).contains(&stalled), "{stalled} acknowledged: the bound in flight did not hold them back");
+        tokio::time::timeout(Duration::from_secs(10), store.close()).await.expect("the store did not close");
+        tokio::time::timeout(Duration::from_secs(10), sender).await.expect("the sender still waits").unwrap();
+        let acknowledged = acknowledged.load(Ordering::SeqCst) as usize;
+        drop(store);
+        Connection::open(&path).unwrap().execute_batch(lift).unwrap();
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        let all: Vec<String> =
+            store.fetch_queue("p", "Out", 1000).unwrap().into_iter().map(|q| q.control_id.unwrap()).collect();
+        let expected: Vec<String> = (1..=acknowledged + 1).map(|n| format!("M{n}")).collect();
+        assert_eq!(all[..expected.len()], expected[..], "an acknowledged message is missing or out of order");
+        let unique: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len(), "a message was committed twice");
     }
 
     /// Messages still held back when the store closes are in the inbound
