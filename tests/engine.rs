@@ -1067,6 +1067,44 @@ async fn a_graceful_stop_leaves_no_message_delivering() {
     engine.shutdown().await;
 }
 
+/// A store that cannot commit received messages (a stand-in for a full
+/// disk: a trigger that refuses one) troubles the production, naming the
+/// cause on the service; acknowledged messages wait in the inbound log, and
+/// once the store can commit again they are delivered in order and the
+/// production runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_commit_troubles_the_production_until_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let yaml = production(&[mllp_in("In", port, "Out", &[]), mllp_out("Out", receiver.port, &[])]);
+    let engine = start_engine(dir.path(), &yaml).await;
+    let db = dir.path().join("store.db");
+    let refuse = "CREATE TRIGGER refuse BEFORE INSERT ON header WHEN NEW.control_id = 'FULL2'
+                  BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;";
+    rusqlite::Connection::open(&db).unwrap().execute_batch(refuse).unwrap();
+    let mut client = connect(port).await;
+    for id in ["FULL1", "FULL2", "FULL3"] {
+        let ack = reply(&client.exchange(&hl7("ADT^A01", id), WAIT).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"), "{id}: durable in the inbound log, so acknowledged");
+    }
+    let troubled = engine
+        .wait_for(WAIT, |s| production_state(s) == ProductionState::Troubled && item_state(s, "In") == ItemState::Error)
+        .await;
+    assert!(troubled, "{:?}", engine.status());
+    let error = engine.status().item(PRODUCTION, "In").unwrap().last_error.clone().unwrap_or_default();
+    assert!(error.contains("cannot be committed") && error.contains("disk is full"), "{error}");
+    assert!(receiver.wait_len(1, WAIT).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.ids(), ["FULL1"], "a message overtook the one the store could not commit");
+    rusqlite::Connection::open(&db).unwrap().execute_batch("DROP TRIGGER refuse").unwrap();
+    assert!(receiver.wait_len(3, WAIT).await, "{:?}", receiver.ids());
+    assert_eq!(receiver.ids(), ["FULL1", "FULL2", "FULL3"]);
+    let running = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
+    assert!(running, "{:?}", engine.status());
+    engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_that_cannot_bind_troubles_the_production_and_recovers_on_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::writer::{Op, sync_wal};
 use super::{Committed, InlineRoute, NewInbound, RouteDecision, RoutedOutput, StoreError, delivery_log};
@@ -62,13 +62,21 @@ const HEAD: usize = 13;
 /// acknowledgment instead.
 const IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
 
-/// What the log's thread and the writer share.
-#[derive(Default)]
+/// What the log's thread, the writer and the store's handle share.
 pub(super) struct Progress {
     /// The last record the writer has committed.
     pub(super) applied: AtomicU64,
     /// Bytes handed to the writer and not yet committed.
     pub(super) in_flight: InFlight,
+    /// Why received messages cannot be committed, while they cannot (see
+    /// [`Store::commit_trouble`](super::Store::commit_trouble)).
+    pub(super) trouble: watch::Sender<Option<String>>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self { applied: AtomicU64::default(), in_flight: InFlight::default(), trouble: watch::Sender::new(None) }
+    }
 }
 
 /// The bytes in flight between the log's thread and the writer.
@@ -540,7 +548,7 @@ mod tests {
         let db = dir.path().join("s.db");
         // The store's write-ahead log, synced before a file is written over.
         std::fs::write(dir.path().join("s.db-wal"), b"").unwrap();
-        let progress = Arc::new(Progress { applied: AtomicU64::new(41), in_flight: InFlight::default() });
+        let progress = Arc::new(Progress { applied: AtomicU64::new(41), ..Progress::default() });
         let mut log = InboundLog::create(&db, progress.clone(), true).unwrap();
         let mut one = Vec::new();
         encode(1, &message(1), &mut one);

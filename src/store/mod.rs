@@ -775,6 +775,15 @@ impl Store {
         })
     }
 
+    /// Why received messages cannot be committed into the queues (a full
+    /// disk, a damaged file), while they cannot; `None` otherwise. They are
+    /// safe in the inbound log and tried again every second, and
+    /// acknowledgments stop once 4 MiB of them wait, so the services that
+    /// receive them show this as their error.
+    pub fn commit_trouble(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.inner.progress.trouble.subscribe()
+    }
+
     /// The number of pending messages of a queue; O(1).
     pub fn queue_depth(&self, production: &str, item: &str) -> u64 {
         self.inner.queues.depth(production, item).max(0) as u64

@@ -549,6 +549,7 @@ impl Writer {
         self.progress.in_flight.release(committed_weight);
         if self.holding && self.held.is_empty() {
             self.holding = false;
+            self.progress.trouble.send_replace(None);
             tracing::info!("the received messages held back are committed");
         }
         // Full means a checkpoint is already due.
@@ -567,6 +568,7 @@ impl Writer {
     fn hold(&mut self, op: Op, cause: &str) {
         if !self.holding {
             self.holding = true;
+            self.progress.trouble.send_replace(Some(cause.to_owned()));
             tracing::error!(
                 %cause,
                 "a received message cannot be committed; it and the messages after it are kept in the inbound log and tried again every {HELD_RETRY:?}"

@@ -58,9 +58,19 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
     let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let routers = InlineRouters::of(&ctx.production, targets);
     let mut connections = tokio::task::JoinSet::new();
+    let mut trouble = ctx.store().commit_trouble();
+    let cause = trouble.borrow_and_update().clone();
+    if cause.is_some() {
+        ctx.store_trouble(cause.as_deref());
+    }
     loop {
         let accepted = tokio::select! {
             () = ctx.cancel.cancelled() => break,
+            Ok(()) = trouble.changed() => {
+                let cause = trouble.borrow_and_update().clone();
+                ctx.store_trouble(cause.as_deref());
+                continue;
+            }
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {

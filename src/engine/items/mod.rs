@@ -94,6 +94,18 @@ impl ItemCtx {
         self.production.item_state(&self.slot, ItemState::Error, Some(error));
     }
 
+    /// Shows the store's trouble committing received messages (see
+    /// [`Store::commit_trouble`]) as this service's error, and its end as
+    /// recovery.
+    pub(crate) fn store_trouble(&self, cause: Option<&str>) {
+        match cause {
+            Some(cause) => self.fail(format!(
+                "received messages cannot be committed to the store: {cause}; they are kept in its inbound log and tried again"
+            )),
+            None => self.recovered(),
+        }
+    }
+
     /// Back to running after an error.
     pub(crate) fn recovered(&self) {
         if self.slot.stats.state().0 == ItemState::Error {
