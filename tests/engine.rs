@@ -1093,7 +1093,7 @@ async fn a_store_that_cannot_commit_troubles_the_production_until_it_can() {
         .await;
     assert!(troubled, "{:?}", engine.status());
     let error = engine.status().item(PRODUCTION, "In").unwrap().last_error.clone().unwrap_or_default();
-    assert!(error.contains("cannot be committed") && error.contains("disk is full"), "{error}");
+    assert!(error.contains("cannot commit") && error.contains("disk is full"), "{error}");
     assert!(receiver.wait_len(1, WAIT).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.ids(), ["FULL1"], "a message overtook the one the store could not commit");
@@ -1103,6 +1103,44 @@ async fn a_store_that_cannot_commit_troubles_the_production_until_it_can() {
     let running = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
     assert!(running, "{:?}", engine.status());
     engine.shutdown().await;
+}
+
+/// An operation whose results cannot be committed (a stand-in for a full
+/// disk: a trigger that refuses every status change) delivers each message
+/// once: the results are safe in the delivery log, so the messages are not
+/// taken from the queue again, and the production is troubled; once the
+/// store can commit, the results are recorded and it runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_whose_results_cannot_be_committed_delivers_each_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let yaml = production(&[mllp_in("In", port, "Out", &[]), mllp_out("Out", receiver.port, &[])]);
+    let engine = start_engine(dir.path(), &yaml).await;
+    let db = dir.path().join("store.db");
+    let refuse = "CREATE TRIGGER refuse BEFORE UPDATE OF status ON header
+                  BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;";
+    rusqlite::Connection::open(&db).unwrap().execute_batch(refuse).unwrap();
+    let mut client = connect(port).await;
+    for id in ["ONCE1", "ONCE2"] {
+        let ack = reply(&client.exchange(&hl7("ADT^A01", id), WAIT).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    }
+    assert!(receiver.wait_len(2, WAIT).await, "{:?}", receiver.ids());
+    let troubled = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Troubled).await;
+    assert!(troubled, "{:?}", engine.status());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(receiver.ids(), ["ONCE1", "ONCE2"], "a message was delivered again");
+    rusqlite::Connection::open(&db).unwrap().execute_batch("DROP TRIGGER refuse").unwrap();
+    // The results are tried again and committed while the engine runs.
+    for id in ["ONCE1", "ONCE2"] {
+        wait_status(engine.store(), "Out", id, Status::Completed, WAIT).await;
+    }
+    assert!(engine.wait_for(WAIT, |s| s.production(PRODUCTION).unwrap().queued == 0).await);
+    let running = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
+    assert!(running, "{:?}", engine.status());
+    engine.shutdown().await;
+    assert_eq!(receiver.ids(), ["ONCE1", "ONCE2"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,14 +10,18 @@
 //! operating system's cache once `write` returns, like a commit with
 //! `synchronous=NORMAL`) and costs one system call. The result itself is
 //! committed by the writer shortly after; once every noted result has been
-//! committed the file is cut back to nothing. When the store opens, results
-//! noted but never committed are applied before anything else runs.
+//! committed the file is cut back to nothing. A result the writer cannot
+//! commit (a full disk) is tried again until it is, and until then its
+//! message is not taken from its queue again, whatever its status in the
+//! database says. When the store opens, results noted but never committed
+//! are applied before anything else runs.
 //!
 //! Everything the commit would record is noted (status, attempts, reply,
 //! error text), so a result applied from the log at start is recorded
 //! exactly as the commit would have recorded it: status and reply in one
 //! transaction.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -64,10 +68,9 @@ impl Noted {
 struct State {
     file: File,
     len: u64,
-    /// Results noted and not yet committed by the writer.
-    unsettled: u64,
-    /// A noted result failed to commit: keep the file until the next start.
-    keep: bool,
+    /// Headers whose results are noted and not yet committed by the
+    /// writer, with how many of their results wait.
+    pending: HashMap<i64, u32>,
 }
 
 /// The open log; shared by the operations and the writer.
@@ -170,7 +173,7 @@ impl DeliveryLog {
             at += len;
         }
         let len = bytes.len() as u64;
-        let state = State { file, len, unsettled: 0, keep: false };
+        let state = State { file, len, pending: HashMap::new() };
         Ok((Self { path, state: Mutex::new(state) }, noted))
     }
 
@@ -189,19 +192,26 @@ impl DeliveryLog {
         let mut state = self.lock();
         state.file.write_all(&record)?;
         state.len += record.len() as u64;
-        state.unsettled += 1;
+        *state.pending.entry(noted.header_id).or_default() += 1;
         Ok(())
     }
 
-    /// Called by the writer once it has committed (`committed`) or failed
-    /// to commit noted results.
-    pub(super) fn settle(&self, count: u64, committed: bool) {
+    /// Has this header a result noted and not yet committed? Its message
+    /// has been delivered, even if the database still shows it queued.
+    pub(super) fn is_pending(&self, header_id: i64) -> bool {
+        self.lock().pending.contains_key(&header_id)
+    }
+
+    /// Called by the writer once it has committed a noted result.
+    pub(super) fn settle(&self, header_id: i64) {
         let mut state = self.lock();
-        state.unsettled = state.unsettled.saturating_sub(count);
-        if !committed {
-            state.keep = true;
+        if let Some(waiting) = state.pending.get_mut(&header_id) {
+            *waiting -= 1;
+            if *waiting == 0 {
+                state.pending.remove(&header_id);
+            }
         }
-        if state.unsettled == 0 && state.len >= CUT_BACK_AT && !state.keep {
+        if state.pending.is_empty() && state.len >= CUT_BACK_AT {
             // Appends go to the end of the file, wherever that now is.
             match state.file.set_len(0) {
                 Ok(()) => state.len = 0,
@@ -258,15 +268,16 @@ mod tests {
         assert_eq!(decode(&flipped), None, "a corrupt record");
     }
 
-    /// A log in a temp folder filled just past the cut-back size; returns
-    /// the length of one record and how many were noted.
-    fn filled_log() -> (tempfile::TempDir, DeliveryLog, u64, u64) {
+    /// A log in a temp folder filled just past the cut-back size, one
+    /// result per header from 1; returns the length of one record and how
+    /// many were noted.
+    fn filled_log() -> (tempfile::TempDir, DeliveryLog, u64, i64) {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = DeliveryLog::open(&dir.path().join("s.db")).unwrap();
         let record = encode(&completed(1)).len() as u64;
-        let records = CUT_BACK_AT.div_ceil(record);
-        for _ in 0..records {
-            log.note(&completed(1)).unwrap();
+        let records = CUT_BACK_AT.div_ceil(record) as i64;
+        for id in 1..=records {
+            log.note(&completed(id)).unwrap();
         }
         (dir, log, record, records)
     }
@@ -274,19 +285,27 @@ mod tests {
     #[test]
     fn the_file_is_cut_back_only_when_everything_noted_is_committed() {
         let (_dir, log, record, records) = filled_log();
-        log.settle(records - 1, true);
-        assert_eq!(log.lock().len, records * record, "one result still waits for its commit");
-        log.settle(1, true);
+        for id in 2..=records {
+            log.settle(id);
+        }
+        assert_eq!(log.lock().len, records as u64 * record, "one result still waits for its commit");
+        assert!(log.is_pending(1) && !log.is_pending(2));
+        log.settle(1);
         assert_eq!(log.lock().len, 0);
+        assert!(!log.is_pending(1));
         log.note(&completed(1)).unwrap();
         assert_eq!(log.lock().file.metadata().unwrap().len(), record, "appends start again at the beginning");
     }
 
+    /// A header noted twice (delivered again after a resend) waits until
+    /// both results are committed.
     #[test]
-    fn a_failed_commit_keeps_the_log_for_the_next_start() {
-        let (_dir, log, record, records) = filled_log();
-        log.settle(1, false);
-        log.settle(u64::MAX, true);
-        assert_eq!(log.lock().len, records * record);
+    fn a_header_noted_twice_is_pending_until_both_are_committed() {
+        let (_dir, log, _, _) = filled_log();
+        log.note(&completed(1)).unwrap();
+        log.settle(1);
+        assert!(log.is_pending(1));
+        log.settle(1);
+        assert!(!log.is_pending(1));
     }
 }

@@ -754,9 +754,11 @@ impl Store {
     }
 
     /// Up to `limit` headers at the head of a queue that are `queued` (not
-    /// already taken), in order, with their bodies.
+    /// already taken), in order, with their bodies. Headers whose delivery
+    /// result is noted and not yet committed are left out: they have been
+    /// delivered (see the `delivery_log` module).
     pub fn fetch_queue(&self, production: &str, item: &str, limit: usize) -> Result<Vec<Queued>, StoreError> {
-        self.read(|c| {
+        let mut queued = self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT h.id, h.session_id, b.data, h.control_id, h.attempts FROM header h JOIN body b ON b.id = h.body_id
                  WHERE h.production = ?1 AND h.target = ?2 AND h.status IN ('queued', 'delivering') AND h.status = 'queued'
@@ -771,15 +773,17 @@ impl Store {
                     attempts: r.get::<_, i64>(4)? as u32,
                 })
             })?;
-            rows.collect()
-        })
+            rows.collect::<Result<Vec<_>, _>>()
+        })?;
+        queued.retain(|q| !self.inner.deliveries.is_pending(q.id));
+        Ok(queued)
     }
 
-    /// Why received messages cannot be committed into the queues (a full
-    /// disk, a damaged file), while they cannot; `None` otherwise. They are
-    /// safe in the inbound log and tried again every second, and
-    /// acknowledgments stop once 4 MiB of them wait, so the services that
-    /// receive them show this as their error.
+    /// Why the store cannot commit received messages or delivery results
+    /// (a full disk, a damaged file), while it cannot; `None` otherwise.
+    /// They are safe in the inbound and delivery logs and tried again
+    /// every second; acknowledgments stop once 4 MiB of received messages
+    /// wait, so the services show this as their error.
     pub fn commit_trouble(&self) -> tokio::sync::watch::Receiver<Option<String>> {
         self.inner.progress.trouble.subscribe()
     }

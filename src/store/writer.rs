@@ -105,7 +105,8 @@ enum Done {
     Bool(Reply<bool>, Result<bool, StoreError>),
     Purge(Reply<PurgeStep>, Result<PurgeStep, StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
-    Noted(Arc<DeliveryLog>, Result<(), StoreError>),
+    /// A result noted in the delivery log, for this header.
+    Noted(Arc<DeliveryLog>, i64, Result<(), StoreError>),
 }
 
 impl Done {
@@ -134,14 +135,17 @@ impl Done {
             Self::Bool(tx, r) => answer!(tx, r),
             Self::Purge(tx, r) => answer!(tx, r),
             Self::Count(tx, r) => answer!(tx, r),
-            Self::Noted(log, r) => {
-                let committed = failure.is_none() && r.is_ok();
-                if !committed {
+            Self::Noted(log, header_id, r) => {
+                if failure.is_none() && r.is_ok() {
+                    log.settle(header_id);
+                } else {
+                    // Not reached: the writer holds a result it cannot
+                    // commit (see `Writer::hold`). Left pending, it is
+                    // applied from the log at the next start.
                     let error =
                         failure.map_or_else(|| r.err().map(|e| e.to_string()).unwrap_or_default(), str::to_owned);
                     tracing::error!(%error, "a delivery result was not committed; it is applied from the delivery log at the next start");
                 }
-                log.settle(1, committed);
             }
         }
     }
@@ -205,7 +209,7 @@ fn settle(op: Op, outcome: Outcome) -> Done {
         Op::Commanded(_, _, reply) | Op::ItemEnabled(_, _, _, reply) | Op::DiscoveryTopics(_, reply) => {
             Done::Unit(Some(reply), outcome.unit())
         }
-        Op::FinishNoted(_, log) => Done::Noted(log, outcome.unit()),
+        Op::FinishNoted(finished, log) => Done::Noted(log, finished.header_id, outcome.unit()),
         Op::PurgeBatch { reply, .. } => Done::Purge(reply, outcome.purge()),
         Op::Vacuum { reply, .. } => Done::Count(reply, Ok(0)),
         // Taken apart when added to a group (see `push`): never settled as
@@ -314,7 +318,8 @@ pub(super) struct Writer {
     log: LogProgress,
     progress: Arc<Progress>,
     /// Received messages that could not be committed, in the order
-    /// received, with every one received after them (see [`Writer::hold`]).
+    /// received, with every one received after them, and delivery results
+    /// that could not be committed (see [`Writer::hold`]).
     held: Vec<Op>,
     /// When the held messages are tried next.
     retry_at: Instant,
@@ -428,7 +433,8 @@ impl Writer {
         }
         // Held messages were received before anything in this group: they
         // go first (`run` waited for their retry), and if one fails again
-        // the messages after it are held behind it.
+        // the messages after it are held behind it. Held results go with
+        // them.
         if !self.held.is_empty() {
             ops.splice(0..0, std::mem::take(&mut self.held));
         }
@@ -495,7 +501,7 @@ impl Writer {
                 };
                 for op in ops {
                     match op {
-                        Op::Inbound(..) => self.hold(op, &text),
+                        Op::Inbound(..) | Op::FinishNoted(..) => self.hold(op, &text),
                         op => settle(op, Outcome::Failed).send(Some(&text)),
                     }
                 }
@@ -525,6 +531,11 @@ impl Writer {
                     }
                 }
             }
+            if let (Op::FinishNoted(..), Outcome::Unit(Err(e))) = (&op, &outcome) {
+                let cause = e.to_string();
+                self.hold(op, &cause);
+                continue;
+            }
             let done = settle(op, outcome);
             if done.durable() && self.syncer.is_some() {
                 durable.push(done);
@@ -550,28 +561,35 @@ impl Writer {
         if self.holding && self.held.is_empty() {
             self.holding = false;
             self.progress.trouble.send_replace(None);
-            tracing::info!("the received messages held back are committed");
+            tracing::info!("the messages and results held back are committed");
         }
         // Full means a checkpoint is already due.
         let _ = self.checkpointer.try_send(());
     }
 
-    /// Keeps a received message that could not be committed (a full disk,
-    /// a damaged file), to try again every [`HELD_RETRY`] in the order
-    /// received, every later one behind it. Its sender has the ACK and the
-    /// inbound log has it, so it must reach the queues, and without
-    /// overtaking: committing later messages while it waits would break
-    /// the order, and the log's record of what is committed (the last
-    /// record applied) could then pass over it. Held messages count
-    /// against the bound on messages in flight, so while the store cannot
-    /// commit, acknowledgments soon wait instead of the log growing.
+    /// Keeps a received message or a delivery result that could not be
+    /// committed (a full disk, a damaged file), to try again every
+    /// [`HELD_RETRY`].
+    ///
+    /// A received message's sender has the ACK and the inbound log has it,
+    /// so it must reach the queues, and without overtaking: every message
+    /// received after it is held behind it, in order. Committing later
+    /// messages while it waits would break the order, and the log's record
+    /// of what is committed (the last record applied) could then pass over
+    /// it. Held messages count against the bound on messages in flight, so
+    /// while the store cannot commit, acknowledgments soon wait instead of
+    /// the log growing.
+    ///
+    /// A delivery result is safe in the delivery log, which keeps its
+    /// message from being taken from the queue again until it is
+    /// committed.
     fn hold(&mut self, op: Op, cause: &str) {
         if !self.holding {
             self.holding = true;
             self.progress.trouble.send_replace(Some(cause.to_owned()));
             tracing::error!(
                 %cause,
-                "a received message cannot be committed; it and the messages after it are kept in the inbound log and tried again every {HELD_RETRY:?}"
+                "the store cannot commit; received messages and delivery results are kept in their logs and tried again every {HELD_RETRY:?}"
             );
         }
         self.held.push(op);

@@ -93,7 +93,10 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCo
             conn.close(ctx);
         }
         if let Err(e) = marked.wait().await {
-            ctx.fail(format!("cannot update the queue: {e}"));
+            // The messages delivered meanwhile are not taken again: their
+            // results wait in the delivery log, and a store that cannot
+            // commit them shows on the production's services.
+            tracing::warn!(item = ctx.name(), error = %e, "cannot mark messages as being delivered");
             if ctx.sleep(Duration::from_secs(1)).await.is_err() {
                 break;
             }

@@ -94,13 +94,13 @@ impl ItemCtx {
         self.production.item_state(&self.slot, ItemState::Error, Some(error));
     }
 
-    /// Shows the store's trouble committing received messages (see
+    /// Shows the store's trouble committing (see
     /// [`Store::commit_trouble`]) as this service's error, and its end as
     /// recovery.
     pub(crate) fn store_trouble(&self, cause: Option<&str>) {
         match cause {
             Some(cause) => self.fail(format!(
-                "received messages cannot be committed to the store: {cause}; they are kept in its inbound log and tried again"
+                "the store cannot commit: {cause}; received messages and delivery results wait in its logs and are tried again"
             )),
             None => self.recovered(),
         }
