@@ -79,7 +79,7 @@ struct Pipeline {
     engine: switchboard::engine::Engine,
     receiver: Receiver,
     in_port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Pipeline {
@@ -89,11 +89,17 @@ impl Pipeline {
         let in_port = free_port();
         let yaml = production(&[mllp_in("In", in_port, "Out", in_extra), mllp_out("Out", receiver.port, out_extra)]);
         let engine = start_engine(dir.path(), &yaml).await;
-        Self { engine, receiver, in_port, _dir: dir }
+        Self { engine, receiver, in_port, dir }
     }
 
     fn store(&self) -> &Store {
         self.engine.store()
+    }
+
+    /// Runs SQL on the store's database beside the engine, to make it
+    /// refuse commits (a stand-in for a full disk) and to lift that.
+    fn tamper(&self, sql: &str) {
+        rusqlite::Connection::open(self.dir.path().join("store.db")).unwrap().execute_batch(sql).unwrap();
     }
 
     /// Sends one message and checks that it was accepted.
@@ -316,7 +322,7 @@ async fn the_published_status_shows_a_queue_emptied_by_its_last_delivery() {
     assert!(p.receiver.wait_len(1, WAIT).await);
     // While the receiver thinks, another connection takes the store's
     // write lock, so the result waits in the delivery log.
-    let lock = rusqlite::Connection::open(p._dir.path().join("store.db")).unwrap();
+    let lock = rusqlite::Connection::open(p.dir.path().join("store.db")).unwrap();
     lock.busy_timeout(WAIT).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let counted = |s: &switchboard::engine::EngineStatus| s.item(PRODUCTION, "Out").is_some_and(|out| out.sent == 1);
@@ -1074,35 +1080,31 @@ async fn a_graceful_stop_leaves_no_message_delivering() {
 /// production runs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_commit_troubles_the_production_until_it_can() {
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start().await;
-    let port = free_port();
-    let yaml = production(&[mllp_in("In", port, "Out", &[]), mllp_out("Out", receiver.port, &[])]);
-    let engine = start_engine(dir.path(), &yaml).await;
-    let db = dir.path().join("store.db");
-    let refuse = "CREATE TRIGGER refuse BEFORE INSERT ON header WHEN NEW.control_id = 'FULL2'
-                  BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;";
-    rusqlite::Connection::open(&db).unwrap().execute_batch(refuse).unwrap();
-    let mut client = connect(port).await;
+    let p = Pipeline::new(&[], &[]).await;
+    p.tamper(
+        "CREATE TRIGGER refuse BEFORE INSERT ON header WHEN NEW.control_id = 'FULL2'
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    );
+    // Durable in the inbound log, so acknowledged.
     for id in ["FULL1", "FULL2", "FULL3"] {
-        let ack = reply(&client.exchange(&hl7("ADT^A01", id), WAIT).await.unwrap());
-        assert_eq!(ack.acknowledgment_code(), Some("AA"), "{id}: durable in the inbound log, so acknowledged");
+        p.send_accepted("ADT^A01", id).await;
     }
-    let troubled = engine
+    let troubled = p
+        .engine
         .wait_for(WAIT, |s| production_state(s) == ProductionState::Troubled && item_state(s, "In") == ItemState::Error)
         .await;
-    assert!(troubled, "{:?}", engine.status());
-    let error = engine.status().item(PRODUCTION, "In").unwrap().last_error.clone().unwrap_or_default();
+    assert!(troubled, "{:?}", p.engine.status());
+    let error = p.engine.status().item(PRODUCTION, "In").unwrap().last_error.clone().unwrap_or_default();
     assert!(error.contains("cannot commit") && error.contains("disk is full"), "{error}");
-    assert!(receiver.wait_len(1, WAIT).await);
+    assert!(p.receiver.wait_len(1, WAIT).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(receiver.ids(), ["FULL1"], "a message overtook the one the store could not commit");
-    rusqlite::Connection::open(&db).unwrap().execute_batch("DROP TRIGGER refuse").unwrap();
-    assert!(receiver.wait_len(3, WAIT).await, "{:?}", receiver.ids());
-    assert_eq!(receiver.ids(), ["FULL1", "FULL2", "FULL3"]);
-    let running = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
-    assert!(running, "{:?}", engine.status());
-    engine.shutdown().await;
+    assert_eq!(p.receiver.ids(), ["FULL1"], "a message overtook the one the store could not commit");
+    p.tamper("DROP TRIGGER refuse");
+    assert!(p.receiver.wait_len(3, WAIT).await, "{:?}", p.receiver.ids());
+    assert_eq!(p.receiver.ids(), ["FULL1", "FULL2", "FULL3"]);
+    let running = p.engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
+    assert!(running, "{:?}", p.engine.status());
+    p.engine.shutdown().await;
 }
 
 /// An operation whose results cannot be committed (a stand-in for a full
@@ -1112,35 +1114,29 @@ async fn a_store_that_cannot_commit_troubles_the_production_until_it_can() {
 /// store can commit, the results are recorded and it runs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_whose_results_cannot_be_committed_delivers_each_message_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start().await;
-    let port = free_port();
-    let yaml = production(&[mllp_in("In", port, "Out", &[]), mllp_out("Out", receiver.port, &[])]);
-    let engine = start_engine(dir.path(), &yaml).await;
-    let db = dir.path().join("store.db");
-    let refuse = "CREATE TRIGGER refuse BEFORE UPDATE OF status ON header
-                  BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;";
-    rusqlite::Connection::open(&db).unwrap().execute_batch(refuse).unwrap();
-    let mut client = connect(port).await;
+    let p = Pipeline::new(&[], &[]).await;
+    p.tamper(
+        "CREATE TRIGGER refuse BEFORE UPDATE OF status ON header
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    );
     for id in ["ONCE1", "ONCE2"] {
-        let ack = reply(&client.exchange(&hl7("ADT^A01", id), WAIT).await.unwrap());
-        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+        p.send_accepted("ADT^A01", id).await;
     }
-    assert!(receiver.wait_len(2, WAIT).await, "{:?}", receiver.ids());
-    let troubled = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Troubled).await;
-    assert!(troubled, "{:?}", engine.status());
+    assert!(p.receiver.wait_len(2, WAIT).await, "{:?}", p.receiver.ids());
+    let troubled = p.engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Troubled).await;
+    assert!(troubled, "{:?}", p.engine.status());
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(receiver.ids(), ["ONCE1", "ONCE2"], "a message was delivered again");
-    rusqlite::Connection::open(&db).unwrap().execute_batch("DROP TRIGGER refuse").unwrap();
+    assert_eq!(p.receiver.ids(), ["ONCE1", "ONCE2"], "a message was delivered again");
+    p.tamper("DROP TRIGGER refuse");
     // The results are tried again and committed while the engine runs.
     for id in ["ONCE1", "ONCE2"] {
-        wait_status(engine.store(), "Out", id, Status::Completed, WAIT).await;
+        wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
     }
-    assert!(engine.wait_for(WAIT, |s| s.production(PRODUCTION).unwrap().queued == 0).await);
-    let running = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
-    assert!(running, "{:?}", engine.status());
-    engine.shutdown().await;
-    assert_eq!(receiver.ids(), ["ONCE1", "ONCE2"]);
+    assert!(p.engine.wait_for(WAIT, |s| s.production(PRODUCTION).unwrap().queued == 0).await);
+    let running = p.engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
+    assert!(running, "{:?}", p.engine.status());
+    p.engine.shutdown().await;
+    assert_eq!(p.receiver.ids(), ["ONCE1", "ONCE2"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

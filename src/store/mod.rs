@@ -1120,6 +1120,19 @@ mod tests {
         store.fetch_queue("p", "Out", 10).unwrap().into_iter().map(|q| q.control_id.unwrap()).collect()
     }
 
+    /// A store with M1 committed, M2 refused (held) and M3 received after
+    /// it; returns the pending commits of M2 and M3 and the statement that
+    /// lifts the refusal.
+    async fn m2_refused(path: &Path) -> (Store, Pending<Committed>, Pending<Committed>, &'static str) {
+        let (store, _) = Store::open(path, StoreOptions::default()).unwrap();
+        store.commit_inbound(inbound(1)).await.unwrap();
+        let lift = refuse_message(path, 2);
+        let m2 = store.receive_inbound(inbound(2)).await.expect("durable in the log: acknowledged");
+        let m3 = store.receive_inbound(inbound(3)).await.expect("durable in the log: acknowledged");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (store, m2, m3, lift)
+    }
+
     /// A received message the writer cannot commit (its sender has the
     /// ACK) is tried again until it is committed, and the messages received
     /// after it wait behind it instead of overtaking it.
@@ -1127,12 +1140,7 @@ mod tests {
     async fn a_received_message_that_cannot_be_committed_is_retried_and_not_overtaken() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
-        store.commit_inbound(inbound(1)).await.unwrap();
-        let lift = refuse_message(&path, 2);
-        let m2 = store.receive_inbound(inbound(2)).await.expect("durable in the log: acknowledged");
-        let m3 = store.receive_inbound(inbound(3)).await.expect("durable in the log: acknowledged");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (store, m2, m3, lift) = m2_refused(&path).await;
         assert_eq!(queued(&store), ["M1"], "a message overtook the one held back");
         Connection::open(&path).unwrap().execute_batch(lift).unwrap();
         let wait = Duration::from_secs(10);
@@ -1221,12 +1229,7 @@ mod tests {
     async fn messages_held_back_at_close_are_committed_at_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
-        store.commit_inbound(inbound(1)).await.unwrap();
-        let lift = refuse_message(&path, 2);
-        let m2 = store.receive_inbound(inbound(2)).await.expect("durable in the log: acknowledged");
-        let m3 = store.receive_inbound(inbound(3)).await.expect("durable in the log: acknowledged");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (store, m2, m3, lift) = m2_refused(&path).await;
         store.close().await;
         assert!(m2.wait().await.is_err(), "M2 cannot have been committed");
         assert!(m3.wait().await.is_err(), "M3 was committed ahead of M2");
