@@ -783,7 +783,7 @@ impl Store {
     /// (a full disk, a damaged file), while it cannot; `None` otherwise.
     /// They are safe in the inbound and delivery logs and tried again
     /// every second; acknowledgments stop once 4 MiB of received messages
-    /// wait, so the services show this as their error.
+    /// wait, so the MLLP services show this as their error.
     pub fn commit_trouble(&self) -> tokio::sync::watch::Receiver<Option<String>> {
         self.inner.progress.trouble.subscribe()
     }
