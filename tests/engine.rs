@@ -309,6 +309,49 @@ async fn a_routers_backlog_stays_ahead_of_messages_routed_on_receipt() {
     engine.shutdown().await;
 }
 
+/// A router whose results cannot be committed (a stand-in for a full disk:
+/// a trigger that refuses its output for one message) routes that message,
+/// and the ones after it, again until they can be, so they reach the
+/// operation in order, and counts each message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_whose_results_cannot_be_committed_routes_again_and_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let in_port = free_port();
+    let rules = ["rules:".to_owned(), "  - send: [Out]".to_owned()];
+    let yaml = production(&[
+        mllp_in("In", in_port, "Router", &[]),
+        item("Router", "router", &rules),
+        mllp_out("Out", receiver.port, &[]),
+    ]);
+    let engine = start_engine(dir.path(), &yaml).await;
+    // Queued for the router while it is disabled, routed from its queue.
+    engine.set_item_enabled(PRODUCTION, "Router", false, CommandSource::Api).await.unwrap();
+    let mut client = connect(in_port).await;
+    for id in ["RT1", "RT2", "RT3"] {
+        let ack = reply(&client.exchange(&hl7("ADT^A01", id), WAIT).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    }
+    let tamper =
+        |sql: &str| rusqlite::Connection::open(dir.path().join("store.db")).unwrap().execute_batch(sql).unwrap();
+    tamper(
+        "CREATE TRIGGER refuse BEFORE INSERT ON header WHEN NEW.control_id = 'RT2' AND NEW.target = 'Out'
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    );
+    engine.set_item_enabled(PRODUCTION, "Router", true, CommandSource::Api).await.unwrap();
+    let troubled = engine.wait_for(WAIT, |s| item_state(s, "Router") == ItemState::Error).await;
+    assert!(troubled, "{:?}", engine.status());
+    // Two more tries, a second apart, while the commit is refused.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    tamper("DROP TRIGGER refuse");
+    assert!(receiver.wait_len(3, WAIT).await, "{:?}", receiver.ids());
+    assert!(engine.wait_for(WAIT, |s| s.production(PRODUCTION).unwrap().queued == 0).await);
+    let router = engine.status().item(PRODUCTION, "Router").unwrap().clone();
+    assert_eq!((router.received, router.sent, router.errors), (3, 3, 0), "each message counted once");
+    assert_eq!(receiver.ids(), ["RT1", "RT2", "RT3"], "once each, in order");
+    engine.shutdown().await;
+}
+
 /// The published status (what the MQTT bridge and the web UI read) shows a
 /// queue emptied by its last delivery, although the delivery's result is
 /// committed after the operation has counted it as sent: here the commit is

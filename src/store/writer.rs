@@ -620,11 +620,20 @@ fn apply_all(
     let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Vec::new(), log };
     let mut op_deltas = Vec::new();
     let mut sums = DepthSums::default();
+    // A router's result failed in this transaction: the results routed
+    // after it are refused too, so that its router routes them again in
+    // order rather than have them overtake it on the way to their targets.
+    let mut routed_failed = false;
     for op in ops {
         if applied.log.stuck && matches!(op, Op::Inbound(..)) {
             // Not applied behind the one that failed: that would commit
             // them out of order and pass over it in the log.
             applied.outcomes.push(Outcome::Held);
+            continue;
+        }
+        if routed_failed && matches!(op, Op::Routed(..)) {
+            let refused = "not committed: a message routed before it could not be committed";
+            applied.outcomes.push(Outcome::Ids(Err(StoreError::CommitFailed(refused.into()))));
             continue;
         }
         if isolation == Isolation::PerOperation {
@@ -644,6 +653,7 @@ fn apply_all(
                 tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
             }
         }
+        routed_failed |= matches!(op, Op::Routed(..)) && !outcome.ok();
         if outcome.ok() {
             sums.add(&op_deltas);
             applied.deltas.append(&mut op_deltas);

@@ -124,11 +124,18 @@ impl CompiledRouter {
         while let Some(batch) = ctx.next_batch(BATCH).await {
             let decisions: Vec<Routed> =
                 batch.iter().map(|q| self.route(q.id, &q.body, q.control_id.as_deref())).collect();
-            for Routed { header_id, decision } in &decisions {
-                let (status, error) = (decision.status, decision.error.as_deref());
-                account(&ctx.production, &ctx.slot, *header_id, status, error, decision.outputs.len());
-            }
+            // Counted once committed: a message whose commit fails stays
+            // queued and is routed (and counted) again.
+            let outcomes: Vec<_> = decisions
+                .iter()
+                .map(|r| (r.header_id, r.decision.status, r.decision.error.clone(), r.decision.outputs.len()))
+                .collect();
             let results = ctx.store().commit_routed_all(decisions).await;
+            for ((header_id, status, error, outputs), result) in outcomes.into_iter().zip(&results) {
+                if result.is_ok() {
+                    account(&ctx.production, &ctx.slot, header_id, status, error.as_deref(), outputs);
+                }
+            }
             if let Some(e) = results.into_iter().find_map(Result::err) {
                 ctx.fail(format!("cannot store routing results: {e}"));
                 if ctx.sleep(std::time::Duration::from_secs(1)).await.is_err() {
