@@ -617,23 +617,16 @@ impl Store {
     /// Records a router's result for one header and queues its outputs, in
     /// one transaction. Returns the new headers' ids.
     pub async fn commit_routed(&self, routed: Routed) -> Result<Vec<i64>, StoreError> {
-        self.submit(|reply| Op::Routed(routed, reply)).await
+        let mut ids = self.commit_routed_all(vec![routed]).await?;
+        Ok(ids.pop().unwrap_or_default())
     }
 
-    /// [`commit_routed`](Self::commit_routed) for several headers, submitted
-    /// in order so they share a commit; one result per input.
-    pub async fn commit_routed_all(&self, all: Vec<Routed>) -> Vec<Result<Vec<i64>, StoreError>> {
-        let mut pending = Vec::with_capacity(all.len());
-        for routed in all {
-            let (tx, rx) = oneshot::channel();
-            let sent = self.inner.ops.send(Op::Routed(routed, tx)).await.is_ok();
-            pending.push((sent, rx));
-        }
-        let mut results = Vec::with_capacity(pending.len());
-        for (sent, rx) in pending {
-            results.push(if sent { rx.await.unwrap_or(Err(StoreError::Closed)) } else { Err(StoreError::Closed) });
-        }
-        results
+    /// [`commit_routed`](Self::commit_routed) for several headers, in
+    /// order, all or none: if one cannot be committed (a full disk), none
+    /// is, so that the router routes them all again in order rather than
+    /// have later ones overtake it. The new headers' ids, per input.
+    pub async fn commit_routed_all(&self, all: Vec<Routed>) -> Result<Vec<Vec<i64>>, StoreError> {
+        self.submit(|reply| Op::Routed(all, reply)).await
     }
 
     /// Marks headers as taken by their target.

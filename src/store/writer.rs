@@ -51,7 +51,8 @@ pub(super) enum Op {
     /// Messages made durable together in the inbound log, handed over in
     /// one piece: taken apart into `Inbound` operations of one group.
     Logged(Vec<(NewInbound, Reply<Committed>, u64)>),
-    Routed(Routed, Reply<Vec<i64>>),
+    /// A router's results, committed all or none.
+    Routed(Vec<Routed>, Reply<Vec<Vec<i64>>>),
     MarkDelivering(Vec<i64>, Reply<()>),
     Finish(Finished, Reply<()>),
     /// A result already in the delivery log: answered by settling it there.
@@ -98,7 +99,7 @@ enum Done {
     /// A received message: durable in the inbound log already, so its
     /// commit need not wait for the disk.
     Committed(Reply<Committed>, Result<Committed, StoreError>),
-    Ids(Reply<Vec<i64>>, Result<Vec<i64>, StoreError>),
+    Ids(Reply<Vec<Vec<i64>>>, Result<Vec<Vec<i64>>, StoreError>),
     Unit(Option<Reply<()>>, Result<(), StoreError>),
     /// A status change of a queued message: answered at commit (see above).
     Status(Reply<()>, Result<(), StoreError>),
@@ -155,7 +156,7 @@ impl Done {
 /// answered.
 enum Outcome {
     Committed(Result<Committed, StoreError>),
-    Ids(Result<Vec<i64>, StoreError>),
+    Ids(Result<Vec<Vec<i64>>, StoreError>),
     Unit(Result<(), StoreError>),
     Bool(Result<bool, StoreError>),
     Purge(Result<PurgeStep, StoreError>),
@@ -190,7 +191,7 @@ impl Outcome {
     }
 
     outcome_value!(committed, Committed, Committed);
-    outcome_value!(ids, Ids, Vec<i64>);
+    outcome_value!(ids, Ids, Vec<Vec<i64>>);
     outcome_value!(unit, Unit, ());
     outcome_value!(boolean, Bool, bool);
     outcome_value!(purge, Purge, PurgeStep);
@@ -620,20 +621,11 @@ fn apply_all(
     let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Vec::new(), log };
     let mut op_deltas = Vec::new();
     let mut sums = DepthSums::default();
-    // A router's result failed in this transaction: the results routed
-    // after it are refused too, so that its router routes them again in
-    // order rather than have them overtake it on the way to their targets.
-    let mut routed_failed = false;
     for op in ops {
         if applied.log.stuck && matches!(op, Op::Inbound(..)) {
             // Not applied behind the one that failed: that would commit
             // them out of order and pass over it in the log.
             applied.outcomes.push(Outcome::Held);
-            continue;
-        }
-        if routed_failed && matches!(op, Op::Routed(..)) {
-            let refused = "not committed: a message routed before it could not be committed";
-            applied.outcomes.push(Outcome::Ids(Err(StoreError::CommitFailed(refused.into()))));
             continue;
         }
         if isolation == Isolation::PerOperation {
@@ -653,7 +645,6 @@ fn apply_all(
                 tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
             }
         }
-        routed_failed |= matches!(op, Op::Routed(..)) && !outcome.ok();
         if outcome.ok() {
             sums.add(&op_deltas);
             applied.deltas.append(&mut op_deltas);
@@ -867,7 +858,12 @@ fn apply(tx: &Connection, op: &Op, ids: &mut HeaderIds, depths: &Depths<'_>, del
         Op::Inbound(inbound, ..) => {
             Outcome::Committed(inbound_tx(tx, inbound, ids, depths, deltas).map_err(Into::into))
         }
-        Op::Routed(routed, _) => Outcome::Ids(routed_tx(tx, routed, ids, deltas).map_err(Into::into)),
+        Op::Routed(all, _) => Outcome::Ids(
+            all.iter()
+                .map(|routed| routed_tx(tx, routed, ids, deltas))
+                .collect::<rusqlite::Result<_>>()
+                .map_err(Into::into),
+        ),
         Op::MarkDelivering(header_ids, _) => unit(set_status(tx, header_ids, "delivering", "queued")),
         Op::Requeue(header_ids, _) => unit(set_status(tx, header_ids, "queued", "delivering")),
         Op::RequeueItem(production, item, _) => unit(

@@ -124,25 +124,25 @@ impl CompiledRouter {
         while let Some(batch) = ctx.next_batch(BATCH).await {
             let decisions: Vec<Routed> =
                 batch.iter().map(|q| self.route(q.id, &q.body, q.control_id.as_deref())).collect();
-            // Counted once committed: a message whose commit fails stays
-            // queued and is routed (and counted) again.
+            // Counted once committed: a batch that cannot be committed
+            // stays queued and is routed (and counted) again.
             let outcomes: Vec<_> = decisions
                 .iter()
                 .map(|r| (r.header_id, r.decision.status, r.decision.error.clone(), r.decision.outputs.len()))
                 .collect();
-            let results = ctx.store().commit_routed_all(decisions).await;
-            for ((header_id, status, error, outputs), result) in outcomes.into_iter().zip(&results) {
-                if result.is_ok() {
-                    account(&ctx.production, &ctx.slot, header_id, status, error.as_deref(), outputs);
+            match ctx.store().commit_routed_all(decisions).await {
+                Ok(_) => {
+                    for (header_id, status, error, outputs) in outcomes {
+                        account(&ctx.production, &ctx.slot, header_id, status, error.as_deref(), outputs);
+                    }
+                    ctx.recovered();
                 }
-            }
-            if let Some(e) = results.into_iter().find_map(Result::err) {
-                ctx.fail(format!("cannot store routing results: {e}"));
-                if ctx.sleep(std::time::Duration::from_secs(1)).await.is_err() {
-                    return;
+                Err(e) => {
+                    ctx.fail(format!("cannot store routing results: {e}"));
+                    if ctx.sleep(std::time::Duration::from_secs(1)).await.is_err() {
+                        return;
+                    }
                 }
-            } else {
-                ctx.recovered();
             }
         }
     }
