@@ -730,6 +730,42 @@ async fn outage_queues_troubles_the_production_then_drains_in_order() {
     engine.shutdown().await;
 }
 
+/// A `file_out` whose results cannot be committed (a stand-in for a full
+/// disk: a trigger that refuses every status change) writes each file
+/// once and keeps running; the results are committed once the store can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_out_whose_results_cannot_be_committed_writes_each_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_port = free_port();
+    let files = dir.path().join("files");
+    let yaml = production(&[mllp_in("In", in_port, "Files", &[]), file_out("Files", &files, "{control_id}-{seq}.hl7")]);
+    let engine = start_engine(dir.path(), &yaml).await;
+    let tamper =
+        |sql: &str| rusqlite::Connection::open(dir.path().join("store.db")).unwrap().execute_batch(sql).unwrap();
+    tamper(
+        "CREATE TRIGGER refuse BEFORE UPDATE OF status ON header
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    );
+    let mut client = connect(in_port).await;
+    for id in ["F1", "F2"] {
+        let ack = reply(&client.exchange(&hl7("ADT^A01", id), WAIT).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    }
+    let written = || std::fs::read_dir(&files).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0);
+    assert!(eventually(WAIT, || written() == 2).await, "{} files", written());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(written(), 2, "a file was written again");
+    tamper("DROP TRIGGER refuse");
+    for id in ["F1", "F2"] {
+        wait_status(engine.store(), "Files", id, Status::Completed, WAIT).await;
+    }
+    assert_eq!(written(), 2);
+    let running = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
+    assert!(running, "{:?}", engine.status());
+    assert_eq!(item_state(&engine.status(), "Files"), ItemState::Running);
+    engine.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------
 // 5. Bad input over MLLP
 

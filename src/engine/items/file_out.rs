@@ -43,7 +43,10 @@ pub(super) async fn run(ctx: &ItemCtx, config: &FileOutConfig) {
                 reply: None,
                 error: None,
             };
-            if let Err(e) = ctx.store().finish(finished).await {
+            // Noted in the delivery log, like `mllp_out`'s results: safe
+            // from a crash at once, and a store that cannot commit it (a
+            // full disk) retries it without the file being written again.
+            if let Err(e) = ctx.store().note_finished(finished).await {
                 ctx.fail(format!("cannot record the delivery result: {e}"));
                 return;
             }
