@@ -87,8 +87,8 @@ impl Op {
 /// How long a group of operations nobody waits for is held open for more.
 const LAZY_DELAY: Duration = Duration::from_millis(1);
 
-/// How often received messages that could not be committed are tried
-/// again (see [`Writer::hold`]).
+/// How often received messages and delivery results that could not be
+/// committed are tried again (see [`Writer::hold`]).
 const HELD_RETRY: Duration = Duration::from_secs(1);
 
 /// Queue depth changes of one operation, applied after the commit.
@@ -322,7 +322,7 @@ pub(super) struct Writer {
     /// received, with every one received after them, and delivery results
     /// that could not be committed (see [`Writer::hold`]).
     held: Vec<Op>,
-    /// When the held messages are tried next.
+    /// When what is held is tried next.
     retry_at: Instant,
     /// Messages have been held since they were last all committed.
     holding: bool,
