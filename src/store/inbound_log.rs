@@ -68,7 +68,7 @@ pub(super) struct Progress {
     pub(super) applied: AtomicU64,
     /// Bytes handed to the writer and not yet committed.
     pub(super) in_flight: InFlight,
-    /// Why received messages cannot be committed, while they cannot (see
+    /// Why the writer cannot commit what it holds, while it cannot (see
     /// [`Store::commit_trouble`](super::Store::commit_trouble)).
     pub(super) trouble: watch::Sender<Option<String>>,
 }
