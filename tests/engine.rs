@@ -110,6 +110,16 @@ impl Pipeline {
     }
 }
 
+/// mllp_in → a router that sends everything on → mllp_out.
+fn through_a_router(in_port: u16, out_port: u16) -> String {
+    let rules = ["rules:".to_owned(), "  - send: [Out]".to_owned()];
+    production(&[
+        mllp_in("In", in_port, "Router", &[]),
+        item("Router", "router", &rules),
+        mllp_out("Out", out_port, &[]),
+    ])
+}
+
 fn actions_setting(actions: &str) -> String {
     format!("reply_code_actions: \"{actions}\"")
 }
@@ -242,12 +252,7 @@ async fn a_routers_backlog_stays_ahead_of_messages_routed_on_receipt() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
     let in_port = free_port();
-    let rules = ["rules:".to_owned(), "  - send: [Out]".to_owned()];
-    let yaml = production(&[
-        mllp_in("In", in_port, "Router", &[]),
-        item("Router", "router", &rules),
-        mllp_out("Out", receiver.port, &[]),
-    ]);
+    let yaml = through_a_router(in_port, receiver.port);
     let engine = start_engine(dir.path(), &yaml).await;
     let store = engine.store();
     let ids: Vec<String> = (0..60).map(|n| format!("R{n:02}")).collect();
@@ -318,12 +323,7 @@ async fn a_router_whose_results_cannot_be_committed_routes_again_and_counts_once
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
     let in_port = free_port();
-    let rules = ["rules:".to_owned(), "  - send: [Out]".to_owned()];
-    let yaml = production(&[
-        mllp_in("In", in_port, "Router", &[]),
-        item("Router", "router", &rules),
-        mllp_out("Out", receiver.port, &[]),
-    ]);
+    let yaml = through_a_router(in_port, receiver.port);
     let engine = start_engine(dir.path(), &yaml).await;
     // Queued for the router while it is disabled, routed from its queue.
     engine.set_item_enabled(PRODUCTION, "Router", false, CommandSource::Api).await.unwrap();
