@@ -1322,6 +1322,43 @@ mod tests {
         assert_eq!(ids, ["M0", "M1", "M2"], "the log was kept and applied by the next open");
     }
 
+    /// A delivery result whose commit fails as a whole (here the update of
+    /// the queue depth it changes) is held: its message is not read from
+    /// the queue again while it waits, and a restart meanwhile applies it
+    /// from the delivery log.
+    #[tokio::test]
+    async fn a_result_that_cannot_be_committed_keeps_its_message_out_of_the_queue_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        let mut ids = Vec::new();
+        for n in 1..=2 {
+            ids.extend(store.commit_inbound(inbound(n)).await.unwrap().queued);
+        }
+        let refuse = "CREATE TRIGGER refuse BEFORE UPDATE ON queue_depth BEGIN SELECT RAISE(ABORT, 'refused'); END;";
+        Connection::open(&path).unwrap().execute_batch(refuse).unwrap();
+        let finished = Finished {
+            header_id: ids[0],
+            production: "p".into(),
+            item: "Out".into(),
+            status: Status::Completed,
+            attempts: 1,
+            reply: None,
+            error: None,
+        };
+        store.note_finished(finished).await.expect("noted in the delivery log");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(store.header(ids[0]).unwrap().unwrap().status, Status::Queued, "the commit was refused");
+        assert_eq!(queued(&store), ["M2"], "a delivered message was offered again");
+        store.close().await;
+        drop(store);
+        Connection::open(&path).unwrap().execute_batch("DROP TRIGGER refuse").unwrap();
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        assert_eq!(store.header(ids[0]).unwrap().unwrap().status, Status::Completed);
+        assert_eq!(queued(&store), ["M2"]);
+        assert_eq!(store.queue_depth("p", "Out"), 1);
+    }
+
     /// A result noted in the delivery log whose commit never happened (the
     /// process was killed in between) is applied when the store opens.
     #[tokio::test]
