@@ -151,6 +151,7 @@ productions:
 
     let ItemKind::MllpOut(out) = &p.items[2].kind else { panic!() };
     assert!(out.stay_connected);
+    assert_eq!(out.pipeline_depth, 1, "one message at a time unless asked");
     assert_eq!(out.connect_timeout, Duration::from_secs(5));
     assert_eq!(out.response_timeout, Duration::from_secs(30));
     assert_eq!(out.retry_interval, Duration::from_secs(5));
@@ -462,6 +463,24 @@ fn each_mistake_is_reported_at_its_path() {
             chain_edit("  port: 6661\n", "  port: 6661\n  stay_connected: yes\n"),
             "productions.p.items[2].stay_connected",
             "expected true or false",
+        ),
+        (
+            "pipeline_depth of zero",
+            chain_edit("  port: 6661\n", "  port: 6661\n  pipeline_depth: 0\n"),
+            "productions.p.items[2].pipeline_depth",
+            "0 is out of range; use a number of messages from 1 to 32",
+        ),
+        (
+            "pipeline_depth beyond a batch",
+            chain_edit("  port: 6661\n", "  port: 6661\n  pipeline_depth: 33\n"),
+            "productions.p.items[2].pipeline_depth",
+            "33 is out of range; use a number of messages from 1 to 32",
+        ),
+        (
+            "pipeline_depth without staying connected",
+            chain_edit("  port: 6661\n", "  port: 6661\n  stay_connected: false\n  pipeline_depth: 8\n"),
+            "productions.p.items[2].pipeline_depth",
+            "set `stay_connected: true` or remove `pipeline_depth`",
         ),
         (
             "bad ack_mode",

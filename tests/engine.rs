@@ -201,6 +201,7 @@ async fn routes_by_type_and_keeps_commit_order_at_every_receiver() {
         let expected_ids: BTreeSet<&str> = expected.iter().map(|m| m.1.as_str()).collect();
         assert_eq!(got_ids, expected_ids);
         assert_eq!(got.len(), expected.len(), "duplicates delivered");
+        assert_eq!(receiver.most_waiting(), 0, "sent a message before the reply to the one before");
         for (id, body) in &got {
             assert_eq!(&body[..], bodies[id.as_str()], "body of {id} changed");
         }
@@ -578,6 +579,116 @@ async fn disable_action_switches_the_operation_off_and_keeps_the_message_first()
     assert_eq!(item_state(&status, "Out"), ItemState::Running);
     assert!(status.item(PRODUCTION, "Out").unwrap().enabled);
     assert_eq!(store.item_enabled(PRODUCTION, "Out").unwrap(), Some(true));
+    p.engine.shutdown().await;
+}
+
+/// Queues `ids` for a disabled `Out`, then enables it, so that they leave
+/// in one batch.
+async fn queue_then_enable(p: &Pipeline, ids: &[&str]) {
+    for id in ids {
+        p.send_accepted("ADT^A01", id).await;
+    }
+    let n = ids.len() as u64;
+    assert!(p.engine.wait_for(WAIT, |s| s.item(PRODUCTION, "Out").unwrap().queue_depth == n).await);
+    p.engine.set_item_enabled(PRODUCTION, "Out", true, CommandSource::Api).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_stay_connected_each_message_has_its_own_connection() {
+    let p = Pipeline::new(&[], &["stay_connected: false", "enabled: false"]).await;
+    let ids = ["S1", "S2", "S3"];
+    queue_then_enable(&p, &ids).await;
+    for id in ids {
+        wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+    }
+    assert_eq!(p.receiver.ids(), ids);
+    assert_eq!(p.receiver.connections(), 3);
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_sends_ahead_within_its_depth_and_keeps_the_order() {
+    let p = Pipeline::new(&[], &["pipeline_depth: 4", "enabled: false"]).await;
+    // Slow enough that messages sent ahead are seen waiting.
+    p.receiver.set_delay(Duration::from_millis(20));
+    let ids: Vec<String> = (1..=10).map(|i| format!("P{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    queue_then_enable(&p, &ids).await;
+    for id in &ids {
+        wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+    }
+    assert_eq!(p.receiver.ids(), ids, "each message once, in order");
+    let waiting = p.receiver.most_waiting();
+    assert!((1..=3).contains(&waiting), "{waiting} messages waited behind one unanswered; the depth is 4");
+    assert!(headers_for(p.store(), "Out").iter().all(|h| h.attempts == 1));
+    assert_eq!(p.receiver.connections(), 1);
+    let status = p.engine.status();
+    let out = status.item(PRODUCTION, "Out").unwrap();
+    assert_eq!((out.received, out.sent, out.errors), (10, 10, 0), "{out:?}");
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_in_a_pipeline_sends_the_messages_behind_it_again_after_it() {
+    let p = Pipeline::new(&[], &["pipeline_depth: 4", "failure_timeout: 5s", "enabled: false"]).await;
+    let rejected = Arc::new(AtomicBool::new(false));
+    let once = rejected.clone();
+    // R3 is rejected (AR: retry) once, then accepted.
+    p.receiver.set_script(move |id| match id == "R3" && !once.swap(true, Ordering::SeqCst) {
+        true => Behaviour::Reject,
+        false => Behaviour::Accept,
+    });
+    let ids = ["R1", "R2", "R3", "R4", "R5", "R6"];
+    queue_then_enable(&p, &ids).await;
+    for id in ids {
+        wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+    }
+    assert!(rejected.load(Ordering::SeqCst));
+    let got = p.receiver.ids();
+    assert_eq!(p.receiver.count("R3"), 2, "{got:?}");
+    // The last copy of each message arrived in queue order, so whatever
+    // the receiver did with a copy that overtook R3 is done again after it.
+    let mut last_copies: Vec<(usize, &str)> =
+        ids.iter().map(|id| (got.iter().rposition(|g| g == id).expect("delivered"), *id)).collect();
+    last_copies.sort();
+    assert_eq!(last_copies.iter().map(|c| c.1).collect::<Vec<_>>(), ids, "{got:?}");
+    // Nothing sent ahead of R3's retry was counted as done before it.
+    assert_eq!(header(p.store(), "Out", "R3").attempts, 2);
+    let r3_again = got.iter().rposition(|g| g == "R3").unwrap();
+    assert!(got[r3_again + 1..].iter().any(|g| g == "R4"), "R4 not sent again after R3: {got:?}");
+    assert!(got[..r3_again].iter().any(|g| g == "R4"), "R4 was not sent ahead of R3's reply: {got:?}");
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_cut_by_a_closed_connection_delivers_everything_in_order() {
+    let p = Pipeline::new(&[], &["pipeline_depth: 8", "enabled: false"]).await;
+    let closed = Arc::new(AtomicBool::new(false));
+    let once = closed.clone();
+    // The receiver hangs up instead of answering C4, once.
+    p.receiver.set_script(move |id| match id == "C4" && !once.swap(true, Ordering::SeqCst) {
+        true => Behaviour::Close,
+        false => Behaviour::Accept,
+    });
+    let ids = ["C1", "C2", "C3", "C4", "C5", "C6", "C7"];
+    queue_then_enable(&p, &ids).await;
+    // The default actions fail a message without a reply and move on.
+    let c4 = wait_status(p.store(), "Out", "C4", Status::Error, WAIT).await;
+    assert_eq!(c4.attempts, 1);
+    for id in ids.iter().filter(|id| **id != "C4") {
+        wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+    }
+    let got = p.receiver.ids();
+    let first_c4 = got.iter().position(|g| g == "C4").unwrap();
+    assert_eq!(got[..=first_c4], ["C1", "C2", "C3", "C4"], "{got:?}");
+    // Those sent behind C4 on the closed connection go again, in order, on
+    // the next one.
+    assert_eq!(got[first_c4 + 1..], ["C5", "C6", "C7"], "{got:?}");
+    assert_eq!(p.receiver.connections(), 2);
+    // Counted once each, however often sent.
+    let status = p.engine.status();
+    let out = status.item(PRODUCTION, "Out").unwrap();
+    assert_eq!((out.received, out.sent, out.errors), (7, 6, 1), "{out:?}");
     p.engine.shutdown().await;
 }
 

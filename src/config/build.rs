@@ -52,6 +52,7 @@ const MLLP_OUT_KEYS: &[&str] = &[
     "response_timeout",
     "retry_interval",
     "failure_timeout",
+    "pipeline_depth",
     "reply_code_actions",
 ];
 const ROUTER_KEYS: &[&str] = &["rules", "no_match"];
@@ -681,6 +682,18 @@ fn mllp_out(ctx: &mut Ctx, f: &Fields<'_>, draft: &mut DraftItem) -> Option<Item
             &format!("remove the key for the default {:?}", MllpOutConfig::DEFAULT_REPLY_CODE_ACTIONS),
         )
     });
+    let max_depth = MllpOutConfig::MAX_PIPELINE_DEPTH as i128;
+    config.pipeline_depth = f.read(ctx, "pipeline_depth", config.pipeline_depth, |ctx, path, node| {
+        integer(ctx, path, node, "a number of messages", 1, max_depth).and_then(|n| usize::try_from(n).ok())
+    });
+    if config.pipeline_depth > 1 && !config.stay_connected {
+        ctx.error(
+            &f.path_of("pipeline_depth"),
+            f.get("pipeline_depth").map_or(f.pos, |n| n.pos),
+            "sending ahead needs one connection for many messages; set `stay_connected: true` or remove \
+             `pipeline_depth`",
+        );
+    }
     config.host = host_value?;
     config.port = port_value?;
     Some(ItemKind::MllpOut(config))

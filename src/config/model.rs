@@ -482,6 +482,19 @@ pub struct MllpOutConfig {
     /// end and is `None` here; the file then loads with a warning, because
     /// the queue never drains while the receiver rejects.
     pub failure_timeout: Option<Duration>,
+    /// `pipeline_depth` — how many messages may be sent before the reply to
+    /// the first has come back, 1 to
+    /// [`MAX_PIPELINE_DEPTH`](Self::MAX_PIPELINE_DEPTH). Default 1: each
+    /// message waits for the reply to the one before, as Ensemble and Mirth
+    /// deliver, so a message that is retried never reaches the receiver
+    /// after one queued behind it. Above 1, a busy feed is no longer held to
+    /// one network round trip per message: the receiver reads the messages
+    /// waiting on the connection one after the other and answers them in
+    /// order. The price is paid on a retry: the messages already sent
+    /// behind the retried one have reached the receiver before it, and are
+    /// sent again after it, so the last copy of each arrives in order.
+    /// Needs `stay_connected: true`.
+    pub pipeline_depth: usize,
     /// `reply_code_actions` — what each kind of reply leads to, in
     /// Ensemble's ReplyCodeActions syntax. Default
     /// `":?R=RF,:?E=S,:~=S,:?A=C,:*=S,:I?=W,:T?=C"`.
@@ -495,6 +508,10 @@ impl MllpOutConfig {
     /// on a "T"-type code.
     pub const DEFAULT_REPLY_CODE_ACTIONS: &'static str = ":?R=RF,:?E=S,:~=S,:?A=C,:*=S,:I?=W,:T?=C";
 
+    /// The largest `pipeline_depth`: the messages an operation takes from
+    /// its queue at a time.
+    pub const MAX_PIPELINE_DEPTH: usize = 32;
+
     /// The settings an item gets for `host` and `port` when it writes
     /// nothing else.
     pub fn with_address(host: impl Into<String>, port: u16) -> Self {
@@ -507,6 +524,7 @@ impl MllpOutConfig {
             response_timeout: Duration::from_secs(30),
             retry_interval: Duration::from_secs(5),
             failure_timeout: Some(Duration::from_secs(15)),
+            pipeline_depth: 1,
             reply_code_actions: Self::DEFAULT_REPLY_CODE_ACTIONS.to_owned(),
         }
     }

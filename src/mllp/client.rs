@@ -1,4 +1,5 @@
-//! A minimal MLLP client: send one message, wait for the one reply.
+//! A minimal MLLP client: send one message, wait for the one reply; or
+//! send several ahead and read their replies in order.
 //!
 //! Used by `switchboard send` and by outbound operations. Generic over the
 //! stream so that a TLS stream can be used in place of TCP.
@@ -7,7 +8,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{SinkExt, StreamExt as _};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -150,20 +151,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MllpClient<S> {
     pub async fn exchange(&mut self, message: &[u8], timeout: Duration) -> Result<Bytes, ClientError> {
         let work = async {
             self.framed.send(message).await.map_err(failed)?;
-            loop {
-                match self.framed.next().await {
-                    Some(Ok(MllpFrame::Message(reply))) => return Ok(reply),
-                    Some(Ok(MllpFrame::Discarded { bytes })) => {
-                        self.discarded += bytes;
-                        tracing::debug!(bytes, "peer sent bytes outside MLLP frames; dropped");
-                    }
-                    Some(Ok(MllpFrame::Oversized { len, .. })) => return Err(ClientError::OversizedReply { len }),
-                    Some(Err(e)) => return Err(failed(e)),
-                    None => return Err(ClientError::Closed),
-                }
-            }
+            self.next_reply().await
         };
         tokio::time::timeout(timeout, work).await.unwrap_or(Err(ClientError::ReplyTimeout(timeout)))
+    }
+
+    /// Frames `message` into the write buffer without sending it, so that
+    /// several messages go out in one write (see [`flush`](Self::flush)).
+    /// MLLP answers in order on one connection: each reply read with
+    /// [`receive`](Self::receive) belongs to the oldest message without one.
+    pub async fn feed(&mut self, message: &[u8]) -> Result<(), ClientError> {
+        self.framed.feed(message).await.map_err(failed)
+    }
+
+    /// Sends everything fed, within `timeout`.
+    pub async fn flush(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        match tokio::time::timeout(timeout, SinkExt::<&[u8]>::flush(&mut self.framed)).await {
+            Ok(result) => result.map_err(failed),
+            Err(_) => Err(ClientError::ReplyTimeout(timeout)),
+        }
+    }
+
+    /// Waits up to `timeout` for the next reply frame.
+    pub async fn receive(&mut self, timeout: Duration) -> Result<Bytes, ClientError> {
+        tokio::time::timeout(timeout, self.next_reply()).await.unwrap_or(Err(ClientError::ReplyTimeout(timeout)))
+    }
+
+    async fn next_reply(&mut self) -> Result<Bytes, ClientError> {
+        loop {
+            match self.framed.next().await {
+                Some(Ok(MllpFrame::Message(reply))) => return Ok(reply),
+                Some(Ok(MllpFrame::Discarded { bytes })) => {
+                    self.discarded += bytes;
+                    tracing::debug!(bytes, "peer sent bytes outside MLLP frames; dropped");
+                }
+                Some(Ok(MllpFrame::Oversized { len, .. })) => return Err(ClientError::OversizedReply { len }),
+                Some(Err(e)) => return Err(failed(e)),
+                None => return Err(ClientError::Closed),
+            }
+        }
     }
 
     /// Bytes the peer sent outside frames so far.

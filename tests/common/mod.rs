@@ -56,6 +56,7 @@ struct Shared {
     delay: Mutex<Duration>,
     received: Mutex<Vec<(String, Bytes)>>,
     connections: AtomicUsize,
+    most_waiting: AtomicUsize,
 }
 
 /// An MLLP receiver on 127.0.0.1 whose answer to each message is scripted by
@@ -78,6 +79,7 @@ impl Receiver {
             delay: Mutex::new(Duration::ZERO),
             received: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
+            most_waiting: AtomicUsize::new(0),
         });
         let receiver = Self { port, shared, running: Mutex::new(None) };
         receiver.serve(listener);
@@ -179,6 +181,12 @@ impl Receiver {
         self.shared.connections.load(Ordering::Relaxed)
     }
 
+    /// The most messages that had started to arrive behind one not yet
+    /// answered: 0 for a sender that waits for each reply.
+    pub fn most_waiting(&self) -> usize {
+        self.shared.most_waiting.load(Ordering::Relaxed)
+    }
+
     /// Waits until at least `n` messages arrived.
     pub async fn wait_len(&self, n: usize, timeout: Duration) -> bool {
         eventually(timeout, || self.len() >= n).await
@@ -193,6 +201,9 @@ async fn answer(stream: TcpStream, shared: Arc<Shared>) {
             Ok(_) => continue,
             Err(_) => break,
         };
+        // Start blocks already read behind this message: sent before its reply.
+        let waiting = framed.read_buffer().iter().filter(|&&b| b == 0x0b).count();
+        shared.most_waiting.fetch_max(waiting, Ordering::Relaxed);
         let Ok(msg) = Message::parse(&payload) else { continue };
         let id = msg.control_id().map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
         shared.received.lock().unwrap().push((id.clone(), payload.clone()));
