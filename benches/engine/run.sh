@@ -151,7 +151,9 @@ count_for() { # kind concurrency
         fsync:*) base=4000 ;;
         group:1 | engine:1) base=4000 ;;
         group:8 | engine:8) base=15000 ;;
-        group:* | engine:*) base=40000 ;;
+        # A few seconds each: long enough for the engine's checkpoints and
+        # its writer's steady state to count.
+        group:* | engine:*) base=120000 ;;
         e2e:*) base=40000 ;;
     esac
     awk -v b="$base" -v s="$SCALE" 'BEGIN {printf "%d", b * s}'
@@ -179,7 +181,7 @@ productions:
 EOF
 }
 
-e2e_yaml() { # in-port out-port
+e2e_yaml() { # in-port out-port pipeline-depth
     cat <<EOF
 store:
   durability: full
@@ -206,12 +208,14 @@ productions:
         stay_connected: true
         response_timeout: 30s
         retry_interval: 100ms
+        pipeline_depth: $3
 EOF
 }
 
 inbound_yaml "$IN_PORT" full >"$OUT/inbound.yaml"
 inbound_yaml "$IN_PORT" normal >"$OUT/inbound-normal.yaml"
-e2e_yaml "$IN_PORT" "$ACK_PORT" >"$OUT/e2e.yaml"
+e2e_yaml "$IN_PORT" "$ACK_PORT" 1 >"$OUT/e2e.yaml"
+e2e_yaml "$IN_PORT" "$ACK_PORT" 32 >"$OUT/e2e-pipelined.yaml"
 
 declare -A RES # "case|C|run" -> "throughput p50 p99"
 
@@ -245,20 +249,22 @@ inbound() { # case(engine|normal) C run
     log "inbound ($1) C=$2 run $3 ($n msgs): ${RES["$1|$2|$3"]}"
 }
 
-declare -A E2E # "C|run" -> "sender-throughput downstream-throughput downstream-seconds order"
+declare -A E2E # "case|C|run" -> "sender-throughput downstream-throughput downstream-seconds order"
 
-e2e() { # C run
+e2e() { # case(e2e|e2e-pipelined) C run
     local n dir=$OUT/data-e2e start_ms line first last secs order stored
+    local k=$1
+    shift
     n=$(count_for e2e "$1")
     rm -rf "$dir"
-    start_acker none "$OUT/acker-e2e-c$1-r$2.log" --expect "$n" --ids "$OUT/ids-e2e.txt"
-    start_engine "$OUT/e2e.yaml" "$dir" "$OUT/engine-e2e-c$1-r$2.log"
+    start_acker none "$OUT/acker-$k-c$1-r$2.log" --expect "$n" --ids "$OUT/ids-e2e.txt"
+    start_engine "$OUT/$k.yaml" "$dir" "$OUT/engine-$k-c$1-r$2.log"
     wait_port "$IN_PORT"
     start_ms=$(date +%s%3N)
-    RES["e2e|$1|$2"]=$(send_load "$IN_PORT" "$n" "$1" "$OUT/send-e2e-c$1-r$2.txt")
+    RES["$k|$1|$2"]=$(send_load "$IN_PORT" "$n" "$1" "$OUT/send-$k-c$1-r$2.txt")
     line=""
     for _ in $(seq 1200); do # at most 120 s after the sender is done
-        line=$(grep '^received' "$OUT/acker-e2e-c$1-r$2.log" || true)
+        line=$(grep '^received' "$OUT/acker-$k-c$1-r$2.log" || true)
         [[ -n $line ]] && break
         sleep 0.1
     done
@@ -266,7 +272,7 @@ e2e() { # C run
     wait_port_free "$IN_PORT"
     if [[ -z $line ]]; then
         echo "downstream did not receive $n messages; see $OUT" >&2
-        E2E["$1|$2"]="${RES["e2e|$1|$2"]%% *} 0 nan incomplete"
+        E2E["$k|$1|$2"]="${RES["$k|$1|$2"]%% *} 0 nan incomplete"
     else
         last=$(sed 's/.*last_ms=\([0-9]*\).*/\1/' <<<"$line")
         secs=$(awk -v a="$start_ms" -v b="$last" 'BEGIN {printf "%.3f", (b - a) / 1000}')
@@ -280,34 +286,36 @@ e2e() { # C run
         else
             order=BROKEN
         fi
-        E2E["$1|$2"]="${RES["e2e|$1|$2"]%% *} $(awk -v n="$n" -v s="$secs" 'BEGIN {printf "%.0f", n / s}') $secs $order"
+        E2E["$k|$1|$2"]="${RES["$k|$1|$2"]%% *} $(awk -v n="$n" -v s="$secs" 'BEGIN {printf "%.0f", n / s}') $secs $order"
     fi
     stop_acker
-    log "end-to-end C=$1 run $2 ($n msgs): sender ${RES["e2e|$1|$2"]}; downstream ${E2E["$1|$2"]}"
+    log "$k C=$1 run $2 ($n msgs): sender ${RES["$k|$1|$2"]}; downstream ${E2E["$k|$1|$2"]}"
 }
 
-declare -A DRAIN # "run" -> "msgs/s seconds order"
+declare -A DRAIN # "case|run" -> "msgs/s seconds order"
 
 # The operation alone: the queue is filled while the receiver is down, then
 # the receiver starts and the drain is timed at the receiver.
-drain() { # run
+drain() { # case(e2e|e2e-pipelined) run
     local n dir=$OUT/data-drain line first last secs order
+    local k=$1
+    shift
     n=$(count_for e2e 64)
     rm -rf "$dir"
-    start_engine "$OUT/e2e.yaml" "$dir" "$OUT/engine-drain-r$1.log"
+    start_engine "$OUT/$k.yaml" "$dir" "$OUT/engine-drain-$k-r$1.log"
     wait_port "$IN_PORT"
-    send_load "$IN_PORT" "$n" 64 "$OUT/send-drain-r$1.txt" >/dev/null
-    start_acker none "$OUT/acker-drain-r$1.log" --expect "$n" --ids "$OUT/ids-e2e.txt"
+    send_load "$IN_PORT" "$n" 64 "$OUT/send-drain-$k-r$1.txt" >/dev/null
+    start_acker none "$OUT/acker-drain-$k-r$1.log" --expect "$n" --ids "$OUT/ids-e2e.txt"
     line=""
     for _ in $(seq 1200); do
-        line=$(grep '^received' "$OUT/acker-drain-r$1.log" || true)
+        line=$(grep '^received' "$OUT/acker-drain-$k-r$1.log" || true)
         [[ -n $line ]] && break
         sleep 0.1
     done
     stop_engine
     wait_port_free "$IN_PORT"
     if [[ -z $line ]]; then
-        DRAIN[$1]="0 nan incomplete"
+        DRAIN[$k|$1]="0 nan incomplete"
     else
         first=$(sed 's/.*first_ms=\([0-9]*\).*/\1/' <<<"$line")
         last=$(sed 's/.*last_ms=\([0-9]*\).*/\1/' <<<"$line")
@@ -315,10 +323,10 @@ drain() { # run
         sqlite3 "$dir/switchboard.db" "SELECT control_id FROM header WHERE target = 'Out' ORDER BY id" \
             >"$OUT/ids-store.txt"
         if cmp -s "$OUT/ids-store.txt" "$OUT/ids-e2e.txt"; then order=kept; else order=BROKEN; fi
-        DRAIN[$1]="$(awk -v n="$n" -v s="$secs" 'BEGIN {printf "%.0f", n / s}') $secs $order"
+        DRAIN[$k|$1]="$(awk -v n="$n" -v s="$secs" 'BEGIN {printf "%.0f", n / s}') $secs $order"
     fi
     stop_acker
-    log "drain run $1 ($n msgs): ${DRAIN[$1]}"
+    log "drain $k run $1 ($n msgs): ${DRAIN[$k|$1]}"
 }
 
 # --- machine -----------------------------------------------------------------
@@ -344,9 +352,11 @@ for r in $(seq "$REPEAT"); do
         inbound normal "$c" "$r"
     done
     for c in 8 64; do
-        e2e "$c" "$r"
+        e2e e2e "$c" "$r"
     done
-    drain "$r"
+    e2e e2e-pipelined 64 "$r"
+    drain e2e "$r"
+    drain e2e-pipelined "$r"
 done
 
 # --- memory, start to ready ------------------------------------------------------
@@ -423,10 +433,10 @@ med() { # case C field(1=throughput 2=p50 3=p99 4=CPU us/msg 5=writer CPU us/msg
         awk -v f="$3" '{print $f}' <<<"${RES["$1|$2|$r"]}"
     done | median
 }
-med_e2e() { # C field(1=sender 2=downstream 3=seconds)
-    for r in $(seq "$REPEAT"); do awk -v f="$2" '{print $f}' <<<"${E2E["$1|$r"]}"; done | median
+med_e2e() { # case C field(1=sender 2=downstream 3=seconds)
+    for r in $(seq "$REPEAT"); do awk -v f="$3" '{print $f}' <<<"${E2E["$1|$2|$r"]}"; done | median
 }
-orders() { for r in $(seq "$REPEAT"); do awk '{print $4}' <<<"${E2E["$1|$r"]}"; done | sort -u | paste -sd/; }
+orders() { for r in $(seq "$REPEAT"); do awk '{print $4}' <<<"${E2E["$1|$2|$r"]}"; done | sort -u | paste -sd/; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.0f %%", 100 * a / b}'; }
 mb() { awk -v k="$1" 'BEGIN {printf "%.1f MB", k / 1024}'; }
 list() { paste -sd' ' | sed 's/ /, /g'; }
@@ -467,20 +477,26 @@ done
 echo
 echo "### End to end (mllp_in -> router -> mllp_out -> acker none)"
 echo
-# One operation delivers over one connection, one message per round trip:
-# the none reference at C=1 is its ceiling.
-echo "| C | msgs | sender msgs/s | sender p50 ms | sender p99 ms | all received after s | downstream msgs/s | downstream vs group reference | vs none reference C=1 | order per operation |"
-echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
-for c in 8 64; do
-    d=$(med_e2e "$c" 2)
-    echo "| $c | $(count_for e2e "$c") | $(med e2e "$c" 1) | $(med e2e "$c" 2) | $(med e2e "$c" 3) | $(med_e2e "$c" 3) | $d | $(pct "$d" "$(med group "$c" 1)") | $(pct "$d" "$(med none 1 1)") | $(orders "$c") |"
+# One operation delivers over one connection; with pipeline_depth 1, one
+# message per round trip: the none reference at C=1 is its ceiling.
+echo "| C | pipeline_depth | msgs | sender msgs/s | sender p50 ms | sender p99 ms | all received after s | downstream msgs/s | downstream vs group reference | vs none reference C=1 | order per operation |"
+echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+for kc in e2e:8:1 e2e:64:1 e2e-pipelined:64:32; do
+    IFS=: read -r k c depth <<<"$kc"
+    d=$(med_e2e "$k" "$c" 2)
+    echo "| $c | $depth | $(count_for e2e "$c") | $(med "$k" "$c" 1) | $(med "$k" "$c" 2) | $(med "$k" "$c" 3) | $(med_e2e "$k" "$c" 3) | $d | $(pct "$d" "$(med group "$c" 1)") | $(pct "$d" "$(med none 1 1)") | $(orders "$k" "$c") |"
 done
 echo
-d=$(for r in $(seq "$REPEAT"); do awk '{print $1}' <<<"${DRAIN[$r]}"; done | median)
-echo "The operation alone (queue of $(count_for e2e 64) filled while the receiver was down, then drained):" \
-    "$d msgs/s, $(pct "$d" "$(med group 64 1)") of the group reference at C=64" \
-    "and $(pct "$d" "$(med none 1 1)") of the none reference at C=1;" \
-    "order $(for r in $(seq "$REPEAT"); do awk '{print $3}' <<<"${DRAIN[$r]}"; done | sort -u | paste -sd/)."
+echo "The operation alone (a queue of $(count_for e2e 64) filled while the receiver was down, then drained):"
+echo
+echo "| pipeline_depth | msgs/s | vs group reference C=64 | vs none reference C=1 | order |"
+echo "| ---: | ---: | ---: | ---: | --- |"
+for kd in e2e:1 e2e-pipelined:32; do
+    IFS=: read -r k depth <<<"$kd"
+    d=$(for r in $(seq "$REPEAT"); do awk '{print $1}' <<<"${DRAIN[$k|$r]}"; done | median)
+    o=$(for r in $(seq "$REPEAT"); do awk '{print $3}' <<<"${DRAIN[$k|$r]}"; done | sort -u | paste -sd/)
+    echo "| $depth | $d | $(pct "$d" "$(med group 64 1)") | $(pct "$d" "$(med none 1 1)") | $o |"
+done
 echo
 echo "### Memory, start to ready, size"
 echo
