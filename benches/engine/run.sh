@@ -12,7 +12,10 @@
 #   BACKLOG=1000000   messages loaded into a disabled operation's queue
 #   PORT_BASE=27310   first of four 127.0.0.1 ports used (keep them out of the
 #                     ephemeral range, or a reconnecting client can take one)
-#   SKIP_BUILD=1      use the binaries already in target/release
+#   PROFILE=release   cargo profile of the engine and references: release,
+#                     or dist (the shipped build: fat LTO, SQLite at -O3;
+#                     a cold build takes minutes longer)
+#   SKIP_BUILD=1      use the binaries already built with that profile
 #   OUT=DIR           where to keep raw outputs (default: a fresh temp dir)
 # Everything listens on and sends to 127.0.0.1 only.
 set -euo pipefail
@@ -22,6 +25,7 @@ REPEAT=${REPEAT:-3}
 SCALE=${SCALE:-1}
 BACKLOG=${BACKLOG:-1000000}
 PORT_BASE=${PORT_BASE:-27310}
+PROFILE=${PROFILE:-release}
 OUT=${OUT:-$(mktemp -d /tmp/switchboard-bench.XXXXXX)}
 MSG="$ROOT/benches/engine/adt_a01.hl7"
 SEND_TIMEOUT=900 # seconds; a bound on every load run
@@ -36,11 +40,11 @@ log() { echo "[$(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg)] $*" >&2; }
 
 if [[ -z ${SKIP_BUILD:-} ]]; then
     log "building (release)"
-    (cd "$ROOT" && cargo build --release --examples --bins) >&2
+    (cd "$ROOT" && cargo build --profile "$PROFILE" --bins --example mllp_acker) >&2
 fi
 # Private copies: a rebuild during the run cannot swap the binaries.
 mkdir -p "$OUT/bin"
-cp "$ROOT/target/release/switchboard" "$ROOT/target/release/examples/mllp_acker" "$OUT/bin/"
+cp "$ROOT/target/$PROFILE/switchboard" "$ROOT/target/$PROFILE/examples/mllp_acker" "$OUT/bin/"
 SB="$OUT/bin/switchboard"
 ACKER="$OUT/bin/mllp_acker"
 
@@ -443,7 +447,7 @@ list() { paste -sd' ' | sed 's/ /, /g'; }
 
 echo
 cat "$OUT/machine.txt"
-echo "message: $(wc -c <"$MSG") bytes ($(basename "$MSG")); $REPEAT runs per case, medians; SCALE=$SCALE"
+echo "message: $(wc -c <"$MSG") bytes ($(basename "$MSG")); $REPEAT runs per case, medians; SCALE=$SCALE; profile $PROFILE"
 echo
 echo "### References (examples/mllp_acker)"
 echo
@@ -510,7 +514,7 @@ echo "| backlog load: $BACKLOG msgs at C=64 | $LOAD_SECS s, $(awk '{printf "%.0f
 echo "| RSS after loading the backlog (peak while loading) | $(mb "$RSS_AFTER") ($(mb "$HWM")) |"
 echo "| restart with the backlog: start to ready | $(printf '%s\n' "${FULL_READY[@]}" | median) ms (runs: $(printf '%s\n' "${FULL_READY[@]}" | list)) |"
 echo "| restart with the backlog: RSS | $(printf '%s\n' "${FULL_RSS[@]}" | median | xargs -I{} awk -v k={} 'BEGIN {printf "%.1f MB", k / 1024}') |"
-echo "| release binary (target/release/switchboard; stripped) | $(mb $((BIN_BYTES / 1024))); $(mb $((STRIPPED_BYTES / 1024))) |"
+echo "| $PROFILE binary (target/$PROFILE/switchboard; stripped) | $(mb $((BIN_BYTES / 1024))); $(mb $((STRIPPED_BYTES / 1024))) |"
 echo
 echo "RSS while loading (seconds: kB): $(awk '{printf "%s%s: %s", (NR > 1 ? ", " : ""), $1, $2}' "$OUT/backlog-rss.txt")"
 echo "raw outputs: $OUT"
