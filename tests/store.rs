@@ -37,6 +37,38 @@ fn commit_concurrently(store: &Store, tasks: usize, each: usize) -> Vec<tokio::t
         .collect()
 }
 
+#[tokio::test]
+async fn a_batch_taken_from_a_queue_holds_a_bounded_size_of_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    // Three messages of 1.5 MiB (documents inside the message), then a
+    // small one, then one larger than the bound on its own.
+    let sized = |n: usize, len: usize| {
+        let mut m = inbound(n, &["Out"]);
+        let mut body = m.body.to_vec();
+        body.extend(std::iter::repeat_n(b'A', len));
+        m.body = Bytes::from(body);
+        m
+    };
+    for n in 0..3 {
+        store.commit_inbound(sized(n, 3 << 19)).await.unwrap();
+    }
+    store.commit_inbound(inbound(3, &["Out"])).await.unwrap();
+    store.commit_inbound(sized(4, 5 << 20)).await.unwrap();
+    let ids =
+        |batch: Vec<switchboard::store::Queued>| batch.into_iter().map(|q| q.control_id.unwrap()).collect::<Vec<_>>();
+    // Two fit in 4 MiB, a third would not.
+    assert_eq!(ids(store.fetch_queue("adt", "Out", 10).unwrap()), ["M0", "M1"]);
+    assert_eq!(ids(store.fetch_queue("adt", "Out", 1).unwrap()), ["M0"]);
+    // A message larger than the bound still comes, alone.
+    let all = store.fetch_queue("adt", "Out", 10).unwrap();
+    store.mark_delivering(all.iter().map(|q| q.id).collect()).await.unwrap();
+    assert_eq!(ids(store.fetch_queue("adt", "Out", 10).unwrap()), ["M2", "M3"]);
+    let rest = store.fetch_queue("adt", "Out", 10).unwrap();
+    store.mark_delivering(rest.iter().map(|q| q.id).collect()).await.unwrap();
+    assert_eq!(ids(store.fetch_queue("adt", "Out", 10).unwrap()), ["M4"]);
+}
+
 /// A first delivery by "Out" that completed, without a reply.
 fn completed(header_id: i64) -> Finished {
     Finished {

@@ -508,8 +508,7 @@ impl MllpOutConfig {
     /// on a "T"-type code.
     pub const DEFAULT_REPLY_CODE_ACTIONS: &'static str = ":?R=RF,:?E=S,:~=S,:?A=C,:*=S,:I?=W,:T?=C";
 
-    /// The largest `pipeline_depth`: the messages an operation takes from
-    /// its queue at a time.
+    /// The largest `pipeline_depth`.
     pub const MAX_PIPELINE_DEPTH: usize = 32;
 
     /// The settings an item gets for `host` and `port` when it writes

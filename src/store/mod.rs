@@ -266,6 +266,11 @@ pub struct Finished {
     pub error: Option<String>,
 }
 
+/// The most bytes of bodies [`Store::fetch_queue`] hands out at a time, so
+/// that a queue of large messages (images or documents inside ORU) is not
+/// read into memory a whole batch at once.
+pub const FETCH_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 /// A pending header with its body, as an item takes it from its queue.
 #[derive(Clone, Debug)]
 pub struct Queued {
@@ -747,9 +752,11 @@ impl Store {
     }
 
     /// Up to `limit` headers at the head of a queue that are `queued` (not
-    /// already taken), in order, with their bodies. Headers whose delivery
-    /// result is noted and not yet committed are left out: they have been
-    /// delivered (see the `delivery_log` module).
+    /// already taken), in order, with their bodies, and no more bodies than
+    /// [`FETCH_MAX_BYTES`] hold (always at least one message, whatever its
+    /// size). Headers whose delivery result is noted and not yet committed
+    /// are left out: they have been delivered (see the `delivery_log`
+    /// module).
     pub fn fetch_queue(&self, production: &str, item: &str, limit: usize) -> Result<Vec<Queued>, StoreError> {
         let mut queued = self.read(|c| {
             let mut stmt = c.prepare_cached(
@@ -766,7 +773,17 @@ impl Store {
                     attempts: r.get::<_, i64>(4)? as u32,
                 })
             })?;
-            rows.collect::<Result<Vec<_>, _>>()
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            for row in rows {
+                let row = row?;
+                bytes += row.body.len();
+                if bytes > FETCH_MAX_BYTES && !batch.is_empty() {
+                    break;
+                }
+                batch.push(row);
+            }
+            Ok(batch)
         })?;
         queued.retain(|q| !self.inner.deliveries.is_pending(q.id));
         Ok(queued)

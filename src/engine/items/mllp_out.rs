@@ -21,8 +21,15 @@ use crate::store::{EventLevel, Finished, Queued, Status};
 use crate::tls::TlsConfigHandle;
 use std::sync::Arc;
 
-/// Messages taken from the queue at a time.
+/// Messages taken from the queue at a time, one at a time.
 const BATCH: usize = 32;
+
+/// Messages taken from the queue at a time when several are sent ahead:
+/// the window empties at the end of each batch (the next is read and marked
+/// then), so a batch of several windows keeps it full most of the time.
+/// The store caps a batch's bodies at
+/// [`FETCH_MAX_BYTES`](crate::store::FETCH_MAX_BYTES).
+const PIPELINED_BATCH: usize = 4 * MllpOutConfig::MAX_PIPELINE_DEPTH;
 
 /// What one attempt produced.
 enum Attempt {
@@ -65,7 +72,8 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCo
         tls,
         down_since: None,
     };
-    'batches: while let Some(batch) = ctx.next_batch(BATCH).await {
+    let batch_size = if config.pipeline_depth > 1 { PIPELINED_BATCH } else { BATCH };
+    'batches: while let Some(batch) = ctx.next_batch(batch_size).await {
         let ids: Vec<i64> = batch.iter().map(|q| q.id).collect();
         // Delivery starts while the mark is committed; it only has to be
         // before the queue is read again (a result noted meanwhile is
