@@ -41,7 +41,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::writer::{Op, sync_wal};
-use super::{Committed, InlineRoute, NewInbound, RouteDecision, RoutedOutput, StoreError, delivery_log};
+use super::{CommitNotice, InlineRoute, NewInbound, RouteDecision, RoutedOutput, StoreError, delivery_log};
 
 /// Size past which writing moves to the other file, once that can be
 /// written over.
@@ -126,8 +126,8 @@ pub(super) struct Entry {
     pub(super) inbound: NewInbound,
     /// Answered once the message is durable.
     pub(super) durable: oneshot::Sender<Result<(), StoreError>>,
-    /// Answered by the writer once it is committed.
-    pub(super) committed: oneshot::Sender<Result<Committed, StoreError>>,
+    /// Told by the writer once it is committed.
+    pub(super) committed: CommitNotice,
 }
 
 /// What the log thread is asked to do.
@@ -558,7 +558,7 @@ mod tests {
         let thread = std::thread::spawn(move || log.run(rx, writer));
         let mut send = |n: u64| {
             let (durable, is_durable) = oneshot::channel();
-            let entry = Entry { inbound: message(n), durable, committed: oneshot::channel().0 };
+            let entry = Entry { inbound: message(n), durable, committed: CommitNotice::nobody() };
             tx.blocking_send(Request::Append(Box::new(entry))).unwrap();
             is_durable.blocking_recv().unwrap().unwrap();
             match committed.blocking_recv() {
@@ -601,7 +601,7 @@ mod tests {
         let (writer, mut handed) = mpsc::channel(16);
         let entry = |n| {
             let (durable, is_durable) = oneshot::channel();
-            (Entry { inbound: message(n), durable, committed: oneshot::channel().0 }, is_durable)
+            (Entry { inbound: message(n), durable, committed: CommitNotice::nobody() }, is_durable)
         };
         let (first, refused) = entry(1);
         log.append(&mut vec![first], &mut Vec::new(), &writer);

@@ -448,6 +448,30 @@ impl<T> Pending<T> {
     }
 }
 
+/// Who hears how a received message's commit went.
+pub(crate) enum CommitNotice {
+    /// The caller, through a [`Pending`].
+    Pending(oneshot::Sender<Result<Committed, StoreError>>),
+    /// A function called on the writer's thread (see
+    /// [`Store::receive_inbound_then`]).
+    Call(Box<dyn FnOnce(Result<Committed, StoreError>) + Send>),
+}
+
+impl CommitNotice {
+    /// Nobody: a message applied again from the inbound log at start.
+    pub(crate) fn nobody() -> Self {
+        Self::Pending(oneshot::channel().0)
+    }
+
+    pub(crate) fn send(self, outcome: Result<Committed, StoreError>) {
+        match self {
+            // Nobody waiting any more is not an error.
+            Self::Pending(tx) => drop(tx.send(outcome)),
+            Self::Call(then) => then(outcome),
+        }
+    }
+}
+
 /// Options for [`Store::open`].
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -612,11 +636,27 @@ impl Store {
     /// `inbound_log` module) and, with `durability: full`, synced.
     pub async fn receive_inbound(&self, inbound: NewInbound) -> Result<Pending<Committed>, StoreError> {
         let (committed, pending) = oneshot::channel();
+        self.append_inbound(inbound, CommitNotice::Pending(committed)).await?;
+        Ok(Pending(pending))
+    }
+
+    /// [`receive_inbound`](Self::receive_inbound) for a caller that does not
+    /// wait for the commit: `then` is called with its outcome on the
+    /// store's writer thread, right after it, so it must be quick and must
+    /// not block (counting, say). Nothing has to be woken to hear of it.
+    pub async fn receive_inbound_then(
+        &self,
+        inbound: NewInbound,
+        then: impl FnOnce(Result<Committed, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.append_inbound(inbound, CommitNotice::Call(Box::new(then))).await
+    }
+
+    async fn append_inbound(&self, inbound: NewInbound, committed: CommitNotice) -> Result<(), StoreError> {
         let (durable, is_durable) = oneshot::channel();
         let entry = inbound_log::Entry { inbound, durable, committed };
         self.inner.log.send(inbound_log::Request::Append(Box::new(entry))).await.map_err(|_| StoreError::Closed)?;
-        is_durable.await.map_err(|_| StoreError::Closed)??;
-        Ok(Pending(pending))
+        is_durable.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Records a router's result for one header and queues its outputs, in
@@ -1225,8 +1265,15 @@ mod tests {
         drop(store);
         Connection::open(&path).unwrap().execute_batch(lift).unwrap();
         let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
-        let all: Vec<String> =
-            store.fetch_queue("p", "Out", 1000).unwrap().into_iter().map(|q| q.control_id.unwrap()).collect();
+        // The whole queue (a batch taken from it holds 4 MiB at most).
+        let all: Vec<String> = store
+            .read(|c| {
+                let mut stmt =
+                    c.prepare("SELECT control_id FROM header WHERE target = 'Out' AND status = 'queued' ORDER BY id")?;
+                let ids = stmt.query_map([], |r| r.get(0))?;
+                ids.collect()
+            })
+            .unwrap();
         let expected: Vec<String> = (1..=acknowledged + 1).map(|n| format!("M{n}")).collect();
         assert_eq!(all[..expected.len()], expected[..], "an acknowledged message is missing or out of order");
         let unique: std::collections::HashSet<_> = all.iter().collect();

@@ -35,8 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::delivery_log::DeliveryLog;
 use super::inbound_log::Progress;
 use super::{
-    Committed, Durability, Event, Finished, NewInbound, PurgeStep, Queues, Routed, RoutedOutput, Status, StoreError,
-    StoreOptions, now_millis,
+    CommitNotice, Committed, Durability, Event, Finished, NewInbound, PurgeStep, Queues, Routed, RoutedOutput, Status,
+    StoreError, StoreOptions, now_millis,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -47,10 +47,10 @@ const MAX_GROUP: usize = 1024;
 pub(super) enum Op {
     /// A received message, durable already in the inbound log as the
     /// record with this sequence number.
-    Inbound(NewInbound, Reply<Committed>, u64),
+    Inbound(NewInbound, CommitNotice, u64),
     /// Messages made durable together in the inbound log, handed over in
     /// one piece: taken apart into `Inbound` operations of one group.
-    Logged(Vec<(NewInbound, Reply<Committed>, u64)>),
+    Logged(Vec<(NewInbound, CommitNotice, u64)>),
     /// A router's results, committed all or none.
     Routed(Vec<Routed>, Reply<Vec<Vec<i64>>>),
     MarkDelivering(Vec<i64>, Reply<()>),
@@ -98,7 +98,7 @@ type Deltas = Vec<(String, String, i64)>;
 enum Done {
     /// A received message: durable in the inbound log already, so its
     /// commit need not wait for the disk.
-    Committed(Reply<Committed>, Result<Committed, StoreError>),
+    Committed(CommitNotice, Result<Committed, StoreError>),
     Ids(Reply<Vec<Vec<i64>>>, Result<Vec<Vec<i64>>, StoreError>),
     Unit(Option<Reply<()>>, Result<(), StoreError>),
     /// A status change of a queued message: answered at commit (see above).
@@ -674,7 +674,7 @@ pub(super) fn replay(
     let ops: Vec<Op> = records
         .into_iter()
         .filter(|r| r.seq > applied)
-        .map(|r| Op::Inbound(r.inbound, oneshot::channel().0, r.seq))
+        .map(|r| Op::Inbound(r.inbound, CommitNotice::nobody(), r.seq))
         .collect();
     if ops.is_empty() {
         return Ok(applied);
@@ -1222,7 +1222,7 @@ mod tests {
         let mut conn = super::super::open_connection(&dir.path().join("s.db")).unwrap();
         schema::migrate(&mut conn).unwrap();
         let queues = Queues::default();
-        let reply = || oneshot::channel().0;
+        let reply = CommitNotice::nobody;
         let ops = vec![
             Op::Inbound(inbound(1, true), reply(), 1),
             Op::Inbound(inbound(2, false), reply(), 2),

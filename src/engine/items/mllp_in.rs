@@ -20,11 +20,11 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
-use super::{InlineRouters, ItemCtx, Unsettled, header_facts};
+use super::{InlineDecided, InlineRouters, ItemCtx, header_facts};
 use crate::config::{AckMode, MllpInConfig};
 use crate::hl7::{AckBuilder, AckCode, AckError, Hl7ErrorCode, Message, Severity, check_header};
 use crate::mllp::{MllpCodec, MllpError, MllpFrame, Stream};
-use crate::store::{EventLevel, NewInbound};
+use crate::store::{Committed, EventLevel, NewInbound, Pending, StoreError};
 use crate::tls::TlsConfigHandle;
 use tokio_rustls::server::TlsStream;
 
@@ -187,7 +187,6 @@ impl Connection {
         let codec = MllpCodec::new().with_max_frame_size(self.config.max_message_size);
         let mut framed = Framed::new(stream, codec);
         let mut junk = 0usize;
-        let mut unsettled = Unsettled::default();
         let reason = 'connection: loop {
             // A frame that has started must finish within the read timeout;
             // between frames the idle timeout applies. Bytes of a frame can
@@ -210,11 +209,6 @@ impl Connection {
                 }
                 tokio::select! {
                     () = self.ctx.cancel.cancelled() => break 'connection "the item is stopping",
-                    (committed, decided) = unsettled.next() => {
-                        if let Ok(committed) = committed {
-                            self.routers.account(&self.ctx.production, &self.targets, &committed, &decided);
-                        }
-                    }
                     frame = tokio::time::timeout_at(deadline.min(Instant::now() + step), framed.next()) => {
                         if let Ok(frame) = frame {
                             break Ok(frame);
@@ -256,7 +250,7 @@ impl Connection {
                     self.event(EventLevel::Warning, format!("rejected a message from {}: {text}", self.peer));
                     Answer::Send(reject(&head, &text, Hl7ErrorCode::ValueTooLong))
                 }
-                Ok(Some(Ok(MllpFrame::Message(payload)))) => self.receive(payload, &mut unsettled).await,
+                Ok(Some(Ok(MllpFrame::Message(payload)))) => self.receive(payload).await,
             };
             if let Answer::Send(ack) = answer {
                 match tokio::time::timeout(WRITE_TIMEOUT, framed.send(&ack[..])).await {
@@ -270,7 +264,6 @@ impl Connection {
             }
         };
         tracing::debug!(%item, peer = %self.peer, reason, "connection closed");
-        self.routers.settle_all(&self.ctx.production, &self.targets, unsettled).await;
         stats.connection(false);
     }
 
@@ -279,9 +272,9 @@ impl Connection {
     }
 
     /// Validates, stores and acknowledges one message. Routing decisions
-    /// made on receipt are counted once their commit is known
-    /// (`unsettled`), which may be after the ACK.
-    async fn receive(&self, payload: Bytes, unsettled: &mut Unsettled) -> Answer {
+    /// made on receipt are counted once their commit is known, which may be
+    /// after the ACK.
+    async fn receive(&self, payload: Bytes) -> Answer {
         let stats = &self.ctx.slot.stats;
         let msg = match Message::parse(&payload) {
             Ok(msg) => msg,
@@ -312,57 +305,74 @@ impl Connection {
             targets: self.targets.clone(),
             routed,
         };
-        let committed = match self.ctx.production.store.receive_inbound(inbound).await {
-            Ok(pending) => pending,
-            Err(e) => {
-                stats.bump(&stats.errors, 1);
-                tracing::error!(item = %self.ctx.slot.name, error = %e, "message not stored; negative ACK sent");
-                let ack = AckBuilder::new(&msg, enhanced.code(AckCode::AE))
-                    .text("the message could not be stored; send it again")
-                    .error(AckError {
-                        location: None,
-                        code: Hl7ErrorCode::ApplicationInternalError,
-                        severity: Severity::Error,
-                    })
-                    .build();
-                return if enhanced.wants(false) { Answer::Send(ack) } else { Answer::Nothing };
-            }
-        };
-        stats.bump(&stats.received, 1);
-        match self.config.ack_mode {
-            AckMode::Never => {
-                self.routers.track(unsettled, committed, decided);
-                Answer::Nothing
-            }
-            AckMode::Immediate => {
-                self.routers.track(unsettled, committed, decided);
-                if enhanced.wants(true) {
-                    Answer::Send(AckBuilder::new(&msg, enhanced.code(AckCode::AA)).build())
-                } else {
-                    Answer::Nothing
+        let store = &self.ctx.production.store;
+        if self.config.ack_mode == AckMode::Application {
+            // The reply is found by the session the commit opens.
+            return match store.receive_inbound(inbound).await {
+                Ok(committed) => {
+                    stats.bump(&stats.received, 1);
+                    self.relay_reply(&msg, committed, &decided).await
                 }
-            }
-            AckMode::Application => {
-                // The reply is found by the session the commit opens.
-                let committed = match committed.wait().await {
-                    Ok(committed) => committed,
-                    Err(e) => {
-                        let text = format!("stored, but its downstream reply cannot be relayed: {e}");
-                        return Answer::Send(AckBuilder::new(&msg, AckCode::AE).text(text).build());
+                Err(e) => self.not_stored(&msg, enhanced, &e),
+            };
+        }
+        // Routing decisions are counted on the store's thread once
+        // committed: nothing here waits for the commit.
+        let stored = match decided.is_empty() {
+            true => store.receive_inbound(inbound).await.map(drop),
+            false => {
+                let (routers, production, targets) =
+                    (self.routers.clone(), self.ctx.production.clone(), self.targets.clone());
+                let count = move |committed: Result<Committed, StoreError>| {
+                    if let Ok(committed) = committed {
+                        routers.account(&production, &targets, &committed, &decided);
                     }
                 };
-                self.routers.account(&self.ctx.production, &self.targets, &committed, &decided);
-                let replies = &self.ctx.production.replies;
-                match replies.wait(committed.session_id, self.config.application_ack_timeout).await {
-                    Some(reply) => Answer::Send(reply.to_vec()),
-                    None => {
-                        let text = format!(
-                            "stored, but no reply from downstream within {:?}; it will be delivered",
-                            self.config.application_ack_timeout
-                        );
-                        Answer::Send(AckBuilder::new(&msg, AckCode::AE).text(text).build())
-                    }
-                }
+                store.receive_inbound_then(inbound, count).await
+            }
+        };
+        if let Err(e) = stored {
+            return self.not_stored(&msg, enhanced, &e);
+        }
+        stats.bump(&stats.received, 1);
+        match self.config.ack_mode == AckMode::Immediate && enhanced.wants(true) {
+            true => Answer::Send(AckBuilder::new(&msg, enhanced.code(AckCode::AA)).build()),
+            false => Answer::Nothing,
+        }
+    }
+
+    /// AE (CE): the message could not be stored.
+    fn not_stored(&self, msg: &Message<'_>, enhanced: AcceptAck, e: &StoreError) -> Answer {
+        let stats = &self.ctx.slot.stats;
+        stats.bump(&stats.errors, 1);
+        tracing::error!(item = %self.ctx.slot.name, error = %e, "message not stored; negative ACK sent");
+        let ack = AckBuilder::new(msg, enhanced.code(AckCode::AE))
+            .text("the message could not be stored; send it again")
+            .error(AckError { location: None, code: Hl7ErrorCode::ApplicationInternalError, severity: Severity::Error })
+            .build();
+        if enhanced.wants(false) { Answer::Send(ack) } else { Answer::Nothing }
+    }
+
+    /// `ack_mode: application`: the first operation's reply, or AE once the
+    /// timeout passes.
+    async fn relay_reply(&self, msg: &Message<'_>, committed: Pending<Committed>, decided: &[InlineDecided]) -> Answer {
+        let committed = match committed.wait().await {
+            Ok(committed) => committed,
+            Err(e) => {
+                let text = format!("stored, but its downstream reply cannot be relayed: {e}");
+                return Answer::Send(AckBuilder::new(msg, AckCode::AE).text(text).build());
+            }
+        };
+        self.routers.account(&self.ctx.production, &self.targets, &committed, decided);
+        let replies = &self.ctx.production.replies;
+        match replies.wait(committed.session_id, self.config.application_ack_timeout).await {
+            Some(reply) => Answer::Send(reply.to_vec()),
+            None => {
+                let text = format!(
+                    "stored, but no reply from downstream within {:?}; it will be delivered",
+                    self.config.application_ack_timeout
+                );
+                Answer::Send(AckBuilder::new(msg, AckCode::AE).text(text).build())
             }
         }
     }

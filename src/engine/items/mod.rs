@@ -20,7 +20,7 @@ use super::reply_actions::ReplyCodeActions;
 use super::status::ItemState;
 use crate::config::{FileInConfig, FileOutConfig, ItemConfig, ItemKind, MllpInConfig, MllpOutConfig, Problem};
 use crate::hl7::Message;
-use crate::store::{Committed, EventLevel, InlineRoute, Pending, Queued, Status, Store, StoreError};
+use crate::store::{Committed, EventLevel, InlineRoute, Queued, Status, Store};
 
 /// An item's settings, with rules and reply code actions compiled.
 pub(crate) enum ItemSpec {
@@ -188,25 +188,6 @@ pub(crate) struct InlineRouters {
     routers: Vec<Arc<ItemSlot>>,
 }
 
-/// Decisions made on receipt whose commit is still under way; they are
-/// counted once it tells whether they were applied.
-#[derive(Default)]
-pub(crate) struct Unsettled {
-    pending: std::collections::VecDeque<(Pending<Committed>, Vec<InlineDecided>)>,
-}
-
-impl Unsettled {
-    /// Waits for the oldest commit still under way (for ever when there is
-    /// none) and hands it over with its decisions. Cancel safe: nothing is
-    /// taken until the commit is known.
-    pub(crate) async fn next(&mut self) -> (Result<Committed, StoreError>, Vec<InlineDecided>) {
-        let Some((pending, _)) = self.pending.front_mut() else { return std::future::pending().await };
-        let committed = pending.wait_mut().await;
-        let decided = self.pending.pop_front().map(|(_, decided)| decided).unwrap_or_default();
-        (committed, decided)
-    }
-}
-
 /// What is needed to account for a decision once it is committed.
 pub(crate) struct InlineDecided {
     router: usize,
@@ -251,22 +232,6 @@ impl InlineRouters {
             routes.push(InlineRoute { router: slot.name.clone(), decision });
         }
         (routes, decided)
-    }
-
-    /// Keeps a message's decisions until its commit is known.
-    pub(crate) fn track(&self, unsettled: &mut Unsettled, committed: Pending<Committed>, decided: Vec<InlineDecided>) {
-        if !decided.is_empty() {
-            unsettled.pending.push_back((committed, decided));
-        }
-    }
-
-    /// Counts every decision, waiting for the commits still under way.
-    pub(crate) async fn settle_all(&self, production: &ProductionShared, targets: &[String], unsettled: Unsettled) {
-        for (pending, decided) in unsettled.pending {
-            if let Ok(committed) = pending.wait().await {
-                self.account(production, targets, &committed, &decided);
-            }
-        }
     }
 
     /// Counts the decisions the store applied in the routers' statistics.
