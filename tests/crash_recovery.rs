@@ -4,7 +4,8 @@
 //! 2), and the receiver must see them in the order they were sent.
 //!
 //! The engine is the real `switchboard run` binary on one data directory:
-//! `mllp_in` → `mllp_out`, `durability: full`. The sender and the receiver
+//! `mllp_in` → `mllp_out`, `durability: full`, once with the operation
+//! waiting for each reply and once sending ahead of them. The sender and the receiver
 //! run in this process. Kills come at pseudo-random moments (a fixed seed,
 //! so every run kills on the same schedule relative to the traffic) while
 //! messages flow in both directions.
@@ -85,7 +86,7 @@ fn message(n: u32) -> Vec<u8> {
 }
 
 /// A port that nobody listens on right now.
-fn productions_yaml(in_port: u16, out_port: u16) -> String {
+fn productions_yaml(in_port: u16, out_port: u16, pipeline_depth: usize) -> String {
     format!(
         "store:
   durability: full
@@ -107,6 +108,7 @@ productions:
         port: {out_port}
         stay_connected: true
         retry_interval: 50ms
+        pipeline_depth: {pipeline_depth}
 "
     )
 }
@@ -310,6 +312,17 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_message_is_lost_when_the_engine_is_killed() {
+    killed_again_and_again(1).await;
+}
+
+/// The same with the operation sending up to 8 messages ahead of their
+/// replies: a kill can then find 8 with the receiver, unrecorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_message_is_lost_when_a_pipelining_engine_is_killed() {
+    killed_again_and_again(8).await;
+}
+
+async fn killed_again_and_again(pipeline_depth: usize) {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let config = dir.path().join("productions.yaml");
@@ -317,7 +330,7 @@ async fn no_acknowledged_message_is_lost_when_the_engine_is_killed() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let out_port = listener.local_addr().unwrap().port();
     let in_port = free_port();
-    std::fs::write(&config, productions_yaml(in_port, out_port)).unwrap();
+    std::fs::write(&config, productions_yaml(in_port, out_port, pipeline_depth)).unwrap();
 
     let received = Received::default();
     let receiver_connections = Arc::new(AtomicU64::new(0));
@@ -406,7 +419,7 @@ async fn no_acknowledged_message_is_lost_when_the_engine_is_killed() {
         .sum();
     let duplicated_ids = times.values().filter(|&&n| n > 1).count();
     eprintln!(
-        "crash recovery: {} kills (after ms of traffic, with a backlog of) {:?}; {} messages acknowledged to the sender \
+        "crash recovery, pipeline_depth {pipeline_depth}: {} kills (after ms of traffic, with a backlog of) {:?}; {} messages acknowledged to the sender \
          ({} resent after no reply, {} after a negative ACK); {} received downstream ({} distinct, \
          {duplicates} duplicates of {duplicated_ids} messages, {engine_duplicates} of them of messages \
          sent once) over {} connections; {:.1} s",
@@ -451,8 +464,8 @@ async fn no_acknowledged_message_is_lost_when_the_engine_is_killed() {
     // legitimate:
     // - the engine: a kill while a message is with the receiver, before the
     //   reply is recorded, leaves it `delivering`; after the restart it is
-    //   delivered again. One message is in flight at a time, so at most one
-    //   duplicate per kill.
+    //   delivered again. At most `pipeline_depth` messages are with the
+    //   receiver at a time, so at most that many duplicates per kill.
     // - the sender: a kill after a message was stored but before its ACK
     //   went out makes the sender send it again, and the engine rightly
     //   stores the second copy as a new message (it cannot know it is the
@@ -463,16 +476,17 @@ async fn no_acknowledged_message_is_lost_when_the_engine_is_killed() {
     // A negative ACK means nothing was stored, so resends after one add
     // nothing. Anything beyond this is a message delivered twice for no
     // reason.
-    let allowed = kill_times.len() as u64 + report.resends_without_reply;
+    let per_kill = pipeline_depth as u64;
+    let allowed = kill_times.len() as u64 * per_kill + report.resends_without_reply;
     assert!(
         duplicates as u64 <= allowed,
-        "{duplicates} duplicates downstream, but at most {allowed} can be explained ({} kills, {} resends)",
+        "{duplicates} duplicates downstream, but at most {allowed} can be explained ({} kills, {per_kill} each, {} resends)",
         kill_times.len(),
         report.resends_without_reply
     );
     assert!(
-        engine_duplicates <= kill_times.len(),
-        "{engine_duplicates} duplicates of messages sent only once, but only {} kills",
+        engine_duplicates as u64 <= kill_times.len() as u64 * per_kill,
+        "{engine_duplicates} duplicates of messages sent only once, but only {} kills of {per_kill} each",
         kill_times.len()
     );
     drop(engine);
