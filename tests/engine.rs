@@ -308,11 +308,22 @@ async fn a_routers_backlog_stays_ahead_of_messages_routed_on_receipt() {
     assert!(receiver.wait_len(1 + warm_up.len() + ids.len(), WAIT).await, "got {}", receiver.len());
     assert_eq!(receiver.ids(), [vec!["Q1".to_owned()], warm_up, ids].concat());
     assert!(engine.wait_for(WAIT, |s| s.production(PRODUCTION).unwrap().queued == 0).await);
-    let router = engine.status().item(PRODUCTION, "Router").unwrap().clone();
+    let router = item_counted(&engine, "Router", 161).await;
     assert_eq!((router.received, router.sent, router.errors), (161, 161, 0), "each message counted once");
     assert_eq!(store.count_by_status(PRODUCTION, "Router", Status::Completed).unwrap(), 161);
     drop(quiet);
     engine.shutdown().await;
+}
+
+/// An item's status once it has counted at least `n` messages in and `n`
+/// out (sent or failed). Items count a message once its result is safe,
+/// which can be a moment after the store shows it (the queue it leaves
+/// empty, its status committed); counting one twice would show by then.
+async fn item_counted(engine: &switchboard::engine::Engine, item: &str, n: u64) -> switchboard::engine::ItemStatus {
+    engine
+        .wait_for(WAIT, |s| s.item(PRODUCTION, item).is_some_and(|i| i.received >= n && i.sent + i.errors >= n))
+        .await;
+    engine.status().item(PRODUCTION, item).unwrap().clone()
 }
 
 /// A router whose results cannot be committed (a stand-in for a full disk:
@@ -347,7 +358,7 @@ async fn a_router_whose_results_cannot_be_committed_routes_again_and_counts_once
     tamper("DROP TRIGGER refuse");
     assert!(receiver.wait_len(3, WAIT).await, "{:?}", receiver.ids());
     assert!(engine.wait_for(WAIT, |s| s.production(PRODUCTION).unwrap().queued == 0).await);
-    let router = engine.status().item(PRODUCTION, "Router").unwrap().clone();
+    let router = item_counted(&engine, "Router", 3).await;
     assert_eq!((router.received, router.sent, router.errors), (3, 3, 0), "each message counted once");
     assert_eq!(receiver.ids(), ["RT1", "RT2", "RT3"], "once each, in order");
     engine.shutdown().await;
@@ -622,8 +633,7 @@ async fn a_pipeline_sends_ahead_within_its_depth_and_keeps_the_order() {
     assert!((1..=3).contains(&waiting), "{waiting} messages waited behind one unanswered; the depth is 4");
     assert!(headers_for(p.store(), "Out").iter().all(|h| h.attempts == 1));
     assert_eq!(p.receiver.connections(), 1);
-    let status = p.engine.status();
-    let out = status.item(PRODUCTION, "Out").unwrap();
+    let out = item_counted(&p.engine, "Out", 10).await;
     assert_eq!((out.received, out.sent, out.errors), (10, 10, 0), "{out:?}");
     p.engine.shutdown().await;
 }
@@ -686,8 +696,7 @@ async fn a_pipeline_cut_by_a_closed_connection_delivers_everything_in_order() {
     assert_eq!(got[first_c4 + 1..], ["C5", "C6", "C7"], "{got:?}");
     assert_eq!(p.receiver.connections(), 2);
     // Counted once each, however often sent.
-    let status = p.engine.status();
-    let out = status.item(PRODUCTION, "Out").unwrap();
+    let out = item_counted(&p.engine, "Out", 7).await;
     assert_eq!((out.received, out.sent, out.errors), (7, 6, 1), "{out:?}");
     p.engine.shutdown().await;
 }

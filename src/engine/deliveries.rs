@@ -1,7 +1,8 @@
 //! The thread the operations run on.
 //!
-//! An operation delivers one message at a time and waits for each reply, so
-//! its throughput is one round trip per message. On the engine's main
+//! An operation delivers one message at a time and waits for each reply
+//! (unless it sends ahead, see `pipeline_depth`), so its throughput is one
+//! round trip per message. On the engine's main
 //! runtime, a reply that has arrived waits for a worker behind every
 //! service connection that is ready at the same moment; under load that
 //! wait, not the network, set the pace of every delivery. On a thread of

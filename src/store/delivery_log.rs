@@ -3,11 +3,12 @@
 //! need not wait for the store's writer to commit the result.
 //!
 //! An operation sends one message at a time so that a crash repeats at most
-//! one delivery. That needs each result to be safe from a crash of the
-//! process before the next message goes out; a commit is safe from that but
-//! must wait its turn in the writer behind whole groups of received
-//! messages. An append to this file is just as safe (the bytes are in the
-//! operating system's cache once `write` returns, like a commit with
+//! one delivery (with `pipeline_depth`, at most that many). That needs each
+//! result to be safe from a crash of the process before the next message
+//! goes out (before the one that many places behind it); a commit is safe
+//! from that but must wait its turn in the writer behind whole groups of
+//! received messages. An append to this file is just as safe (the bytes are
+//! in the operating system's cache once `write` returns, like a commit with
 //! `synchronous=NORMAL`) and costs one system call. The result itself is
 //! committed by the writer shortly after; once every noted result has been
 //! committed the file is cut back to nothing. A result the writer cannot

@@ -220,12 +220,11 @@ async fn deliver_batch(
 /// message's.
 ///
 /// Returns the first message without its final result (`batch.len()` when
-/// all have one).
-/// Stops early when the connection is lost; the messages sent behind the
-/// last one finished go again, in order, on the next connection. When a
-/// message is to be retried, the messages sent behind it are sent again
-/// after it (their replies are not read), so that the last copy of each
-/// reaches the receiver in order.
+/// all have one). Stops early when the connection is lost; the messages
+/// sent behind the last one finished go again, in order, on the next
+/// connection. When a message is to be retried, the messages sent behind
+/// it are sent again after it (their replies are not read), so that the
+/// last copy of each reaches the receiver in order.
 async fn pipeline(
     ctx: &ItemCtx,
     config: &MllpOutConfig,
