@@ -1183,6 +1183,33 @@ mod tests {
         (store, m2, m3, lift)
     }
 
+    /// A caller that does not wait for the commit hears of it, once, on the
+    /// writer's thread: at once when it commits, and only when it finally
+    /// does for a message held back by a commit that failed.
+    #[tokio::test]
+    async fn a_function_given_with_a_received_message_is_called_once_at_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let told = |n: usize| {
+            let tx = tx.clone();
+            move |outcome: Result<Committed, StoreError>| {
+                let _ = tx.send((n, outcome.map(|c| c.queued.len()).map_err(|e| e.to_string())));
+            }
+        };
+        store.receive_inbound_then(inbound(1), told(1)).await.unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), (1, Ok(1)));
+        let lift = refuse_message(&path, 2);
+        store.receive_inbound_then(inbound(2), told(2)).await.expect("durable in the log: acknowledged");
+        assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err(), "told of a commit that was refused");
+        Connection::open(&path).unwrap().execute_batch(lift).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), (2, Ok(1)));
+        store.close().await;
+        assert!(rx.try_recv().is_err(), "told twice");
+        assert_eq!(queued(&store), ["M1", "M2"]);
+    }
+
     /// A received message the writer cannot commit (its sender has the
     /// ACK) is tried again until it is committed, and the messages received
     /// after it wait behind it instead of overtaking it.
