@@ -671,6 +671,44 @@ async fn a_retry_in_a_pipeline_sends_the_messages_behind_it_again_after_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disable_action_in_a_pipeline_puts_every_message_sent_ahead_back_in_the_queue() {
+    let actions = actions_setting(&format!(":?E=D,{DEFAULT_ACTIONS}"));
+    let p = Pipeline::new(&[], &[&actions, "pipeline_depth: 4", "enabled: false"]).await;
+    let refused = Arc::new(AtomicBool::new(false));
+    let once = refused.clone();
+    // The receiver is full at D2, once.
+    p.receiver.set_script(move |id| match id == "D2" && !once.swap(true, Ordering::SeqCst) {
+        true => Behaviour::Error("Receiver is full".into()),
+        false => Behaviour::Accept,
+    });
+    let ids = ["D1", "D2", "D3", "D4", "D5", "D6"];
+    queue_then_enable(&p, &ids).await;
+    assert!(p.engine.wait_for(WAIT, |s| item_state(s, "Out") == ItemState::Disabled).await, "{:?}", p.engine.status());
+    let store = p.store();
+    // D2 first in the queue again, and nothing left marked as being
+    // delivered, although D3 to D5 went out behind it.
+    assert!(
+        eventually(WAIT, || store.count_by_status(PRODUCTION, "Out", Status::Delivering).unwrap() == 0).await,
+        "messages left delivering"
+    );
+    assert_eq!(header(store, "Out", "D1").status, Status::Completed);
+    let queued: Vec<String> = headers_for(store, "Out")
+        .into_iter()
+        .filter(|h| h.status == Status::Queued)
+        .map(|h| h.control_id.unwrap())
+        .collect();
+    assert_eq!(queued, ["D2", "D3", "D4", "D5", "D6"]);
+    assert!(p.receiver.ids().starts_with(&["D1".to_owned(), "D2".to_owned()]), "{:?}", p.receiver.ids());
+    // Enabled again, the queue goes out from D2, in order.
+    p.engine.set_item_enabled(PRODUCTION, "Out", true, CommandSource::Api).await.unwrap();
+    wait_status(store, "Out", "D6", Status::Completed, WAIT).await;
+    let got = p.receiver.ids();
+    let resumed = got.iter().rposition(|g| g == "D2").unwrap();
+    assert_eq!(got[resumed..], ["D2", "D3", "D4", "D5", "D6"], "{got:?}");
+    p.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_cut_by_a_closed_connection_delivers_everything_in_order() {
     let p = Pipeline::new(&[], &["pipeline_depth: 8", "enabled: false"]).await;
     let closed = Arc::new(AtomicBool::new(false));
