@@ -240,10 +240,14 @@ async fn pipeline(
             return Err(Delivered::Cancelled);
         }
         let Some(client) = conn.client.as_mut() else { return Ok(finished) };
+        // The window is topped up once half of it is answered, so that
+        // messages go out many to a write rather than one per reply read.
         let mut fed = Ok(());
-        while fed.is_ok() && sent < batch.len() && sent - finished < config.pipeline_depth {
-            fed = client.feed(&batch[sent].body).await;
-            sent += 1;
+        if sent - finished <= config.pipeline_depth / 2 {
+            while fed.is_ok() && sent < batch.len() && sent - finished < config.pipeline_depth {
+                fed = client.feed(&batch[sent].body).await;
+                sent += 1;
+            }
         }
         if sent > *unsent {
             ctx.slot.stats.bump(&ctx.slot.stats.received, (sent - *unsent) as u64);
