@@ -95,7 +95,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
         let conn = Connection {
             ctx: ItemHandle::of(ctx),
             config: config.clone(),
-            targets: targets.to_vec(),
+            targets: targets.into(),
             routers: routers.clone(),
             peer,
         };
@@ -136,7 +136,8 @@ impl ItemHandle {
 struct Connection {
     ctx: ItemHandle,
     config: MllpInConfig,
-    targets: Vec<String>,
+    /// Shared with the counting of each message routed on receipt.
+    targets: Arc<[String]>,
     routers: InlineRouters,
     peer: SocketAddr,
 }
@@ -302,7 +303,7 @@ impl Connection {
             body: payload.clone(),
             control_id,
             message_type,
-            targets: self.targets.clone(),
+            targets: self.targets.to_vec(),
             routed,
         };
         let store = &self.ctx.production.store;

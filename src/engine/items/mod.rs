@@ -185,7 +185,9 @@ pub(crate) async fn run(ctx: ItemCtx) {
 /// queue.
 #[derive(Clone, Default)]
 pub(crate) struct InlineRouters {
-    routers: Vec<Arc<ItemSlot>>,
+    /// Shared: every message routed on receipt takes a handle to it for
+    /// counting at commit.
+    routers: Arc<[Arc<ItemSlot>]>,
 }
 
 /// What is needed to account for a decision once it is committed.
