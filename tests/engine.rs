@@ -120,6 +120,16 @@ fn through_a_router(in_port: u16, out_port: u16) -> String {
     ])
 }
 
+/// An engine running [`through_a_router`] on a fresh store, with its
+/// receiver: the store's folder, the receiver, the inbound port, the engine.
+async fn started_through_a_router() -> (tempfile::TempDir, Receiver, u16, switchboard::engine::Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let in_port = free_port();
+    let engine = start_engine(dir.path(), &through_a_router(in_port, receiver.port)).await;
+    (dir, receiver, in_port, engine)
+}
+
 fn actions_setting(actions: &str) -> String {
     format!("reply_code_actions: \"{actions}\"")
 }
@@ -250,11 +260,7 @@ async fn routes_by_type_and_keeps_commit_order_at_every_receiver() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routers_backlog_stays_ahead_of_messages_routed_on_receipt() {
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start().await;
-    let in_port = free_port();
-    let yaml = through_a_router(in_port, receiver.port);
-    let engine = start_engine(dir.path(), &yaml).await;
+    let (_dir, receiver, in_port, engine) = started_through_a_router().await;
     let store = engine.store();
     let ids: Vec<String> = (0..60).map(|n| format!("R{n:02}")).collect();
     let send_all = |ids: Vec<String>| async move {
@@ -332,11 +338,7 @@ async fn item_counted(engine: &switchboard::engine::Engine, item: &str, n: u64) 
 /// operation in order, and counts each message once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_whose_results_cannot_be_committed_routes_again_and_counts_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start().await;
-    let in_port = free_port();
-    let yaml = through_a_router(in_port, receiver.port);
-    let engine = start_engine(dir.path(), &yaml).await;
+    let (dir, receiver, in_port, engine) = started_through_a_router().await;
     // Queued for the router while it is disabled, routed from its queue.
     engine.set_item_enabled(PRODUCTION, "Router", false, CommandSource::Api).await.unwrap();
     let mut client = connect(in_port).await;
