@@ -640,6 +640,32 @@ async fn a_pipeline_sends_ahead_within_its_depth_and_keeps_the_order() {
     p.engine.shutdown().await;
 }
 
+/// An operation reads on after the batch it has delivered while its mark
+/// of that batch is not committed yet (the store's writer is busy or held
+/// up), instead of waiting for it: here another connection holds the
+/// database's write lock while three batches go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_delivers_batch_after_batch_while_its_marks_wait_to_be_committed() {
+    let p = Pipeline::new(&[], &["enabled: false"]).await;
+    p.receiver.set_delay(Duration::from_millis(5));
+    // Three batches of one-at-a-time delivery (32 each).
+    let ids: Vec<String> = (1..=70).map(|i| format!("B{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    queue_then_enable(&p, &ids).await;
+    let lock = rusqlite::Connection::open(p.dir.path().join("store.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let delivered = p.receiver.wait_len(ids.len(), Duration::from_secs(6)).await;
+    lock.execute_batch("ROLLBACK").unwrap();
+    assert!(delivered, "{} of {} delivered while the store could not commit", p.receiver.ids().len(), ids.len());
+    for id in &ids {
+        wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+    }
+    assert_eq!(p.receiver.ids(), ids, "each message once, in order");
+    let out = item_counted(&p.engine, "Out", 70).await;
+    assert_eq!((out.received, out.sent, out.errors), (70, 70, 0), "{out:?}");
+    p.engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_in_a_pipeline_sends_the_messages_behind_it_again_after_it() {
     let p = Pipeline::new(&[], &["pipeline_depth: 4", "failure_timeout: 5s", "enabled: false"]).await;

@@ -69,6 +69,32 @@ async fn a_batch_taken_from_a_queue_holds_a_bounded_size_of_bodies() {
     assert_eq!(ids(store.fetch_queue("adt", "Out", 10).unwrap()), ["M4"]);
 }
 
+/// Reading on after a batch taken: the headers up to it are left out,
+/// whatever their status says, and a header put back behind the point read
+/// from is found again from the head.
+#[tokio::test]
+async fn a_queue_is_read_on_after_the_batch_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for n in 0..5 {
+        store.commit_inbound(inbound(n, &["Out"])).await.unwrap();
+    }
+    let ids =
+        |batch: &[switchboard::store::Queued]| batch.iter().map(|q| q.control_id.clone().unwrap()).collect::<Vec<_>>();
+    let first = store.fetch_queue("adt", "Out", 2).unwrap();
+    assert_eq!(ids(&first), ["M0", "M1"]);
+    let last = first[1].id;
+    // Not marked yet: from the head, the same two again; after them, the next.
+    assert_eq!(ids(&store.fetch_queue("adt", "Out", 2).unwrap()), ["M0", "M1"]);
+    assert_eq!(ids(&store.fetch_queue_after("adt", "Out", last, 2).unwrap()), ["M2", "M3"]);
+    assert_eq!(ids(&store.fetch_queue_after("adt", "Out", last, 10).unwrap()), ["M2", "M3", "M4"]);
+    store.mark_delivering(first.iter().map(|q| q.id).collect()).await.unwrap();
+    assert_eq!(ids(&store.fetch_queue("adt", "Out", 2).unwrap()), ["M2", "M3"]);
+    store.requeue(vec![first[0].id]).await.unwrap();
+    assert_eq!(ids(&store.fetch_queue("adt", "Out", 2).unwrap()), ["M0", "M2"]);
+    assert_eq!(ids(&store.fetch_queue_after("adt", "Out", last, 2).unwrap()), ["M2", "M3"]);
+}
+
 /// A first delivery by "Out" that completed, without a reply.
 fn completed(header_id: i64) -> Finished {
     Finished {

@@ -440,6 +440,16 @@ impl<T> Pending<T> {
         self.0.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// The commit's result if it has come, without waiting. Not to be
+    /// called again once it has returned one.
+    pub fn try_take(&mut self) -> Option<Result<T, StoreError>> {
+        match self.0.try_recv() {
+            Ok(result) => Some(result),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(StoreError::Closed)),
+        }
+    }
+
     /// Waits for the commit without giving the `Pending` up, so that the
     /// wait can be one branch of a `select!` (cancel safe). Not to be
     /// called again once it has returned.
@@ -798,13 +808,27 @@ impl Store {
     /// are left out: they have been delivered (see the `delivery_log`
     /// module).
     pub fn fetch_queue(&self, production: &str, item: &str, limit: usize) -> Result<Vec<Queued>, StoreError> {
+        self.fetch_queue_after(production, item, 0, limit)
+    }
+
+    /// [`fetch_queue`](Self::fetch_queue) from the first header after
+    /// `after` on: for an operation that has taken the headers up to
+    /// `after` and reads on before its mark of them is committed (they
+    /// would still look `queued`).
+    pub fn fetch_queue_after(
+        &self,
+        production: &str,
+        item: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
         let mut queued = self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT h.id, h.session_id, b.data, h.control_id, h.attempts FROM header h JOIN body b ON b.id = h.body_id
                  WHERE h.production = ?1 AND h.target = ?2 AND h.status IN ('queued', 'delivering') AND h.status = 'queued'
-                 ORDER BY h.id LIMIT ?3",
+                 AND h.id > ?4 ORDER BY h.id LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![production, item, limit as i64], |r| {
+            let rows = stmt.query_map(params![production, item, limit as i64, after], |r| {
                 Ok(Queued {
                     id: r.get(0)?,
                     session_id: r.get(1)?,

@@ -17,7 +17,7 @@ use crate::config::MllpOutConfig;
 use crate::engine::reply_actions::{DeliveryOutcome, FinalAction, ReplyCodeActions};
 use crate::hl7::{Message, Reply};
 use crate::mllp::{ClientError, ClientTls, MllpClient, Stream};
-use crate::store::{EventLevel, Finished, Queued, Status};
+use crate::store::{EventLevel, Finished, Pending, Queued, Status};
 use crate::tls::TlsConfigHandle;
 use std::sync::Arc;
 
@@ -73,13 +73,14 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCo
         down_since: None,
     };
     let batch_size = if config.pipeline_depth > 1 { PIPELINED_BATCH } else { BATCH };
-    'batches: while let Some(batch) = ctx.next_batch(batch_size).await {
+    let mut unconfirmed = None;
+    'batches: while let Some(batch) = next_batch(ctx, batch_size, &mut unconfirmed).await {
         let ids: Vec<i64> = batch.iter().map(|q| q.id).collect();
-        // Delivery starts while the mark is committed; it only has to be
-        // before the queue is read again (a result noted meanwhile is
-        // committed after it).
-        let marked = match ctx.store().begin_mark_delivering(ids).await {
-            Ok(marked) => marked,
+        let last_id = ids.last().copied().unwrap_or_default();
+        // Delivery starts while the mark is committed (a result noted
+        // meanwhile is committed after it).
+        let mark = match ctx.store().begin_mark_delivering(ids).await {
+            Ok(mark) => mark,
             Err(e) => {
                 ctx.fail(format!("cannot update the queue: {e}"));
                 if ctx.sleep(Duration::from_secs(1)).await.is_err() {
@@ -101,17 +102,58 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCo
                 break 'batches;
             }
         }
-        if let Err(e) = marked.wait().await {
-            // The messages delivered meanwhile are not taken again: their
-            // results wait in the delivery log, and a store that cannot
-            // commit them shows on the production's services.
+        unconfirmed = Some(Unconfirmed { last_id, mark });
+    }
+    conn.close(ctx);
+}
+
+/// The mark of the last batch delivered, while its commit may not have
+/// come yet.
+struct Unconfirmed {
+    /// The batch's last message.
+    last_id: i64,
+    mark: Pending<()>,
+}
+
+/// The next batch of the queue, or `None` once cancelled.
+///
+/// Until the last batch's mark is committed its messages still look
+/// `queued` (those whose results are noted are left out of a read, but
+/// they can fill a read's limit), so the queue is read on after them
+/// instead of waiting: the writer commits received messages first, at a
+/// lower priority than the connections, and under load a wait for it
+/// stalled every batch. Only when nothing follows them is the mark waited
+/// for and the queue read from its head again, where a message put back
+/// (a resend) may be waiting.
+async fn next_batch(ctx: &ItemCtx, limit: usize, unconfirmed: &mut Option<Unconfirmed>) -> Option<Vec<Queued>> {
+    if let Some(last) = unconfirmed.as_mut() {
+        let marked = match last.mark.try_take() {
+            Some(marked) => marked,
+            None => {
+                let (production, item) = (ctx.production_id(), ctx.name());
+                if let Ok(batch) = ctx.store().fetch_queue_after(production, item, last.last_id, limit)
+                    && !batch.is_empty()
+                {
+                    return Some(batch);
+                }
+                tokio::select! {
+                    () = ctx.cancel.cancelled() => return None,
+                    marked = last.mark.wait_mut() => marked,
+                }
+            }
+        };
+        *unconfirmed = None;
+        if let Err(e) = marked {
+            // The messages delivered are not taken again: their results
+            // wait in the delivery log, and a store that cannot commit them
+            // shows on the production's services.
             tracing::warn!(item = ctx.name(), error = %e, "cannot mark messages as being delivered");
             if ctx.sleep(Duration::from_secs(1)).await.is_err() {
-                break;
+                return None;
             }
         }
     }
-    conn.close(ctx);
+    ctx.next_batch(limit).await
 }
 
 enum Delivered {
