@@ -919,6 +919,48 @@ async fn outage_queues_troubles_the_production_then_drains_in_order() {
 /// A `file_out` whose results cannot be committed (a stand-in for a full
 /// disk: a trigger that refuses every status change) writes each file
 /// once and keeps running; the results are committed once the store can.
+/// A read of a queue leaves out the messages whose results are noted and
+/// not yet committed; when they fill its limit, the item waits, and the
+/// commit of those results wakes it for the messages behind them (no
+/// waiting for the five-second safety net).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_out_goes_on_as_soon_as_the_results_filling_its_batch_are_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_port = free_port();
+    let files = dir.path().join("files");
+    let file_out = format!("{}        enabled: false\n", file_out("Files", &files, "{control_id}.hl7"));
+    let engine = start_engine(dir.path(), &production(&[mllp_in("In", in_port, "Files", &[]), file_out])).await;
+    let mut client = connect(in_port).await;
+    // A batch of 32, and 8 behind it.
+    for n in 1..=40 {
+        let ack = reply(&client.exchange(&hl7("ADT^A01", &format!("G{n}")), WAIT).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    }
+    assert!(engine.wait_for(WAIT, |s| s.item(PRODUCTION, "Files").unwrap().queue_depth == 40).await);
+    let tamper =
+        |sql: &str| rusqlite::Connection::open(dir.path().join("store.db")).unwrap().execute_batch(sql).unwrap();
+    tamper(
+        "CREATE TRIGGER refuse BEFORE UPDATE OF status ON header
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    );
+    engine.set_item_enabled(PRODUCTION, "Files", true, CommandSource::Api).await.unwrap();
+    let written = || std::fs::read_dir(&files).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0);
+    assert!(eventually(WAIT, || written() == 32).await, "{} files", written());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(written(), 32, "the first batch's results are not committed: a read finds only them");
+    tamper("DROP TRIGGER refuse");
+    // The results are tried again within a second.
+    let dropped = Instant::now();
+    assert!(eventually(WAIT, || written() == 40).await, "{} files", written());
+    let waited = dropped.elapsed();
+    assert!(waited < Duration::from_millis(2500), "the rest waited {waited:?} after the results could be committed");
+    for n in 1..=40 {
+        wait_status(engine.store(), "Files", &format!("G{n}"), Status::Completed, WAIT).await;
+    }
+    assert_eq!(written(), 40, "each file once");
+    engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_out_whose_results_cannot_be_committed_writes_each_file_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -422,9 +422,10 @@ impl Queues {
     pub(crate) fn adjust(&self, production: &str, item: &str, delta: i64) {
         let q = self.get(production, item);
         q.depth.fetch_add(delta, Ordering::Relaxed);
-        if delta > 0 {
-            q.notify.notify_one();
-        }
+        // A queue that shrank can show messages too: a read leaves out the
+        // messages whose results are noted and not yet committed, and they
+        // can fill its limit while the ones behind them wait.
+        q.notify.notify_one();
         self.changed.notify_one();
     }
 }
