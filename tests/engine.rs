@@ -74,6 +74,16 @@ fn production(items: &[String]) -> String {
     )
 }
 
+/// Runs SQL on the store's database in `dir` beside the engine, to make it
+/// refuse commits (a stand-in for a full disk) and to lift that.
+fn tamper(dir: &std::path::Path, sql: &str) {
+    rusqlite::Connection::open(dir.join("store.db")).unwrap().execute_batch(sql).unwrap();
+}
+
+/// Makes every change of a message's status fail, as a full disk would.
+const REFUSE_STATUS_UPDATES: &str = "CREATE TRIGGER refuse BEFORE UPDATE OF status ON header
+     BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;";
+
 /// mllp_in → mllp_out, the shape most tests need.
 struct Pipeline {
     engine: switchboard::engine::Engine,
@@ -96,10 +106,8 @@ impl Pipeline {
         self.engine.store()
     }
 
-    /// Runs SQL on the store's database beside the engine, to make it
-    /// refuse commits (a stand-in for a full disk) and to lift that.
     fn tamper(&self, sql: &str) {
-        rusqlite::Connection::open(self.dir.path().join("store.db")).unwrap().execute_batch(sql).unwrap();
+        tamper(self.dir.path(), sql);
     }
 
     /// Sends one message and checks that it was accepted.
@@ -346,9 +354,8 @@ async fn a_router_whose_results_cannot_be_committed_routes_again_and_counts_once
         let ack = reply(&client.exchange(&hl7("ADT^A01", id), WAIT).await.unwrap());
         assert_eq!(ack.acknowledgment_code(), Some("AA"));
     }
-    let tamper =
-        |sql: &str| rusqlite::Connection::open(dir.path().join("store.db")).unwrap().execute_batch(sql).unwrap();
     tamper(
+        dir.path(),
         "CREATE TRIGGER refuse BEFORE INSERT ON header WHEN NEW.control_id = 'RT2' AND NEW.target = 'Out'
          BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
     );
@@ -357,7 +364,7 @@ async fn a_router_whose_results_cannot_be_committed_routes_again_and_counts_once
     assert!(troubled, "{:?}", engine.status());
     // Two more tries, a second apart, while the commit is refused.
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    tamper("DROP TRIGGER refuse");
+    tamper(dir.path(), "DROP TRIGGER refuse");
     assert!(receiver.wait_len(3, WAIT).await, "{:?}", receiver.ids());
     assert!(engine.wait_for(WAIT, |s| s.production(PRODUCTION).unwrap().queued == 0).await);
     let router = item_counted(&engine, "Router", 3).await;
@@ -937,18 +944,13 @@ async fn a_file_out_goes_on_as_soon_as_the_results_filling_its_batch_are_committ
         assert_eq!(ack.acknowledgment_code(), Some("AA"));
     }
     assert!(engine.wait_for(WAIT, |s| s.item(PRODUCTION, "Files").unwrap().queue_depth == 40).await);
-    let tamper =
-        |sql: &str| rusqlite::Connection::open(dir.path().join("store.db")).unwrap().execute_batch(sql).unwrap();
-    tamper(
-        "CREATE TRIGGER refuse BEFORE UPDATE OF status ON header
-         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-    );
+    tamper(dir.path(), REFUSE_STATUS_UPDATES);
     engine.set_item_enabled(PRODUCTION, "Files", true, CommandSource::Api).await.unwrap();
     let written = || std::fs::read_dir(&files).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0);
     assert!(eventually(WAIT, || written() == 32).await, "{} files", written());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(written(), 32, "the first batch's results are not committed: a read finds only them");
-    tamper("DROP TRIGGER refuse");
+    tamper(dir.path(), "DROP TRIGGER refuse");
     // The results are tried again within a second.
     let dropped = Instant::now();
     assert!(eventually(WAIT, || written() == 40).await, "{} files", written());
@@ -968,12 +970,7 @@ async fn a_file_out_whose_results_cannot_be_committed_writes_each_file_once() {
     let files = dir.path().join("files");
     let yaml = production(&[mllp_in("In", in_port, "Files", &[]), file_out("Files", &files, "{control_id}-{seq}.hl7")]);
     let engine = start_engine(dir.path(), &yaml).await;
-    let tamper =
-        |sql: &str| rusqlite::Connection::open(dir.path().join("store.db")).unwrap().execute_batch(sql).unwrap();
-    tamper(
-        "CREATE TRIGGER refuse BEFORE UPDATE OF status ON header
-         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-    );
+    tamper(dir.path(), REFUSE_STATUS_UPDATES);
     let mut client = connect(in_port).await;
     for id in ["F1", "F2"] {
         let ack = reply(&client.exchange(&hl7("ADT^A01", id), WAIT).await.unwrap());
@@ -983,7 +980,7 @@ async fn a_file_out_whose_results_cannot_be_committed_writes_each_file_once() {
     assert!(eventually(WAIT, || written() == 2).await, "{} files", written());
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(written(), 2, "a file was written again");
-    tamper("DROP TRIGGER refuse");
+    tamper(dir.path(), "DROP TRIGGER refuse");
     for id in ["F1", "F2"] {
         wait_status(engine.store(), "Files", id, Status::Completed, WAIT).await;
     }
@@ -1422,10 +1419,7 @@ async fn a_store_that_cannot_commit_troubles_the_production_until_it_can() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_whose_results_cannot_be_committed_delivers_each_message_once() {
     let p = Pipeline::new(&[], &[]).await;
-    p.tamper(
-        "CREATE TRIGGER refuse BEFORE UPDATE OF status ON header
-         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-    );
+    p.tamper(REFUSE_STATUS_UPDATES);
     for id in ["ONCE1", "ONCE2"] {
         p.send_accepted("ADT^A01", id).await;
     }
