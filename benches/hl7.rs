@@ -362,6 +362,8 @@ fn ack_build(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("AA", |b| b.iter(|| black_box(aa())));
     group.bench_function("AE_text_err", |b| b.iter(|| black_box(ae())));
+    // As the engine builds them: the time and a control id made for each.
+    group.bench_function("AA_generated_id", |b| b.iter(|| black_box(AckBuilder::new(&msg, AckCode::AA).build())));
     group.finish();
 }
 

@@ -226,7 +226,7 @@ impl<'m> AckBuilder<'m> {
         out.push(d.field);
         match &self.control_id {
             Some(id) => self.push_escaped(&mut out, id),
-            None => self.push_escaped(&mut out, &next_control_id()),
+            None => push_control_id(&mut out),
         }
         for n in [11, 12] {
             out.push(d.field);
@@ -317,13 +317,29 @@ fn push_timestamp(out: &mut Vec<u8>, at: OffsetDateTime) {
     }
 }
 
-/// A process-unique control id of at most 20 characters (the MSH-10 length
-/// of v2.3–2.6): milliseconds since the epoch and a counter.
-fn next_control_id() -> String {
+/// Appends a process-unique control id of 20 digits (the MSH-10 length of
+/// v2.3–2.6): milliseconds since the epoch (13 digits) and a counter (7).
+/// Written digit by digit: every ACK the engine sends carries one, and
+/// `format!` with padding took about a third of the ACK's build time (see
+/// `ack/build/AA_generated_id` in BENCHMARKS.md).
+fn push_control_id(out: &mut Vec<u8>) {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed) % 10_000_000;
-    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    format!("{:013}{n:07}", millis % 10_000_000_000_000)
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let millis = since_epoch.as_secs().wrapping_mul(1000).wrapping_add(u64::from(since_epoch.subsec_millis()));
+    push_padded(out, millis % 10_000_000_000_000, 13);
+    push_padded(out, n, 7);
+}
+
+/// Appends `n` in decimal, zero-padded to `width` digits (the lowest
+/// `width` digits if it has more).
+fn push_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for digit in out[start..].iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// A header problem that makes a received message unacceptable: the
@@ -475,7 +491,13 @@ mod tests {
         let at = time::macros::datetime!(2026-01-02 04:04:05 +01:00);
         let ack = String::from_utf8(AckBuilder::new(&msg, AckCode::AA).timestamp(at).build()).unwrap();
         assert!(ack.contains("|20260102030405+0000||ACK^A01^ACK|"), "{ack}");
-        let (a, b) = (next_control_id(), next_control_id());
-        assert!(a.len() <= 20 && a != b, "{a} {b}");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        push_control_id(&mut a);
+        push_control_id(&mut b);
+        assert!(a.len() == 20 && a.iter().all(u8::is_ascii_digit) && a != b, "{a:?} {b:?}");
+        let mut padded = Vec::new();
+        push_padded(&mut padded, 42, 5);
+        push_padded(&mut padded, 1_234_567, 3);
+        assert_eq!(padded, b"00042567");
     }
 }
