@@ -98,6 +98,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
             targets: targets.into(),
             routers: routers.clone(),
             peer,
+            origin: peer.to_string(),
         };
         let _ = stream.set_nodelay(true);
         let tls = tls.clone();
@@ -140,6 +141,8 @@ struct Connection {
     targets: Arc<[String]>,
     routers: InlineRouters,
     peer: SocketAddr,
+    /// `peer` as each message stored records it, formatted once.
+    origin: String,
 }
 
 /// Where a reply goes.
@@ -299,7 +302,7 @@ impl Connection {
         let inbound = NewInbound {
             production: self.ctx.production.id.to_string(),
             service: self.ctx.slot.name.clone(),
-            origin: self.peer.to_string(),
+            origin: self.origin.clone(),
             body: payload.clone(),
             control_id,
             message_type,
