@@ -305,16 +305,20 @@ fn push_number(out: &mut Vec<u8>, mut n: usize) {
     out.extend_from_slice(&digits[at..]);
 }
 
-/// MSH-7 in UTC: `YYYYMMDDHHMMSS+0000`.
+/// MSH-7 in UTC: `YYYYMMDDHHMMSS+0000`, written digit by digit like the
+/// control id (a year outside 0–9999, which HL7's DTM cannot hold, leaves
+/// MSH-7 empty; the ACK is still built).
 fn push_timestamp(out: &mut Vec<u8>, at: OffsetDateTime) {
-    let format = time::macros::format_description!("[year][month][day][hour][minute][second]+0000");
-    // Formatting a UTC time with a fixed numeric pattern cannot fail for
-    // years 0–9999; should it fail, MSH-7 is left empty and the ACK is
-    // still built.
-    let len = out.len();
-    if at.to_offset(time::UtcOffset::UTC).format_into(out, &format).is_err() {
-        out.truncate(len);
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let Ok(year) = u64::try_from(at.year()) else { return };
+    if year > 9999 {
+        return;
     }
+    push_padded(out, year, 4);
+    for part in [u8::from(at.month()), at.day(), at.hour(), at.minute(), at.second()] {
+        push_padded(out, u64::from(part), 2);
+    }
+    out.extend_from_slice(b"+0000");
 }
 
 /// Appends a process-unique control id of 20 digits (the MSH-10 length of
@@ -491,6 +495,11 @@ mod tests {
         let at = time::macros::datetime!(2026-01-02 04:04:05 +01:00);
         let ack = String::from_utf8(AckBuilder::new(&msg, AckCode::AA).timestamp(at).build()).unwrap();
         assert!(ack.contains("|20260102030405+0000||ACK^A01^ACK|"), "{ack}");
+        let early = AckBuilder::new(&msg, AckCode::AA).timestamp(time::macros::datetime!(0009-03-04 05:06:07 UTC));
+        assert!(String::from_utf8(early.build()).unwrap().contains("|00090304050607+0000||"));
+        let bc = AckBuilder::new(&msg, AckCode::AA).timestamp(time::macros::datetime!(-0001-01-01 00:00:00 UTC));
+        let bc = String::from_utf8(bc.build()).unwrap();
+        assert!(bc.starts_with("MSH|^~\\&|C|D|A|B|||ACK^A01^ACK|"), "MSH-7 left empty: {bc}");
         let (mut a, mut b) = (Vec::new(), Vec::new());
         push_control_id(&mut a);
         push_control_id(&mut b);
