@@ -291,18 +291,9 @@ fn push_error_location(out: &mut Vec<u8>, path: &Path, component: u8) {
     }
 }
 
-fn push_number(out: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+fn push_number(out: &mut Vec<u8>, n: usize) {
+    let width = n.checked_ilog10().map_or(1, |log| log as usize + 1);
+    push_padded(out, n as u64, width);
 }
 
 /// MSH-7 in UTC: `YYYYMMDDHHMMSS+0000`, written digit by digit like the
@@ -507,6 +498,9 @@ mod tests {
         let mut padded = Vec::new();
         push_padded(&mut padded, 42, 5);
         push_padded(&mut padded, 1_234_567, 3);
-        assert_eq!(padded, b"00042567");
+        for n in [0, 7, 10, 123] {
+            push_number(&mut padded, n);
+        }
+        assert_eq!(padded, b"000425670710123");
     }
 }
