@@ -56,6 +56,10 @@ pub enum ClientError {
     /// No reply within the timeout.
     #[error("no reply within {0:?}")]
     ReplyTimeout(Duration),
+    /// The peer did not take what was sent within the timeout (it stopped
+    /// reading, and the connection's buffers are full).
+    #[error("the peer did not take the messages sent within {0:?}")]
+    SendTimeout(Duration),
     /// The peer closed the connection before replying.
     #[error("the peer closed the connection before replying")]
     Closed,
@@ -160,15 +164,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MllpClient<S> {
     /// several messages go out in one write (see [`flush`](Self::flush)).
     /// MLLP answers in order on one connection: each reply read with
     /// [`receive`](Self::receive) belongs to the oldest message without one.
-    pub async fn feed(&mut self, message: &[u8]) -> Result<(), ClientError> {
-        self.framed.feed(message).await.map_err(failed)
+    ///
+    /// Past a few kilobytes fed, feeding writes out what is buffered first;
+    /// `timeout` bounds that wait, for a peer that has stopped reading.
+    pub async fn feed(&mut self, message: &[u8], timeout: Duration) -> Result<(), ClientError> {
+        match tokio::time::timeout(timeout, self.framed.feed(message)).await {
+            Ok(result) => result.map_err(failed),
+            Err(_) => Err(ClientError::SendTimeout(timeout)),
+        }
     }
 
     /// Sends everything fed, within `timeout`.
     pub async fn flush(&mut self, timeout: Duration) -> Result<(), ClientError> {
         match tokio::time::timeout(timeout, SinkExt::<&[u8]>::flush(&mut self.framed)).await {
             Ok(result) => result.map_err(failed),
-            Err(_) => Err(ClientError::ReplyTimeout(timeout)),
+            Err(_) => Err(ClientError::SendTimeout(timeout)),
         }
     }
 
@@ -195,5 +205,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MllpClient<S> {
     /// Bytes the peer sent outside frames so far.
     pub fn discarded_bytes(&self) -> usize {
         self.discarded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A receiver that accepts and then never reads: what is fed cannot
+    /// all be sent, and feeding or flushing says so within the timeout
+    /// rather than waiting for ever or calling it a missing reply.
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_makes_sending_time_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepting = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+        let mut client = MllpClient::new(TcpStream::connect(addr).await.unwrap(), MllpCodec::new());
+        let _silent = accepting.await.unwrap();
+        let message = vec![b'A'; 8 << 20];
+        let timeout = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        // 128 MiB in all, far more than loopback's socket buffers hold.
+        let mut sent = Ok(());
+        for _ in 0..16 {
+            sent = client.feed(&message, timeout).await;
+            if sent.is_err() {
+                break;
+            }
+        }
+        if sent.is_ok() {
+            sent = client.flush(timeout).await;
+        }
+        assert!(matches!(sent, Err(ClientError::SendTimeout(t)) if t == timeout), "{sent:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
 }

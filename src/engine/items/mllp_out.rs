@@ -287,7 +287,7 @@ async fn pipeline(
         let mut fed = Ok(());
         if sent - finished <= config.pipeline_depth / 2 {
             while fed.is_ok() && sent < batch.len() && sent - finished < config.pipeline_depth {
-                fed = client.feed(&batch[sent].body).await;
+                fed = client.feed(&batch[sent].body, config.response_timeout).await;
                 sent += 1;
             }
         }
