@@ -20,7 +20,7 @@ fn inbound(n: u64) -> NewInbound {
         body: Bytes::from_static(ADT_A01),
         control_id: Some(format!("MSG{n}")),
         message_type: Some("ADT^A01".into()),
-        targets: vec!["out".into()],
+        targets: ["out".to_owned()].into(),
         routed: Vec::new(),
     }
 }

@@ -400,7 +400,7 @@ pub(super) fn encode(seq: u64, m: &NewInbound, out: &mut Vec<u8>) {
     put_opt(out, m.control_id.as_deref().map(str::as_bytes));
     put_opt(out, m.message_type.as_deref().map(str::as_bytes));
     put_count(out, m.targets.len());
-    for target in &m.targets {
+    for target in m.targets.iter() {
         put_bytes(out, target.as_bytes());
     }
     put_count(out, m.routed.len());
@@ -506,6 +506,7 @@ fn decode(bytes: &[u8], applied: u64) -> Option<(Option<Record>, usize)> {
         }
         routed.push(InlineRoute { router, decision: RouteDecision { status, error, outputs } });
     }
+    let (production, service, origin, targets) = (production.into(), service.into(), origin.into(), targets.into());
     let inbound = NewInbound { production, service, origin, body, control_id, message_type, targets, routed };
     Some((Some(Record { seq, inbound }), end + 4))
 }
@@ -520,7 +521,7 @@ mod tests {
     fn message(n: u64) -> NewInbound {
         NewInbound {
             message_type: None,
-            targets: vec!["Router".into(), "Copy".into()],
+            targets: ["Router".to_owned(), "Copy".to_owned()].into(),
             routed: vec![InlineRoute {
                 router: "Router".into(),
                 decision: RouteDecision {

@@ -152,12 +152,13 @@ impl Status {
 /// the targets it is queued for.
 #[derive(Clone, Debug)]
 pub struct NewInbound {
-    /// Production id.
-    pub production: String,
+    /// Production id. Shared (like the other names), since a service sends
+    /// the same ones with every message.
+    pub production: Arc<str>,
     /// The service item that received it.
-    pub service: String,
+    pub service: Arc<str>,
     /// Where it came from (peer address, file name).
-    pub origin: String,
+    pub origin: Arc<str>,
     /// The raw message.
     pub body: Bytes,
     /// MSH-10.
@@ -165,7 +166,7 @@ pub struct NewInbound {
     /// MSH-9 (`ADT^A01`).
     pub message_type: Option<String>,
     /// Items to queue it for.
-    pub targets: Vec<String>,
+    pub targets: Arc<[String]>,
     /// Decisions already made, where the message was received, by routers
     /// among `targets`. One is applied in the same transaction (the
     /// router's header is finished and its outputs queued) only while that
@@ -395,11 +396,14 @@ pub(crate) struct QueueState {
     notify: Notify,
 }
 
-type QueueKey = (String, String);
+/// Queues by production, then by item: nested so that a lookup borrows the
+/// names instead of building an owned key, since the writer looks queues up
+/// for every message it commits.
+type QueueMap = HashMap<String, HashMap<String, Arc<QueueState>>>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Queues {
-    map: RwLock<HashMap<QueueKey, Arc<QueueState>>>,
+    map: RwLock<QueueMap>,
     /// Signalled whenever a depth changes (see
     /// [`Store::queue_depths_changed`]).
     changed: Notify,
@@ -407,16 +411,19 @@ pub(crate) struct Queues {
 
 impl Queues {
     fn get(&self, production: &str, item: &str) -> Arc<QueueState> {
-        let key = (production.to_owned(), item.to_owned());
-        if let Some(q) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(q) = map.get(production).and_then(|items| items.get(item)) {
             return q.clone();
         }
-        self.map.write().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone()
+        drop(map);
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(production.to_owned()).or_default().entry(item.to_owned()).or_default().clone()
     }
 
     /// The committed depth of a queue.
     pub(crate) fn depth(&self, production: &str, item: &str) -> i64 {
-        self.get(production, item).depth.load(Ordering::Relaxed)
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(production).and_then(|items| items.get(item)).map_or(0, |q| q.depth.load(Ordering::Relaxed))
     }
 
     pub(crate) fn adjust(&self, production: &str, item: &str, delta: i64) {
@@ -1081,7 +1088,7 @@ mod tests {
             body: Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M{n}|P|2.5\r")),
             control_id: Some(format!("M{n}")),
             message_type: Some("ADT^A01".into()),
-            targets: vec!["Out".into()],
+            targets: ["Out".to_owned()].into(),
             routed: Vec::new(),
         }
     }

@@ -29,7 +29,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 
-use rusqlite::{Connection, params};
+use rusqlite::{CachedStatement, Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::delivery_log::DeliveryLog;
@@ -90,9 +90,6 @@ const LAZY_DELAY: Duration = Duration::from_millis(1);
 /// How often received messages and delivery results that could not be
 /// committed are tried again (see [`Writer::hold`]).
 const HELD_RETRY: Duration = Duration::from_secs(1);
-
-/// Queue depth changes of one operation, applied after the commit.
-type Deltas = Vec<(String, String, i64)>;
 
 /// The answer to one operation, held until the commit.
 enum Done {
@@ -257,24 +254,43 @@ impl HeaderIds {
     }
 }
 
-/// A group's queue depth changes so far, one entry per queue: a group
-/// touches a handful of queues however many messages it holds, so looking
-/// one up stays cheap.
+/// Queue depth changes, one entry per queue: those of one operation, or
+/// of a group so far. A group touches a handful of queues however many
+/// messages it holds, so looking one up stays cheap, and a queue's names
+/// are copied once per group, not once per message.
 #[derive(Default)]
-struct DepthSums(Vec<(String, String, i64)>);
+struct Deltas(Vec<(String, String, i64)>);
 
-impl DepthSums {
-    fn add(&mut self, deltas: &Deltas) {
-        for (production, item, delta) in deltas {
-            match self.0.iter_mut().find(|(p, i, _)| p == production && i == item) {
-                Some(sum) => sum.2 += delta,
-                None => self.0.push((production.clone(), item.clone(), *delta)),
-            }
+impl Deltas {
+    fn add(&mut self, production: &str, item: &str, delta: i64) {
+        match self.0.iter_mut().find(|(p, i, _)| p == production && i == item) {
+            Some(entry) => entry.2 += delta,
+            None => self.0.push((production.to_owned(), item.to_owned(), delta)),
         }
     }
 
     fn get(&self, production: &str, item: &str) -> i64 {
         self.0.iter().find(|(p, i, _)| p == production && i == item).map_or(0, |s| s.2)
+    }
+
+    /// Adds every entry of `other`, zeros included: an operation that left
+    /// a queue's depth as it was may still have made messages readable
+    /// there, and its item is woken for every entry.
+    fn merge(&mut self, other: &Deltas) {
+        for (production, item, delta) in &other.0 {
+            self.add(production, item, *delta);
+        }
+    }
+
+    /// Zeroes every entry, keeping the queues for the next operation.
+    fn reset(&mut self) {
+        for entry in &mut self.0 {
+            entry.2 = 0;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str, i64)> {
+        self.0.iter().map(|(p, i, d)| (p.as_str(), i.as_str(), *d))
     }
 }
 
@@ -282,7 +298,7 @@ impl DepthSums {
 /// of the operations before the current one.
 struct Depths<'a> {
     committed: &'a Queues,
-    pending: &'a DepthSums,
+    pending: &'a Deltas,
 }
 
 impl Depths<'_> {
@@ -293,12 +309,12 @@ impl Depths<'_> {
 
 /// Adds a group's queue depth changes to the persisted counters, one
 /// statement per queue touched.
-fn update_depths(tx: &Connection, sums: &DepthSums) -> rusqlite::Result<()> {
+fn update_depths(tx: &Connection, sums: &Deltas) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO queue_depth (production, item, depth) VALUES (?1, ?2, ?3)
          ON CONFLICT(production, item) DO UPDATE SET depth = depth + excluded.depth",
     )?;
-    for (production, item, delta) in sums.0.iter().filter(|s| s.2 != 0) {
+    for (production, item, delta) in sums.iter().filter(|s| s.2 != 0) {
         stmt.execute(params![production, item, delta])?;
     }
     Ok(())
@@ -509,8 +525,8 @@ impl Writer {
                 return;
             }
         };
-        for (production, item, delta) in &applied.deltas {
-            self.queues.adjust(production, item, *delta);
+        for (production, item, delta) in applied.deltas.iter() {
+            self.queues.adjust(production, item, delta);
         }
         // A failure in this transaction held back the records after it;
         // the next one tries them again.
@@ -608,6 +624,50 @@ fn push(group: &mut Vec<Op>, op: Op) {
     }
 }
 
+/// The statements run for every message, each taken from rusqlite's
+/// statement cache once per transaction instead of once per message:
+/// taking one hashes its text twice and copies it into a new allocation.
+struct Statements<'c> {
+    tx: &'c Connection,
+    held: [Option<CachedStatement<'c>>; HOT_SQL.len()],
+}
+
+/// Which of [`HOT_SQL`] a statement is.
+#[derive(Clone, Copy)]
+enum Hot {
+    InsertBody,
+    InsertHeader,
+    InsertOutput,
+    FinishHeader,
+    InsertReply,
+}
+
+const HOT_SQL: [&str; 5] = [
+    "INSERT INTO body (created_at, data) VALUES (?1, ?2)",
+    "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at, attempts, error_text)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
+    "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?10)",
+    "UPDATE header SET status = ?1, attempts = ?2, error_text = ?3, updated_at = ?4
+     WHERE id = ?5 AND status IN ('queued', 'delivering')",
+    "INSERT INTO reply (header_id, received_at, data) VALUES (?1, ?2, ?3)
+     ON CONFLICT(header_id) DO UPDATE SET received_at = excluded.received_at, data = excluded.data",
+];
+
+impl<'c> Statements<'c> {
+    fn new(tx: &'c Connection) -> Self {
+        Self { tx, held: Default::default() }
+    }
+
+    fn get(&mut self, which: Hot) -> rusqlite::Result<&mut CachedStatement<'c>> {
+        let slot = &mut self.held[which as usize];
+        match slot {
+            Some(stmt) => Ok(stmt),
+            None => Ok(slot.insert(self.tx.prepare_cached(HOT_SQL[which as usize])?)),
+        }
+    }
+}
+
 /// Applies `ops` inside the open transaction (see
 /// [`Writer::transaction`]).
 fn apply_all(
@@ -618,9 +678,9 @@ fn apply_all(
     log: LogProgress,
 ) -> rusqlite::Result<Option<Applied>> {
     let mut ids = HeaderIds::next_free(tx)?;
-    let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Vec::new(), log };
-    let mut op_deltas = Vec::new();
-    let mut sums = DepthSums::default();
+    let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Deltas::default(), log };
+    let mut op_deltas = Deltas::default();
+    let mut statements = Statements::new(tx);
     for op in ops {
         if applied.log.stuck && matches!(op, Op::Inbound(..)) {
             // Not applied behind the one that failed: that would commit
@@ -631,9 +691,9 @@ fn apply_all(
         if isolation == Isolation::PerOperation {
             tx.prepare_cached("SAVEPOINT op")?.execute([])?;
         }
-        op_deltas.clear();
-        let depths = Depths { committed: queues, pending: &sums };
-        let outcome = apply(tx, op, &mut ids, &depths, &mut op_deltas);
+        op_deltas.reset();
+        let depths = Depths { committed: queues, pending: &applied.deltas };
+        let outcome = apply(&mut statements, op, &mut ids, &depths, &mut op_deltas);
         match (outcome.ok(), isolation) {
             (true, Isolation::Shared) => {}
             (true, Isolation::PerOperation) => {
@@ -646,15 +706,15 @@ fn apply_all(
             }
         }
         if outcome.ok() {
-            sums.add(&op_deltas);
-            applied.deltas.append(&mut op_deltas);
+            applied.deltas.merge(&op_deltas);
         }
         if let Op::Inbound(.., seq) = op {
             applied.log.record(*seq, outcome.ok());
         }
         applied.outcomes.push(outcome);
     }
-    update_depths(tx, &sums)?;
+    drop(statements);
+    update_depths(tx, &applied.deltas)?;
     if applied.log.applied != log.applied {
         tx.prepare_cached("UPDATE inbound_log SET applied = ?1 WHERE id = 0")?.execute([applied.log.applied as i64])?;
     }
@@ -698,8 +758,8 @@ pub(super) fn replay(
         }
     }
     conn.execute_batch("COMMIT")?;
-    for (production, item, delta) in &done.deltas {
-        queues.adjust(production, item, *delta);
+    for (production, item, delta) in done.deltas.iter() {
+        queues.adjust(production, item, delta);
     }
     tracing::info!(messages = ops.len(), "received messages committed from the inbound log");
     Ok(done.log.applied)
@@ -852,15 +912,16 @@ fn incremental_vacuum(conn: &Connection, pages: u32) -> rusqlite::Result<u64> {
     Ok(freed)
 }
 
-fn apply(tx: &Connection, op: &Op, ids: &mut HeaderIds, depths: &Depths<'_>, deltas: &mut Deltas) -> Outcome {
+fn apply(st: &mut Statements<'_>, op: &Op, ids: &mut HeaderIds, depths: &Depths<'_>, deltas: &mut Deltas) -> Outcome {
+    let tx = st.tx;
     let unit = |r: rusqlite::Result<()>| Outcome::Unit(r.map_err(Into::into));
     match op {
         Op::Inbound(inbound, ..) => {
-            Outcome::Committed(inbound_tx(tx, inbound, ids, depths, deltas).map_err(Into::into))
+            Outcome::Committed(inbound_tx(st, inbound, ids, depths, deltas).map_err(Into::into))
         }
         Op::Routed(all, _) => Outcome::Ids(
             all.iter()
-                .map(|routed| routed_tx(tx, routed, ids, deltas))
+                .map(|routed| routed_tx(st, routed, ids, deltas))
                 .collect::<rusqlite::Result<_>>()
                 .map_err(Into::into),
         ),
@@ -874,7 +935,7 @@ fn apply(tx: &Connection, op: &Op, ids: &mut HeaderIds, depths: &Depths<'_>, del
             .and_then(|mut stmt| stmt.execute(params![now_millis(), production, item]))
             .map(drop),
         ),
-        Op::Finish(finished, _) | Op::FinishNoted(finished, _) => unit(finish_tx(tx, finished, deltas)),
+        Op::Finish(finished, _) | Op::FinishNoted(finished, _) => unit(finish_tx(st, finished, deltas)),
         Op::Resend(id, _) => Outcome::Bool(resend_tx(tx, *id, deltas).map_err(Into::into)),
         Op::Event(event, _) => unit(event_tx(tx, event)),
         Op::Commanded(production, state, _) => unit(
@@ -902,23 +963,18 @@ fn apply(tx: &Connection, op: &Op, ids: &mut HeaderIds, depths: &Depths<'_>, del
 }
 
 fn inbound_tx(
-    tx: &Connection,
+    st: &mut Statements<'_>,
     inbound: &NewInbound,
     ids: &mut HeaderIds,
     depths: &Depths<'_>,
     deltas: &mut Deltas,
 ) -> rusqlite::Result<Committed> {
     let now = now_millis();
-    let mut body = tx.prepare_cached("INSERT INTO body (created_at, data) VALUES (?1, ?2)")?;
-    body.execute(params![now, &inbound.body[..]])?;
-    let body_id = tx.last_insert_rowid();
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at, attempts, error_text)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
-    )?;
+    st.get(Hot::InsertBody)?.execute(params![now, &inbound.body[..]])?;
+    let body_id = st.tx.last_insert_rowid();
     // The service's own header opens the session; its id is the session id.
     let header_id = ids.take();
-    insert.execute(params![
+    st.get(Hot::InsertHeader)?.execute(params![
         header_id,
         header_id,
         None::<i64>,
@@ -934,7 +990,7 @@ fn inbound_tx(
         None::<&str>
     ])?;
     let mut committed = Committed { session_id: header_id, header_id, queued: Vec::new(), routed: Vec::new() };
-    for target in &inbound.targets {
+    for target in inbound.targets.iter() {
         let id = ids.take();
         // A router with nothing queued has routed the message already; one
         // with a backlog gets it queued behind that backlog.
@@ -947,7 +1003,7 @@ fn inbound_tx(
             Some(r) => (r.decision.status, 1, r.decision.error.as_deref()),
             None => (Status::Queued, 0, None),
         };
-        insert.execute(params![
+        st.get(Hot::InsertHeader)?.execute(params![
             id,
             header_id,
             header_id,
@@ -974,10 +1030,10 @@ fn inbound_tx(
                     control_id: inbound.control_id.as_deref(),
                     message_type: inbound.message_type.as_deref(),
                 };
-                queue_outputs(tx, &parent, &route.decision.outputs, now, ids, deltas)?;
+                queue_outputs(st, &parent, &route.decision.outputs, now, ids, deltas)?;
                 committed.routed.push(target.clone());
             }
-            None => deltas.push((inbound.production.clone(), target.clone(), 1)),
+            None => deltas.add(&inbound.production, target, 1),
         }
     }
     Ok(committed)
@@ -997,30 +1053,25 @@ struct Parent<'a> {
 
 /// Queues a router's outputs, each with its own body when transformed.
 fn queue_outputs(
-    tx: &Connection,
+    st: &mut Statements<'_>,
     parent: &Parent<'_>,
     outputs: &[RoutedOutput],
     now: i64,
     ids: &mut HeaderIds,
     deltas: &mut Deltas,
 ) -> rusqlite::Result<Vec<i64>> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?10)",
-    )?;
     let mut queued = Vec::with_capacity(outputs.len());
     for output in outputs {
         let body = match &output.body {
             Some(bytes) => {
-                tx.prepare_cached("INSERT INTO body (created_at, data) VALUES (?1, ?2)")?
-                    .execute(params![now, &bytes[..]])?;
-                tx.last_insert_rowid()
+                st.get(Hot::InsertBody)?.execute(params![now, &bytes[..]])?;
+                st.tx.last_insert_rowid()
             }
             None => parent.body_id,
         };
         let control = output.control_id.as_deref().or(parent.control_id);
         let id = ids.take();
-        insert.execute(params![
+        st.get(Hot::InsertOutput)?.execute(params![
             id,
             parent.session_id,
             parent.header_id,
@@ -1033,13 +1084,18 @@ fn queue_outputs(
             now
         ])?;
         queued.push(id);
-        deltas.push((parent.production.to_owned(), output.target.clone(), 1));
+        deltas.add(parent.production, &output.target, 1);
     }
     Ok(queued)
 }
 
-fn routed_tx(tx: &Connection, routed: &Routed, ids: &mut HeaderIds, deltas: &mut Deltas) -> rusqlite::Result<Vec<i64>> {
-    let now = now_millis();
+fn routed_tx(
+    st: &mut Statements<'_>,
+    routed: &Routed,
+    ids: &mut HeaderIds,
+    deltas: &mut Deltas,
+) -> rusqlite::Result<Vec<i64>> {
+    let (tx, now) = (st.tx, now_millis());
     let (session_id, body_id, production, router, control_id, message_type): (
         i64,
         i64,
@@ -1062,7 +1118,7 @@ fn routed_tx(tx: &Connection, routed: &Routed, ids: &mut HeaderIds, deltas: &mut
         // Already finished (e.g. by a concurrent stop): nothing to route.
         return Ok(Vec::new());
     }
-    deltas.push((production.clone(), router.clone(), -1));
+    deltas.add(&production, &router, -1);
     let parent = Parent {
         session_id,
         header_id: routed.header_id,
@@ -1072,7 +1128,7 @@ fn routed_tx(tx: &Connection, routed: &Routed, ids: &mut HeaderIds, deltas: &mut
         control_id: control_id.as_deref(),
         message_type: message_type.as_deref(),
     };
-    queue_outputs(tx, &parent, &routed.decision.outputs, now, ids, deltas)
+    queue_outputs(st, &parent, &routed.decision.outputs, now, ids, deltas)
 }
 
 fn set_status(tx: &Connection, ids: &[i64], to: &str, from: &str) -> rusqlite::Result<()> {
@@ -1084,30 +1140,22 @@ fn set_status(tx: &Connection, ids: &[i64], to: &str, from: &str) -> rusqlite::R
     Ok(())
 }
 
-fn finish_tx(tx: &Connection, f: &Finished, deltas: &mut Deltas) -> rusqlite::Result<()> {
+fn finish_tx(st: &mut Statements<'_>, f: &Finished, deltas: &mut Deltas) -> rusqlite::Result<()> {
     let now = now_millis();
-    let changed = tx
-        .prepare_cached(
-            "UPDATE header SET status = ?1, attempts = ?2, error_text = ?3, updated_at = ?4
-             WHERE id = ?5 AND status IN ('queued', 'delivering')",
-        )?
-        .execute(params![f.status.as_str(), f.attempts as i64, f.error, now, f.header_id])?;
+    let changed =
+        st.get(Hot::FinishHeader)?.execute(params![f.status.as_str(), f.attempts as i64, f.error, now, f.header_id])?;
     if let Some(reply) = &f.reply {
-        store_reply(tx, f.header_id, now, reply)?;
+        st.get(Hot::InsertReply)?.execute(params![f.header_id, now, &reply[..]])?;
     }
     if changed > 0 && !f.status.is_pending() {
-        deltas.push((f.production.clone(), f.item.clone(), -1));
+        deltas.add(&f.production, &f.item, -1);
     }
     Ok(())
 }
 
 /// Records the reply to a header's delivery, replacing an earlier one.
 pub(super) fn store_reply(tx: &Connection, header_id: i64, at: i64, data: &[u8]) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO reply (header_id, received_at, data) VALUES (?1, ?2, ?3)
-         ON CONFLICT(header_id) DO UPDATE SET received_at = excluded.received_at, data = excluded.data",
-    )?
-    .execute(params![header_id, at, data])?;
+    tx.prepare_cached(HOT_SQL[Hot::InsertReply as usize])?.execute(params![header_id, at, data])?;
     Ok(())
 }
 
@@ -1124,7 +1172,7 @@ fn resend_tx(tx: &Connection, id: i64, deltas: &mut Deltas) -> rusqlite::Result<
         "UPDATE header SET status = 'queued', error_text = NULL, updated_at = ?1 WHERE id = ?2",
         params![now_millis(), id],
     )?;
-    deltas.push((production, target, 1));
+    deltas.add(&production, &target, 1);
     Ok(true)
 }
 
@@ -1207,7 +1255,7 @@ mod tests {
             },
         });
         NewInbound {
-            targets: vec!["Router".into()],
+            targets: ["Router".to_owned()].into(),
             routed: routed.into_iter().collect(),
             ..super::super::tests::inbound(n)
         }
@@ -1233,7 +1281,7 @@ mod tests {
         conn.execute_batch("COMMIT").unwrap();
         let routed: Vec<Vec<String>> = applied.outcomes.into_iter().map(|o| o.committed().unwrap().routed).collect();
         assert_eq!(routed, [vec!["Router".to_owned()], vec![], vec![]]);
-        let depth = |item: &str| applied.deltas.iter().filter(|d| d.1 == item).map(|d| d.2).sum::<i64>();
+        let depth = |item: &str| applied.deltas.get("p", item);
         assert_eq!((depth("Router"), depth("Out")), (2, 1));
     }
 }

@@ -5,6 +5,7 @@
 //! forever.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -96,6 +97,8 @@ async fn take(ctx: &ItemCtx, file: &Path, targets: &[String], archive: &Path, re
     };
     let total = messages.len() as u64;
     let routers = InlineRouters::of(&ctx.production, targets);
+    let (service, origin, shared_targets): (Arc<str>, Arc<str>, Arc<[String]>) =
+        (ctx.name().into(), name.as_str().into(), targets.into());
     let mut bad = 0;
     for raw in messages {
         let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
@@ -117,13 +120,13 @@ async fn take(ctx: &ItemCtx, file: &Path, targets: &[String], archive: &Path, re
         let body = Bytes::copy_from_slice(raw);
         let (routed, decided) = routers.decide(&msg, &body, control_id.as_deref());
         let inbound = NewInbound {
-            production: ctx.production_id().to_owned(),
-            service: ctx.name().to_owned(),
-            origin: name.clone(),
+            production: ctx.production.id.clone(),
+            service: service.clone(),
+            origin: origin.clone(),
             body,
             control_id,
             message_type,
-            targets: targets.to_vec(),
+            targets: shared_targets.clone(),
             routed,
         };
         match ctx.store().commit_inbound(inbound).await {

@@ -98,7 +98,8 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
             targets: targets.into(),
             routers: routers.clone(),
             peer,
-            origin: peer.to_string(),
+            service: ctx.name().into(),
+            origin: peer.to_string().into(),
         };
         let _ = stream.set_nodelay(true);
         let tls = tls.clone();
@@ -141,8 +142,10 @@ struct Connection {
     targets: Arc<[String]>,
     routers: InlineRouters,
     peer: SocketAddr,
+    /// The item's name, shared by every message stored.
+    service: Arc<str>,
     /// `peer` as each message stored records it, formatted once.
-    origin: String,
+    origin: Arc<str>,
 }
 
 /// Where a reply goes.
@@ -300,13 +303,13 @@ impl Connection {
         let (control_id, message_type) = header_facts(&msg);
         let (routed, decided) = self.routers.decide(&msg, &payload, control_id.as_deref());
         let inbound = NewInbound {
-            production: self.ctx.production.id.to_string(),
-            service: self.ctx.slot.name.clone(),
+            production: self.ctx.production.id.clone(),
+            service: self.service.clone(),
             origin: self.origin.clone(),
             body: payload.clone(),
             control_id,
             message_type,
-            targets: self.targets.to_vec(),
+            targets: self.targets.clone(),
             routed,
         };
         let store = &self.ctx.production.store;
