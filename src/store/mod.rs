@@ -272,6 +272,20 @@ pub struct Finished {
 /// read into memory a whole batch at once.
 pub const FETCH_MAX_BYTES: usize = 4 * 1024 * 1024;
 
+/// The read of a queue, from the header after `?4` on.
+///
+/// Every parameter is written `+?n`. SQLite plans this query with the
+/// values bound (the partial indexes and the limit depend on them) and
+/// marks such a statement to be prepared again whenever its parameters are
+/// cleared, which rusqlite's statement cache does each time it takes the
+/// statement back: the read was compiled anew for every batch. A unary plus
+/// keeps the values out of the plan, which is the same for any of them:
+/// the queue's index, in id order.
+const FETCH_QUEUE_SQL: &str = "SELECT h.id, h.session_id, b.data, h.control_id, h.attempts
+     FROM header h JOIN body b ON b.id = h.body_id
+     WHERE h.production = +?1 AND h.target = +?2 AND h.status IN ('queued', 'delivering') AND h.status = 'queued'
+     AND h.id > +?4 ORDER BY h.id LIMIT +?3";
+
 /// A pending header with its body, as an item takes it from its queue.
 #[derive(Clone, Debug)]
 pub struct Queued {
@@ -831,11 +845,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Queued>, StoreError> {
         let mut queued = self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT h.id, h.session_id, b.data, h.control_id, h.attempts FROM header h JOIN body b ON b.id = h.body_id
-                 WHERE h.production = ?1 AND h.target = ?2 AND h.status IN ('queued', 'delivering') AND h.status = 'queued'
-                 AND h.id > ?4 ORDER BY h.id LIMIT ?3",
-            )?;
+            let mut stmt = c.prepare_cached(FETCH_QUEUE_SQL)?;
             let rows = stmt.query_map(params![production, item, limit as i64, after], |r| {
                 Ok(Queued {
                     id: r.get(0)?,
@@ -1184,6 +1194,27 @@ mod tests {
         };
         tokio::time::timeout(Duration::from_secs(60), all).await.expect("a commit waited for room that never came");
         assert_eq!(store.queue_depth("p", "Out"), 12);
+    }
+
+    /// An operation reads its queue for every batch it sends, with
+    /// different starting points and limits; the read stays compiled.
+    #[tokio::test]
+    async fn reading_a_queue_does_not_compile_its_statement_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
+        for n in 0..6 {
+            store.commit_inbound(inbound(n)).await.unwrap();
+        }
+        let mut after = 0;
+        for limit in [2, 2, 3, 1, 10] {
+            let batch = store.fetch_queue_after("p", "Out", after, limit).unwrap();
+            after = batch.last().map_or(0, |q| q.id);
+        }
+        assert_eq!(store.fetch_queue("p", "Out", 10).unwrap().len(), 6);
+        let prepared_again = store
+            .read(|c| Ok(c.prepare_cached(FETCH_QUEUE_SQL)?.get_status(rusqlite::StatementStatus::RePrepare)))
+            .unwrap();
+        assert_eq!(prepared_again, 0);
     }
 
     /// A database that refuses the header of message `M{n}` (a stand-in
