@@ -492,7 +492,7 @@ pub(crate) enum CommitNotice {
 impl CommitNotice {
     /// Nobody: a message applied again from the inbound log at start.
     pub(crate) fn nobody() -> Self {
-        Self::Pending(oneshot::channel().0)
+        Self::Call(Box::new(|_| {}))
     }
 
     pub(crate) fn send(self, outcome: Result<Committed, StoreError>) {
