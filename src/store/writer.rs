@@ -273,9 +273,10 @@ impl Deltas {
         self.0.iter().find(|(p, i, _)| p == production && i == item).map_or(0, |s| s.2)
     }
 
-    /// Adds every entry of `other`, zeros included: an operation that left
-    /// a queue's depth as it was may still have made messages readable
-    /// there, and its item is woken for every entry.
+    /// Adds every entry of `other`. An entry whose sum comes to zero stays:
+    /// its queue's item is woken for every entry after the commit, and a
+    /// result committed next to a new message leaves the depth as it was
+    /// while both change what the item can read.
     fn merge(&mut self, other: &Deltas) {
         for (production, item, delta) in &other.0 {
             self.add(production, item, *delta);
