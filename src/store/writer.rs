@@ -1285,4 +1285,40 @@ mod tests {
         let depth = |item: &str| applied.deltas.get("p", item);
         assert_eq!((depth("Router"), depth("Out")), (2, 1));
     }
+
+    /// A group that finishes one message of a queue and queues another
+    /// there leaves its depth as it was, and still reports the queue, so
+    /// that its item is woken for the new one.
+    #[test]
+    fn a_queue_whose_depth_a_group_leaves_as_it_was_is_still_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = super::super::open_connection(&dir.path().join("s.db")).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let queues = Queues::default();
+        let first = vec![Op::Inbound(super::super::tests::inbound(1), CommitNotice::nobody(), 1)];
+        conn.execute_batch("BEGIN").unwrap();
+        let applied = apply_all(&conn, &first, Isolation::Shared, &queues, LogProgress::default()).unwrap().unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        let queued = applied.outcomes.into_iter().next().unwrap().committed().unwrap().queued[0];
+        queues.adjust("p", "Out", 1);
+        let finished = Finished {
+            header_id: queued,
+            production: "p".into(),
+            item: "Out".into(),
+            status: Status::Completed,
+            attempts: 1,
+            reply: None,
+            error: None,
+        };
+        let ops = vec![
+            Op::Finish(finished, oneshot::channel().0),
+            Op::Inbound(super::super::tests::inbound(2), CommitNotice::nobody(), 2),
+        ];
+        conn.execute_batch("BEGIN").unwrap();
+        let applied = apply_all(&conn, &ops, Isolation::Shared, &queues, LogProgress { applied: 1, stuck: false })
+            .unwrap()
+            .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        assert_eq!(applied.deltas.iter().collect::<Vec<_>>(), [("p", "Out", 0)]);
+    }
 }
