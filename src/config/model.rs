@@ -75,9 +75,10 @@ impl Default for StoreSettings {
 /// the CPU with the connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackgroundPriority {
-    /// `low` (default): they run at the lowest priority (nice 19), in the
+    /// `low` (default): they run at the lowest priority (on Linux the idle
+    /// scheduling class, and nice 19 where that class is refused), in the
     /// gaps left by the connections, which acknowledge sooner under load.
-    /// They cannot fall far behind: past 8 MiB of received messages not yet
+    /// They cannot fall far behind: past 4 MiB of received messages not yet
     /// committed, acknowledgments wait for them.
     #[default]
     Low,

@@ -1391,39 +1391,58 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn the_background_threads_run_at_the_lowest_priority() {
-        // The nice value of each of this process's threads with this name.
-        fn nice_of(name: &str) -> Vec<i64> {
+        // The nice value and the scheduling policy of each of this
+        // process's threads with this name.
+        fn priority_of(name: &str) -> Vec<(i64, i64)> {
             let mut found = Vec::new();
             for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
                 let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
                 let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-                // Fields after the name in parentheses; the nice value is
-                // the 19th field of the line, the 17th after the name.
+                // Fields after the name in parentheses: the nice value is
+                // the 19th field of the line, the policy the 41st.
                 let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
                 if comm.trim_end() == name {
-                    found.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+                    let field = |n: usize| rest.split(' ').nth(n - 3).unwrap().parse().unwrap();
+                    found.push((field(19), field(41)));
                 }
             }
             found
         }
+        const SCHED_OTHER: i64 = 0;
+        const SCHED_IDLE: i64 = 5;
+        // Whether this machine lets a thread enter the idle class (a
+        // seccomp policy could refuse it; the store then keeps nice 19).
+        let idle_allowed = std::thread::spawn(|| {
+            use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+            let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+            thread_priority::set_thread_priority_and_policy(
+                thread_priority::thread_native_id(),
+                ThreadPriority::Min,
+                idle,
+            )
+            .is_ok()
+        })
+        .join()
+        .unwrap();
+        let lowest = (i64::from(writer::BACKGROUND_NICE), if idle_allowed { SCHED_IDLE } else { SCHED_OTHER });
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
         // Each thread names itself and lowers its own priority as it starts.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let background = ["store-writer", "store-checkpoin"];
-        while background.iter().any(|name| !nice_of(name).contains(&i64::from(writer::BACKGROUND_NICE)))
-            || nice_of("store-inbound").is_empty()
+        while background.iter().any(|name| !priority_of(name).contains(&lowest))
+            || priority_of("store-inbound").is_empty()
         {
             assert!(
                 std::time::Instant::now() < deadline,
                 "{:?}",
-                ["store-inbound", background[0], background[1]].map(nice_of)
+                ["store-inbound", background[0], background[1]].map(priority_of)
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let log = nice_of("store-inbound");
+        let log = priority_of("store-inbound");
         assert!(
-            !log.is_empty() && log.iter().all(|&nice| nice < i64::from(writer::BACKGROUND_NICE)),
+            !log.is_empty() && log.iter().all(|&(nice, policy)| nice < lowest.0 && policy == SCHED_OTHER),
             "the inbound log's thread: {log:?}"
         );
         store.close().await;

@@ -828,10 +828,11 @@ pub(super) fn sync_wal(wal: &std::path::Path, file: &mut Option<(File, u64)>) ->
 }
 
 /// The nice value of the writer and checkpoint threads: the lowest CPU
-/// priority.
+/// priority, kept where the idle scheduling class is refused.
 pub(super) const BACKGROUND_NICE: i32 = 19;
 
-/// Gives the calling thread the lowest CPU priority.
+/// Gives the calling thread the lowest CPU priority: Linux's idle
+/// scheduling class (`SCHED_IDLE`), and the highest nice value.
 ///
 /// A received message is acknowledged once the inbound log has it, so with
 /// `ack_mode: immediate` no sender waits for the writer's commits or the
@@ -840,19 +841,42 @@ pub(super) const BACKGROUND_NICE: i32 = 19;
 /// priority they take a core from the connection tasks just when a batch of
 /// ACKs must go out and the next messages be read, and fewer messages then
 /// make it into each sync of the log; at the lowest they run in the gaps.
+///
+/// The idle class does what a nice value alone does not: a core running
+/// only idle-class threads counts as idle when a woken thread is placed,
+/// so a connection task woken by the log's sync runs there at once instead
+/// of waiting behind the other core's queue; with nice 19 alone the writer
+/// still held its core until its time slice ran out or the scheduler
+/// balanced the load (durable inbound at 64 connections: 81, 89 and 82 % of
+/// the group reference at nice 19, 97, 92 and 97 % in the idle class, in
+/// turns).
+///
 /// They cannot fall behind without bound: past the bytes allowed in flight,
 /// acknowledgments wait for the writer, the connection tasks go idle and
 /// the writer gets the CPU. Programs in other containers (or other login
 /// sessions, through autogroups) share the CPU with this process as a
-/// whole, whatever the nice values inside it; a CPU-bound program in the
+/// whole, whatever the priorities inside it; a CPU-bound program in the
 /// same one can leave these threads too little, which is what
 /// `store.background_priority: normal` is for.
 fn run_in_background() {
     #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), BACKGROUND_NICE) {
-        // Only a policy forbidding it (seccomp) refuses a lower priority;
-        // the store works the same at any.
-        tracing::debug!(error = %e, "cannot lower the priority of a store thread");
+    {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        // Sets the class, and a nice value of its own choosing, which the
+        // next call replaces.
+        if let Err(e) = thread_priority::set_thread_priority_and_policy(
+            thread_priority::thread_native_id(),
+            ThreadPriority::Min,
+            idle,
+        ) {
+            tracing::debug!(error = %e, "cannot put a store thread in the idle scheduling class");
+        }
+        if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), BACKGROUND_NICE) {
+            // Only a policy forbidding it (seccomp) refuses a lower
+            // priority; the store works the same at any.
+            tracing::debug!(error = %e, "cannot lower the priority of a store thread");
+        }
     }
 }
 
