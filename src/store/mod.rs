@@ -1103,6 +1103,20 @@ mod tests {
         }
     }
 
+    /// The first delivery of `header_id` by `Out`, completed without a
+    /// reply.
+    pub(super) fn completed(header_id: i64) -> Finished {
+        Finished {
+            header_id,
+            production: "p".into(),
+            item: "Out".into(),
+            status: Status::Completed,
+            attempts: 1,
+            reply: None,
+            error: None,
+        }
+    }
+
     /// A message in flight weighs its body, the bodies a router
     /// transformed, and its bookkeeping; untransformed outputs share the
     /// body and weigh nothing more.
@@ -1510,16 +1524,7 @@ mod tests {
         }
         let refuse = "CREATE TRIGGER refuse BEFORE UPDATE ON queue_depth BEGIN SELECT RAISE(ABORT, 'refused'); END;";
         Connection::open(&path).unwrap().execute_batch(refuse).unwrap();
-        let finished = Finished {
-            header_id: ids[0],
-            production: "p".into(),
-            item: "Out".into(),
-            status: Status::Completed,
-            attempts: 1,
-            reply: None,
-            error: None,
-        };
-        store.note_finished(finished).await.expect("noted in the delivery log");
+        store.note_finished(completed(ids[0])).await.expect("noted in the delivery log");
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(store.header(ids[0]).unwrap().unwrap().status, Status::Queued, "the commit was refused");
         assert_eq!(queued(&store), ["M2"], "a delivered message was offered again");

@@ -1286,14 +1286,21 @@ mod tests {
         }
     }
 
+    /// A connection to a new store with its schema, for applying groups
+    /// by hand.
+    fn migrated(dir: &std::path::Path) -> Connection {
+        let mut conn = super::super::open_connection(&dir.join("s.db")).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        conn
+    }
+
     /// Within one group, a message queued for a router by an earlier
     /// operation is a backlog the next message's decision must wait behind,
     /// although the committed depth still says the queue is empty.
     #[test]
     fn a_decision_waits_behind_a_message_queued_earlier_in_the_same_group() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = super::super::open_connection(&dir.path().join("s.db")).unwrap();
-        schema::migrate(&mut conn).unwrap();
+        let conn = migrated(dir.path());
         let queues = Queues::default();
         let reply = CommitNotice::nobody;
         let ops = vec![
@@ -1316,8 +1323,7 @@ mod tests {
     #[test]
     fn a_queue_whose_depth_a_group_leaves_as_it_was_is_still_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = super::super::open_connection(&dir.path().join("s.db")).unwrap();
-        schema::migrate(&mut conn).unwrap();
+        let conn = migrated(dir.path());
         let queues = Queues::default();
         let first = vec![Op::Inbound(super::super::tests::inbound(1), CommitNotice::nobody(), 1)];
         conn.execute_batch("BEGIN").unwrap();
@@ -1325,17 +1331,8 @@ mod tests {
         conn.execute_batch("COMMIT").unwrap();
         let queued = applied.outcomes.into_iter().next().unwrap().committed().unwrap().queued[0];
         queues.adjust("p", "Out", 1);
-        let finished = Finished {
-            header_id: queued,
-            production: "p".into(),
-            item: "Out".into(),
-            status: Status::Completed,
-            attempts: 1,
-            reply: None,
-            error: None,
-        };
         let ops = vec![
-            Op::Finish(finished, oneshot::channel().0),
+            Op::Finish(super::super::tests::completed(queued), oneshot::channel().0),
             Op::Inbound(super::super::tests::inbound(2), CommitNotice::nobody(), 2),
         ];
         conn.execute_batch("BEGIN").unwrap();
