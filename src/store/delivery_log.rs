@@ -74,6 +74,17 @@ struct State {
     pending: HashMap<i64, u32>,
 }
 
+/// The headers with a result noted and not committed, at one moment (see
+/// [`DeliveryLog::pending`]).
+pub(super) struct Pending(Option<std::collections::HashSet<i64>>);
+
+impl Pending {
+    /// Was a result for this header waiting to be committed then?
+    pub(super) fn contains(&self, header_id: i64) -> bool {
+        self.0.as_ref().is_some_and(|ids| ids.contains(&header_id))
+    }
+}
+
 /// The open log; shared by the operations and the writer.
 pub(super) struct DeliveryLog {
     path: PathBuf,
@@ -197,10 +208,20 @@ impl DeliveryLog {
         Ok(())
     }
 
-    /// Has this header a result noted and not yet committed? Its message
-    /// has been delivered, even if the database still shows it queued.
-    pub(super) fn is_pending(&self, header_id: i64) -> bool {
-        self.lock().pending.contains_key(&header_id)
+    /// The headers whose results are noted and not yet committed: their
+    /// messages have been delivered, even if the database still shows them
+    /// queued.
+    ///
+    /// A queue read must take this *before* its query: a result committed
+    /// while the query runs leaves the pending set, yet the query's
+    /// snapshot may still show its header queued. Checked after the query,
+    /// such a header would look undelivered and be delivered again.
+    pub(super) fn pending(&self) -> Pending {
+        let state = self.lock();
+        match state.pending.is_empty() {
+            true => Pending(None),
+            false => Pending(Some(state.pending.keys().copied().collect())),
+        }
     }
 
     /// Called by the writer once it has committed a noted result.
@@ -290,10 +311,10 @@ mod tests {
             log.settle(id);
         }
         assert_eq!(log.lock().len, records as u64 * record, "one result still waits for its commit");
-        assert!(log.is_pending(1) && !log.is_pending(2));
+        assert!(log.pending().contains(1) && !log.pending().contains(2));
         log.settle(1);
         assert_eq!(log.lock().len, 0);
-        assert!(!log.is_pending(1));
+        assert!(!log.pending().contains(1));
         log.note(&completed(1)).unwrap();
         assert_eq!(log.lock().file.metadata().unwrap().len(), record, "appends start again at the beginning");
     }
@@ -305,8 +326,8 @@ mod tests {
         let (_dir, log, _, _) = filled_log();
         log.note(&completed(1)).unwrap();
         log.settle(1);
-        assert!(log.is_pending(1));
+        assert!(log.pending().contains(1));
         log.settle(1);
-        assert!(!log.is_pending(1));
+        assert!(!log.pending().contains(1));
     }
 }

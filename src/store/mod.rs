@@ -844,6 +844,8 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<Queued>, StoreError> {
+        // Before the query, not after: see `DeliveryLog::pending`.
+        let delivered = self.inner.deliveries.pending();
         let mut queued = self.read(|c| {
             let mut stmt = c.prepare_cached(FETCH_QUEUE_SQL)?;
             let rows = stmt.query_map(params![production, item, limit as i64, after], |r| {
@@ -867,7 +869,7 @@ impl Store {
             }
             Ok(batch)
         })?;
-        queued.retain(|q| !self.inner.deliveries.is_pending(q.id));
+        queued.retain(|q| !delivered.contains(q.id));
         Ok(queued)
     }
 
