@@ -63,6 +63,9 @@ pub enum ClientError {
     /// The peer closed the connection before replying.
     #[error("the peer closed the connection before replying")]
     Closed,
+    /// The peer sent data on a connection where no reply was awaited.
+    #[error("the peer sent data that nobody asked for")]
+    Unsolicited,
     /// The reply was larger than the frame limit.
     #[error("the reply of {len} bytes exceeds the frame limit")]
     OversizedReply {
@@ -200,6 +203,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MllpClient<S> {
                 None => return Err(ClientError::Closed),
             }
         }
+    }
+
+    /// Checks, without waiting, that a connection that has been idle is
+    /// still usable before a message is written on it: the peer may have
+    /// closed it (a receiver that closes idle connections, or restarted),
+    /// reset it, or sent something nobody asked for. Writing on such a
+    /// connection would cost the message an attempt; noticed here, it
+    /// costs a reconnect.
+    ///
+    /// A close that is still on its way is not seen; the exchange that
+    /// follows then fails as a transport failure.
+    pub fn check_idle(&mut self) -> Result<(), ClientError> {
+        use futures_util::FutureExt as _;
+        match self.framed.next().now_or_never() {
+            None if self.framed.read_buffer().is_empty() && !self.framed.codec().in_frame() => Ok(()),
+            None | Some(Some(Ok(_))) => Err(ClientError::Unsolicited),
+            Some(Some(Err(e))) => Err(failed(e)),
+            Some(None) => Err(ClientError::Closed),
+        }
+    }
+
+    /// Can `message` be sent at all (see [`MllpCodec::check_payload`])?
+    pub fn check_message(&self, message: &[u8]) -> Result<(), ClientError> {
+        Ok(self.framed.codec().check_payload(message)?)
     }
 
     /// Bytes the peer sent outside frames so far.

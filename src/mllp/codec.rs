@@ -211,6 +211,19 @@ impl MllpCodec {
         !matches!(self.state, State::Idle)
     }
 
+    /// Can `payload` be sent as one frame? It must fit the frame limit and
+    /// hold no start or end block. Lets a sender set aside a message that
+    /// can never be sent before it writes anything.
+    pub fn check_payload(&self, payload: &[u8]) -> Result<(), MllpError> {
+        if payload.len() > self.max_frame_size {
+            return Err(MllpError::FrameTooLarge { len: payload.len(), max: self.max_frame_size });
+        }
+        if let Some(offset) = memchr2(START_BLOCK, END_BLOCK, payload) {
+            return Err(MllpError::PayloadContainsFraming { byte: payload[offset], offset });
+        }
+        Ok(())
+    }
+
     /// Looks for a start block; everything before it is junk.
     fn decode_idle(&mut self, src: &mut BytesMut) -> Option<MllpFrame> {
         match memchr(START_BLOCK, src) {
@@ -378,12 +391,7 @@ impl Encoder<&[u8]> for MllpCodec {
 
     /// Appends `payload` as one frame. On error `dst` is left unchanged.
     fn encode(&mut self, payload: &[u8], dst: &mut BytesMut) -> Result<(), MllpError> {
-        if payload.len() > self.max_frame_size {
-            return Err(MllpError::FrameTooLarge { len: payload.len(), max: self.max_frame_size });
-        }
-        if let Some(offset) = memchr2(START_BLOCK, END_BLOCK, payload) {
-            return Err(MllpError::PayloadContainsFraming { byte: payload[offset], offset });
-        }
+        self.check_payload(payload)?;
         dst.reserve(payload.len() + FRAMING_OVERHEAD);
         dst.put_u8(START_BLOCK);
         dst.put_slice(payload);
