@@ -504,9 +504,14 @@ pub enum DeliveryOutcome<'a> {
         /// MSH-10 of the message sent.
         sent_control_id: &'a str,
     },
-    /// No reply: timeout, or the connection closed before a reply (condition
-    /// `X`).
+    /// No reply (condition `X`): the response timeout passed on a live
+    /// connection, or transport failures (connection refused, closed or
+    /// reset, a failed handshake) went on past the failure timeout.
     NoReply,
+    /// A reply arrived but cannot be read as HL7. Handled like a reply
+    /// without an MSA segment (`:~`): nothing in it can be trusted, and
+    /// its bytes are kept with the message.
+    Unreadable,
     /// The attempt failed otherwise after sending (e.g. the reply was
     /// unreadable): an error status for `E`, `E#` and `E*`.
     Error {
@@ -584,7 +589,7 @@ fn error_status<'a>(outcome: &DeliveryOutcome<'a>) -> Option<ErrorStatus<'a>> {
             Some(ErrorStatus { code, text: reply.text() })
         }
         DeliveryOutcome::Error { code, text } => Some(ErrorStatus { code, text: Some(text) }),
-        DeliveryOutcome::NoReply => None,
+        DeliveryOutcome::NoReply | DeliveryOutcome::Unreadable => None,
     }
 }
 
@@ -639,7 +644,9 @@ impl ReplyCodeActions {
             Condition::AnyOtherCode => code.is_some_and(|c| {
                 !self.entries.iter().any(|e| !e.actions.is_warning_only() && e.condition.matches_code(c))
             }),
-            Condition::NoMsa => reply.is_some_and(|r| r.msa.is_none()),
+            Condition::NoMsa => {
+                reply.is_some_and(|r| r.msa.is_none()) || matches!(outcome, DeliveryOutcome::Unreadable)
+            }
             Condition::ControlIdMismatch => {
                 reply.and_then(Reply::acknowledged_control_id).is_some_and(|id| id != sent_control_id)
             }
@@ -659,6 +666,7 @@ impl ReplyCodeActions {
 fn warning(entry: &Entry, outcome: &DeliveryOutcome<'_>) -> String {
     let (subject, code) = match outcome {
         DeliveryOutcome::Reply { reply, .. } => ("reply", reply.acknowledgment_code().unwrap_or_default()),
+        DeliveryOutcome::Unreadable => ("reply", ""),
         _ => ("delivery", ""),
     };
     let why = match &entry.condition {
@@ -666,6 +674,9 @@ fn warning(entry: &Entry, outcome: &DeliveryOutcome<'_>) -> String {
             format!("MSA-1 is {}", printable_code(code))
         }
         Condition::EmptyCode => "MSA-1 is empty".to_string(),
+        Condition::NoMsa if matches!(outcome, DeliveryOutcome::Unreadable) => {
+            "the reply cannot be read as HL7".to_string()
+        }
         Condition::NoMsa => "the reply has no MSA segment".to_string(),
         Condition::ControlIdMismatch => "MSA-2 differs from the control id sent".to_string(),
         Condition::NotAck => "MSH-9 is not ACK".to_string(),
@@ -710,6 +721,8 @@ mod tests {
         /// Raw reply bytes (segments separated by CR).
         Raw(&'static str),
         NoReply,
+        /// A reply that cannot be read as HL7.
+        Unreadable,
         Error(&'static str, &'static str),
     }
 
@@ -730,6 +743,7 @@ mod tests {
         let parsed = raw.as_deref().map(reply);
         let outcome = match (given, &parsed) {
             (Given::NoReply, _) => DeliveryOutcome::NoReply,
+            (Given::Unreadable, _) => DeliveryOutcome::Unreadable,
             (Given::Error(code, text), _) => DeliveryOutcome::Error { code, text },
             (_, Some(reply)) => DeliveryOutcome::Reply { reply, sent_control_id: "M1" },
             _ => unreachable!(),
@@ -784,6 +798,7 @@ mod tests {
     const ORU_AA_M9: &str = "MSH|^~\\&|LAB|L|REG|H|20260101120000||ORU^R01|A1|P|2.5\rMSA|AA|M9\r";
     const ORU_NO_MSA: &str = "MSH|^~\\&|LAB|L|REG|H|20260101120000||ORU^R01|A1|P|2.5\rOBR|1\r";
     const MISMATCH: &str = "reply matched :I?=W (MSA-2 differs from the control id sent)";
+    const UNREADABLE_WARNED: &str = "reply matched :~=W (the reply cannot be read as HL7)";
 
     #[test]
     fn default_setting() {
@@ -807,6 +822,8 @@ mod tests {
             // No `X` and no `E` in the default: nothing matches, the message fails.
             case(D, Given::NoReply, false, Fail, None),
             case(D, Given::Error("BadReply", "reply is not HL7"), false, Fail, None),
+            // An unreadable reply is handled like one without MSA.
+            case(D, Given::Unreadable, false, Suspend, Some(":~=S")),
             // An empty setting is the default.
             case("", Given::Ack("AR", "M1", None), true, Fail, Some(":?R=RF")),
             case("  \t", Given::Ack("AA", "M1", None), false, Complete, Some(":?A=C")),
@@ -887,6 +904,9 @@ mod tests {
             case(":~=D", Given::Raw(NO_MSA), false, Disable, Some(":~=D")),
             case(":~=D", Given::Ack("AA", "M1", None), false, Fail, None),
             case(":~=D", Given::NoReply, false, Fail, None),
+            case(":~=D", Given::Unreadable, false, Disable, Some(":~=D")),
+            case("E=S,:?A=C", Given::Unreadable, false, Fail, None),
+            warned(case(":~=W,:*=S", Given::Unreadable, false, Complete, Some(":~=W")), &[UNREADABLE_WARNED]),
             case(":~=D", Given::Error("X", "y"), false, Fail, None),
             // A reply without MSA and without :~: nothing matches.
             case(":?A=C,:?E=S,:*=S", Given::Raw(NO_MSA), false, Fail, None),
