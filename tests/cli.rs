@@ -126,6 +126,29 @@ fn send_fails_on_negative_ack_and_on_connection_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
 
+/// A plain sender whose connection is closed before any reply (what a
+/// TLS listener does with a plaintext frame) is told the peer may expect
+/// TLS.
+#[test]
+fn send_says_the_peer_may_expect_tls_when_the_connection_closes_before_a_reply() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        // Reads what is sent, then hangs up without a word.
+        for stream in listener.incoming().take(1) {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 512];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ok = write_message(dir.path(), "ok.hl7", "OK1");
+    let out = switchboard(&["send", "--port", &port, "--timeout", "5s", &ok]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("OK1\terror\t") && text.contains("the peer may expect TLS"), "{text}");
+}
+
 #[test]
 fn send_times_out_when_no_ack_comes() {
     // Accepts, reads, never answers.

@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 use super::SendArgs;
 use crate::config::{TlsConfig, TlsRole, TlsVersion, VerifyPeer};
 use crate::hl7::{Message, Path, Reply, split_batch};
-use crate::mllp::{ClientTls, MllpClient};
+use crate::mllp::{ClientError, ClientTls, MllpClient};
 use crate::tls::TlsConfigHandle;
 
 /// What `send` needs, independent of the command line.
@@ -132,12 +132,24 @@ async fn send_each(options: &SendOptions, templates: &[Template]) -> anyhow::Res
                 ok &= positive && id_matches;
             }
             Err(e) => {
-                println!("{sent_id}\terror\t{:.1} ms\t{e}", rtt.as_secs_f64() * 1e3);
+                let hint = hint(&e, options.tls.is_some());
+                println!("{sent_id}\terror\t{:.1} ms\t{e}{hint}", rtt.as_secs_f64() * 1e3);
                 return Ok(ExitCode::FAILURE);
             }
         }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What to try when a plain connection ended before any reply: a TLS
+/// listener closes it that way when it reads a plaintext frame where it
+/// expects a handshake.
+fn hint(error: &ClientError, tls: bool) -> &'static str {
+    let ended = matches!(error, ClientError::Closed | ClientError::Mllp(crate::mllp::MllpError::Io(_)));
+    match (ended, tls) {
+        (true, false) => " (the peer may expect TLS: try --ca, or --tls-config with --config)",
+        _ => "",
+    }
 }
 
 struct Verdict {
@@ -287,7 +299,8 @@ async fn load(
                     }
                     Err(e) => {
                         tally.errors += 1;
-                        tally.first_error.get_or_insert_with(|| e.to_string());
+                        let hint = hint(&e, options.tls.is_some());
+                        tally.first_error.get_or_insert_with(|| format!("{e}{hint}"));
                         // After a timeout a late reply would be taken for the
                         // next message's: this connection is done.
                         break;
