@@ -524,15 +524,109 @@ async fn no_reply_with_the_default_fails_at_once_and_moves_on() {
     p.engine.shutdown().await;
 }
 
+/// A connection closed before the reply is a transport failure, not a
+/// reply: the message is sent again on a new connection and completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closed_connection_without_reply_fails_with_the_default() {
+async fn a_connection_closed_before_the_reply_is_sent_again_not_failed() {
     let p = Pipeline::new(&[], &[]).await;
-    p.receiver.set_script(|id| if id == "CLOSE1" { Behaviour::Close } else { Behaviour::Accept });
+    let closed = Arc::new(AtomicBool::new(false));
+    let once = closed.clone();
+    p.receiver.set_script(move |id| match id == "CLOSE1" && !once.swap(true, Ordering::SeqCst) {
+        true => Behaviour::Close,
+        false => Behaviour::Accept,
+    });
     p.send_accepted("ADT^A01", "CLOSE1").await;
     p.send_accepted("ADT^A01", "AFTER1").await;
-    let h = wait_status(p.store(), "Out", "CLOSE1", Status::Error, WAIT).await;
-    assert_eq!(h.attempts, 1);
+    let h = wait_status(p.store(), "Out", "CLOSE1", Status::Completed, WAIT).await;
+    assert_eq!(h.attempts, 2);
     wait_status(p.store(), "Out", "AFTER1", Status::Completed, WAIT).await;
+    assert_eq!(p.receiver.ids(), ["CLOSE1", "CLOSE1", "AFTER1"]);
+    p.engine.shutdown().await;
+}
+
+/// A receiver that hangs up on a message every time: sent again every
+/// retry interval until the failure timeout, then handled like `X` (the
+/// default has none, so it fails), its error naming the transport failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_always_hangs_up_fails_the_message_after_the_failure_timeout() {
+    let p = Pipeline::new(&[], &["retry_interval: 100ms", "failure_timeout: 600ms"]).await;
+    p.receiver.set_script(|id| if id == "CLOSE2" { Behaviour::Close } else { Behaviour::Accept });
+    let sent = Instant::now();
+    p.send_accepted("ADT^A01", "CLOSE2").await;
+    p.send_accepted("ADT^A01", "AFTER2").await;
+    let h = wait_status(p.store(), "Out", "CLOSE2", Status::Error, WAIT).await;
+    assert!(sent.elapsed() >= Duration::from_millis(600), "failed before the failure timeout");
+    assert!(h.attempts >= 3, "{h:?}");
+    let error = h.error.unwrap_or_default();
+    assert!(error.contains("transport failure (connection closed)") && error.contains("attempts in"), "{error}");
+    assert_eq!(p.receiver.count("CLOSE2"), h.attempts as usize);
+    wait_status(p.store(), "Out", "AFTER2", Status::Completed, WAIT).await;
+    p.engine.shutdown().await;
+}
+
+/// A reset in the middle of the reply: sent again, delivered in order,
+/// none left in error; one at a time and pipelined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_in_the_middle_of_a_reply_sends_the_message_again() {
+    for depth in [1, 8] {
+        let depth_setting = format!("pipeline_depth: {depth}");
+        let p = Pipeline::new(&[], &[&depth_setting, "enabled: false"]).await;
+        let reset = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+        let seen = reset.clone();
+        // Every third message is reset the first time it arrives.
+        p.receiver.set_script(move |id| {
+            let n: usize = id.trim_start_matches('R').parse().unwrap_or(0);
+            match n.is_multiple_of(3) && seen.lock().unwrap().insert(id.to_owned()) {
+                true => Behaviour::ResetMidReply,
+                false => Behaviour::Accept,
+            }
+        });
+        let ids: Vec<String> = (1..=12).map(|n| format!("R{n}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        queue_then_enable(&p, &refs).await;
+        for id in &ids {
+            let h = wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+            let n: usize = id[1..].parse().unwrap();
+            match depth {
+                1 => assert_eq!(h.attempts, if n.is_multiple_of(3) { 2 } else { 1 }, "{h:?}"),
+                // A reset discards the replies that had arrived unread, so
+                // which message a reset cut is not known: the first in
+                // flight is counted, and everything in flight goes again.
+                _ => assert!((1..=2).contains(&h.attempts), "depth {depth}: {h:?}"),
+            }
+        }
+        assert_in_order(&p.receiver.ids(), &ids, depth);
+        assert_eq!(p.store().count_by_status(PRODUCTION, "Out", Status::Error).unwrap(), 0);
+        p.engine.shutdown().await;
+    }
+}
+
+/// The last copy of each message arrived in queue order, and a message
+/// arrived more than once only within the bounded repeat after a broken
+/// connection (at most `depth` messages sent ahead go again).
+fn assert_in_order(got: &[String], ids: &[String], depth: usize) {
+    let last: Vec<&String> = {
+        let mut seen = BTreeSet::new();
+        let mut last: Vec<&String> = got.iter().rev().filter(|id| seen.insert(id.as_str())).collect();
+        last.reverse();
+        last
+    };
+    assert_eq!(last, ids.iter().collect::<Vec<_>>(), "order of the last copies: {got:?}");
+    let repeats = got.len() - ids.len();
+    assert!(repeats <= ids.len() * depth, "{repeats} repeats: {got:?}");
+}
+
+/// A reply that is not HL7 is handled like one without MSA (`:~=S` in the
+/// default: suspended), and its bytes are kept with the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_reply_is_suspended_and_kept() {
+    let p = Pipeline::new(&[], &[]).await;
+    p.receiver.set_script(|id| if id == "GARBLED" { Behaviour::Garbage } else { Behaviour::Accept });
+    p.send_accepted("ADT^A01", "GARBLED").await;
+    let h = wait_status(p.store(), "Out", "GARBLED", Status::Suspended, WAIT).await;
+    let error = h.error.clone().unwrap_or_default();
+    assert!(error.starts_with("unreadable reply: ") && error.ends_with("(:~=S)"), "{error}");
+    assert_eq!(p.store().reply(h.id).unwrap().as_deref(), Some(GARBAGE_REPLY));
     p.engine.shutdown().await;
 }
 
@@ -755,22 +849,22 @@ async fn a_pipeline_cut_by_a_closed_connection_delivers_everything_in_order() {
     });
     let ids = ["C1", "C2", "C3", "C4", "C5", "C6", "C7"];
     queue_then_enable(&p, &ids).await;
-    // The default actions fail a message without a reply and move on.
-    let c4 = wait_status(p.store(), "Out", "C4", Status::Error, WAIT).await;
-    assert_eq!(c4.attempts, 1);
+    // A closed connection is a transport failure: C4 goes again.
+    let c4 = wait_status(p.store(), "Out", "C4", Status::Completed, WAIT).await;
+    assert_eq!(c4.attempts, 2);
     for id in ids.iter().filter(|id| **id != "C4") {
         wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
     }
     let got = p.receiver.ids();
     let first_c4 = got.iter().position(|g| g == "C4").unwrap();
     assert_eq!(got[..=first_c4], ["C1", "C2", "C3", "C4"], "{got:?}");
-    // Those sent behind C4 on the closed connection go again, in order, on
-    // the next one.
-    assert_eq!(got[first_c4 + 1..], ["C5", "C6", "C7"], "{got:?}");
+    // C4 and those sent behind it on the closed connection go again, in
+    // order, on the next one.
+    assert_eq!(got[first_c4 + 1..], ["C4", "C5", "C6", "C7"], "{got:?}");
     assert_eq!(p.receiver.connections(), 2);
     // Counted once each, however often sent.
     let out = item_counted(&p.engine, "Out", 7).await;
-    assert_eq!((out.received, out.sent, out.errors), (7, 6, 1), "{out:?}");
+    assert_eq!((out.received, out.sent, out.errors), (7, 7, 0), "{out:?}");
     p.engine.shutdown().await;
 }
 
@@ -869,16 +963,17 @@ async fn stop_and_start_go_through_their_states_and_persist() {
 // ---------------------------------------------------------------------------
 // 4. Outage, then drain
 
+/// An outage shorter than the failure timeout: the queue grows, the
+/// message at its head is tried every retry interval (each try counted),
+/// and everything drains in order once the receiver is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outage_queues_troubles_the_production_then_drains_in_order() {
+async fn an_outage_within_the_failure_timeout_queues_then_drains_in_order() {
     const N: usize = 20;
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::down().await;
     let in_port = free_port();
-    let yaml = production(&[mllp_in("In", in_port, "Out", &[]), mllp_out("Out", receiver.port, &[])]);
-    let engine = start_engine(dir.path(), &yaml).await;
-
-    let start = Instant::now();
+    let out = mllp_out("Out", receiver.port, &["retry_interval: 100ms", "failure_timeout: 20s"]);
+    let engine = start_engine(dir.path(), &production(&[mllp_in("In", in_port, "Out", &[]), out])).await;
     let mut client = connect(in_port).await;
     let ids: Vec<String> = (0..N).map(|n| format!("OUT{n:02}")).collect();
     for id in &ids {
@@ -890,37 +985,224 @@ async fn outage_queues_troubles_the_production_then_drains_in_order() {
         "queue depth: {:?}",
         engine.status()
     );
-    assert!(
-        engine
-            .wait_for(WAIT, |s| {
-                item_state(s, "Out") == ItemState::Error && production_state(s) == ProductionState::Troubled
-            })
-            .await,
-        "not troubled: {:?}",
-        engine.status()
-    );
-    assert!(start.elapsed() >= Duration::from_millis(500), "troubled before the failure timeout");
-    let status = engine.status();
-    assert!(status.item(PRODUCTION, "Out").unwrap().last_error.is_some());
-    assert_eq!(status.item(PRODUCTION, "Out").unwrap().queue_depth, N as u64);
-    // Nothing was given up while the receiver was down.
-    assert_eq!(engine.store().count_by_status(PRODUCTION, "Out", Status::Error).unwrap(), 0);
-
+    tokio::time::sleep(Duration::from_millis(500)).await;
     receiver.restart().await;
     assert!(
-        engine
-            .wait_for(WAIT, |s| {
-                s.item(PRODUCTION, "Out").unwrap().queue_depth == 0
-                    && item_state(s, "Out") == ItemState::Running
-                    && production_state(s) == ProductionState::Running
-            })
-            .await,
+        engine.wait_for(WAIT, |s| s.item(PRODUCTION, "Out").unwrap().queue_depth == 0).await,
         "did not drain: {:?}",
         engine.status()
     );
     assert_eq!(receiver.ids(), ids);
+    let first = wait_status(engine.store(), "Out", "OUT00", Status::Completed, WAIT).await;
+    assert!(first.attempts >= 3, "every connection attempt counts: {first:?}");
     assert_eq!(engine.store().count_by_status(PRODUCTION, "Out", Status::Completed).unwrap(), N as u64);
+    let logged =
+        || engine.store().recent_events(50).unwrap().iter().any(|e| e.text.contains("transport failure (connect)"));
+    assert!(eventually(WAIT, logged).await, "{:?}", engine.store().recent_events(50));
     engine.shutdown().await;
+}
+
+/// An outage past the failure timeout: the production is troubled, the
+/// message at the head is handled like `X` (failed by the default) with
+/// the connect failure as its error, and the rest drain in order once the
+/// receiver is back, the item running again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_past_the_failure_timeout_troubles_the_production_and_fails_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::down().await;
+    let in_port = free_port();
+    let out = mllp_out("Out", receiver.port, &["retry_interval: 100ms", "failure_timeout: 700ms"]);
+    let engine = start_engine(dir.path(), &production(&[mllp_in("In", in_port, "Out", &[]), out])).await;
+    let start = Instant::now();
+    let mut client = connect(in_port).await;
+    let ids: Vec<String> = (0..5).map(|n| format!("DOWN{n}")).collect();
+    for id in &ids {
+        let ack = reply(&client.exchange(&hl7("ADT^A01", id), Duration::from_secs(5)).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    }
+    let troubled = engine
+        .wait_for(WAIT, |s| {
+            item_state(s, "Out") == ItemState::Error && production_state(s) == ProductionState::Troubled
+        })
+        .await;
+    assert!(troubled, "not troubled: {:?}", engine.status());
+    assert!(start.elapsed() >= Duration::from_millis(700), "troubled before the failure timeout");
+    let failed = wait_status(engine.store(), "Out", "DOWN0", Status::Error, WAIT).await;
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(error.contains("transport failure (connect)") && error.contains("Connection refused"), "{error}");
+    assert!(failed.attempts >= 3, "{failed:?}");
+    receiver.restart().await;
+    let recovered = engine
+        .wait_for(WAIT, |s| {
+            s.item(PRODUCTION, "Out").unwrap().queue_depth == 0
+                && item_state(s, "Out") == ItemState::Running
+                && production_state(s) == ProductionState::Running
+        })
+        .await;
+    assert!(recovered, "did not drain: {:?}", engine.status());
+    let got = receiver.ids();
+    let failed: Vec<String> = ids.iter().filter(|id| !got.contains(id)).cloned().collect();
+    assert!(!failed.is_empty() && got.iter().all(|id| !failed.contains(id)));
+    assert_eq!(&ids[failed.len()..], &got[..], "the rest in order");
+    let errors = engine.store().count_by_status(PRODUCTION, "Out", Status::Error).unwrap();
+    assert_eq!(errors as usize, failed.len());
+    engine.shutdown().await;
+}
+
+/// Sends `ids` one burst at a time, pausing `pause` between bursts of
+/// `burst`, each burst delivered before the pause.
+async fn send_in_bursts(p: &Pipeline, ids: &[String], burst: usize, pause: Duration) {
+    for chunk in ids.chunks(burst) {
+        for id in chunk {
+            p.send_accepted("ADT^A01", id).await;
+        }
+        let last = chunk.last().unwrap();
+        wait_status(p.store(), "Out", last, Status::Completed, WAIT).await;
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// A receiver that closes connections idle for a moment, and one that
+/// restarts between messages: the kept-open connection is found closed
+/// before the next write and opened again, so no message costs a second
+/// attempt, none fails, and each arrives once, in order; one at a time
+/// and pipelined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_open_connection_closed_by_the_receiver_is_reopened_without_an_attempt() {
+    for depth in [1, 8] {
+        let depth_setting = format!("pipeline_depth: {depth}");
+        let p = Pipeline::new(&[], &[&depth_setting, "response_timeout: 5s", "failure_timeout: 10s"]).await;
+        p.receiver.set_idle_close(Some(Duration::from_millis(150)));
+        let ids: Vec<String> = (1..=12).map(|n| format!("IDLE-{depth}-{n}")).collect();
+        send_in_bursts(&p, &ids, 3, Duration::from_millis(400)).await;
+        p.receiver.set_idle_close(None);
+        let restarts: Vec<String> = (1..=4).map(|n| format!("RESTART-{depth}-{n}")).collect();
+        for id in &restarts {
+            p.send_accepted("ADT^A01", id).await;
+            wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+            p.receiver.restart().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let all: Vec<String> = ids.iter().chain(&restarts).cloned().collect();
+        assert_eq!(p.receiver.ids(), all, "depth {depth}: each once, in order");
+        for id in &all {
+            let h = wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+            assert_eq!(h.attempts, 1, "depth {depth}: {h:?}");
+        }
+        assert!(p.receiver.connections() >= 4 + 4, "depth {depth}: {} connections", p.receiver.connections());
+        p.engine.shutdown().await;
+    }
+}
+
+/// A receiver that answers a pipelined window out of order: every reply is
+/// recorded on the message it acknowledges, and the operation falls back
+/// to one message at a time with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_answered_out_of_order_are_matched_to_their_messages() {
+    let p = Pipeline::new(&[], &["pipeline_depth: 8", "enabled: false", "response_timeout: 5s"]).await;
+    p.receiver.set_out_of_order(true);
+    // AE for every third message: an AE recorded on the wrong message would
+    // show.
+    p.receiver.set_script(|id| match id.trim_start_matches('Q').parse::<usize>().unwrap_or(0) % 3 {
+        0 => Behaviour::Error(format!("rejected {id}")),
+        _ => Behaviour::Accept,
+    });
+    let ids: Vec<String> = (1..=40).map(|n| format!("Q{n}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    queue_then_enable(&p, &refs).await;
+    assert!(p.engine.wait_for(WAIT, |s| s.item(PRODUCTION, "Out").unwrap().queue_depth == 0).await);
+    for id in &ids {
+        let n: usize = id[1..].parse().unwrap();
+        let want = if n.is_multiple_of(3) { Status::Suspended } else { Status::Completed };
+        let h = wait_status(p.store(), "Out", id, want, WAIT).await;
+        let stored = reply(&p.store().reply(h.id).unwrap().expect("a reply is stored"));
+        assert_eq!(stored.acknowledged_control_id(), Some(id.as_str()), "the reply stored on {id} is another's");
+    }
+    assert!(p.receiver.most_waiting() > 0, "the window was used before the fall-back");
+    let logged =
+        || p.store().recent_events(50).unwrap().iter().any(|e| e.text.contains("sending one message at a time"));
+    assert!(eventually(WAIT, logged).await, "{:?}", p.store().recent_events(50));
+    p.engine.shutdown().await;
+}
+
+/// The demo productions (examples/demo.yaml) on free ports, with the lab's
+/// listener closing idle connections after `lab_idle` and `Lab out`
+/// sending `depth` ahead.
+async fn demo(dir: &std::path::Path, lab_idle: &str, depth: usize) -> (switchboard::engine::Engine, u16) {
+    let (adt_port, lab_port) = (free_port(), free_port());
+    let demo =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.yaml")).unwrap();
+    for expected in ["port: 2575", "port: 6661", "tls: lab-server", "pipeline_depth: 1"] {
+        assert!(demo.contains(expected), "the demo no longer has {expected:?}");
+    }
+    let demo = demo
+        .replace("port: 2575", &format!("port: {adt_port}"))
+        .replace("port: 6661", &format!("port: {lab_port}"))
+        .replace("tls: lab-server", &format!("tls: lab-server\n        idle_timeout: {lab_idle}"))
+        .replace("pipeline_depth: 1", &format!("pipeline_depth: {depth}"));
+    let config = switchboard::config::parse(&dir.join("productions.yaml"), &demo).unwrap_or_else(|e| panic!("{e}"));
+    switchboard::tls::create_missing(&config).expect("the demo's test certificates");
+    let engine = open_engine(dir, &demo);
+    engine.start().await;
+    let up = |s: &switchboard::engine::EngineStatus| {
+        ["demo", "lab"].iter().all(|p| s.production(p).is_some_and(|p| p.state == ProductionState::Running))
+    };
+    assert!(engine.wait_for(WAIT, up).await, "{:?}", engine.status());
+    (engine, adt_port)
+}
+
+/// Sends ADT A01s with control ids `{prefix}{n}` for `n` in `range`.
+async fn send_admissions(port: u16, prefix: &str, range: std::ops::Range<usize>) {
+    let mut client = connect(port).await;
+    for n in range {
+        let id = format!("{prefix}{n}");
+        let ack = reply(&client.exchange(&hl7("ADT^A01", &id), WAIT).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"), "{id}");
+    }
+}
+
+/// The demo over its mutual-TLS hop: the lab closes idle connections, and
+/// is stopped while 200 messages are sent, then started; every message
+/// arrives in the lab's inbox, none failed, none sent twice.
+async fn the_demo_delivers_across_lab_idle_closes_and_a_stop(depth: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, adt_port) = demo(dir.path(), "500ms", depth).await;
+    let inbox = dir.path().join("demo-data/lab-inbox");
+    let arrived = || std::fs::read_dir(&inbox).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0);
+    // Bursts with pauses longer than the lab's idle timeout.
+    for burst in 0..3 {
+        send_admissions(adt_port, &format!("IDLE{burst}-"), 0..4).await;
+        assert!(eventually(WAIT, || arrived() == 4 * (burst + 1)).await, "{} arrived", arrived());
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    engine.stop_production("lab", CommandSource::Api).await.unwrap();
+    send_admissions(adt_port, "STOPPED-", 0..200).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.start_production("lab", CommandSource::Api).await.unwrap();
+    assert!(eventually(Duration::from_secs(30), || arrived() == 212).await, "{} of 212 arrived", arrived());
+    let store = engine.store();
+    assert_eq!(store.count_by_status("demo", "Lab out", Status::Error).unwrap(), 0);
+    assert_eq!(store.count_by_status("demo", "Lab out", Status::Completed).unwrap(), 212);
+    let lab =
+        engine.wait_for(WAIT, |s| s.production("demo").is_some_and(|p| p.state == ProductionState::Running)).await;
+    assert!(lab, "{:?}", engine.status());
+    // The lab's inbox is named by control id, so a repeat would not show
+    // there: the lab's own headers count what it received.
+    let received = || store.count_by_status("lab", "Lab inbox", Status::Completed).unwrap();
+    assert!(eventually(WAIT, || received() >= 212).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(received(), 212, "a message reached the lab twice");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_delivers_across_lab_idle_closes_and_a_stop_one_at_a_time() {
+    the_demo_delivers_across_lab_idle_closes_and_a_stop(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_delivers_across_lab_idle_closes_and_a_stop_pipelined() {
+    the_demo_delivers_across_lab_idle_closes_and_a_stop(8).await;
 }
 
 /// A `file_out` whose results cannot be committed (a stand-in for a full

@@ -454,9 +454,12 @@ async fn mutual_tls_carries_a_message_from_mllp_out_to_mllp_in_byte_for_byte() {
 // 2. Refused handshakes
 
 /// Sends one message through `hop` and checks that the TLS hop refuses it:
-/// `Out` keeps it queued and is put in error after its failure timeout with
-/// a last error naming `out_reason`, which the event log names too; with
-/// `server_reason`, `Secure in` logs a failed handshake naming it.
+/// a failed handshake is a transport failure, so `Out` keeps trying the
+/// message until its failure timeout; then it is put in error with a last
+/// error naming `out_reason`, which the event log names too, and the
+/// message is handled like `X` (no reply): the default actions have no `X`,
+/// so it fails, its error naming the handshake. With `server_reason`,
+/// `Secure in` logs a failed handshake naming it.
 async fn assert_refused(pki: &Pki, hop: Hop, out_reason: &[&str], server_reason: Option<&[&str]>) {
     let setup = Setup::start(pki, &hop, EngineOptions::default()).await;
     let started = Instant::now();
@@ -467,13 +470,20 @@ async fn assert_refused(pki: &Pki, hop: Hop, out_reason: &[&str], server_reason:
         setup.status()
     );
     assert!(started.elapsed() >= FAILURE_TIMEOUT, "in error before the failure timeout");
-    // Still retrying, and the message is still waiting.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        setup.engine.wait_for(WAIT, |s| (item(s, "a", "Out").errors, item(s, "a", "Out").queue_depth) == (1, 0)).await,
+        "the message was not failed: {:#?}",
+        setup.status()
+    );
     let status = setup.status();
     let out = item(&status, "a", "Out");
     assert_eq!(out.state, ItemState::Error);
-    assert_eq!(out.queue_depth, 1, "the message must stay queued: {out:#?}");
-    assert_eq!((out.sent, out.errors), (0, 0), "{out:#?}");
+    assert_eq!((out.queue_depth, out.sent, out.errors), (0, 0, 1), "{out:#?}");
+    let store = setup.engine.store();
+    let failed = store.header(2).unwrap().expect("the message's header at Out");
+    assert_eq!((failed.target.as_str(), failed.status), ("Out", switchboard::store::Status::Error));
+    let error = failed.error.unwrap_or_default();
+    assert!(error.contains("transport failure (TLS handshake)") && mentions(&error, out_reason), "{error}");
     let last_error = out.last_error.clone().expect("last error");
     assert!(mentions(&last_error, out_reason), "Out's last error does not name {out_reason:?}: {last_error}");
     assert_eq!(status.production("a").expect("a").state, ProductionState::Troubled);

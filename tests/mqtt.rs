@@ -370,7 +370,10 @@ async fn queue_depth_rises_while_the_downstream_is_down_and_falls_after() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::down().await;
     let in_port = free_port();
-    let engine = start_engine(dir.path(), &pipeline_yaml(in_port, receiver.port, "", "")).await;
+    // Long enough to restart the receiver once the production shows as
+    // troubled, before the second message's own failure timeout passes.
+    let yaml = pipeline_yaml(in_port, receiver.port, "", "").replace("failure_timeout: 300ms", "failure_timeout: 2s");
+    let engine = start_engine(dir.path(), &yaml).await;
     let watcher = Watcher::start(broker, "sbqueue/#", None).await;
     let bridge = ha::start(engine.clone(), settings(broker, "sbqueue", None));
     let depth = topic("sbqueue", "production/p/item/lab_out/queue_depth");
@@ -384,16 +387,27 @@ async fn queue_depth_rises_while_the_downstream_is_down_and_falls_after() {
     watcher.wait_for(&topic("sbqueue", "production/p/queued"), "3").await;
     watcher.wait_for(&connected, "OFF").await;
     watcher.wait_for(&topic("sbqueue", "production/p/status"), "troubled").await;
-    let attributes: Value =
-        serde_json::from_str(&watcher.last(&topic("sbqueue", "production/p/item/lab_out/attributes")).unwrap())
-            .unwrap();
-    assert!(attributes["last_error"].is_string(), "{attributes}");
+    let attributes = topic("sbqueue", "production/p/item/lab_out/attributes");
+    watcher
+        .wait_until("a last error in the attributes", |msgs| {
+            msgs.iter()
+                .rev()
+                .find(|m| m.topic == attributes)
+                .is_some_and(|m| serde_json::from_str::<Value>(&m.payload).is_ok_and(|a| a["last_error"].is_string()))
+        })
+        .await;
 
+    // The message at the head was tried for the failure timeout, which is
+    // also when the production became troubled: it has failed.
+    watcher.wait_for(&depth, "2").await;
     receiver.restart().await;
     watcher.wait_for(&depth, "0").await;
     watcher.wait_for(&connected, "ON").await;
-    watcher.wait_for(&topic("sbqueue", "production/p/item/lab_out/messages"), "3").await;
-    assert!(receiver.wait_len(3, WAIT).await);
+    watcher.wait_for(&topic("sbqueue", "production/p/item/lab_out/messages"), "2").await;
+    watcher.wait_for(&topic("sbqueue", "production/p/item/lab_out/errors"), "1").await;
+    watcher.wait_for(&topic("sbqueue", "production/p/status"), "running").await;
+    assert!(receiver.wait_len(2, WAIT).await);
+    assert_eq!(receiver.ids(), ["Q1", "Q2"]);
     bridge.shutdown().await;
     engine.shutdown().await;
 }

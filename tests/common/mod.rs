@@ -47,6 +47,10 @@ pub enum Behaviour {
     Silent,
     /// Close the connection without answering.
     Close,
+    /// Send the first half of an AA, then reset the connection.
+    ResetMidReply,
+    /// Answer with a frame that is not HL7.
+    Garbage,
 }
 
 type Script = Box<dyn Fn(&str) -> Behaviour + Send + Sync>;
@@ -57,6 +61,10 @@ struct Shared {
     received: Mutex<Vec<(String, Bytes)>>,
     connections: AtomicUsize,
     most_waiting: AtomicUsize,
+    /// Close a connection that has been idle this long.
+    idle_close: Mutex<Option<Duration>>,
+    /// Answer the messages waiting on a connection last first.
+    out_of_order: std::sync::atomic::AtomicBool,
 }
 
 /// An MLLP receiver on 127.0.0.1 whose answer to each message is scripted by
@@ -80,6 +88,8 @@ impl Receiver {
             received: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             most_waiting: AtomicUsize::new(0),
+            idle_close: Mutex::new(None),
+            out_of_order: std::sync::atomic::AtomicBool::new(false),
         });
         let receiver = Self { port, shared, running: Mutex::new(None) };
         receiver.serve(listener);
@@ -156,6 +166,18 @@ impl Receiver {
         *self.shared.delay.lock().unwrap() = delay;
     }
 
+    /// Closes each connection once it has been idle for `idle` (as many
+    /// receivers do), or never.
+    pub fn set_idle_close(&self, idle: Option<Duration>) {
+        *self.shared.idle_close.lock().unwrap() = idle;
+    }
+
+    /// Answers the messages that arrived together last first, as a
+    /// receiver that answers from a pool of threads may.
+    pub fn set_out_of_order(&self, out_of_order: bool) {
+        self.shared.out_of_order.store(out_of_order, Ordering::Relaxed);
+    }
+
     /// Control ids of the messages received, in order of arrival.
     pub fn ids(&self) -> Vec<String> {
         self.shared.received.lock().unwrap().iter().map(|(id, _)| id.clone()).collect()
@@ -195,7 +217,16 @@ impl Receiver {
 
 async fn answer(stream: TcpStream, shared: Arc<Shared>) {
     let mut framed = Framed::new(stream, MllpCodec::new());
-    while let Some(frame) = framed.next().await {
+    loop {
+        let idle = *shared.idle_close.lock().unwrap();
+        let frame = match idle {
+            None => framed.next().await,
+            Some(idle) => match tokio::time::timeout(idle, framed.next()).await {
+                Ok(frame) => frame,
+                Err(_) => break,
+            },
+        };
+        let Some(frame) = frame else { break };
         let payload = match frame {
             Ok(MllpFrame::Message(payload)) => payload,
             Ok(_) => continue,
@@ -204,33 +235,64 @@ async fn answer(stream: TcpStream, shared: Arc<Shared>) {
         // Start blocks already read behind this message: sent before its reply.
         let waiting = framed.read_buffer().iter().filter(|&&b| b == 0x0b).count();
         shared.most_waiting.fetch_max(waiting, Ordering::Relaxed);
-        let Ok(msg) = Message::parse(&payload) else { continue };
-        let id = msg.control_id().map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
-        shared.received.lock().unwrap().push((id.clone(), payload.clone()));
-        let behaviour = (shared.script.lock().unwrap())(&id);
-        let delay = *shared.delay.lock().unwrap();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+        let mut payloads = vec![payload];
+        if shared.out_of_order.load(Ordering::Relaxed) {
+            use futures_util::FutureExt as _;
+            while let Some(Some(Ok(MllpFrame::Message(more)))) = framed.next().now_or_never() {
+                payloads.push(more);
+            }
+            payloads.reverse();
         }
-        let reply = match behaviour {
-            Behaviour::Accept => AckBuilder::new(&msg, AckCode::AA).build(),
-            Behaviour::Error(text) => AckBuilder::new(&msg, AckCode::AE).text(text).build(),
-            Behaviour::Reject => AckBuilder::new(&msg, AckCode::AR).text("rejected by the test receiver").build(),
-            Behaviour::NoMsa => b"MSH|^~\\&|RCV|R|SWB|S|20260101120000||ACK^A01^ACK|R1|P|2.5\r".to_vec(),
-            Behaviour::WrongControlId => {
-                format!("MSH|^~\\&|RCV|R|SWB|S|20260101120000||ACK^A01^ACK|R2|P|2.5\rMSA|AA|NOT-{id}\r").into_bytes()
+        for payload in payloads {
+            if !answer_one(&mut framed, &shared, payload).await {
+                return;
             }
-            Behaviour::NotAck => {
-                format!("MSH|^~\\&|RCV|R|SWB|S|20260101120000||ORR^O02|R3|P|2.5\rMSA|AA|{id}\r").into_bytes()
-            }
-            Behaviour::Silent => continue,
-            Behaviour::Close => break,
-        };
-        if framed.send(&reply[..]).await.is_err() {
-            break;
         }
     }
 }
+
+/// Records and answers one message; `false` once the connection is done.
+async fn answer_one(framed: &mut Framed<TcpStream, MllpCodec>, shared: &Shared, payload: Bytes) -> bool {
+    let Ok(msg) = Message::parse(&payload) else { return true };
+    let id = msg.control_id().map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+    shared.received.lock().unwrap().push((id.clone(), payload.clone()));
+    let behaviour = (shared.script.lock().unwrap())(&id);
+    let delay = *shared.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let reply = match behaviour {
+        Behaviour::Accept => AckBuilder::new(&msg, AckCode::AA).build(),
+        Behaviour::Error(text) => AckBuilder::new(&msg, AckCode::AE).text(text).build(),
+        Behaviour::Reject => AckBuilder::new(&msg, AckCode::AR).text("rejected by the test receiver").build(),
+        Behaviour::NoMsa => b"MSH|^~\\&|RCV|R|SWB|S|20260101120000||ACK^A01^ACK|R1|P|2.5\r".to_vec(),
+        Behaviour::WrongControlId => {
+            format!("MSH|^~\\&|RCV|R|SWB|S|20260101120000||ACK^A01^ACK|R2|P|2.5\rMSA|AA|NOT-{id}\r").into_bytes()
+        }
+        Behaviour::NotAck => {
+            format!("MSH|^~\\&|RCV|R|SWB|S|20260101120000||ORR^O02|R3|P|2.5\rMSA|AA|{id}\r").into_bytes()
+        }
+        Behaviour::Garbage => GARBAGE_REPLY.to_vec(),
+        Behaviour::Silent => return true,
+        Behaviour::Close => return false,
+        Behaviour::ResetMidReply => {
+            use tokio::io::AsyncWriteExt as _;
+            let ack = AckBuilder::new(&msg, AckCode::AA).build();
+            let mut half = vec![0x0b];
+            half.extend_from_slice(&ack[..ack.len() / 2]);
+            let stream = framed.get_mut();
+            let _ = stream.write_all(&half).await;
+            let _ = stream.flush().await;
+            // A zero linger time makes the close a reset.
+            let _ = stream.set_zero_linger();
+            return false;
+        }
+    };
+    framed.send(&reply[..]).await.is_ok()
+}
+
+/// What [`Behaviour::Garbage`] answers.
+pub const GARBAGE_REPLY: &[u8] = b"this is not an HL7 message";
 
 /// An HL7 message of type `message_type` (`ADT^A01`) with MSH-10 `control_id`.
 pub fn hl7(message_type: &str, control_id: &str) -> Vec<u8> {

@@ -2,12 +2,22 @@
 //! acts on each reply by its ReplyCodeActions: one message at a time, or
 //! with `pipeline_depth`, several sent ahead of their replies.
 //!
-//! A downstream that cannot be reached is not a delivery failure: the
-//! message stays at the head of the queue and the connection is retried
-//! every `retry_interval`; after `failure_timeout` the item is put in error
-//! (its production shows as troubled) until a connection succeeds. This
-//! keeps an outage from turning a queue into a pile of failed messages.
+//! Transport failures are not replies. A connection that cannot be opened
+//! (refused, timed out, a failed TLS handshake), a write that fails, or a
+//! connection closed or reset while a reply is awaited says nothing about
+//! the message: it is sent again on a new connection, counted as an
+//! attempt, every `retry_interval` until `failure_timeout`, and only then
+//! judged as `X` (no reply). A kept-open connection that the receiver
+//! closed while idle is noticed before the next write and reopened without
+//! costing an attempt. Only a response timeout on a live connection is `X`
+//! at once. Once transport failures have gone on for the failure timeout
+//! the item is put in error (its production shows as troubled) until the
+//! receiver answers again.
 
+mod connection;
+mod pipeline;
+
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,10 +26,8 @@ use super::ItemCtx;
 use crate::config::MllpOutConfig;
 use crate::engine::reply_actions::{DeliveryOutcome, FinalAction, ReplyCodeActions};
 use crate::hl7::{Message, Reply};
-use crate::mllp::{ClientError, ClientTls, MllpClient, Stream};
 use crate::store::{EventLevel, Finished, Pending, Queued, Status};
-use crate::tls::TlsConfigHandle;
-use std::sync::Arc;
+use connection::{Attempt, Connection, Failure, Transport, can_frame};
 
 /// Messages taken from the queue at a time, one at a time.
 const BATCH: usize = 32;
@@ -31,30 +39,6 @@ const BATCH: usize = 32;
 /// [`FETCH_MAX_BYTES`](crate::store::FETCH_MAX_BYTES).
 const PIPELINED_BATCH: usize = 4 * MllpOutConfig::MAX_PIPELINE_DEPTH;
 
-/// What one attempt produced.
-enum Attempt {
-    /// Could not connect or send: nothing reached the receiver.
-    Unreachable(String),
-    /// Sent.
-    Reached(Reached),
-}
-
-/// An attempt that sent the message.
-enum Reached {
-    /// This came back.
-    Reply(Bytes),
-    /// No reply (timeout, connection closed).
-    NoReply(String),
-}
-
-struct Connection {
-    client: Option<MllpClient<Box<dyn Stream>>>,
-    addr: String,
-    host: String,
-    tls: Option<Arc<TlsConfigHandle>>,
-    down_since: Option<Instant>,
-}
-
 pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCodeActions) {
     let tls = match config.tls.as_deref().map(|name| ctx.production.tls(name)).transpose() {
         Ok(tls) => tls,
@@ -65,13 +49,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCo
             return;
         }
     };
-    let mut conn = Connection {
-        client: None,
-        addr: format!("{}:{}", config.host, config.port),
-        host: config.host.clone(),
-        tls,
-        down_since: None,
-    };
+    let mut conn = Connection::new(config, tls);
     let batch_size = if config.pipeline_depth > 1 { PIPELINED_BATCH } else { BATCH };
     let mut unconfirmed = None;
     'batches: while let Some(batch) = next_batch(ctx, batch_size, &mut unconfirmed).await {
@@ -162,55 +140,37 @@ enum Delivered {
     Disabled,
 }
 
-impl Connection {
-    fn close(&mut self, ctx: &ItemCtx) {
-        if self.client.take().is_some() {
-            ctx.slot.stats.connection(false);
+/// Where the delivery of one batch stands.
+#[derive(Default)]
+struct Progress {
+    /// Messages of the batch sent at least once: each is counted once,
+    /// however often it is sent.
+    counted: usize,
+    /// Replies that a receiver sent ahead of their turn, matched to their
+    /// messages by MSA-2 (by index in the batch); each is judged when its
+    /// message's turn comes, without sending it again.
+    held: HashMap<usize, Bytes>,
+    /// The attempts so far at the message a transport failure cut a
+    /// pipeline at (by index), carried over to its next attempt.
+    head: Option<(usize, Tries)>,
+}
+
+impl Progress {
+    /// Counts the messages up to `sent` (exclusive) as sent.
+    fn count_sent(&mut self, ctx: &ItemCtx, sent: usize) {
+        if sent > self.counted {
+            ctx.slot.stats.bump(&ctx.slot.stats.received, (sent - self.counted) as u64);
+            self.counted = sent;
         }
     }
 
-    async fn attempt(&mut self, ctx: &ItemCtx, config: &MllpOutConfig, body: &[u8]) -> Attempt {
-        let fresh = self.client.is_none();
-        if fresh {
-            // Built per connection, so a renewed certificate is used at once.
-            let tls = match &self.tls {
-                None => None,
-                Some(handle) => match handle.connector().and_then(|c| Ok((c, handle.server_name(&self.host)?))) {
-                    Ok((connector, server_name)) => Some(ClientTls { connector, server_name }),
-                    Err(e) => return Attempt::Unreachable(e.to_string()),
-                },
-            };
-            match MllpClient::connect_with(&self.addr, config.connect_timeout, tls.as_ref()).await {
-                Ok(client) => {
-                    self.client = Some(client);
-                    ctx.slot.stats.connection(true);
-                }
-                Err(e) => return Attempt::Unreachable(e.to_string()),
-            }
-        }
-        let Some(client) = self.client.as_mut() else { return Attempt::Unreachable("not connected".into()) };
-        let result = client.exchange(body, config.response_timeout).await;
-        if let (true, Err(e @ ClientError::TlsSession(_))) = (fresh, &result) {
-            // TLS 1.3: the server checks our certificate after our side of
-            // the handshake is done and refuses it at our first read. It
-            // processed nothing: a failed handshake, not a delivery.
-            let error = format!("TLS handshake with {} failed: {e}", self.addr);
-            self.close(ctx);
-            return Attempt::Unreachable(error);
-        }
-        if fresh {
-            if self.down_since.take().is_some() {
-                ctx.event(EventLevel::Info, "connected", format!("connected to {}", self.addr));
-            }
-            ctx.recovered();
-        }
-        match result {
-            Ok(reply) => Attempt::Reached(Reached::Reply(reply)),
-            Err(e) => {
-                // The frame may not have been written: the receiver may or
-                // may not have it, so this is a delivery without reply.
-                self.close(ctx);
-                Attempt::Reached(Reached::NoReply(e.to_string()))
+    /// The attempts at message `index` so far.
+    fn tries(&mut self, index: usize, message: &Queued) -> Tries {
+        match self.head.take() {
+            Some((at, tries)) if at == index => tries,
+            other => {
+                self.head = other;
+                Tries::of(message)
             }
         }
     }
@@ -218,7 +178,7 @@ impl Connection {
 
 /// Delivers a batch taken from the queue, in order: one message at a time,
 /// or with `pipeline_depth` above 1 several sent ahead of their replies
-/// while the connection is up.
+/// while the connection is up and the receiver answers in order.
 async fn deliver_batch(
     ctx: &ItemCtx,
     config: &MllpOutConfig,
@@ -226,26 +186,36 @@ async fn deliver_batch(
     conn: &mut Connection,
     batch: &[Queued],
 ) -> Delivered {
-    // The first message of the batch not sent yet; each is counted once,
-    // however often it is sent.
-    let mut unsent = 0;
+    let mut progress = Progress::default();
     let mut next = 0;
     while next < batch.len() {
-        if config.pipeline_depth > 1 && conn.client.is_some() && batch.len() - next > 1 {
-            match pipeline(ctx, config, actions, conn, batch, next, &mut unsent).await {
-                Ok(finished) => next = finished,
+        let message = &batch[next];
+        if let Some(reply) = progress.held.remove(&next) {
+            // Its reply came back ahead of its turn.
+            let tries = progress.tries(next, message);
+            match settle(ctx, config, actions, conn, message, Reached::Reply(reply), tries, &mut progress).await {
+                Ok(_) => next += 1,
                 Err(stopped) => return stopped,
             }
             continue;
         }
+        conn.check_idle(ctx);
+        let ahead = config.pipeline_depth > 1 && !conn.one_at_a_time && progress.held.is_empty();
+        if ahead && conn.is_open() && batch.len() - next > 1 && can_frame(&message.body) {
+            match pipeline::run(ctx, config, actions, conn, batch, next, &mut progress).await {
+                Ok(finished) if finished > next || !conn.is_open() || conn.one_at_a_time => {
+                    next = finished;
+                    continue;
+                }
+                // Nothing went ahead: this one goes alone, below.
+                Ok(_) => {}
+                Err(stopped) => return stopped,
+            }
+        }
         // One at a time; this also opens the connection and waits out a
         // receiver that cannot be reached.
-        if next == unsent {
-            ctx.slot.stats.bump(&ctx.slot.stats.received, 1);
-            unsent += 1;
-        }
-        let message = &batch[next];
-        match deliver(ctx, config, actions, conn, message, Tries::of(message)).await {
+        progress.count_sent(ctx, next + 1);
+        match deliver(ctx, config, actions, conn, message, progress.tries(next, message)).await {
             Delivered::Done => next += 1,
             stopped => return stopped,
         }
@@ -256,96 +226,68 @@ async fn deliver_batch(
     Delivered::Done
 }
 
-/// Sends up to `pipeline_depth` messages of `batch`, from `first` on, ahead
-/// of their replies over the open connection and acts on each reply in
-/// turn. MLLP answers in order, so each reply is the oldest unanswered
-/// message's.
-///
-/// Returns the first message without its final result (`batch.len()` when
-/// all have one). Stops early when the connection is lost; the messages
-/// sent behind the last one finished go again, in order, on the next
-/// connection. When a message is to be retried, the messages sent behind
-/// it are sent again after it (their replies are not read), so that the
-/// last copy of each reaches the receiver in order.
-async fn pipeline(
+/// How [`settle`] ended for a message that has its final result.
+enum Settled {
+    /// Judged by the reply it had.
+    Judged,
+    /// Retried, on a new connection: whatever was in flight behind it is
+    /// gone with the old one.
+    SentAgain,
+}
+
+/// Judges `message` by what came back for it and, if the reply code
+/// actions say retry, delivers it again: everything sent behind it is sent
+/// again after it (their replies unread), so that the last copy of each
+/// reaches the receiver in order.
+#[allow(clippy::too_many_arguments)]
+async fn settle(
     ctx: &ItemCtx,
     config: &MllpOutConfig,
     actions: &ReplyCodeActions,
     conn: &mut Connection,
-    batch: &[Queued],
-    first: usize,
-    unsent: &mut usize,
-) -> Result<usize, Delivered> {
-    let (mut sent, mut finished) = (first, first);
-    while finished < batch.len() {
-        if ctx.cancel.is_cancelled() {
-            return Err(Delivered::Cancelled);
-        }
-        let Some(client) = conn.client.as_mut() else { return Ok(finished) };
-        // The window is topped up once half of it is answered, so that
-        // messages go out many to a write rather than one per reply read.
-        let mut fed = Ok(());
-        if sent - finished <= config.pipeline_depth / 2 {
-            while fed.is_ok() && sent < batch.len() && sent - finished < config.pipeline_depth {
-                fed = client.feed(&batch[sent].body, config.response_timeout).await;
-                sent += 1;
+    message: &Queued,
+    reached: Reached,
+    mut tries: Tries,
+    progress: &mut Progress,
+) -> Result<Settled, Delivered> {
+    tries.attempts += 1;
+    match judge(ctx, config, actions, message, reached, &mut tries).await {
+        Judged::Done(Delivered::Done) => Ok(Settled::Judged),
+        Judged::Done(stopped) => Err(stopped),
+        Judged::Retry => {
+            conn.close(ctx);
+            progress.held.clear();
+            if ctx.sleep(config.retry_interval).await.is_err() {
+                return Err(Delivered::Cancelled);
             }
-        }
-        if sent > *unsent {
-            ctx.slot.stats.bump(&ctx.slot.stats.received, (sent - *unsent) as u64);
-            *unsent = sent;
-        }
-        let received = match fed {
-            Ok(()) => match client.flush(config.response_timeout).await {
-                Ok(()) => client.receive(config.response_timeout).await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        let attempt = match received {
-            Ok(reply) => Reached::Reply(reply),
-            Err(e) => {
-                conn.close(ctx);
-                Reached::NoReply(e.to_string())
-            }
-        };
-        let message = &batch[finished];
-        let mut tries = Tries::of(message);
-        match judge(ctx, config, actions, message, attempt, &mut tries).await {
-            Judged::Done(Delivered::Done) => finished += 1,
-            Judged::Done(stopped) => return Err(stopped),
-            Judged::Retry => {
-                // Its replies unread, everything sent behind it goes again.
-                conn.close(ctx);
-                if ctx.sleep(config.retry_interval).await.is_err() {
-                    return Err(Delivered::Cancelled);
-                }
-                return match deliver(ctx, config, actions, conn, message, tries).await {
-                    Delivered::Done => Ok(finished + 1),
-                    stopped => Err(stopped),
-                };
+            match deliver(ctx, config, actions, conn, message, tries).await {
+                Delivered::Done => Ok(Settled::SentAgain),
+                stopped => Err(stopped),
             }
         }
     }
-    Ok(finished)
 }
 
 /// Attempts at one message so far.
 struct Tries {
-    /// Attempts recorded, this one's included once it reached the receiver.
+    /// Attempts recorded, this one's included once it is made.
     attempts: u32,
     /// The first attempt of this delivery, for `failure_timeout`.
     first: Instant,
+    /// A kept-open connection found broken has been reopened at once for
+    /// this message (after that, attempts wait `retry_interval`).
+    reopened: bool,
 }
 
 impl Tries {
     fn of(message: &Queued) -> Self {
-        Self { attempts: message.attempts, first: Instant::now() }
+        Self { attempts: message.attempts, first: Instant::now(), reopened: false }
     }
 }
 
-/// Delivers one message, retrying as its reply code actions and the
-/// failure timeout say, and records the result.
+/// Delivers one message, sending it again after transport failures and as
+/// its reply code actions and the failure timeout say, and records the
+/// result.
 async fn deliver(
     ctx: &ItemCtx,
     config: &MllpOutConfig,
@@ -358,22 +300,35 @@ async fn deliver(
         if ctx.cancel.is_cancelled() {
             return Delivered::Cancelled;
         }
-        let attempt = match conn.attempt(ctx, config, &message.body).await {
-            Attempt::Unreachable(error) => {
-                let since = *conn.down_since.get_or_insert_with(Instant::now);
-                if past_failure_timeout(config, since) {
-                    ctx.fail(format!("cannot deliver to {}: {error}", conn.addr));
+        let reused = conn.is_open();
+        let attempt = conn.attempt(ctx, config, &message.body).await;
+        tries.attempts += 1;
+        let reached = match attempt {
+            Attempt::Reply(bytes) => Reached::Reply(bytes),
+            Attempt::Failed(Failure::Transport(failure)) => {
+                conn.transport_failed(ctx, config, &failure, tries.first);
+                if past_failure_timeout(config, tries.first) {
+                    Reached::Transport(failure)
                 } else {
-                    tracing::debug!(item = ctx.name(), %error, "downstream unreachable; will retry");
+                    // A kept-open connection found broken is most often a
+                    // receiver that closed it or restarted: reopened at
+                    // once, the first time.
+                    let pause = match reused && !tries.reopened {
+                        true => Duration::ZERO,
+                        false => config.retry_interval,
+                    };
+                    tries.reopened |= reused;
+                    if ctx.sleep(pause).await.is_err() {
+                        return Delivered::Cancelled;
+                    }
+                    continue;
                 }
-                if ctx.sleep(config.retry_interval).await.is_err() {
-                    return Delivered::Cancelled;
-                }
-                continue;
             }
-            Attempt::Reached(reached) => reached,
+            Attempt::Failed(Failure::NoReply(text)) => Reached::NoReply(text),
+            Attempt::Failed(Failure::Unreadable(text)) => Reached::Unreadable(text),
+            Attempt::Failed(Failure::Unsendable(text)) => Reached::Unsendable(text),
         };
-        match judge(ctx, config, actions, message, attempt, &mut tries).await {
+        match judge(ctx, config, actions, message, reached, &mut tries).await {
             Judged::Done(delivered) => return delivered,
             Judged::Retry => {
                 if ctx.sleep(config.retry_interval).await.is_err() {
@@ -388,6 +343,20 @@ fn past_failure_timeout(config: &MllpOutConfig, since: Instant) -> bool {
     config.failure_timeout.is_some_and(|limit| since.elapsed() >= limit)
 }
 
+/// What an attempt that is judged by the reply code actions produced.
+enum Reached {
+    /// This came back.
+    Reply(Bytes),
+    /// No reply on a live connection within the response timeout (`X`).
+    NoReply(String),
+    /// Transport failures went on past the failure timeout (`X`).
+    Transport(Transport),
+    /// What came back cannot be read (`:~`).
+    Unreadable(String),
+    /// The message cannot be sent at all (an error status).
+    Unsendable(String),
+}
+
 /// What the reply code actions make of one attempt.
 enum Judged {
     /// Try the message again after `retry_interval`.
@@ -396,9 +365,31 @@ enum Judged {
     Done(Delivered),
 }
 
-/// Decides what an attempt that reached the receiver (a reply, or none
-/// came) means for `message` by the reply code actions, and records a final
-/// result.
+/// What was seen of a reply, kept for the error text.
+enum Seen {
+    Reply(Reply),
+    Unreadable(String),
+    Nothing(String),
+}
+
+impl Seen {
+    fn describe(&self, tries: &Tries) -> String {
+        match self {
+            Seen::Reply(r) => {
+                let text = format!("{} {}", r.acknowledgment_code().unwrap_or("(no MSA)"), r.text().unwrap_or(""));
+                text.trim().to_owned()
+            }
+            Seen::Unreadable(e) => format!("unreadable reply: {e}"),
+            Seen::Nothing(why) => {
+                let plural = if tries.attempts == 1 { "" } else { "s" };
+                format!("{why} ({} attempt{plural} in {:.1?})", tries.attempts, tries.first.elapsed())
+            }
+        }
+    }
+}
+
+/// Decides what an attempt means for `message` by the reply code actions,
+/// and records a final result.
 async fn judge(
     ctx: &ItemCtx,
     config: &MllpOutConfig,
@@ -408,25 +399,26 @@ async fn judge(
     tries: &mut Tries,
 ) -> Judged {
     let sent_id = message.control_id.as_deref().unwrap_or_default();
-    let (reply_bytes, decision) = match attempt {
-        Reached::Reply(bytes) => {
-            tries.attempts += 1;
-            let decision = match Message::parse(&bytes) {
-                Ok(msg) => {
-                    let reply = Reply::read(&msg);
-                    actions.decide(&DeliveryOutcome::Reply { reply: &reply, sent_control_id: sent_id })
-                }
-                Err(e) => {
-                    let text = format!("unreadable reply: {e}");
-                    actions.decide(&DeliveryOutcome::Error { code: "UnreadableReply", text: &text })
-                }
-            };
-            (Some(bytes), decision)
+    let (reply_bytes, seen, decision) = match attempt {
+        Reached::Reply(bytes) => match Message::parse(&bytes) {
+            Ok(msg) => {
+                let reply = Reply::read(&msg);
+                let decision = actions.decide(&DeliveryOutcome::Reply { reply: &reply, sent_control_id: sent_id });
+                (Some(bytes), Seen::Reply(reply), decision)
+            }
+            // Kept: the receiver's bytes are the evidence.
+            Err(e) => (Some(bytes), Seen::Unreadable(e.to_string()), actions.decide(&DeliveryOutcome::Unreadable)),
+        },
+        Reached::NoReply(text) => {
+            (None, Seen::Nothing(format!("no reply: {text}")), actions.decide(&DeliveryOutcome::NoReply))
         }
-        Reached::NoReply(error) => {
-            tries.attempts += 1;
-            tracing::debug!(item = ctx.name(), %error, "no reply");
-            (None, actions.decide(&DeliveryOutcome::NoReply))
+        Reached::Transport(failure) => {
+            (None, Seen::Nothing(format!("no reply: {failure}")), actions.decide(&DeliveryOutcome::NoReply))
+        }
+        Reached::Unreadable(text) => (None, Seen::Unreadable(text), actions.decide(&DeliveryOutcome::Unreadable)),
+        Reached::Unsendable(text) => {
+            let decision = actions.decide(&DeliveryOutcome::Error { code: "CannotSend", text: &text });
+            (None, Seen::Nothing(format!("cannot be sent: {text}")), decision)
         }
     };
     for warning in &decision.warnings {
@@ -438,12 +430,7 @@ async fn judge(
     }
     let describe = || {
         let why = decision.matched.clone().unwrap_or_else(|| "no reply code action matched".into());
-        let reply_text = reply_bytes
-            .as_ref()
-            .and_then(|b| Message::parse(b).ok().map(|m| Reply::read(&m)))
-            .map(|r| format!("{} {}", r.acknowledgment_code().unwrap_or("(no MSA)"), r.text().unwrap_or("")))
-            .unwrap_or_else(|| "no reply".into());
-        format!("{} ({why})", reply_text.trim())
+        format!("{} ({why})", seen.describe(tries))
     };
     let (status, error) = match decision.then {
         FinalAction::Complete => (Status::Completed, None),
@@ -451,7 +438,7 @@ async fn judge(
         FinalAction::Fail => (Status::Error, Some(describe())),
         FinalAction::Disable => (Status::Queued, Some(describe())),
     };
-    if let Some(reply) = &reply_bytes {
+    if let (Some(reply), Seen::Reply(_)) = (&reply_bytes, &seen) {
         ctx.production.replies.post(message.session_id, reply.clone());
     }
     let finished = Finished {

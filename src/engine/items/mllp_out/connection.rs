@@ -1,0 +1,337 @@
+//! The connection an `mllp_out` delivers over, and what one attempt at a
+//! message produced: a reply, or why there is none.
+//!
+//! The line drawn here decides whether a message is repeated or judged:
+//! a transport failure (the connection could not be opened, or was lost
+//! while a reply was awaited) says nothing about the message and is
+//! retried; only a reply, a response timeout on a live connection, or a
+//! message that can never be sent is judged by the reply code actions.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::super::ItemCtx;
+use crate::config::MllpOutConfig;
+use crate::mllp::{ClientError, ClientTls, MllpClient, MllpCodec, MllpError, Stream};
+use crate::store::EventLevel;
+use crate::tls::TlsConfigHandle;
+
+/// How long transport failures may go on before the item is put in error
+/// when `failure_timeout` is `forever` (the file's default otherwise).
+const FOREVER_TROUBLED_AFTER: Duration = Duration::from_secs(15);
+
+/// What one attempt at a message produced.
+pub(super) enum Attempt {
+    /// A reply frame came back.
+    Reply(Bytes),
+    /// No reply.
+    Failed(Failure),
+}
+
+/// Why an attempt brought no reply.
+pub(super) enum Failure {
+    /// The transport failed: sent again on a new connection.
+    Transport(Transport),
+    /// The connection is up, but no reply came within the response timeout
+    /// (or the receiver stopped reading): `X`.
+    NoReply(String),
+    /// Something came back that cannot be read (a reply larger than the
+    /// frame limit): handled like a reply without MSA.
+    Unreadable(String),
+    /// The message can never be sent (larger than a frame may be, or it
+    /// holds MLLP framing bytes): an error status.
+    Unsendable(String),
+}
+
+impl Failure {
+    /// Sorts a failure on a connection that was already open.
+    pub(super) fn from_client(error: ClientError) -> Self {
+        classify(error, false)
+    }
+
+    /// The connection is gone.
+    pub(super) fn closed() -> Self {
+        Failure::Transport(Transport { kind: TransportKind::Closed, detail: "not connected".to_owned() })
+    }
+}
+
+/// Which part of the transport failed; named in the message's error text
+/// and in the event log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TransportKind {
+    /// The TCP connection could not be opened (refused, unreachable, timed
+    /// out).
+    Connect,
+    /// The TLS handshake failed.
+    Handshake,
+    /// Writing the message failed.
+    Write,
+    /// The receiver closed the connection before its reply was complete.
+    Closed,
+    /// The connection was reset or broke otherwise.
+    Reset,
+}
+
+impl TransportKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Handshake => "TLS handshake",
+            Self::Write => "write",
+            Self::Closed => "connection closed",
+            Self::Reset => "connection reset",
+        }
+    }
+}
+
+/// A transport failure: which kind, and what the system said.
+#[derive(Clone, Debug)]
+pub(super) struct Transport {
+    pub(super) kind: TransportKind,
+    detail: String,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "transport failure ({}): {}", self.kind.as_str(), self.detail)
+    }
+}
+
+/// Sorts a failed exchange. `fresh`: the connection was opened for this
+/// attempt, so a TLS alert at the first read is the handshake failing
+/// (TLS 1.3 servers refuse a client certificate only then).
+fn classify(error: ClientError, fresh: bool) -> Failure {
+    let transport = |kind| Failure::Transport(Transport { kind, detail: error.to_string() });
+    match &error {
+        ClientError::Connect { .. } | ClientError::ConnectTimeout { .. } => transport(TransportKind::Connect),
+        ClientError::Tls { .. } => transport(TransportKind::Handshake),
+        ClientError::TlsSession(_) if fresh => transport(TransportKind::Handshake),
+        ClientError::TlsSession(_) => transport(TransportKind::Reset),
+        ClientError::Closed | ClientError::Unsolicited | ClientError::Mllp(MllpError::Incomplete { .. }) => {
+            transport(TransportKind::Closed)
+        }
+        ClientError::Mllp(MllpError::Io(e)) => match e.kind() {
+            std::io::ErrorKind::BrokenPipe => transport(TransportKind::Write),
+            std::io::ErrorKind::UnexpectedEof => transport(TransportKind::Closed),
+            _ => transport(TransportKind::Reset),
+        },
+        ClientError::ReplyTimeout(_) | ClientError::SendTimeout(_) => Failure::NoReply(error.to_string()),
+        ClientError::OversizedReply { .. } => Failure::Unreadable(error.to_string()),
+        ClientError::Mllp(MllpError::FrameTooLarge { .. } | MllpError::PayloadContainsFraming { .. }) => {
+            Failure::Unsendable(error.to_string())
+        }
+    }
+}
+
+/// Can `body` be sent in one frame at all? (Checked before a message joins
+/// a pipeline, so that one that cannot never cuts a window short.)
+pub(super) fn can_frame(body: &[u8]) -> bool {
+    MllpCodec::new().check_payload(body).is_ok()
+}
+
+/// The connection to the receiver, opened when needed and kept open with
+/// `stay_connected`.
+pub(super) struct Connection {
+    client: Option<MllpClient<Box<dyn Stream>>>,
+    pub(super) addr: String,
+    host: String,
+    tls: Option<Arc<TlsConfigHandle>>,
+    /// When transport failures began, while they go on.
+    down_since: Option<Instant>,
+    /// Set once the receiver answered a pipelined message out of order, or
+    /// with a reply that matches no message in flight: from then on,
+    /// until the item restarts, one message at a time.
+    pub(super) one_at_a_time: bool,
+}
+
+impl Connection {
+    pub(super) fn new(config: &MllpOutConfig, tls: Option<Arc<TlsConfigHandle>>) -> Self {
+        Self {
+            client: None,
+            addr: format!("{}:{}", config.host, config.port),
+            host: config.host.clone(),
+            tls,
+            down_since: None,
+            one_at_a_time: false,
+        }
+    }
+
+    pub(super) fn client(&mut self) -> Option<&mut MllpClient<Box<dyn Stream>>> {
+        self.client.as_mut()
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        self.client.is_some()
+    }
+
+    pub(super) fn close(&mut self, ctx: &ItemCtx) {
+        if self.client.take().is_some() {
+            ctx.slot.stats.connection(false);
+        }
+    }
+
+    /// Closes a kept-open connection that the receiver closed, reset or
+    /// wrote on while it was idle, so that the next message goes out on a
+    /// new one without costing an attempt.
+    pub(super) fn check_idle(&mut self, ctx: &ItemCtx) {
+        if let Some(client) = self.client.as_mut()
+            && let Err(e) = client.check_idle()
+        {
+            tracing::debug!(item = ctx.name(), addr = %self.addr, reason = %e, "reopening the connection");
+            self.close(ctx);
+        }
+    }
+
+    /// Opens the connection: TCP, and the TLS handshake if configured.
+    async fn open(&mut self, ctx: &ItemCtx, config: &MllpOutConfig) -> Result<(), Failure> {
+        // Built per connection, so a renewed certificate is used at once.
+        let tls = match &self.tls {
+            None => None,
+            Some(handle) => match handle.connector().and_then(|c| Ok((c, handle.server_name(&self.host)?))) {
+                Ok((connector, server_name)) => Some(ClientTls { connector, server_name }),
+                Err(e) => {
+                    let detail = e.to_string();
+                    return Err(Failure::Transport(Transport { kind: TransportKind::Handshake, detail }));
+                }
+            },
+        };
+        let client = MllpClient::connect_with(&self.addr, config.connect_timeout, tls.as_ref())
+            .await
+            .map_err(|e| classify(e, true))?;
+        self.client = Some(client);
+        ctx.slot.stats.connection(true);
+        Ok(())
+    }
+
+    /// Sends `body` and waits for its reply, opening the connection first
+    /// if it is not open (or no longer usable).
+    pub(super) async fn attempt(&mut self, ctx: &ItemCtx, config: &MllpOutConfig, body: &[u8]) -> Attempt {
+        self.check_idle(ctx);
+        let fresh = self.client.is_none();
+        if fresh && let Err(failure) = self.open(ctx, config).await {
+            return Attempt::Failed(failure);
+        }
+        let Some(client) = self.client.as_mut() else {
+            let detail = "not connected".to_owned();
+            return Attempt::Failed(Failure::Transport(Transport { kind: TransportKind::Connect, detail }));
+        };
+        let result = client.exchange(body, config.response_timeout).await;
+        let attempt = match result {
+            Ok(reply) => Attempt::Reply(reply),
+            Err(e) => {
+                // The connection's state is unknown after any failure.
+                self.close(ctx);
+                Attempt::Failed(classify(e, fresh))
+            }
+        };
+        if !matches!(attempt, Attempt::Failed(Failure::Transport(_))) {
+            self.reached(ctx, fresh);
+        }
+        attempt
+    }
+
+    /// The receiver answered, or at least kept the connection up: the end
+    /// of an outage, if there was one.
+    pub(super) fn reached(&mut self, ctx: &ItemCtx, fresh: bool) {
+        let was_down = self.down_since.take().is_some();
+        if was_down {
+            ctx.event(EventLevel::Info, "connected", format!("delivering to {} again", self.addr));
+        }
+        if was_down || fresh {
+            ctx.recovered();
+        }
+    }
+
+    /// Notes a transport failure at a message first tried at `first`: the
+    /// first failure of a run is logged and goes to the event log; once
+    /// they have gone on for the failure timeout (which is also when the
+    /// message is given up) the item is put in error (its production shows
+    /// as troubled) until the receiver answers again.
+    pub(super) fn transport_failed(
+        &mut self,
+        ctx: &ItemCtx,
+        config: &MllpOutConfig,
+        failure: &Transport,
+        first: Instant,
+    ) {
+        let since = match self.down_since {
+            Some(since) => since,
+            None => {
+                let text = format!("{failure}; sending again every {:?}", config.retry_interval);
+                tracing::warn!(production = ctx.production_id(), item = ctx.name(), addr = %self.addr, "{text}");
+                ctx.event(EventLevel::Warning, "transport", text);
+                *self.down_since.insert(Instant::now())
+            }
+        };
+        if since.min(first).elapsed() >= config.failure_timeout.unwrap_or(FOREVER_TROUBLED_AFTER) {
+            ctx.fail(format!("cannot deliver to {}: {failure}", self.addr));
+        } else {
+            tracing::debug!(item = ctx.name(), %failure, "will send again");
+        }
+    }
+
+    /// Stops sending ahead for the rest of the item's run, with a warning.
+    pub(super) fn fall_back(&mut self, ctx: &ItemCtx, why: String) {
+        if !self.one_at_a_time {
+            self.one_at_a_time = true;
+            let text = format!("{why}: sending one message at a time until the item is restarted");
+            tracing::warn!(production = ctx.production_id(), item = ctx.name(), "{text}");
+            ctx.event(EventLevel::Warning, "pipeline", text);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(error: ClientError, fresh: bool) -> Option<TransportKind> {
+        match classify(error, fresh) {
+            Failure::Transport(t) => Some(t.kind),
+            _ => None,
+        }
+    }
+
+    fn io(kind: std::io::ErrorKind) -> ClientError {
+        ClientError::Mllp(MllpError::Io(std::io::Error::from(kind)))
+    }
+
+    /// Only a timeout on a live connection, an unreadable reply and a
+    /// message that cannot be framed are judged; everything that loses the
+    /// connection is a transport failure, sent again.
+    #[test]
+    fn failures_are_sorted_into_transport_and_judged() {
+        use std::io::ErrorKind;
+        assert_eq!(kind(ClientError::Closed, false), Some(TransportKind::Closed));
+        assert_eq!(kind(ClientError::Unsolicited, false), Some(TransportKind::Closed));
+        assert_eq!(kind(ClientError::Mllp(MllpError::Incomplete { buffered: 4 }), false), Some(TransportKind::Closed));
+        assert_eq!(kind(io(ErrorKind::ConnectionReset), false), Some(TransportKind::Reset));
+        assert_eq!(kind(io(ErrorKind::BrokenPipe), false), Some(TransportKind::Write));
+        let alert = || ClientError::TlsSession(std::io::Error::other("alert"));
+        assert_eq!(kind(alert(), true), Some(TransportKind::Handshake));
+        assert_eq!(kind(alert(), false), Some(TransportKind::Reset));
+        let refused =
+            ClientError::Connect { addr: "a:1".into(), reason: std::io::Error::from(ErrorKind::ConnectionRefused) };
+        assert_eq!(kind(refused, true), Some(TransportKind::Connect));
+        assert!(matches!(classify(ClientError::ReplyTimeout(Duration::from_secs(1)), false), Failure::NoReply(_)));
+        assert!(matches!(classify(ClientError::SendTimeout(Duration::from_secs(1)), false), Failure::NoReply(_)));
+        assert!(matches!(classify(ClientError::OversizedReply { len: 9 }, false), Failure::Unreadable(_)));
+        let framing = ClientError::Mllp(MllpError::PayloadContainsFraming { byte: 0x1c, offset: 3 });
+        assert!(matches!(classify(framing, false), Failure::Unsendable(_)));
+    }
+
+    #[test]
+    fn a_transport_failure_names_its_kind() {
+        let t =
+            Transport { kind: TransportKind::Closed, detail: "the peer closed the connection before replying".into() };
+        assert_eq!(
+            t.to_string(),
+            "transport failure (connection closed): the peer closed the connection before replying"
+        );
+        assert!(can_frame(b"MSH|^~\\&|A"));
+        assert!(!can_frame(b"MSH|\x1c"));
+    }
+}
