@@ -199,9 +199,16 @@ async fn deliver_batch(
             }
             continue;
         }
-        conn.check_idle(ctx);
-        let ahead = config.pipeline_depth > 1 && !conn.one_at_a_time && progress.held.is_empty();
-        if ahead && conn.is_open() && batch.len() - next > 1 && can_frame(&message.body) {
+        let ahead = config.pipeline_depth > 1
+            && !conn.one_at_a_time
+            && progress.held.is_empty()
+            && batch.len() - next > 1
+            && can_frame(&message.body);
+        if ahead {
+            // A window goes out only on a connection known to be usable.
+            conn.check_idle(ctx);
+        }
+        if ahead && conn.is_open() {
             match pipeline::run(ctx, config, actions, conn, batch, next, &mut progress).await {
                 Ok(finished) if finished > next || !conn.is_open() || conn.one_at_a_time => {
                     next = finished;
