@@ -616,6 +616,70 @@ fn assert_in_order(got: &[String], ids: &[String], depth: usize) {
     assert!(repeats <= ids.len() * depth, "{repeats} repeats: {got:?}");
 }
 
+/// Over TLS, the same: a reset in the middle of a reply, a receiver that
+/// closes idle connections, and one that restarts are transport failures,
+/// never a failed message; one at a time and pipelined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_resets_idle_closes_and_restarts_are_transport_failures() {
+    for depth in [1, 8] {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        let tls = |name: &str, role: &str| {
+            format!(
+                "  {name}:\n    role: {role}\n    ca_file: {0}/ca.crt\n    cert_file: {0}/{name}.crt\n    key_file: {0}/{name}.key\n    create_if_missing: true\n",
+                pki.display()
+            )
+        };
+        let in_port = free_port();
+        let placeholder = free_port();
+        let yaml = |out_port: u16| {
+            let items = [
+                mllp_in("In", in_port, "Out", &[]),
+                mllp_out("Out", out_port, &["tls: out-client", &format!("pipeline_depth: {depth}"), "enabled: false"]),
+            ];
+            format!("tls:\n{}{}{}", tls("out-client", "client"), tls("rcv-server", "server"), production(&items))
+        };
+        let config = switchboard::config::parse(&dir.path().join("productions.yaml"), &yaml(placeholder)).unwrap();
+        switchboard::tls::create_missing(&config).unwrap();
+        let server = switchboard::tls::TlsConfigHandle::load("rcv-server", &config.tls["rcv-server"]).unwrap();
+        let receiver = Receiver::start_tls(server.acceptor().unwrap()).await;
+        let engine = start_engine(dir.path(), &yaml(receiver.port)).await;
+        let p = Pipeline { engine, receiver, in_port, dir };
+        let reset = Arc::new(AtomicBool::new(false));
+        let once = reset.clone();
+        p.receiver.set_script(move |id| match id == "T3" && !once.swap(true, Ordering::SeqCst) {
+            true => Behaviour::ResetMidReply,
+            false => Behaviour::Accept,
+        });
+        let ids: Vec<String> = (1..=9).map(|n| format!("T{n}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        queue_then_enable(&p, &refs).await;
+        p.receiver.set_idle_close(Some(Duration::from_millis(150)));
+        let idle: Vec<String> = (1..=6).map(|n| format!("TI{n}")).collect();
+        send_in_bursts(&p, &idle, 2, Duration::from_millis(400)).await;
+        p.receiver.set_idle_close(None);
+        let restarts: Vec<String> = (1..=3).map(|n| format!("TR{n}")).collect();
+        for id in &restarts {
+            p.send_accepted("ADT^A01", id).await;
+            wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+            p.receiver.restart().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let all: Vec<String> = ids.iter().chain(&idle).chain(&restarts).cloned().collect();
+        for id in &all {
+            let h = wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+            let expected = if id == "T3" { 2 } else { 1 };
+            match depth {
+                1 => assert_eq!(h.attempts, expected, "{h:?}"),
+                _ => assert!((1..=2).contains(&h.attempts), "{h:?}"),
+            }
+        }
+        assert_in_order(&p.receiver.ids(), &all, depth);
+        assert_eq!(p.store().count_by_status(PRODUCTION, "Out", Status::Error).unwrap(), 0);
+        p.engine.shutdown().await;
+    }
+}
+
 /// A reply that is not HL7 is handled like one without MSA (`:~=S` in the
 /// default: suspended), and its bytes are kept with the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

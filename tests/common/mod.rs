@@ -75,11 +75,23 @@ pub struct Receiver {
     pub port: u16,
     shared: Arc<Shared>,
     running: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
+    /// With this, it answers over TLS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Receiver {
     /// A receiver that answers AA, listening on a free port.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A receiver that answers AA over TLS, with this acceptor's
+    /// certificate and client verification.
+    pub async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        Self::start_with(Some(acceptor)).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a receiver");
         let port = listener.local_addr().expect("receiver address").port();
         let shared = Arc::new(Shared {
@@ -91,7 +103,7 @@ impl Receiver {
             idle_close: Mutex::new(None),
             out_of_order: std::sync::atomic::AtomicBool::new(false),
         });
-        let receiver = Self { port, shared, running: Mutex::new(None) };
+        let receiver = Self { port, shared, running: Mutex::new(None), tls };
         receiver.serve(listener);
         receiver
     }
@@ -107,6 +119,7 @@ impl Receiver {
         let cancel = CancellationToken::new();
         let shared = self.shared.clone();
         let stop = cancel.clone();
+        let tls = self.tls.clone();
         let handle = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
@@ -116,7 +129,15 @@ impl Receiver {
                 };
                 let Ok((stream, _)) = accepted else { continue };
                 shared.connections.fetch_add(1, Ordering::Relaxed);
-                connections.spawn(answer(stream, shared.clone()));
+                let shared = shared.clone();
+                match tls.clone() {
+                    None => connections.spawn(answer(stream, shared)),
+                    Some(tls) => connections.spawn(async move {
+                        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(5), tls.accept(stream)).await {
+                            answer(stream, shared).await;
+                        }
+                    }),
+                };
                 while connections.try_join_next().is_some() {}
             }
             drop(listener);
@@ -215,7 +236,25 @@ impl Receiver {
     }
 }
 
-async fn answer(stream: TcpStream, shared: Arc<Shared>) {
+/// A connection the receiver can reset rather than close.
+trait Resettable: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {
+    /// Makes closing the connection reset it (a zero linger time).
+    fn reset_on_close(&self) -> std::io::Result<()>;
+}
+
+impl Resettable for TcpStream {
+    fn reset_on_close(&self) -> std::io::Result<()> {
+        self.set_zero_linger()
+    }
+}
+
+impl Resettable for tokio_rustls::server::TlsStream<TcpStream> {
+    fn reset_on_close(&self) -> std::io::Result<()> {
+        self.get_ref().0.set_zero_linger()
+    }
+}
+
+async fn answer<S: Resettable>(stream: S, shared: Arc<Shared>) {
     let mut framed = Framed::new(stream, MllpCodec::new());
     loop {
         let idle = *shared.idle_close.lock().unwrap();
@@ -252,7 +291,7 @@ async fn answer(stream: TcpStream, shared: Arc<Shared>) {
 }
 
 /// Records and answers one message; `false` once the connection is done.
-async fn answer_one(framed: &mut Framed<TcpStream, MllpCodec>, shared: &Shared, payload: Bytes) -> bool {
+async fn answer_one<S: Resettable>(framed: &mut Framed<S, MllpCodec>, shared: &Shared, payload: Bytes) -> bool {
     let Ok(msg) = Message::parse(&payload) else { return true };
     let id = msg.control_id().map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
     shared.received.lock().unwrap().push((id.clone(), payload.clone()));
@@ -283,8 +322,7 @@ async fn answer_one(framed: &mut Framed<TcpStream, MllpCodec>, shared: &Shared, 
             let stream = framed.get_mut();
             let _ = stream.write_all(&half).await;
             let _ = stream.flush().await;
-            // A zero linger time makes the close a reset.
-            let _ = stream.set_zero_linger();
+            let _ = stream.reset_on_close();
             return false;
         }
     };
