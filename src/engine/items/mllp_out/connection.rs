@@ -19,6 +19,13 @@ use crate::mllp::{ClientError, ClientTls, MllpClient, MllpCodec, MllpError, Stre
 use crate::store::EventLevel;
 use crate::tls::TlsConfigHandle;
 
+/// How long a kept-open connection must have been idle before it is
+/// checked for a close from the receiver before the next write. A receiver
+/// closes idle connections after seconds, not milliseconds, and one busy
+/// with back-to-back messages is not worth a system call per message (a
+/// close in that gap is still caught, as a transport failure).
+const CHECK_IDLE_AFTER: Duration = Duration::from_millis(20);
+
 /// How long transport failures may go on before the item is put in error
 /// when `failure_timeout` is `forever` (the file's default otherwise).
 const FOREVER_TROUBLED_AFTER: Duration = Duration::from_secs(15);
@@ -141,6 +148,8 @@ pub(super) struct Connection {
     tls: Option<Arc<TlsConfigHandle>>,
     /// When transport failures began, while they go on.
     down_since: Option<Instant>,
+    /// When the connection was last used (written to or read from).
+    last_used: Instant,
     /// Set once the receiver answered a pipelined message out of order, or
     /// with a reply that matches no message in flight: from then on,
     /// until the item restarts, one message at a time.
@@ -155,11 +164,14 @@ impl Connection {
             host: config.host.clone(),
             tls,
             down_since: None,
+            last_used: Instant::now(),
             one_at_a_time: false,
         }
     }
 
+    /// The open connection, about to be used.
     pub(super) fn client(&mut self) -> Option<&mut MllpClient<Box<dyn Stream>>> {
+        self.last_used = Instant::now();
         self.client.as_mut()
     }
 
@@ -177,6 +189,9 @@ impl Connection {
     /// wrote on while it was idle, so that the next message goes out on a
     /// new one without costing an attempt.
     pub(super) fn check_idle(&mut self, ctx: &ItemCtx) {
+        if self.last_used.elapsed() < CHECK_IDLE_AFTER {
+            return;
+        }
         if let Some(client) = self.client.as_mut()
             && let Err(e) = client.check_idle()
         {
@@ -214,11 +229,12 @@ impl Connection {
         if fresh && let Err(failure) = self.open(ctx, config).await {
             return Attempt::Failed(failure);
         }
-        let Some(client) = self.client.as_mut() else {
+        let Some(client) = self.client() else {
             let detail = "not connected".to_owned();
             return Attempt::Failed(Failure::Transport(Transport { kind: TransportKind::Connect, detail }));
         };
         let result = client.exchange(body, config.response_timeout).await;
+        self.last_used = Instant::now();
         let attempt = match result {
             Ok(reply) => Attempt::Reply(reply),
             Err(e) => {

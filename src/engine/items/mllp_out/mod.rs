@@ -149,7 +149,7 @@ struct Progress {
     /// Replies that a receiver sent ahead of their turn, matched to their
     /// messages by MSA-2 (by index in the batch); each is judged when its
     /// message's turn comes, without sending it again.
-    held: HashMap<usize, Bytes>,
+    held: HashMap<usize, Returned>,
     /// The attempts so far at the message a transport failure cut a
     /// pipeline at (by index), carried over to its next attempt.
     head: Option<(usize, Tries)>,
@@ -311,7 +311,7 @@ async fn deliver(
         let attempt = conn.attempt(ctx, config, &message.body).await;
         tries.attempts += 1;
         let reached = match attempt {
-            Attempt::Reply(bytes) => Reached::Reply(bytes),
+            Attempt::Reply(bytes) => Reached::Reply(Returned::read(bytes)),
             Attempt::Failed(Failure::Transport(failure)) => {
                 conn.transport_failed(ctx, config, &failure, tries.first);
                 if past_failure_timeout(config, tries.first) {
@@ -350,10 +350,29 @@ fn past_failure_timeout(config: &MllpOutConfig, since: Instant) -> bool {
     config.failure_timeout.is_some_and(|limit| since.elapsed() >= limit)
 }
 
+/// A reply as it came back, read once.
+struct Returned {
+    bytes: Bytes,
+    /// Its acknowledgment parts, or why it cannot be read.
+    read: Result<Reply, String>,
+}
+
+impl Returned {
+    fn read(bytes: Bytes) -> Self {
+        let read = Message::parse(&bytes).map(|msg| Reply::read(&msg)).map_err(|e| e.to_string());
+        Self { bytes, read }
+    }
+
+    /// MSA-2: the control id it acknowledges, if it can be read.
+    fn acknowledged(&self) -> Option<&str> {
+        self.read.as_ref().ok().and_then(Reply::acknowledged_control_id)
+    }
+}
+
 /// What an attempt that is judged by the reply code actions produced.
 enum Reached {
     /// This came back.
-    Reply(Bytes),
+    Reply(Returned),
     /// No reply on a live connection within the response timeout (`X`).
     NoReply(String),
     /// Transport failures went on past the failure timeout (`X`).
@@ -407,14 +426,13 @@ async fn judge(
 ) -> Judged {
     let sent_id = message.control_id.as_deref().unwrap_or_default();
     let (reply_bytes, seen, decision) = match attempt {
-        Reached::Reply(bytes) => match Message::parse(&bytes) {
-            Ok(msg) => {
-                let reply = Reply::read(&msg);
+        Reached::Reply(Returned { bytes, read }) => match read {
+            Ok(reply) => {
                 let decision = actions.decide(&DeliveryOutcome::Reply { reply: &reply, sent_control_id: sent_id });
                 (Some(bytes), Seen::Reply(reply), decision)
             }
             // Kept: the receiver's bytes are the evidence.
-            Err(e) => (Some(bytes), Seen::Unreadable(e.to_string()), actions.decide(&DeliveryOutcome::Unreadable)),
+            Err(e) => (Some(bytes), Seen::Unreadable(e), actions.decide(&DeliveryOutcome::Unreadable)),
         },
         Reached::NoReply(text) => {
             (None, Seen::Nothing(format!("no reply: {text}")), actions.decide(&DeliveryOutcome::NoReply))

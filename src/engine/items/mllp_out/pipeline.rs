@@ -14,11 +14,10 @@
 use bytes::Bytes;
 
 use super::connection::{Failure, can_frame};
-use super::{Delivered, Progress, Reached, Settled, Tries, settle};
+use super::{Delivered, Progress, Reached, Returned, Settled, Tries, settle};
 use crate::config::MllpOutConfig;
 use crate::engine::items::ItemCtx;
 use crate::engine::reply_actions::ReplyCodeActions;
-use crate::hl7::{Message, Reply};
 use crate::store::Queued;
 
 use super::connection::Connection;
@@ -76,7 +75,7 @@ pub(super) async fn run(
             return Ok(finished);
         }
         let reply = match client_receive(conn, config).await {
-            Ok(reply) => reply,
+            Ok(reply) => Returned::read(reply),
             Err(failure) => {
                 conn.close(ctx);
                 return lost(ctx, config, actions, conn, batch, finished, failure, progress).await;
@@ -84,10 +83,9 @@ pub(super) async fn run(
         };
         conn.reached(ctx, false);
         let control_id = |i: usize| batch[i].control_id.as_deref().unwrap_or_default();
-        let answers = acknowledged(&reply);
-        let matched = answers
-            .as_deref()
-            .and_then(|id| (finished..sent).find(|&i| !progress.held.contains_key(&i) && control_id(i) == id));
+        let answers = reply.acknowledged();
+        let matched =
+            answers.and_then(|id| (finished..sent).find(|&i| !progress.held.contains_key(&i) && control_id(i) == id));
         match matched {
             Some(i) if i != finished => {
                 let why =
@@ -102,7 +100,7 @@ pub(super) async fn run(
                 let why = format!(
                     "a reply that matches none of the {} messages in flight (MSA-2 {})",
                     sent - finished,
-                    answers.as_deref().map_or_else(|| "missing".to_owned(), |id| format!("{:?}", id)),
+                    answers.map_or_else(|| "missing".to_owned(), |id| format!("{id:?}")),
                 );
                 conn.fall_back(ctx, why);
                 // Unread, everything in flight goes again, one at a time.
@@ -161,10 +159,4 @@ async fn lost(
     };
     let tries = progress.tries(finished, message);
     settle(ctx, config, actions, conn, message, reached, tries, progress).await.map(|_| finished + 1)
-}
-
-/// MSA-2 of a reply: the control id it acknowledges, if it can be read.
-fn acknowledged(reply: &[u8]) -> Option<String> {
-    let msg = Message::parse(reply).ok()?;
-    Reply::read(&msg).acknowledged_control_id().map(str::to_owned)
 }
