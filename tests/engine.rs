@@ -1469,3 +1469,97 @@ async fn a_listener_that_cannot_bind_troubles_the_production_and_recovers_on_res
     assert_eq!(ack.acknowledgment_code(), Some("AA"));
     engine.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------
+// 10. Listeners that a flood cannot lock
+
+/// A connection to `port` from the loopback address 127.0.0.`from`, so that
+/// one test can play several peers.
+async fn raw_from(from: u8, port: u16) -> tokio::net::TcpStream {
+    let stream = try_raw_from(from, port).await.unwrap_or_else(|e| panic!("cannot connect from 127.0.0.{from}: {e}"));
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+async fn try_raw_from(from: u8, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(([127, 0, 0, from], 0).into())?;
+    socket.connect(([127, 0, 0, 1], port).into()).await
+}
+
+/// Sends one message on `client` and checks that it was accepted.
+async fn exchange_accepted<S: switchboard::mllp::Stream>(
+    client: &mut switchboard::mllp::MllpClient<S>,
+    control_id: &str,
+) {
+    let ack = client.exchange(&hl7("ADT^A01", control_id), Duration::from_secs(5)).await;
+    let ack = reply(&ack.unwrap_or_else(|e| panic!("no ACK for {control_id}: {e}")));
+    assert_eq!(ack.acknowledgment_code(), Some("AA"), "{ack:?}");
+    assert_eq!(ack.acknowledged_control_id(), Some(control_id));
+}
+
+/// The texts of the events of `item`, oldest first.
+fn event_texts(store: &Store, item: &str) -> Vec<String> {
+    let mut events = store.recent_events(10_000).expect("events");
+    events.retain(|e| e.item.as_deref() == Some(item));
+    events.into_iter().rev().map(|e| e.text).collect()
+}
+
+/// Waits until an event of `item` contains every one of `words`; returns it.
+async fn event_naming(store: &Store, item: &str, words: &[&str]) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let texts = event_texts(store, item);
+        if let Some(text) = texts.iter().find(|t| words.iter().all(|w| t.contains(w))) {
+            return text.clone();
+        }
+        assert!(Instant::now() < deadline, "no event of {item} names {words:?}: {texts:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_junk_flood_writes_a_bounded_number_of_events() {
+    const CONNECTIONS: usize = 20;
+    const ROUNDS: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &[]).await;
+    let mut flood = tokio::task::JoinSet::new();
+    for n in 0..CONNECTIONS {
+        flood.spawn(async move {
+            let junk = vec![b'x'; 16 * 1024];
+            for _ in 0..ROUNDS {
+                let mut stream = raw_from(2 + (n % 5) as u8, port).await;
+                // 80 KiB: past the 64 KiB allowed, so the engine closes it.
+                for _ in 0..5 {
+                    if stream.write_all(&junk).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = closed_within(&mut stream, Duration::from_secs(5)).await;
+            }
+        });
+    }
+    let mut client = connect(port).await;
+    exchange_accepted(&mut client, "CALM1").await;
+    let flooded = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(done) = flood.join_next().await {
+            done.expect("flood");
+        }
+    })
+    .await;
+    assert!(flooded.is_ok(), "the flood did not end");
+    exchange_accepted(&mut client, "CALM2").await;
+    // 100 connections closed for junk: 5 events, then silence.
+    let junk = |texts: &[String]| texts.iter().filter(|t| t.contains("outside MLLP frames")).count();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let texts = event_texts(engine.store(), "In");
+    assert_eq!(junk(&texts), 5, "{texts:#?}");
+    assert!(texts.len() <= 10, "{texts:#?}");
+    // What was held back is counted when the listener stops.
+    engine.stop_production(PRODUCTION, CommandSource::Api).await.unwrap();
+    let summary = event_naming(engine.store(), "In", &["more warnings about bytes outside MLLP frames"]).await;
+    let held: usize = summary.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or_default();
+    assert_eq!(held, CONNECTIONS * ROUNDS - 5, "{summary}");
+    engine.shutdown().await;
+}

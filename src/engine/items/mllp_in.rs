@@ -5,9 +5,14 @@
 //! store's inbound log, from which it is committed (invariant 1). A
 //! message that cannot be read or lacks what an ACK needs is rejected with
 //! AR (CR in enhanced mode) and an ERR segment; a message that cannot be
-//! stored gets AE (CE). Peers are held to an idle timeout, a read timeout
-//! for a started frame, a frame size limit and a connection limit, and one
-//! peer's trouble never reaches another's connection.
+//! stored gets AE (CE).
+//!
+//! Nothing a peer does may stall another connection (invariant 4): a
+//! connection must finish a started frame within the read timeout and
+//! send within the idle timeout; frames and junk are size limited; and the
+//! listener takes at most `max_connections` at once. The warnings a peer
+//! can cause are summed per connection and rate limited per item, so a flood
+//! cannot fill the log or the event table.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +26,9 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
 use super::{InlineDecided, InlineRouters, ItemCtx, header_facts};
-use crate::config::{AckMode, MllpInConfig};
+use crate::config::{AckMode, MllpInConfig, format_duration};
+use crate::engine::production::ProductionShared;
+use crate::engine::rate_limit::RateLimit;
 use crate::hl7::{AckBuilder, AckCode, AckError, Hl7ErrorCode, Message, Severity, check_header};
 use crate::mllp::{MllpCodec, MllpError, MllpFrame, Stream};
 use crate::store::{Committed, EventLevel, NewInbound, Pending, StoreError};
@@ -32,9 +39,15 @@ use tokio_rustls::server::TlsStream;
 const MAX_JUNK: usize = 64 * 1024;
 /// Time allowed to write an ACK.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Warnings of one kind an item writes per [`WARN_INTERVAL`]; the next one
+/// says how many were held back. At 5 a minute for each of a handful of
+/// kinds, a sustained attack adds megabytes a day to the event log, not
+/// gigabytes (and the retention purge takes them away).
+const WARN_BURST: u32 = 5;
+/// See [`WARN_BURST`].
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]) {
-    let addr = format!("{}:{}", config.host, config.port);
     let tls = match config.tls.as_deref().map(|name| ctx.production.tls(name)).transpose() {
         Ok(tls) => tls,
         Err(error) => {
@@ -44,6 +57,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
             return;
         }
     };
+    let addr = format!("{}:{}", config.host, config.port);
     let listener = match TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -56,7 +70,11 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
     tracing::info!(production = ctx.production_id(), item = ctx.name(), %addr, "listening");
     ctx.ready(Ok(()));
     let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let troubles = Arc::new(Troubles::new(ctx));
     let routers = InlineRouters::of(&ctx.production, targets);
+    // Shared by every connection: a flood of them costs no copies.
+    let (config, targets, service): (Arc<MllpInConfig>, Arc<[String]>, Arc<str>) =
+        (Arc::new(config.clone()), targets.into(), ctx.name().into());
     let mut connections = tokio::task::JoinSet::new();
     let mut trouble = ctx.store().commit_trouble();
     let cause = trouble.borrow_and_update().clone();
@@ -77,48 +95,129 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
             Ok(pair) => pair,
             Err(e) => {
                 // Out of descriptors and the like: back off, keep listening.
-                tracing::warn!(item = ctx.name(), error = %e, "accept failed");
+                troubles.report(Trouble::Accept, || format!("cannot accept a connection: {e}"));
                 let _ = ctx.sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(item = ctx.name(), %peer, limit = config.max_connections, "connection refused: too many connections");
-            ctx.event(
-                EventLevel::Warning,
-                "connection",
-                format!("refused {peer}: more than {} connections", config.max_connections),
-            );
+            troubles.report(Trouble::Refused, || {
+                format!("refused {peer}: more than {} connections (max_connections)", config.max_connections)
+            });
             drop(stream);
             continue;
         };
         let conn = Connection {
             ctx: ItemHandle::of(ctx),
             config: config.clone(),
-            targets: targets.into(),
+            targets: targets.clone(),
             routers: routers.clone(),
             peer,
-            service: ctx.name().into(),
+            service: service.clone(),
             origin: peer.to_string().into(),
+            troubles: troubles.clone(),
         };
-        let _ = stream.set_nodelay(true);
         let tls = tls.clone();
         connections.spawn(async move {
             let _permit = permit;
-            match tls {
-                None => conn.serve(stream).await,
-                Some(tls) => {
-                    if let Some(stream) = conn.handshake(&tls, stream).await {
-                        conn.serve(stream).await;
-                    }
-                }
-            }
+            conn.open(stream, tls.as_deref()).await;
         });
         while connections.try_join_next().is_some() {}
     }
     // Stop taking messages: close every connection. A message whose commit
     // is in flight is either committed and acknowledged or not acknowledged.
     connections.shutdown().await;
+    troubles.flush();
+}
+
+/// The kinds of warning a peer can cause. Each is rate limited on its own,
+/// so a flood of one kind neither hides the others nor is hidden by them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trouble {
+    /// Bytes outside MLLP frames.
+    Junk,
+    /// Frames that are not usable messages (unreadable, incomplete header,
+    /// too large).
+    Rejected,
+    /// Failed TLS handshakes.
+    Handshake,
+    /// Connections refused because the listener was full.
+    Refused,
+    /// Connections that failed while reading or writing.
+    Failed,
+    /// `accept` itself failed (out of file descriptors...).
+    Accept,
+}
+
+impl Trouble {
+    const ALL: [Trouble; 6] =
+        [Trouble::Junk, Trouble::Rejected, Trouble::Handshake, Trouble::Refused, Trouble::Failed, Trouble::Accept];
+
+    /// The event kind it is logged under.
+    fn kind(self) -> &'static str {
+        match self {
+            Trouble::Junk | Trouble::Rejected => "inbound",
+            Trouble::Handshake => "tls",
+            Trouble::Refused | Trouble::Failed | Trouble::Accept => "connection",
+        }
+    }
+
+    /// What its warnings are about, for the count left when the item stops.
+    fn about(self) -> &'static str {
+        match self {
+            Trouble::Junk => "bytes outside MLLP frames",
+            Trouble::Rejected => "rejected messages",
+            Trouble::Handshake => "failed TLS handshakes",
+            Trouble::Refused => "refused connections",
+            Trouble::Failed => "failed connections",
+            Trouble::Accept => "failed accepts",
+        }
+    }
+}
+
+/// The warnings of one listener, limited per kind of [`Trouble`]: each
+/// goes to the log and, as a warning, to the event log.
+struct Troubles {
+    production: Arc<ProductionShared>,
+    item: String,
+    limits: [RateLimit; Trouble::ALL.len()],
+}
+
+impl Troubles {
+    fn new(ctx: &ItemCtx) -> Self {
+        Self {
+            production: ctx.production.clone(),
+            item: ctx.name().to_owned(),
+            limits: Trouble::ALL.map(|_| RateLimit::new(WARN_BURST, WARN_INTERVAL)),
+        }
+    }
+
+    fn limit(&self, trouble: Trouble) -> &RateLimit {
+        // `ALL` lists every kind in declaration order.
+        &self.limits[trouble as usize]
+    }
+
+    /// Writes the warning `text` makes, unless too many of its kind were
+    /// written lately (then it is only counted, and not even formatted).
+    fn report(&self, trouble: Trouble, text: impl FnOnce() -> String) {
+        let Some(pass) = self.limit(trouble).check() else { return };
+        self.write(trouble, format!("{}{}", text(), pass.suffix()));
+    }
+
+    /// Says how many warnings were held back and not reported yet.
+    fn flush(&self) {
+        for trouble in Trouble::ALL {
+            let held = self.limit(trouble).take_suppressed();
+            if held > 0 {
+                self.write(trouble, format!("{held} more warnings about {} were suppressed", trouble.about()));
+            }
+        }
+    }
+
+    fn write(&self, trouble: Trouble, text: String) {
+        tracing::warn!(production = %self.production.id, item = %self.item, "{text}");
+        self.production.event(EventLevel::Warning, Some(&self.item), trouble.kind(), text);
+    }
 }
 
 /// What a connection task needs from its item (owned, for `spawn`).
@@ -137,7 +236,7 @@ impl ItemHandle {
 
 struct Connection {
     ctx: ItemHandle,
-    config: MllpInConfig,
+    config: Arc<MllpInConfig>,
     /// Shared with the counting of each message routed on receipt.
     targets: Arc<[String]>,
     routers: InlineRouters,
@@ -146,6 +245,7 @@ struct Connection {
     service: Arc<str>,
     /// `peer` as each message stored records it, formatted once.
     origin: Arc<str>,
+    troubles: Arc<Troubles>,
 }
 
 /// Where a reply goes.
@@ -154,15 +254,54 @@ enum Answer {
     Nothing,
 }
 
+/// Why a connection ended.
+enum Closed {
+    Stopping,
+    ByPeer,
+    Idle,
+    ReadTimeout,
+    TooMuchJunk,
+    ReadError(String),
+    WriteError(String),
+    WriteTimeout,
+}
+
+impl Closed {
+    fn as_str(&self) -> &str {
+        match self {
+            Closed::Stopping => "the item is stopping",
+            Closed::ByPeer => "closed by peer",
+            Closed::Idle => "idle timeout",
+            Closed::ReadTimeout => "read timeout: a frame was started but not finished",
+            Closed::TooMuchJunk => "too much data outside frames",
+            Closed::ReadError(_) => "read error",
+            Closed::WriteError(_) => "write error",
+            Closed::WriteTimeout => "write timeout",
+        }
+    }
+}
+
 impl Connection {
+    /// Runs the connection from its accept: TLS handshake, then messages.
+    async fn open(self, stream: TcpStream, tls: Option<&TlsConfigHandle>) {
+        let _ = stream.set_nodelay(true);
+        match tls {
+            None => self.serve(stream).await,
+            Some(tls) => {
+                if let Some(stream) = self.handshake(tls, stream).await {
+                    self.serve(stream).await;
+                }
+            }
+        }
+    }
+
     /// Completes the server side of a TLS handshake within the read
     /// timeout. A failure (plaintext client, untrusted or missing client
-    /// certificate, ...) is logged with its reason and closes only this
+    /// certificate, ...) is reported with its reason and closes only this
     /// connection.
     async fn handshake(&self, tls: &TlsConfigHandle, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
         let failed = |reason: String| {
-            tracing::warn!(item = %self.ctx.slot.name, peer = %self.peer, %reason, "TLS handshake failed");
-            self.event(EventLevel::Warning, format!("TLS handshake with {} failed: {reason}", self.peer));
+            self.troubles.report(Trouble::Handshake, || format!("TLS handshake with {} failed: {reason}", self.peer));
         };
         // A fresh acceptor per connection: a renewed certificate applies to
         // the next handshake.
@@ -173,7 +312,11 @@ impl Connection {
                 return None;
             }
         };
-        match tokio::time::timeout(self.config.read_timeout, acceptor.accept(stream)).await {
+        let accepted = tokio::select! {
+            () = self.ctx.cancel.cancelled() => return None,
+            accepted = tokio::time::timeout(self.config.read_timeout, acceptor.accept(stream)) => accepted,
+        };
+        match accepted {
             Ok(Ok(stream)) => Some(stream),
             Ok(Err(e)) => {
                 failed(e.to_string());
@@ -194,7 +337,7 @@ impl Connection {
         let codec = MllpCodec::new().with_max_frame_size(self.config.max_message_size);
         let mut framed = Framed::new(stream, codec);
         let mut junk = 0usize;
-        let reason = 'connection: loop {
+        let closed = 'connection: loop {
             // A frame that has started must finish within the read timeout;
             // between frames the idle timeout applies. Bytes of a frame can
             // arrive while waiting for the next frame, so the wait is cut
@@ -215,7 +358,7 @@ impl Connection {
                     break Err(());
                 }
                 tokio::select! {
-                    () = self.ctx.cancel.cancelled() => break 'connection "the item is stopping",
+                    () = self.ctx.cancel.cancelled() => break 'connection Closed::Stopping,
                     frame = tokio::time::timeout_at(deadline.min(Instant::now() + step), framed.next()) => {
                         if let Ok(frame) = frame {
                             break Ok(frame);
@@ -224,29 +367,22 @@ impl Connection {
                 }
             };
             let answer = match frame {
-                Err(_) if frame_started.is_none() => break "idle timeout",
-                Err(_) => break "read timeout: a frame was started but not finished",
-                Ok(None) => break "closed by peer",
+                Err(()) if frame_started.is_none() => break Closed::Idle,
+                Err(()) => break Closed::ReadTimeout,
+                Ok(None) => break Closed::ByPeer,
                 // A TLS peer that closes without close_notify between
                 // messages has simply hung up.
                 Ok(Some(Err(MllpError::Io(e))))
                     if e.kind() == std::io::ErrorKind::UnexpectedEof && frame_started.is_none() =>
                 {
-                    break "closed by peer";
+                    break Closed::ByPeer;
                 }
-                Ok(Some(Err(e))) => {
-                    tracing::warn!(%item, peer = %self.peer, error = %e, "connection error");
-                    break "read error";
-                }
+                Ok(Some(Err(e))) => break Closed::ReadError(e.to_string()),
                 Ok(Some(Ok(MllpFrame::Discarded { bytes }))) => {
-                    junk += bytes;
-                    tracing::warn!(%item, peer = %self.peer, bytes, "bytes outside MLLP frames dropped");
+                    // Summed, and reported once when the connection closes.
+                    junk = junk.saturating_add(bytes);
                     if junk > MAX_JUNK {
-                        self.event(
-                            EventLevel::Warning,
-                            format!("closed {}: more than {MAX_JUNK} bytes outside MLLP frames", self.peer),
-                        );
-                        break "too much data outside frames";
+                        break Closed::TooMuchJunk;
                     }
                     continue;
                 }
@@ -254,7 +390,8 @@ impl Connection {
                     stats.bump(&stats.errors, 1);
                     let text =
                         format!("message of {len} bytes exceeds the limit of {} bytes", self.config.max_message_size);
-                    self.event(EventLevel::Warning, format!("rejected a message from {}: {text}", self.peer));
+                    self.troubles
+                        .report(Trouble::Rejected, || format!("rejected a message from {}: {text}", self.peer));
                     Answer::Send(reject(&head, &text, Hl7ErrorCode::ValueTooLong))
                 }
                 Ok(Some(Ok(MllpFrame::Message(payload)))) => self.receive(payload).await,
@@ -262,20 +399,41 @@ impl Connection {
             if let Answer::Send(ack) = answer {
                 match tokio::time::timeout(WRITE_TIMEOUT, framed.send(&ack[..])).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(%item, peer = %self.peer, error = %e, "cannot send ACK");
-                        break "write error";
-                    }
-                    Err(_) => break "write timeout",
+                    Ok(Err(e)) => break Closed::WriteError(e.to_string()),
+                    Err(_) => break Closed::WriteTimeout,
                 }
             }
         };
-        tracing::debug!(%item, peer = %self.peer, reason, "connection closed");
         stats.connection(false);
+        tracing::debug!(%item, peer = %self.peer, reason = closed.as_str(), junk, "connection closed");
+        self.report_close(&closed, junk);
     }
 
-    fn event(&self, level: EventLevel, text: String) {
-        self.ctx.production.event(level, Some(&self.ctx.slot.name), "inbound", text);
+    /// One warning for what went wrong on the connection, if anything: the
+    /// junk it sent is summed over its life rather than reported per read.
+    fn report_close(&self, closed: &Closed, junk: usize) {
+        let peer = self.peer;
+        match closed {
+            Closed::TooMuchJunk => self.troubles.report(Trouble::Junk, || {
+                format!("closed the connection from {peer}: more than {MAX_JUNK} bytes outside MLLP frames")
+            }),
+            _ if junk > 0 => self.troubles.report(Trouble::Junk, || {
+                format!("dropped {junk} bytes outside MLLP frames from {peer} (connection {})", closed.as_str())
+            }),
+            _ => {}
+        }
+        match closed {
+            Closed::ReadError(e) => {
+                self.troubles.report(Trouble::Failed, || format!("connection from {peer} failed: {e}"));
+            }
+            Closed::WriteError(e) => {
+                self.troubles.report(Trouble::Failed, || format!("cannot send an ACK to {peer}: {e}"));
+            }
+            Closed::WriteTimeout => self.troubles.report(Trouble::Failed, || {
+                format!("cannot send an ACK to {peer}: not written within {}", format_duration(WRITE_TIMEOUT))
+            }),
+            _ => {}
+        }
     }
 
     /// Validates, stores and acknowledges one message. Routing decisions
@@ -288,14 +446,14 @@ impl Connection {
             Err(e) => {
                 stats.bump(&stats.errors, 1);
                 let text = format!("message cannot be parsed: {e}");
-                self.event(EventLevel::Warning, format!("rejected a message from {}: {text}", self.peer));
+                self.troubles.report(Trouble::Rejected, || format!("rejected a message from {}: {text}", self.peer));
                 return Answer::Send(reject(&payload, &text, Hl7ErrorCode::SegmentSequenceError));
             }
         };
         let enhanced = AcceptAck::of(&msg);
         if let Err(e) = check_header(&msg) {
             stats.bump(&stats.errors, 1);
-            self.event(EventLevel::Warning, format!("rejected a message from {}: {e}", self.peer));
+            self.troubles.report(Trouble::Rejected, || format!("rejected a message from {}: {e}", self.peer));
             let ack =
                 AckBuilder::new(&msg, enhanced.code(AckCode::AR)).text(e.to_string()).error(e.ack_error()).build();
             return if enhanced.wants(false) { Answer::Send(ack) } else { Answer::Nothing };
