@@ -1563,3 +1563,121 @@ async fn a_junk_flood_writes_a_bounded_number_of_events() {
     assert_eq!(held, CONNECTIONS * ROUNDS - 5, "{summary}");
     engine.shutdown().await;
 }
+
+/// A `tls:` section with a server configuration `server` whose test
+/// certificates are made in `dir` at start.
+fn tls_server_section(dir: &std::path::Path) -> String {
+    let file = |name: &str| dir.join(name).display().to_string();
+    format!(
+        "tls:\n  server:\n    role: server\n    ca_file: \"{}\"\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    \
+         create_if_missing: true\n",
+        file("ca.crt"),
+        file("server.crt"),
+        file("server.key")
+    )
+}
+
+/// Makes the test certificates, then builds and starts the engine.
+async fn start_engine_with_tls(dir: &std::path::Path, yaml: &str) -> switchboard::engine::Engine {
+    let config = switchboard::config::parse(&dir.join("productions.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
+    switchboard::tls::create_missing(&config).expect("test certificates");
+    let (store, _) = Store::open(&dir.join("store.db"), StoreOptions::default()).expect("open the store");
+    let engine = switchboard::engine::Engine::new(config, store).unwrap_or_else(|e| panic!("{e}"));
+    engine.start().await;
+    assert!(
+        engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await,
+        "the production did not start: {:?}",
+        engine.status()
+    );
+    engine
+}
+
+/// TLS client settings trusting the CA that [`tls_server_section`] makes.
+fn tls_client(dir: &std::path::Path) -> switchboard::mllp::ClientTls {
+    use switchboard::config::{TlsConfig, TlsRole, TlsVersion, VerifyPeer};
+    let config = TlsConfig {
+        role: TlsRole::Client,
+        ca_file: Some(dir.join("ca.crt")),
+        cert_file: None,
+        key_file: None,
+        key_password_env: None,
+        key_password_file: None,
+        verify_peer: VerifyPeer::Require,
+        verify_host: true,
+        server_name: None,
+        min_version: TlsVersion::Tls12,
+        create_if_missing: false,
+    };
+    let handle = switchboard::tls::TlsConfigHandle::load("client", &config).expect("client configuration");
+    switchboard::mllp::ClientTls {
+        connector: handle.connector().expect("connector"),
+        server_name: handle.server_name("localhost").expect("server name"),
+    }
+}
+
+/// The start of a TLS ClientHello: a handshake record header announcing
+/// 512 bytes, and the first few of them. A server waits for the rest.
+const HALF_A_CLIENT_HELLO: [u8; 9] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_first_byte_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &["first_byte_timeout: 300ms", "read_timeout: 5s"]).await;
+    let mut silent = raw(port).await;
+    let closed = closed_within(&mut silent, Duration::from_secs(3)).await.expect("still open after 3 s");
+    assert!(closed >= Duration::from_millis(250), "closed after {closed:?}");
+    assert!(closed < Duration::from_millis(1500), "closed after {closed:?}, not at the first-byte timeout");
+    // Once a sender has spoken, only the idle timeout (300 s) applies.
+    let mut client = connect(port).await;
+    exchange_accepted(&mut client, "FIRST1").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    exchange_accepted(&mut client, "FIRST2").await;
+    event_naming(engine.store(), "In", &["nothing received within 300ms", "first_byte_timeout"]).await;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_closed_after_the_first_byte_timeout_and_plaintext_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "{}{}",
+        tls_server_section(dir.path()),
+        production(&[
+            mllp_in("Secure in", port, "Files", &["tls: server", "first_byte_timeout: 500ms", "read_timeout: 5s"]),
+            file_out("Files", &dir.path().join("files"), "{control_id}.hl7"),
+        ])
+    );
+    let engine = start_engine_with_tls(dir.path(), &yaml).await;
+    // Half a ClientHello, then nothing; and nothing at all.
+    let mut stalled = raw(port).await;
+    stalled.write_all(&HALF_A_CLIENT_HELLO).await.unwrap();
+    let mut silent = raw(port).await;
+    let opened = Instant::now();
+    for (stream, what) in [(&mut stalled, "the stalled handshake"), (&mut silent, "the silent connection")] {
+        assert!(closed_within(stream, Duration::from_secs(3)).await.is_some(), "{what} is open");
+        let closed = opened.elapsed();
+        assert!(closed >= Duration::from_millis(400), "{what} closed after {closed:?}");
+        assert!(closed < Duration::from_millis(2000), "{what} closed after {closed:?}, not at the timeout");
+    }
+    // A plaintext MLLP sender is told nothing and named as such.
+    let mut plain = raw(port).await;
+    plain.write_all(&frame(&hl7("ADT^A01", "PLAIN1"))).await.unwrap();
+    let closed = closed_within(&mut plain, Duration::from_secs(3)).await.expect("the plaintext sender is open");
+    assert!(closed < Duration::from_millis(400), "closed after {closed:?}");
+    // A TLS sender is served.
+    let tls = tls_client(dir.path());
+    let addr = format!("127.0.0.1:{port}");
+    let mut client = switchboard::mllp::MllpClient::connect_with(&addr, Duration::from_secs(2), Some(&tls))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    exchange_accepted(&mut client, "TLS1").await;
+    let store = engine.store();
+    event_naming(store, "Secure in", &["TLS handshake with 127.0.0.1:", "not complete within 500ms"]).await;
+    event_naming(store, "Secure in", &["nothing received within 500ms"]).await;
+    let text = event_naming(store, "Secure in", &["plaintext on a TLS port from 127.0.0.1:"]).await;
+    assert!(text.ends_with("the sender must use TLS"), "{text}");
+    assert!(!event_texts(store, "Secure in").iter().any(|t| t.contains("InvalidContentType")));
+    assert_eq!(engine.status().item(PRODUCTION, "Secure in").unwrap().received, 1);
+    engine.shutdown().await;
+}

@@ -7,11 +7,12 @@
 //! AR (CR in enhanced mode) and an ERR segment; a message that cannot be
 //! stored gets AE (CE).
 //!
-//! Nothing a peer does may stall another connection (invariant 4): a
-//! connection must finish a started frame within the read timeout and
-//! send within the idle timeout; frames and junk are size limited; and the
-//! listener takes at most `max_connections` at once. The warnings a peer
-//! can cause are summed per connection and rate limited per item, so a flood
+//! Nothing a peer does may lock the listener or stall another connection
+//! (invariant 4): a connection must say something within the first-byte
+//! timeout (on a TLS port, finish its handshake by then), finish a started
+//! frame within the read timeout and deliver a message within the idle
+//! timeout; frames and junk are size limited; and the listener takes at
+//! most `max_connections` at once. The warnings a peer can cause are summed per connection and rate limited per item, so a flood
 //! cannot fill the log or the event table.
 
 use std::net::SocketAddr;
@@ -29,8 +30,9 @@ use super::{InlineDecided, InlineRouters, ItemCtx, header_facts};
 use crate::config::{AckMode, MllpInConfig, format_duration};
 use crate::engine::production::ProductionShared;
 use crate::engine::rate_limit::RateLimit;
+use crate::engine::status::ItemStats;
 use crate::hl7::{AckBuilder, AckCode, AckError, Hl7ErrorCode, Message, Severity, check_header};
-use crate::mllp::{MllpCodec, MllpError, MllpFrame, Stream};
+use crate::mllp::{MllpCodec, MllpError, MllpFrame, START_BLOCK, Stream};
 use crate::store::{Committed, EventLevel, NewInbound, Pending, StoreError};
 use crate::tls::TlsConfigHandle;
 use tokio_rustls::server::TlsStream;
@@ -100,6 +102,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
                 continue;
             }
         };
+        let accepted_at = Instant::now();
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             troubles.report(Trouble::Refused, || {
                 format!("refused {peer}: more than {} connections (max_connections)", config.max_connections)
@@ -120,7 +123,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
         let tls = tls.clone();
         connections.spawn(async move {
             let _permit = permit;
-            conn.open(stream, tls.as_deref()).await;
+            conn.open(stream, tls.as_deref(), accepted_at).await;
         });
         while connections.try_join_next().is_some() {}
     }
@@ -141,6 +144,10 @@ enum Trouble {
     Rejected,
     /// Failed TLS handshakes.
     Handshake,
+    /// The wrong protocol: plaintext on a TLS port, TLS on a plain one.
+    WrongProtocol,
+    /// Connections that said nothing within the first-byte timeout.
+    Silent,
     /// Connections refused because the listener was full.
     Refused,
     /// Connections that failed while reading or writing.
@@ -150,15 +157,23 @@ enum Trouble {
 }
 
 impl Trouble {
-    const ALL: [Trouble; 6] =
-        [Trouble::Junk, Trouble::Rejected, Trouble::Handshake, Trouble::Refused, Trouble::Failed, Trouble::Accept];
+    const ALL: [Trouble; 8] = [
+        Trouble::Junk,
+        Trouble::Rejected,
+        Trouble::Handshake,
+        Trouble::WrongProtocol,
+        Trouble::Silent,
+        Trouble::Refused,
+        Trouble::Failed,
+        Trouble::Accept,
+    ];
 
     /// The event kind it is logged under.
     fn kind(self) -> &'static str {
         match self {
             Trouble::Junk | Trouble::Rejected => "inbound",
-            Trouble::Handshake => "tls",
-            Trouble::Refused | Trouble::Failed | Trouble::Accept => "connection",
+            Trouble::Handshake | Trouble::WrongProtocol => "tls",
+            Trouble::Silent | Trouble::Refused | Trouble::Failed | Trouble::Accept => "connection",
         }
     }
 
@@ -168,6 +183,8 @@ impl Trouble {
             Trouble::Junk => "bytes outside MLLP frames",
             Trouble::Rejected => "rejected messages",
             Trouble::Handshake => "failed TLS handshakes",
+            Trouble::WrongProtocol => "connections using the wrong protocol",
+            Trouble::Silent => "connections that sent nothing",
             Trouble::Refused => "refused connections",
             Trouble::Failed => "failed connections",
             Trouble::Accept => "failed accepts",
@@ -220,6 +237,28 @@ impl Troubles {
     }
 }
 
+/// What a connection's first bytes say it speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opening {
+    /// A TLS handshake record (`0x16`, then version `0x03`).
+    Tls,
+    /// An MLLP start block, or an HL7 header sent without framing.
+    Mllp,
+    /// Anything else.
+    Other,
+}
+
+impl Opening {
+    fn of(head: &[u8]) -> Self {
+        match head {
+            [0x16] | [0x16, 0x03, ..] => Opening::Tls,
+            [START_BLOCK, ..] => Opening::Mllp,
+            head if !head.is_empty() && (b"MSH".starts_with(head) || head.starts_with(b"MSH")) => Opening::Mllp,
+            _ => Opening::Other,
+        }
+    }
+}
+
 /// What a connection task needs from its item (owned, for `spawn`).
 #[derive(Clone)]
 struct ItemHandle {
@@ -248,6 +287,23 @@ struct Connection {
     troubles: Arc<Troubles>,
 }
 
+/// A connection counted in its item's gauge from its accept to its end,
+/// however it ends (a task aborted when the item stops included).
+struct Counted(Arc<ItemStats>);
+
+impl Counted {
+    fn open(stats: &Arc<ItemStats>) -> Self {
+        stats.connection(true);
+        Self(stats.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connection(false);
+    }
+}
+
 /// Where a reply goes.
 enum Answer {
     Send(Vec<u8>),
@@ -258,6 +314,7 @@ enum Answer {
 enum Closed {
     Stopping,
     ByPeer,
+    Silent,
     Idle,
     ReadTimeout,
     TooMuchJunk,
@@ -271,6 +328,7 @@ impl Closed {
         match self {
             Closed::Stopping => "the item is stopping",
             Closed::ByPeer => "closed by peer",
+            Closed::Silent => "nothing received within the first-byte timeout",
             Closed::Idle => "idle timeout",
             Closed::ReadTimeout => "read timeout: a frame was started but not finished",
             Closed::TooMuchJunk => "too much data outside frames",
@@ -282,24 +340,71 @@ impl Closed {
 }
 
 impl Connection {
-    /// Runs the connection from its accept: TLS handshake, then messages.
-    async fn open(self, stream: TcpStream, tls: Option<&TlsConfigHandle>) {
+    /// Runs the connection from its accept: first bytes, TLS handshake,
+    /// then messages.
+    async fn open(self, stream: TcpStream, tls: Option<&TlsConfigHandle>, accepted: Instant) {
+        let _counted = Counted::open(&self.ctx.slot.stats);
         let _ = stream.set_nodelay(true);
-        match tls {
-            None => self.serve(stream).await,
-            Some(tls) => {
-                if let Some(stream) = self.handshake(tls, stream).await {
-                    self.serve(stream).await;
+        // Silent connections go before a TLS handshake costs anything.
+        let deadline = accepted + self.first_byte_limit().0;
+        let Some(opening) = self.first_bytes(&stream, deadline).await else { return };
+        match (tls, opening) {
+            (None, Opening::Tls) => self.troubles.report(Trouble::WrongProtocol, || {
+                format!(
+                    "TLS on a plaintext port from {}: the sender must not use TLS here, or the item needs a `tls` \
+                     configuration",
+                    self.peer
+                )
+            }),
+            (None, _) => self.serve(stream, accepted, true).await,
+            (Some(_), Opening::Mllp) => self.troubles.report(Trouble::WrongProtocol, || {
+                format!("plaintext on a TLS port from {}: the sender must use TLS", self.peer)
+            }),
+            (Some(_), Opening::Other) => self.troubles.report(Trouble::Handshake, || {
+                format!("TLS handshake with {} failed: the first bytes are not a TLS handshake", self.peer)
+            }),
+            (Some(tls), Opening::Tls) => {
+                if let Some(stream) = self.handshake(tls, stream, deadline).await {
+                    // The first byte of a message is awaited anew.
+                    self.serve(stream, Instant::now(), false).await;
                 }
             }
         }
     }
 
-    /// Completes the server side of a TLS handshake within the read
-    /// timeout. A failure (plaintext client, untrusted or missing client
-    /// certificate, ...) is reported with its reason and closes only this
-    /// connection.
-    async fn handshake(&self, tls: &TlsConfigHandle, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+    /// Waits for the connection's first bytes, without reading them, until
+    /// `deadline`. `None` when it ends first: closed by the peer, silent
+    /// past the first-byte timeout, or the item stops.
+    async fn first_bytes(&self, stream: &TcpStream, deadline: Instant) -> Option<Opening> {
+        let mut head = [0u8; 3];
+        let peeked = tokio::select! {
+            () = self.ctx.cancel.cancelled() => return None,
+            peeked = tokio::time::timeout_at(deadline, stream.peek(&mut head)) => peeked,
+        };
+        match peeked {
+            Err(_) => {
+                self.report_silent();
+                None
+            }
+            Ok(Ok(0)) => None,
+            Ok(Err(e)) => {
+                tracing::debug!(item = %self.ctx.slot.name, peer = %self.peer, error = %e, "connection failed");
+                None
+            }
+            Ok(Ok(n)) => Some(Opening::of(&head[..n.min(head.len())])),
+        }
+    }
+
+    /// Completes the server side of a TLS handshake by `deadline` (the
+    /// first-byte timeout after the accept). A failure (untrusted or
+    /// missing client certificate, a handshake that stalls...) is reported
+    /// with its reason and closes only this connection.
+    async fn handshake(
+        &self,
+        tls: &TlsConfigHandle,
+        stream: TcpStream,
+        deadline: Instant,
+    ) -> Option<TlsStream<TcpStream>> {
         let failed = |reason: String| {
             self.troubles.report(Trouble::Handshake, || format!("TLS handshake with {} failed: {reason}", self.peer));
         };
@@ -314,7 +419,7 @@ impl Connection {
         };
         let accepted = tokio::select! {
             () = self.ctx.cancel.cancelled() => return None,
-            accepted = tokio::time::timeout(self.config.read_timeout, acceptor.accept(stream)) => accepted,
+            accepted = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => accepted,
         };
         match accepted {
             Ok(Ok(stream)) => Some(stream),
@@ -323,36 +428,45 @@ impl Connection {
                 None
             }
             Err(_) => {
-                failed(format!("no handshake within {:?}", self.config.read_timeout));
+                let (limit, setting) = self.first_byte_limit();
+                failed(format!("not complete within {} ({setting})", format_duration(limit)));
                 None
             }
         }
     }
 
-    async fn serve<S: Stream>(&self, stream: S) {
+    /// Reads and answers messages until the connection ends. `ready` is
+    /// when it could first send a message; `heard` whether it has sent a
+    /// byte of one yet.
+    async fn serve<S: Stream>(&self, stream: S, ready: Instant, mut heard: bool) {
         let stats = self.ctx.slot.stats.clone();
-        stats.connection(true);
         let item = self.ctx.slot.name.clone();
         tracing::debug!(%item, peer = %self.peer, "connection opened");
         let codec = MllpCodec::new().with_max_frame_size(self.config.max_message_size);
         let mut framed = Framed::new(stream, codec);
         let mut junk = 0usize;
+        // Idle time runs from the last complete frame: junk and a frame
+        // trickled in but never finished do not hold the connection open.
+        let mut last_frame = ready;
+        let first_byte = self.first_byte_limit().0;
+        let step = (self.config.read_timeout.min(first_byte) / 4).max(Duration::from_millis(10));
         let closed = 'connection: loop {
             // A frame that has started must finish within the read timeout;
-            // between frames the idle timeout applies. Bytes of a frame can
-            // arrive while waiting for the next frame, so the wait is cut
-            // into short steps (reading a frame is cancel safe) and the
-            // deadline is reconsidered after each.
-            let waiting_since = Instant::now();
-            let step = (self.config.read_timeout / 4).max(Duration::from_millis(10));
+            // between frames the idle timeout applies, and the first-byte
+            // timeout before anything arrived. Bytes of a frame can arrive
+            // while waiting for the next frame, so the wait is cut into
+            // short steps (reading a frame is cancel safe) and the deadline
+            // is reconsidered after each.
             let mut frame_started = None;
             let frame = loop {
                 if frame_started.is_none() && (framed.codec().in_frame() || !framed.read_buffer().is_empty()) {
                     frame_started = Some(Instant::now());
+                    heard = true;
                 }
-                let deadline = match frame_started {
-                    Some(at) => at + self.config.read_timeout,
-                    None => waiting_since + self.config.idle_timeout,
+                let deadline = match (frame_started, heard) {
+                    (Some(at), _) => at + self.config.read_timeout,
+                    (None, false) => last_frame + first_byte,
+                    (None, true) => last_frame + self.config.idle_timeout,
                 };
                 if Instant::now() >= deadline {
                     break Err(());
@@ -367,8 +481,13 @@ impl Connection {
                 }
             };
             let answer = match frame {
-                Err(()) if frame_started.is_none() => break Closed::Idle,
-                Err(()) => break Closed::ReadTimeout,
+                Err(()) => {
+                    break match (frame_started, heard) {
+                        (Some(_), _) => Closed::ReadTimeout,
+                        (None, false) => Closed::Silent,
+                        (None, true) => Closed::Idle,
+                    };
+                }
                 Ok(None) => break Closed::ByPeer,
                 // A TLS peer that closes without close_notify between
                 // messages has simply hung up.
@@ -381,12 +500,14 @@ impl Connection {
                 Ok(Some(Ok(MllpFrame::Discarded { bytes }))) => {
                     // Summed, and reported once when the connection closes.
                     junk = junk.saturating_add(bytes);
+                    heard = true;
                     if junk > MAX_JUNK {
                         break Closed::TooMuchJunk;
                     }
                     continue;
                 }
                 Ok(Some(Ok(MllpFrame::Oversized { len, head }))) => {
+                    last_frame = Instant::now();
                     stats.bump(&stats.errors, 1);
                     let text =
                         format!("message of {len} bytes exceeds the limit of {} bytes", self.config.max_message_size);
@@ -394,7 +515,10 @@ impl Connection {
                         .report(Trouble::Rejected, || format!("rejected a message from {}: {text}", self.peer));
                     Answer::Send(reject(&head, &text, Hl7ErrorCode::ValueTooLong))
                 }
-                Ok(Some(Ok(MllpFrame::Message(payload)))) => self.receive(payload).await,
+                Ok(Some(Ok(MllpFrame::Message(payload)))) => {
+                    last_frame = Instant::now();
+                    self.receive(payload).await
+                }
             };
             if let Answer::Send(ack) = answer {
                 match tokio::time::timeout(WRITE_TIMEOUT, framed.send(&ack[..])).await {
@@ -404,9 +528,28 @@ impl Connection {
                 }
             }
         };
-        stats.connection(false);
         tracing::debug!(%item, peer = %self.peer, reason = closed.as_str(), junk, "connection closed");
         self.report_close(&closed, junk);
+    }
+
+    /// How long a connection may stay silent, and the setting that says
+    /// so: the first-byte timeout, or the idle timeout if that is shorter.
+    fn first_byte_limit(&self) -> (Duration, &'static str) {
+        match self.config.first_byte_timeout <= self.config.idle_timeout {
+            true => (self.config.first_byte_timeout, "first_byte_timeout"),
+            false => (self.config.idle_timeout, "idle_timeout"),
+        }
+    }
+
+    fn report_silent(&self) {
+        let (limit, setting) = self.first_byte_limit();
+        self.troubles.report(Trouble::Silent, || {
+            format!(
+                "closed the connection from {}: nothing received within {} ({setting})",
+                self.peer,
+                format_duration(limit)
+            )
+        });
     }
 
     /// One warning for what went wrong on the connection, if anything: the
@@ -423,6 +566,7 @@ impl Connection {
             _ => {}
         }
         match closed {
+            Closed::Silent => self.report_silent(),
             Closed::ReadError(e) => {
                 self.troubles.report(Trouble::Failed, || format!("connection from {peer} failed: {e}"));
             }
