@@ -1104,7 +1104,7 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_limit_are_closed_at_once() {
+async fn a_full_listener_closes_its_longest_idle_connection_for_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, port) = inbound_only(&dir, &["max_connections: 2"]).await;
     let timeout = Duration::from_secs(5);
@@ -1113,19 +1113,18 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
         let ack = reply(&client.exchange(&hl7("ADT^A01", id), timeout).await.unwrap());
         assert_eq!(ack.acknowledgment_code(), Some("AA"));
     }
-    let mut third = raw(port).await;
-    let closed = closed_within(&mut third, Duration::from_secs(2)).await.expect("third connection kept open");
-    assert!(closed < Duration::from_secs(1), "closed after {closed:?}");
-    for (client, id) in [(&mut first, "LIM3"), (&mut second, "LIM4")] {
+    // A third connection is served; the first, idle the longest, makes room.
+    let mut third = connect(port).await;
+    let ack = reply(&third.exchange(&hl7("ADT^A01", "LIM3"), timeout).await.unwrap());
+    assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    let closed = first.receive(Duration::from_secs(2)).await;
+    assert!(matches!(&closed, Err(e) if !matches!(e, ClientError::ReplyTimeout(_))), "{closed:?}");
+    for (client, id) in [(&mut second, "LIM4"), (&mut third, "LIM5")] {
         let ack = reply(&client.exchange(&hl7("ADT^A01", id), timeout).await.unwrap());
         assert_eq!(ack.acknowledgment_code(), Some("AA"));
     }
-    // Once one closes, a new connection is served again.
-    drop(first);
-    let served = eventually(timeout, || engine.status().item(PRODUCTION, "In").unwrap().connections < 2).await;
-    assert!(served);
-    let ack = reply(&send(port, &hl7("ADT^A01", "LIM5")).await);
-    assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    let two = eventually(timeout, || engine.status().item(PRODUCTION, "In").unwrap().connections == 2).await;
+    assert!(two, "{:?}", engine.status().item(PRODUCTION, "In"));
     engine.shutdown().await;
 }
 
@@ -1679,5 +1678,208 @@ async fn a_stalled_tls_handshake_is_closed_after_the_first_byte_timeout_and_plai
     assert!(text.ends_with("the sender must use TLS"), "{text}");
     assert!(!event_texts(store, "Secure in").iter().any(|t| t.contains("InvalidContentType")));
     assert_eq!(engine.status().item(PRODUCTION, "Secure in").unwrap().received, 1);
+    engine.shutdown().await;
+}
+
+/// An MLLP client from 127.0.0.`from`.
+async fn client_from(from: u8, port: u16) -> switchboard::mllp::MllpClient<tokio::net::TcpStream> {
+    switchboard::mllp::MllpClient::new(raw_from(from, port).await, switchboard::mllp::MllpCodec::new())
+}
+
+/// Waits until the peer closes `client`'s connection; panics if it stays
+/// open for `timeout`.
+async fn assert_closed<S: switchboard::mllp::Stream>(
+    client: &mut switchboard::mllp::MllpClient<S>,
+    timeout: Duration,
+    what: &str,
+) {
+    match client.receive(timeout).await {
+        Err(ClientError::ReplyTimeout(_)) => panic!("{what} is still open after {timeout:?}"),
+        Err(_) => {}
+        Ok(bytes) => panic!("{what} got {bytes:?} instead of being closed"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_at_its_limit_loses_its_own_longest_idle_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &["max_connections_per_peer: 2"]).await;
+    // Two connections of 127.0.0.2; the first delivers last, so the
+    // second (a ghost, say) is the peer's longest idle.
+    let (mut first, mut ghost) = (client_from(2, port).await, client_from(2, port).await);
+    exchange_accepted(&mut ghost, "PEER1").await;
+    exchange_accepted(&mut first, "PEER2").await;
+    let mut other = client_from(3, port).await;
+    exchange_accepted(&mut other, "OTHER1").await;
+    // A third connection of 127.0.0.2 is served; the ghost makes room.
+    let mut third = client_from(2, port).await;
+    exchange_accepted(&mut third, "PEER3").await;
+    assert_closed(&mut ghost, Duration::from_secs(2), "the peer's longest-idle connection").await;
+    exchange_accepted(&mut first, "PEER4").await;
+    exchange_accepted(&mut other, "OTHER2").await;
+    let text = event_naming(engine.store(), "In", &["to make room for one from 127.0.0.2:"]).await;
+    assert!(text.contains("127.0.0.2 had 2 connections (max_connections_per_peer)"), "{text}");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_listener_closes_connections_that_delivered_nothing_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &["max_connections: 3"]).await;
+    let mut sender = client_from(2, port).await;
+    exchange_accepted(&mut sender, "FULL1").await;
+    // Two silent connections, newer than the sender's last message.
+    let mut silent = [raw_from(3, port).await, raw_from(4, port).await];
+    // Each newcomer closes the oldest silent connection, never the sender.
+    let mut newcomers = Vec::new();
+    for (n, old) in silent.iter_mut().enumerate() {
+        newcomers.push(raw_from(5 + n as u8, port).await);
+        let closed = closed_within(old, Duration::from_secs(2)).await;
+        assert!(closed.is_some(), "silent connection {n} is still open");
+        exchange_accepted(&mut sender, &format!("FULL{}", n + 2)).await;
+    }
+    // A well-behaved newcomer is served too: the older newcomer makes room.
+    let mut second = client_from(7, port).await;
+    exchange_accepted(&mut second, "FULL4").await;
+    assert!(closed_within(&mut newcomers[0], Duration::from_secs(2)).await.is_some());
+    exchange_accepted(&mut sender, "FULL5").await;
+    let text = event_naming(engine.store(), "In", &["no message yet", "(max_connections)"]).await;
+    assert!(text.contains("the listener had 3 connections"), "{text}");
+    engine.shutdown().await;
+}
+
+/// Connects from 127.0.0.`from` again and again until `stop`, each time
+/// doing `attack` on the connection and waiting for the engine to close
+/// it; bounded in rounds. Returns the rounds done.
+async fn attacker<F, Fut>(from: u8, port: u16, stop: Arc<AtomicBool>, pause: Duration, attack: F) -> usize
+where
+    F: Fn(tokio::net::TcpStream, Arc<AtomicBool>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    const ROUNDS: usize = 200;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for round in 0..ROUNDS {
+        if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            return round;
+        }
+        // A listener whose backlog is full drops SYNs: give up on a
+        // connection that is not made within a second, and try again.
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(1), try_raw_from(from, port)).await {
+            attack(stream, stop.clone()).await;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    ROUNDS
+}
+
+/// Holds `stream` without writing until the engine closes it or `stop`.
+async fn hold(mut stream: tokio::net::TcpStream, stop: Arc<AtomicBool>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 256];
+    for _ in 0..1_000 {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let read = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            return;
+        }
+    }
+}
+
+/// Writes a frame one byte every 50 ms, never finishing it.
+async fn trickle(mut stream: tokio::net::TcpStream, stop: Arc<AtomicBool>) {
+    let bytes = [&[0x0B][..], &hl7("ADT^A01", "SLOW")].concat();
+    for byte in bytes.iter().take(1_000) {
+        if stop.load(Ordering::Relaxed) || stream.write_all(&[*byte]).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hold(stream, stop).await;
+}
+
+/// Starts a TLS handshake and stalls in it.
+async fn half_handshake(mut stream: tokio::net::TcpStream, stop: Arc<AtomicBool>) {
+    if stream.write_all(&HALF_A_CLIENT_HELLO).await.is_ok() {
+        hold(stream, stop).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_half_open_and_slow_connections_never_locks_out_a_sender() {
+    const IDLE: usize = 1_000;
+    const HALF_OPEN: usize = 200;
+    const SLOW: usize = 50;
+    const MESSAGES: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, secure_port) = (free_port(), free_port());
+    let timeouts = ["first_byte_timeout: 1s", "read_timeout: 1s", "idle_timeout: 5s"];
+    let yaml = format!(
+        "{}{}",
+        tls_server_section(dir.path()),
+        production(&[
+            mllp_in("In", port, "Files", &timeouts),
+            mllp_in("Secure in", secure_port, "Files", &[&timeouts[..], &["tls: server"]].concat()),
+            file_out("Files", &dir.path().join("files"), "{control_id}.hl7"),
+        ])
+    );
+    let engine = start_engine_with_tls(dir.path(), &yaml).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut flood = tokio::task::JoinSet::new();
+    // Ten addresses for the idle connections, ten for the handshakes, five
+    // for the slow senders; each attacker reconnects when it is closed.
+    for n in 0..IDLE {
+        let stop = stop.clone();
+        flood.spawn(attacker(10 + (n % 10) as u8, port, stop, Duration::from_millis(100), hold));
+    }
+    for n in 0..HALF_OPEN {
+        let stop = stop.clone();
+        flood.spawn(attacker(30 + (n % 10) as u8, secure_port, stop, Duration::from_millis(100), half_handshake));
+    }
+    for n in 0..SLOW {
+        let stop = stop.clone();
+        flood.spawn(attacker(50 + (n % 5) as u8, port, stop, Duration::from_millis(100), trickle));
+    }
+    // The flood is under way before the senders connect.
+    let full = eventually(WAIT, || engine.status().item(PRODUCTION, "In").unwrap().connections >= 90).await;
+    assert!(full, "the flood did not fill the listener: {:?}", engine.status().item(PRODUCTION, "In"));
+
+    let plain = tokio::spawn(async move {
+        let mut client = connect(port).await;
+        for n in 0..MESSAGES {
+            exchange_accepted(&mut client, &format!("GOOD{n:03}")).await;
+        }
+    });
+    let tls = tls_client(dir.path());
+    let secure = tokio::spawn(async move {
+        let addr = format!("127.0.0.1:{secure_port}");
+        let connected = switchboard::mllp::MllpClient::connect_with(&addr, Duration::from_secs(5), Some(&tls)).await;
+        let mut client = connected.unwrap_or_else(|e| panic!("{e}"));
+        for n in 0..MESSAGES {
+            exchange_accepted(&mut client, &format!("SAFE{n:03}")).await;
+        }
+    });
+    let (plain, secure) = tokio::join!(plain, secure);
+    stop.store(true, Ordering::Relaxed);
+    plain.expect("every message of the plaintext sender is acknowledged");
+    secure.expect("every message of the TLS sender is acknowledged");
+    let mut rounds = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(done) = flood.join_next().await {
+            rounds += done.expect("attacker");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the attackers did not stop");
+    assert!(rounds >= IDLE + HALF_OPEN + SLOW, "only {rounds} attacks");
+    let status = engine.status();
+    assert_eq!(status.item(PRODUCTION, "In").unwrap().received, MESSAGES as u64);
+    assert_eq!(status.item(PRODUCTION, "Secure in").unwrap().received, MESSAGES as u64);
+    // Thousands of closed connections, a few lines each.
+    for item in ["In", "Secure in"] {
+        let texts = event_texts(engine.store(), item);
+        assert!(texts.len() <= 8 * 5, "{} events of {item}: {texts:#?}", texts.len());
+    }
     engine.shutdown().await;
 }

@@ -11,9 +11,13 @@
 //! (invariant 4): a connection must say something within the first-byte
 //! timeout (on a TLS port, finish its handshake by then), finish a started
 //! frame within the read timeout and deliver a message within the idle
-//! timeout; frames and junk are size limited; and the listener takes at
-//! most `max_connections` at once. The warnings a peer can cause are summed per connection and rate limited per item, so a flood
+//! timeout; frames and junk are size limited; and when the listener or a
+//! peer address is at its connection limit, the longest-idle connection
+//! makes room for the new one (see [`registry`]). The warnings a peer can
+//! cause are summed per connection and rate limited per item, so a flood
 //! cannot fill the log or the event table.
+
+mod registry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +26,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
@@ -35,6 +38,7 @@ use crate::hl7::{AckBuilder, AckCode, AckError, Hl7ErrorCode, Message, Severity,
 use crate::mllp::{MllpCodec, MllpError, MllpFrame, START_BLOCK, Stream};
 use crate::store::{Committed, EventLevel, NewInbound, Pending, StoreError};
 use crate::tls::TlsConfigHandle;
+use registry::{Evicted, Limit, Registry, Ticket};
 use tokio_rustls::server::TlsStream;
 
 /// Junk (bytes outside frames) tolerated per connection before it is closed.
@@ -71,7 +75,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
     };
     tracing::info!(production = ctx.production_id(), item = ctx.name(), %addr, "listening");
     ctx.ready(Ok(()));
-    let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let registry = Registry::new(config.max_connections, config.max_connections_per_peer);
     let troubles = Arc::new(Troubles::new(ctx));
     let routers = InlineRouters::of(&ctx.production, targets);
     // Shared by every connection: a flood of them costs no copies.
@@ -103,13 +107,10 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
             }
         };
         let accepted_at = Instant::now();
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            troubles.report(Trouble::Refused, || {
-                format!("refused {peer}: more than {} connections (max_connections)", config.max_connections)
-            });
-            drop(stream);
-            continue;
-        };
+        let (ticket, evicted) = registry.admit(peer, accepted_at);
+        for evicted in evicted {
+            troubles.report(Trouble::Evicted, || evicted.describe(peer));
+        }
         let conn = Connection {
             ctx: ItemHandle::of(ctx),
             config: config.clone(),
@@ -121,10 +122,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
             troubles: troubles.clone(),
         };
         let tls = tls.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            conn.open(stream, tls.as_deref(), accepted_at).await;
-        });
+        connections.spawn(async move { conn.open(stream, tls.as_deref(), ticket, accepted_at).await });
         while connections.try_join_next().is_some() {}
     }
     // Stop taking messages: close every connection. A message whose commit
@@ -148,8 +146,8 @@ enum Trouble {
     WrongProtocol,
     /// Connections that said nothing within the first-byte timeout.
     Silent,
-    /// Connections refused because the listener was full.
-    Refused,
+    /// Connections closed to make room for new ones.
+    Evicted,
     /// Connections that failed while reading or writing.
     Failed,
     /// `accept` itself failed (out of file descriptors...).
@@ -163,7 +161,7 @@ impl Trouble {
         Trouble::Handshake,
         Trouble::WrongProtocol,
         Trouble::Silent,
-        Trouble::Refused,
+        Trouble::Evicted,
         Trouble::Failed,
         Trouble::Accept,
     ];
@@ -173,7 +171,7 @@ impl Trouble {
         match self {
             Trouble::Junk | Trouble::Rejected => "inbound",
             Trouble::Handshake | Trouble::WrongProtocol => "tls",
-            Trouble::Silent | Trouble::Refused | Trouble::Failed | Trouble::Accept => "connection",
+            Trouble::Silent | Trouble::Evicted | Trouble::Failed | Trouble::Accept => "connection",
         }
     }
 
@@ -185,7 +183,7 @@ impl Trouble {
             Trouble::Handshake => "failed TLS handshakes",
             Trouble::WrongProtocol => "connections using the wrong protocol",
             Trouble::Silent => "connections that sent nothing",
-            Trouble::Refused => "refused connections",
+            Trouble::Evicted => "connections closed to make room",
             Trouble::Failed => "failed connections",
             Trouble::Accept => "failed accepts",
         }
@@ -234,6 +232,31 @@ impl Troubles {
     fn write(&self, trouble: Trouble, text: String) {
         tracing::warn!(production = %self.production.id, item = %self.item, "{text}");
         self.production.event(EventLevel::Warning, Some(&self.item), trouble.kind(), text);
+    }
+}
+
+impl Evicted {
+    /// The warning for a connection closed to make room for one from
+    /// `newcomer`.
+    fn describe(&self, newcomer: SocketAddr) -> String {
+        let state = if self.delivered { "idle" } else { "no message yet," };
+        let limit = match self.limit {
+            Limit::Peer(n) => format!("{} had {n} connections (max_connections_per_peer)", newcomer.ip()),
+            Limit::Listener(n) => format!("the listener had {n} connections (max_connections)"),
+        };
+        format!(
+            "closed the connection from {} ({state} {}) to make room for one from {newcomer}: {limit}",
+            self.peer,
+            format_idle(self.idle)
+        )
+    }
+}
+
+/// `1.234s`, `12ms`: idle times in warnings.
+fn format_idle(d: Duration) -> String {
+    match d.as_millis() {
+        ms @ 0..1000 => format!("{ms}ms"),
+        _ => format!("{:.1}s", d.as_secs_f64()),
     }
 }
 
@@ -313,6 +336,7 @@ enum Answer {
 /// Why a connection ended.
 enum Closed {
     Stopping,
+    Evicted,
     ByPeer,
     Silent,
     Idle,
@@ -327,6 +351,7 @@ impl Closed {
     fn as_str(&self) -> &str {
         match self {
             Closed::Stopping => "the item is stopping",
+            Closed::Evicted => "closed to make room for a new connection",
             Closed::ByPeer => "closed by peer",
             Closed::Silent => "nothing received within the first-byte timeout",
             Closed::Idle => "idle timeout",
@@ -341,13 +366,13 @@ impl Closed {
 
 impl Connection {
     /// Runs the connection from its accept: first bytes, TLS handshake,
-    /// then messages.
-    async fn open(self, stream: TcpStream, tls: Option<&TlsConfigHandle>, accepted: Instant) {
+    /// then messages. `ticket` is its place in the listener's registry.
+    async fn open(self, stream: TcpStream, tls: Option<&TlsConfigHandle>, ticket: Ticket, accepted: Instant) {
         let _counted = Counted::open(&self.ctx.slot.stats);
         let _ = stream.set_nodelay(true);
         // Silent connections go before a TLS handshake costs anything.
         let deadline = accepted + self.first_byte_limit().0;
-        let Some(opening) = self.first_bytes(&stream, deadline).await else { return };
+        let Some(opening) = self.first_bytes(&stream, &ticket, deadline).await else { return };
         match (tls, opening) {
             (None, Opening::Tls) => self.troubles.report(Trouble::WrongProtocol, || {
                 format!(
@@ -356,7 +381,7 @@ impl Connection {
                     self.peer
                 )
             }),
-            (None, _) => self.serve(stream, accepted, true).await,
+            (None, _) => self.serve(stream, &ticket, accepted, true).await,
             (Some(_), Opening::Mllp) => self.troubles.report(Trouble::WrongProtocol, || {
                 format!("plaintext on a TLS port from {}: the sender must use TLS", self.peer)
             }),
@@ -364,21 +389,22 @@ impl Connection {
                 format!("TLS handshake with {} failed: the first bytes are not a TLS handshake", self.peer)
             }),
             (Some(tls), Opening::Tls) => {
-                if let Some(stream) = self.handshake(tls, stream, deadline).await {
+                if let Some(stream) = self.handshake(tls, stream, &ticket, deadline).await {
                     // The first byte of a message is awaited anew.
-                    self.serve(stream, Instant::now(), false).await;
+                    self.serve(stream, &ticket, Instant::now(), false).await;
                 }
             }
         }
     }
 
     /// Waits for the connection's first bytes, without reading them, until
-    /// `deadline`. `None` when it ends first: closed by the peer, silent
-    /// past the first-byte timeout, or the item stops.
-    async fn first_bytes(&self, stream: &TcpStream, deadline: Instant) -> Option<Opening> {
+    /// `deadline`. `None` when it ends first: closed by the peer, closed to
+    /// make room, silent past the first-byte timeout, or the item stops.
+    async fn first_bytes(&self, stream: &TcpStream, ticket: &Ticket, deadline: Instant) -> Option<Opening> {
         let mut head = [0u8; 3];
         let peeked = tokio::select! {
             () = self.ctx.cancel.cancelled() => return None,
+            () = ticket.evicted() => return None,
             peeked = tokio::time::timeout_at(deadline, stream.peek(&mut head)) => peeked,
         };
         match peeked {
@@ -403,6 +429,7 @@ impl Connection {
         &self,
         tls: &TlsConfigHandle,
         stream: TcpStream,
+        ticket: &Ticket,
         deadline: Instant,
     ) -> Option<TlsStream<TcpStream>> {
         let failed = |reason: String| {
@@ -419,6 +446,7 @@ impl Connection {
         };
         let accepted = tokio::select! {
             () = self.ctx.cancel.cancelled() => return None,
+            () = ticket.evicted() => return None,
             accepted = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => accepted,
         };
         match accepted {
@@ -438,7 +466,7 @@ impl Connection {
     /// Reads and answers messages until the connection ends. `ready` is
     /// when it could first send a message; `heard` whether it has sent a
     /// byte of one yet.
-    async fn serve<S: Stream>(&self, stream: S, ready: Instant, mut heard: bool) {
+    async fn serve<S: Stream>(&self, stream: S, ticket: &Ticket, ready: Instant, mut heard: bool) {
         let stats = self.ctx.slot.stats.clone();
         let item = self.ctx.slot.name.clone();
         tracing::debug!(%item, peer = %self.peer, "connection opened");
@@ -473,6 +501,7 @@ impl Connection {
                 }
                 tokio::select! {
                     () = self.ctx.cancel.cancelled() => break 'connection Closed::Stopping,
+                    () = ticket.evicted() => break 'connection Closed::Evicted,
                     frame = tokio::time::timeout_at(deadline.min(Instant::now() + step), framed.next()) => {
                         if let Ok(frame) = frame {
                             break Ok(frame);
@@ -508,6 +537,7 @@ impl Connection {
                 }
                 Ok(Some(Ok(MllpFrame::Oversized { len, head }))) => {
                     last_frame = Instant::now();
+                    ticket.touch(false);
                     stats.bump(&stats.errors, 1);
                     let text =
                         format!("message of {len} bytes exceeds the limit of {} bytes", self.config.max_message_size);
@@ -517,7 +547,7 @@ impl Connection {
                 }
                 Ok(Some(Ok(MllpFrame::Message(payload)))) => {
                     last_frame = Instant::now();
-                    self.receive(payload).await
+                    self.receive(payload, ticket).await
                 }
             };
             if let Answer::Send(ack) = answer {
@@ -583,9 +613,13 @@ impl Connection {
     /// Validates, stores and acknowledges one message. Routing decisions
     /// made on receipt are counted once their commit is known, which may be
     /// after the ACK.
-    async fn receive(&self, payload: Bytes) -> Answer {
+    async fn receive(&self, payload: Bytes, ticket: &Ticket) -> Answer {
         let stats = &self.ctx.slot.stats;
-        let msg = match Message::parse(&payload) {
+        let parsed = Message::parse(&payload);
+        // Before the commit: a connection storing a message is the last a
+        // full listener would close.
+        ticket.touch(parsed.is_ok());
+        let msg = match parsed {
             Ok(msg) => msg,
             Err(e) => {
                 stats.bump(&stats.errors, 1);
