@@ -1883,3 +1883,40 @@ async fn a_flood_of_idle_half_open_and_slow_connections_never_locks_out_a_sender
     }
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_whose_port_is_taken_listens_once_it_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let yaml = production(&[
+        mllp_in("In", port, "Files", &[]),
+        file_out("Files", &dir.path().join("files"), "{control_id}.hl7"),
+    ]);
+    let engine = open_engine(dir.path(), &yaml);
+    // The start does not wait for the port.
+    tokio::time::timeout(Duration::from_secs(5), engine.start()).await.expect("the start returned");
+    let troubled = engine
+        .wait_for(WAIT, |s| production_state(s) == ProductionState::Troubled && item_state(s, "In") == ItemState::Error)
+        .await;
+    assert!(troubled, "{:?}", engine.status());
+    let error = engine.status().item(PRODUCTION, "In").unwrap().last_error.clone().unwrap_or_default();
+    assert!(error.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{error}");
+    assert!(error.contains("trying again in"), "{error}");
+    // Tries at 1 s and 3 s fail without a new event each.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let listen_events = |engine: &switchboard::engine::Engine| {
+        event_texts(engine.store(), "In").into_iter().filter(|t| t.contains("cannot listen")).count()
+    };
+    assert_eq!(listen_events(&engine), 1, "{:#?}", event_texts(engine.store(), "In"));
+    let error = engine.status().item(PRODUCTION, "In").unwrap().last_error.clone().unwrap_or_default();
+    assert!(error.contains("trying again in 4s"), "{error}");
+    drop(squatter);
+    // The next try, at 7 s, takes the port.
+    let running = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
+    assert!(running, "{:?}", engine.status());
+    event_naming(engine.store(), "In", &[&format!("listening on 127.0.0.1:{port} after 3 failed tries")]).await;
+    let mut client = connect(port).await;
+    exchange_accepted(&mut client, "BOUND2").await;
+    engine.shutdown().await;
+}

@@ -15,7 +15,8 @@
 //! peer address is at its connection limit, the longest-idle connection
 //! makes room for the new one (see [`registry`]). The warnings a peer can
 //! cause are summed per connection and rate limited per item, so a flood
-//! cannot fill the log or the event table.
+//! cannot fill the log or the event table. A listener whose port is taken
+//! tries again with backoff until it gets it.
 
 mod registry;
 
@@ -33,7 +34,7 @@ use super::{InlineDecided, InlineRouters, ItemCtx, header_facts};
 use crate::config::{AckMode, MllpInConfig, format_duration};
 use crate::engine::production::ProductionShared;
 use crate::engine::rate_limit::RateLimit;
-use crate::engine::status::ItemStats;
+use crate::engine::status::{ItemState, ItemStats};
 use crate::hl7::{AckBuilder, AckCode, AckError, Hl7ErrorCode, Message, Severity, check_header};
 use crate::mllp::{MllpCodec, MllpError, MllpFrame, START_BLOCK, Stream};
 use crate::store::{Committed, EventLevel, NewInbound, Pending, StoreError};
@@ -45,6 +46,15 @@ use tokio_rustls::server::TlsStream;
 const MAX_JUNK: usize = 64 * 1024;
 /// Time allowed to write an ACK.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first pause before a listener tries its port again; it doubles
+/// after each failure, up to [`BIND_RETRY_MAX`].
+const BIND_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest pause between two tries of a port: a port freed is taken
+/// within this time.
+const BIND_RETRY_MAX: Duration = Duration::from_secs(30);
+/// While a port stays taken for the same reason, how often the event log
+/// says so again (the item's status always shows the latest try).
+const BIND_REPORT_EVERY: Duration = Duration::from_secs(600);
 /// Warnings of one kind an item writes per [`WARN_INTERVAL`]; the next one
 /// says how many were held back. At 5 a minute for each of a handful of
 /// kinds, a sustained attack adds megabytes a day to the event log, not
@@ -63,18 +73,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
             return;
         }
     };
-    let addr = format!("{}:{}", config.host, config.port);
-    let listener = match TcpListener::bind(&addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            let error = format!("cannot listen on {addr}: {e}");
-            ctx.event(EventLevel::Error, "listen", error.clone());
-            ctx.ready(Err(error));
-            return;
-        }
-    };
-    tracing::info!(production = ctx.production_id(), item = ctx.name(), %addr, "listening");
-    ctx.ready(Ok(()));
+    let Some(listener) = bind(ctx, config).await else { return };
     let registry = Registry::new(config.max_connections, config.max_connections_per_peer);
     let troubles = Arc::new(Troubles::new(ctx));
     let routers = InlineRouters::of(&ctx.production, targets);
@@ -129,6 +128,65 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
     // is in flight is either committed and acknowledged or not acknowledged.
     connections.shutdown().await;
     troubles.flush();
+}
+
+/// Binds the listener, trying again with backoff while the port is taken
+/// (or the address is not there yet), so that an item whose port is freed
+/// later starts by itself. Meanwhile the item is in error (its production
+/// troubled) with the reason and the next try in its status, and the event
+/// log hears of it when it starts, when the reason changes and every
+/// [`BIND_REPORT_EVERY`]. `None` once the item is stopped.
+async fn bind(ctx: &ItemCtx, config: &MllpInConfig) -> Option<TcpListener> {
+    let addr = format!("{}:{}", config.host, config.port);
+    let mut pause = BIND_RETRY_FIRST;
+    let mut failures = 0u32;
+    let mut reported: Option<(String, Instant)> = None;
+    loop {
+        let error = match TcpListener::bind((config.host.as_str(), config.port)).await {
+            Ok(listener) => {
+                tracing::info!(production = ctx.production_id(), item = ctx.name(), %addr, "listening");
+                if failures == 0 {
+                    ctx.ready(Ok(()));
+                } else {
+                    ctx.event(EventLevel::Info, "listen", format!("listening on {addr} after {failures} failed tries"));
+                    ctx.recovered();
+                }
+                return Some(listener);
+            }
+            Err(e) => e,
+        };
+        failures += 1;
+        let reason = format!("cannot listen on {addr}: {error}");
+        let status = format!("{reason}; trying again in {}", format_duration(pause));
+        let now = Instant::now();
+        let report = match &reported {
+            None => true,
+            Some((last, at)) => *last != reason || now.duration_since(*at) >= BIND_REPORT_EVERY,
+        };
+        if report {
+            let text = match failures {
+                1 => format!(
+                    "{reason}; trying again in {}, then every {} at most until the port is free",
+                    format_duration(pause),
+                    format_duration(BIND_RETRY_MAX)
+                ),
+                n => format!("{reason} ({n} tries so far); trying again in {}", format_duration(pause)),
+            };
+            tracing::warn!(production = ctx.production_id(), item = ctx.name(), "{text}");
+            ctx.event(EventLevel::Error, "listen", text);
+            reported = Some((reason, now));
+        } else {
+            tracing::debug!(production = ctx.production_id(), item = ctx.name(), "{status}");
+        }
+        if failures == 1 {
+            // The production's start goes on, with this item in error.
+            ctx.ready(Err(status));
+        } else {
+            ctx.production.item_state(&ctx.slot, ItemState::Error, Some(status));
+        }
+        ctx.sleep(pause).await.ok()?;
+        pause = (pause * 2).min(BIND_RETRY_MAX);
+    }
 }
 
 /// The kinds of warning a peer can cause. Each is rate limited on its own,
