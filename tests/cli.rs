@@ -184,3 +184,27 @@ fn send_load_mode_reports_throughput_and_latency() {
     assert!(text.contains("400 positive, 0 negative, 0 errors"), "{text}");
     assert!(text.contains("throughput") && text.contains("p99"), "{text}");
 }
+
+#[test]
+fn check_warns_about_a_port_another_program_holds() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("productions.yaml");
+    let yaml = format!(
+        "productions:\n  adt:\n    items:\n      - name: In\n        kind: mllp_in\n        host: 127.0.0.1\n        \
+         port: {port}\n        targets: [Out]\n      - name: Out\n        kind: file_out\n        path: out\n"
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let out = switchboard(&["check", "--config", &file.display().to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // A warning: the listener waits for the port.
+    assert!(out.status.success(), "{err}");
+    let warning = format!("warning: {}: productions.adt.items[0].port: cannot listen on port {port}", file.display());
+    assert!(err.contains(&warning), "{err}");
+    assert!(err.contains("stop it or choose another port"), "{err}");
+    assert!(stdout(&out).contains(": OK ("), "{}", stdout(&out));
+    drop(held);
+    let out = switchboard(&["check", "--config", &file.display().to_string()]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}

@@ -1086,3 +1086,27 @@ fn fixtures_match_their_expectations() {
         }
     }
 }
+
+#[test]
+fn listener_flood_limits_have_defaults_and_bounds() {
+    let config = parse(&chain_with("")).unwrap();
+    let ItemKind::MllpIn(defaults) = &config.productions[0].items[0].kind else { panic!() };
+    assert_eq!(defaults.first_byte_timeout, Duration::from_secs(10));
+    assert_eq!(defaults.max_connections_per_peer, 10);
+
+    let yaml = chain_edit("  port: 2575\n", "  port: 2575\n  first_byte_timeout: 2s\n  max_connections_per_peer: 3\n");
+    let config = parse(&yaml).unwrap();
+    let ItemKind::MllpIn(set) = &config.productions[0].items[0].kind else { panic!() };
+    assert_eq!((set.first_byte_timeout, set.max_connections_per_peer), (Duration::from_secs(2), 3));
+
+    for (setting, path, phrase) in [
+        ("max_connections_per_peer: 0", "max_connections_per_peer", "0 is out of range"),
+        ("first_byte_timeout: 0s", "first_byte_timeout", "0"),
+        ("first_byte_timeout: soon", "first_byte_timeout", "soon"),
+    ] {
+        let found = problems(&chain_edit("  port: 2575\n", &format!("  port: 2575\n  {setting}\n")));
+        assert_eq!(found.len(), 1, "{setting}: {found:?}");
+        assert_eq!(found[0].path, format!("productions.p.items[0].{path}"), "{setting}");
+        assert!(found[0].message.contains(phrase), "{setting}: {}", found[0].message);
+    }
+}

@@ -1540,7 +1540,7 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_limit_are_closed_at_once() {
+async fn a_full_listener_closes_its_longest_idle_connection_for_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, port) = inbound_only(&dir, &["max_connections: 2"]).await;
     let timeout = Duration::from_secs(5);
@@ -1549,19 +1549,18 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
         let ack = reply(&client.exchange(&hl7("ADT^A01", id), timeout).await.unwrap());
         assert_eq!(ack.acknowledgment_code(), Some("AA"));
     }
-    let mut third = raw(port).await;
-    let closed = closed_within(&mut third, Duration::from_secs(2)).await.expect("third connection kept open");
-    assert!(closed < Duration::from_secs(1), "closed after {closed:?}");
-    for (client, id) in [(&mut first, "LIM3"), (&mut second, "LIM4")] {
+    // A third connection is served; the first, idle the longest, makes room.
+    let mut third = connect(port).await;
+    let ack = reply(&third.exchange(&hl7("ADT^A01", "LIM3"), timeout).await.unwrap());
+    assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    let closed = first.receive(Duration::from_secs(2)).await;
+    assert!(matches!(&closed, Err(e) if !matches!(e, ClientError::ReplyTimeout(_))), "{closed:?}");
+    for (client, id) in [(&mut second, "LIM4"), (&mut third, "LIM5")] {
         let ack = reply(&client.exchange(&hl7("ADT^A01", id), timeout).await.unwrap());
         assert_eq!(ack.acknowledgment_code(), Some("AA"));
     }
-    // Once one closes, a new connection is served again.
-    drop(first);
-    let served = eventually(timeout, || engine.status().item(PRODUCTION, "In").unwrap().connections < 2).await;
-    assert!(served);
-    let ack = reply(&send(port, &hl7("ADT^A01", "LIM5")).await);
-    assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    let two = eventually(timeout, || engine.status().item(PRODUCTION, "In").unwrap().connections == 2).await;
+    assert!(two, "{:?}", engine.status().item(PRODUCTION, "In"));
     engine.shutdown().await;
 }
 
@@ -1903,5 +1902,457 @@ async fn a_listener_that_cannot_bind_troubles_the_production_and_recovers_on_res
     assert!(running, "{:?}", engine.status());
     let ack = reply(&connect(port).await.exchange(&hl7("ADT^A01", "BOUND1"), Duration::from_secs(5)).await.unwrap());
     assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 10. Listeners that a flood cannot lock
+
+/// A connection to `port` from the loopback address 127.0.0.`from`, so that
+/// one test can play several peers.
+async fn raw_from(from: u8, port: u16) -> tokio::net::TcpStream {
+    let stream = try_raw_from(from, port).await.unwrap_or_else(|e| panic!("cannot connect from 127.0.0.{from}: {e}"));
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+async fn try_raw_from(from: u8, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(([127, 0, 0, from], 0).into())?;
+    socket.connect(([127, 0, 0, 1], port).into()).await
+}
+
+/// Sends one message on `client` and checks that it was accepted.
+async fn exchange_accepted<S: switchboard::mllp::Stream>(
+    client: &mut switchboard::mllp::MllpClient<S>,
+    control_id: &str,
+) {
+    let ack = client.exchange(&hl7("ADT^A01", control_id), Duration::from_secs(5)).await;
+    let ack = reply(&ack.unwrap_or_else(|e| panic!("no ACK for {control_id}: {e}")));
+    assert_eq!(ack.acknowledgment_code(), Some("AA"), "{ack:?}");
+    assert_eq!(ack.acknowledged_control_id(), Some(control_id));
+}
+
+/// The texts of the events of `item`, oldest first.
+fn event_texts(store: &Store, item: &str) -> Vec<String> {
+    let mut events = store.recent_events(10_000).expect("events");
+    events.retain(|e| e.item.as_deref() == Some(item));
+    events.into_iter().rev().map(|e| e.text).collect()
+}
+
+/// Waits until an event of `item` contains every one of `words`; returns it.
+async fn event_naming(store: &Store, item: &str, words: &[&str]) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let texts = event_texts(store, item);
+        if let Some(text) = texts.iter().find(|t| words.iter().all(|w| t.contains(w))) {
+            return text.clone();
+        }
+        assert!(Instant::now() < deadline, "no event of {item} names {words:?}: {texts:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_junk_flood_writes_a_bounded_number_of_events() {
+    const CONNECTIONS: usize = 20;
+    const ROUNDS: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &[]).await;
+    let mut flood = tokio::task::JoinSet::new();
+    for n in 0..CONNECTIONS {
+        flood.spawn(async move {
+            let junk = vec![b'x'; 16 * 1024];
+            for _ in 0..ROUNDS {
+                let mut stream = raw_from(2 + (n % 5) as u8, port).await;
+                // 80 KiB: past the 64 KiB allowed, so the engine closes it.
+                for _ in 0..5 {
+                    if stream.write_all(&junk).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = closed_within(&mut stream, Duration::from_secs(5)).await;
+            }
+        });
+    }
+    let mut client = connect(port).await;
+    exchange_accepted(&mut client, "CALM1").await;
+    let flooded = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(done) = flood.join_next().await {
+            done.expect("flood");
+        }
+    })
+    .await;
+    assert!(flooded.is_ok(), "the flood did not end");
+    exchange_accepted(&mut client, "CALM2").await;
+    // 100 connections closed for junk: 5 events, then silence.
+    let junk = |texts: &[String]| texts.iter().filter(|t| t.contains("outside MLLP frames")).count();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let texts = event_texts(engine.store(), "In");
+    assert_eq!(junk(&texts), 5, "{texts:#?}");
+    assert!(texts.len() <= 10, "{texts:#?}");
+    // What was held back is counted when the listener stops.
+    engine.stop_production(PRODUCTION, CommandSource::Api).await.unwrap();
+    let summary = event_naming(engine.store(), "In", &["more warnings about bytes outside MLLP frames"]).await;
+    let held: usize = summary.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or_default();
+    assert_eq!(held, CONNECTIONS * ROUNDS - 5, "{summary}");
+    engine.shutdown().await;
+}
+
+/// A `tls:` section with a server configuration `server` whose test
+/// certificates are made in `dir` at start.
+fn tls_server_section(dir: &std::path::Path) -> String {
+    let file = |name: &str| dir.join(name).display().to_string();
+    format!(
+        "tls:\n  server:\n    role: server\n    ca_file: \"{}\"\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    \
+         create_if_missing: true\n",
+        file("ca.crt"),
+        file("server.crt"),
+        file("server.key")
+    )
+}
+
+/// Makes the test certificates, then builds and starts the engine.
+async fn start_engine_with_tls(dir: &std::path::Path, yaml: &str) -> switchboard::engine::Engine {
+    let config = switchboard::config::parse(&dir.join("productions.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
+    switchboard::tls::create_missing(&config).expect("test certificates");
+    let (store, _) = Store::open(&dir.join("store.db"), StoreOptions::default()).expect("open the store");
+    let engine = switchboard::engine::Engine::new(config, store).unwrap_or_else(|e| panic!("{e}"));
+    engine.start().await;
+    assert!(
+        engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await,
+        "the production did not start: {:?}",
+        engine.status()
+    );
+    engine
+}
+
+/// TLS client settings trusting the CA that [`tls_server_section`] makes.
+fn tls_client(dir: &std::path::Path) -> switchboard::mllp::ClientTls {
+    use switchboard::config::{TlsConfig, TlsRole, TlsVersion, VerifyPeer};
+    let config = TlsConfig {
+        role: TlsRole::Client,
+        ca_file: Some(dir.join("ca.crt")),
+        cert_file: None,
+        key_file: None,
+        key_password_env: None,
+        key_password_file: None,
+        verify_peer: VerifyPeer::Require,
+        verify_host: true,
+        server_name: None,
+        min_version: TlsVersion::Tls12,
+        create_if_missing: false,
+    };
+    let handle = switchboard::tls::TlsConfigHandle::load("client", &config).expect("client configuration");
+    switchboard::mllp::ClientTls {
+        connector: handle.connector().expect("connector"),
+        server_name: handle.server_name("localhost").expect("server name"),
+    }
+}
+
+/// The start of a TLS ClientHello: a handshake record header announcing
+/// 512 bytes, and the first few of them. A server waits for the rest.
+const HALF_A_CLIENT_HELLO: [u8; 9] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_first_byte_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &["first_byte_timeout: 300ms", "read_timeout: 5s"]).await;
+    let mut silent = raw(port).await;
+    let closed = closed_within(&mut silent, Duration::from_secs(3)).await.expect("still open after 3 s");
+    assert!(closed >= Duration::from_millis(250), "closed after {closed:?}");
+    assert!(closed < Duration::from_millis(1500), "closed after {closed:?}, not at the first-byte timeout");
+    // Once a sender has spoken, only the idle timeout (300 s) applies.
+    let mut client = connect(port).await;
+    exchange_accepted(&mut client, "FIRST1").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    exchange_accepted(&mut client, "FIRST2").await;
+    event_naming(engine.store(), "In", &["nothing received within 300ms", "first_byte_timeout"]).await;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_closed_after_the_first_byte_timeout_and_plaintext_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "{}{}",
+        tls_server_section(dir.path()),
+        production(&[
+            mllp_in("Secure in", port, "Files", &["tls: server", "first_byte_timeout: 500ms", "read_timeout: 5s"]),
+            file_out("Files", &dir.path().join("files"), "{control_id}.hl7"),
+        ])
+    );
+    let engine = start_engine_with_tls(dir.path(), &yaml).await;
+    // Half a ClientHello, then nothing; and nothing at all.
+    let mut stalled = raw(port).await;
+    stalled.write_all(&HALF_A_CLIENT_HELLO).await.unwrap();
+    let mut silent = raw(port).await;
+    let opened = Instant::now();
+    for (stream, what) in [(&mut stalled, "the stalled handshake"), (&mut silent, "the silent connection")] {
+        assert!(closed_within(stream, Duration::from_secs(3)).await.is_some(), "{what} is open");
+        let closed = opened.elapsed();
+        assert!(closed >= Duration::from_millis(400), "{what} closed after {closed:?}");
+        assert!(closed < Duration::from_millis(2000), "{what} closed after {closed:?}, not at the timeout");
+    }
+    // A plaintext MLLP sender is told nothing and named as such.
+    let mut plain = raw(port).await;
+    plain.write_all(&frame(&hl7("ADT^A01", "PLAIN1"))).await.unwrap();
+    let closed = closed_within(&mut plain, Duration::from_secs(3)).await.expect("the plaintext sender is open");
+    assert!(closed < Duration::from_millis(400), "closed after {closed:?}");
+    // A TLS sender is served.
+    let tls = tls_client(dir.path());
+    let addr = format!("127.0.0.1:{port}");
+    let mut client = switchboard::mllp::MllpClient::connect_with(&addr, Duration::from_secs(2), Some(&tls))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    exchange_accepted(&mut client, "TLS1").await;
+    let store = engine.store();
+    event_naming(store, "Secure in", &["TLS handshake with 127.0.0.1:", "not complete within 500ms"]).await;
+    event_naming(store, "Secure in", &["nothing received within 500ms"]).await;
+    let text = event_naming(store, "Secure in", &["plaintext on a TLS port from 127.0.0.1:"]).await;
+    assert!(text.ends_with("the sender must use TLS"), "{text}");
+    assert!(!event_texts(store, "Secure in").iter().any(|t| t.contains("InvalidContentType")));
+    assert_eq!(engine.status().item(PRODUCTION, "Secure in").unwrap().received, 1);
+    engine.shutdown().await;
+}
+
+/// An MLLP client from 127.0.0.`from`.
+async fn client_from(from: u8, port: u16) -> switchboard::mllp::MllpClient<tokio::net::TcpStream> {
+    switchboard::mllp::MllpClient::new(raw_from(from, port).await, switchboard::mllp::MllpCodec::new())
+}
+
+/// Waits until the peer closes `client`'s connection; panics if it stays
+/// open for `timeout`.
+async fn assert_closed<S: switchboard::mllp::Stream>(
+    client: &mut switchboard::mllp::MllpClient<S>,
+    timeout: Duration,
+    what: &str,
+) {
+    match client.receive(timeout).await {
+        Err(ClientError::ReplyTimeout(_)) => panic!("{what} is still open after {timeout:?}"),
+        Err(_) => {}
+        Ok(bytes) => panic!("{what} got {bytes:?} instead of being closed"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_at_its_limit_loses_its_own_longest_idle_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &["max_connections_per_peer: 2"]).await;
+    // Two connections of 127.0.0.2; the first delivers last, so the
+    // second (a ghost, say) is the peer's longest idle.
+    let (mut first, mut ghost) = (client_from(2, port).await, client_from(2, port).await);
+    exchange_accepted(&mut ghost, "PEER1").await;
+    exchange_accepted(&mut first, "PEER2").await;
+    let mut other = client_from(3, port).await;
+    exchange_accepted(&mut other, "OTHER1").await;
+    // A third connection of 127.0.0.2 is served; the ghost makes room.
+    let mut third = client_from(2, port).await;
+    exchange_accepted(&mut third, "PEER3").await;
+    assert_closed(&mut ghost, Duration::from_secs(2), "the peer's longest-idle connection").await;
+    exchange_accepted(&mut first, "PEER4").await;
+    exchange_accepted(&mut other, "OTHER2").await;
+    let text = event_naming(engine.store(), "In", &["to make room for one from 127.0.0.2:"]).await;
+    assert!(text.contains("127.0.0.2 had 2 connections (max_connections_per_peer)"), "{text}");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_listener_closes_connections_that_delivered_nothing_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, port) = inbound_only(&dir, &["max_connections: 3"]).await;
+    let mut sender = client_from(2, port).await;
+    exchange_accepted(&mut sender, "FULL1").await;
+    // Two silent connections, newer than the sender's last message.
+    let mut silent = [raw_from(3, port).await, raw_from(4, port).await];
+    // Each newcomer closes the oldest silent connection, never the sender.
+    let mut newcomers = Vec::new();
+    for (n, old) in silent.iter_mut().enumerate() {
+        newcomers.push(raw_from(5 + n as u8, port).await);
+        let closed = closed_within(old, Duration::from_secs(2)).await;
+        assert!(closed.is_some(), "silent connection {n} is still open");
+        exchange_accepted(&mut sender, &format!("FULL{}", n + 2)).await;
+    }
+    // A well-behaved newcomer is served too: the older newcomer makes room.
+    let mut second = client_from(7, port).await;
+    exchange_accepted(&mut second, "FULL4").await;
+    assert!(closed_within(&mut newcomers[0], Duration::from_secs(2)).await.is_some());
+    exchange_accepted(&mut sender, "FULL5").await;
+    let text = event_naming(engine.store(), "In", &["no message yet", "(max_connections)"]).await;
+    assert!(text.contains("the listener had 3 connections"), "{text}");
+    engine.shutdown().await;
+}
+
+/// Connects from 127.0.0.`from` again and again until `stop`, each time
+/// doing `attack` on the connection and waiting for the engine to close
+/// it; bounded in rounds. Returns the rounds done.
+async fn attacker<F, Fut>(from: u8, port: u16, stop: Arc<AtomicBool>, pause: Duration, attack: F) -> usize
+where
+    F: Fn(tokio::net::TcpStream, Arc<AtomicBool>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    const ROUNDS: usize = 200;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for round in 0..ROUNDS {
+        if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            return round;
+        }
+        // A listener whose backlog is full drops SYNs: give up on a
+        // connection that is not made within a second, and try again.
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(1), try_raw_from(from, port)).await {
+            attack(stream, stop.clone()).await;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    ROUNDS
+}
+
+/// Holds `stream` without writing until the engine closes it or `stop`.
+async fn hold(mut stream: tokio::net::TcpStream, stop: Arc<AtomicBool>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 256];
+    for _ in 0..1_000 {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let read = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            return;
+        }
+    }
+}
+
+/// Writes a frame one byte every 50 ms, never finishing it.
+async fn trickle(mut stream: tokio::net::TcpStream, stop: Arc<AtomicBool>) {
+    let bytes = [&[0x0B][..], &hl7("ADT^A01", "SLOW")].concat();
+    for byte in bytes.iter().take(1_000) {
+        if stop.load(Ordering::Relaxed) || stream.write_all(&[*byte]).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hold(stream, stop).await;
+}
+
+/// Starts a TLS handshake and stalls in it.
+async fn half_handshake(mut stream: tokio::net::TcpStream, stop: Arc<AtomicBool>) {
+    if stream.write_all(&HALF_A_CLIENT_HELLO).await.is_ok() {
+        hold(stream, stop).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_half_open_and_slow_connections_never_locks_out_a_sender() {
+    const IDLE: usize = 1_000;
+    const HALF_OPEN: usize = 200;
+    const SLOW: usize = 50;
+    const MESSAGES: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, secure_port) = (free_port(), free_port());
+    let timeouts = ["first_byte_timeout: 1s", "read_timeout: 1s", "idle_timeout: 5s"];
+    let yaml = format!(
+        "{}{}",
+        tls_server_section(dir.path()),
+        production(&[
+            mllp_in("In", port, "Files", &timeouts),
+            mllp_in("Secure in", secure_port, "Files", &[&timeouts[..], &["tls: server"]].concat()),
+            file_out("Files", &dir.path().join("files"), "{control_id}.hl7"),
+        ])
+    );
+    let engine = start_engine_with_tls(dir.path(), &yaml).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut flood = tokio::task::JoinSet::new();
+    // Ten addresses for the idle connections, ten for the handshakes, five
+    // for the slow senders; each attacker reconnects when it is closed.
+    for n in 0..IDLE {
+        let stop = stop.clone();
+        flood.spawn(attacker(10 + (n % 10) as u8, port, stop, Duration::from_millis(100), hold));
+    }
+    for n in 0..HALF_OPEN {
+        let stop = stop.clone();
+        flood.spawn(attacker(30 + (n % 10) as u8, secure_port, stop, Duration::from_millis(100), half_handshake));
+    }
+    for n in 0..SLOW {
+        let stop = stop.clone();
+        flood.spawn(attacker(50 + (n % 5) as u8, port, stop, Duration::from_millis(100), trickle));
+    }
+    // The flood is under way before the senders connect.
+    let full = eventually(WAIT, || engine.status().item(PRODUCTION, "In").unwrap().connections >= 90).await;
+    assert!(full, "the flood did not fill the listener: {:?}", engine.status().item(PRODUCTION, "In"));
+
+    let plain = tokio::spawn(async move {
+        let mut client = connect(port).await;
+        for n in 0..MESSAGES {
+            exchange_accepted(&mut client, &format!("GOOD{n:03}")).await;
+        }
+    });
+    let tls = tls_client(dir.path());
+    let secure = tokio::spawn(async move {
+        let addr = format!("127.0.0.1:{secure_port}");
+        let connected = switchboard::mllp::MllpClient::connect_with(&addr, Duration::from_secs(5), Some(&tls)).await;
+        let mut client = connected.unwrap_or_else(|e| panic!("{e}"));
+        for n in 0..MESSAGES {
+            exchange_accepted(&mut client, &format!("SAFE{n:03}")).await;
+        }
+    });
+    let (plain, secure) = tokio::join!(plain, secure);
+    stop.store(true, Ordering::Relaxed);
+    plain.expect("every message of the plaintext sender is acknowledged");
+    secure.expect("every message of the TLS sender is acknowledged");
+    let mut rounds = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(done) = flood.join_next().await {
+            rounds += done.expect("attacker");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the attackers did not stop");
+    assert!(rounds >= IDLE + HALF_OPEN + SLOW, "only {rounds} attacks");
+    let status = engine.status();
+    assert_eq!(status.item(PRODUCTION, "In").unwrap().received, MESSAGES as u64);
+    assert_eq!(status.item(PRODUCTION, "Secure in").unwrap().received, MESSAGES as u64);
+    // Thousands of closed connections, a few lines each.
+    for item in ["In", "Secure in"] {
+        let texts = event_texts(engine.store(), item);
+        assert!(texts.len() <= 8 * 5, "{} events of {item}: {texts:#?}", texts.len());
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_whose_port_is_taken_listens_once_it_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let yaml = production(&[
+        mllp_in("In", port, "Files", &[]),
+        file_out("Files", &dir.path().join("files"), "{control_id}.hl7"),
+    ]);
+    let engine = open_engine(dir.path(), &yaml);
+    // The start does not wait for the port.
+    tokio::time::timeout(Duration::from_secs(5), engine.start()).await.expect("the start returned");
+    let troubled = engine
+        .wait_for(WAIT, |s| production_state(s) == ProductionState::Troubled && item_state(s, "In") == ItemState::Error)
+        .await;
+    assert!(troubled, "{:?}", engine.status());
+    let error = engine.status().item(PRODUCTION, "In").unwrap().last_error.clone().unwrap_or_default();
+    assert!(error.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{error}");
+    assert!(error.contains("trying again in"), "{error}");
+    // Tries at 1 s and 3 s fail without a new event each.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let listen_events = |engine: &switchboard::engine::Engine| {
+        event_texts(engine.store(), "In").into_iter().filter(|t| t.contains("cannot listen")).count()
+    };
+    assert_eq!(listen_events(&engine), 1, "{:#?}", event_texts(engine.store(), "In"));
+    let error = engine.status().item(PRODUCTION, "In").unwrap().last_error.clone().unwrap_or_default();
+    assert!(error.contains("trying again in 4s"), "{error}");
+    drop(squatter);
+    // The next try, at 7 s, takes the port.
+    let running = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
+    assert!(running, "{:?}", engine.status());
+    event_naming(engine.store(), "In", &[&format!("listening on 127.0.0.1:{port} after 3 failed tries")]).await;
+    let mut client = connect(port).await;
+    exchange_accepted(&mut client, "BOUND2").await;
     engine.shutdown().await;
 }

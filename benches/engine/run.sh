@@ -176,6 +176,7 @@ productions:
         host: 127.0.0.1
         port: $1
         max_connections: 200
+        max_connections_per_peer: 200 # every load connection comes from 127.0.0.1
         targets: [Hold]
       # Disabled: messages are only committed and wait in its queue.
       - name: Hold
@@ -198,6 +199,7 @@ productions:
         host: 127.0.0.1
         port: $1
         max_connections: 200
+        max_connections_per_peer: 200 # every load connection comes from 127.0.0.1
         targets: [Router]
       - name: Router
         kind: router

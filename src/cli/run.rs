@@ -69,6 +69,9 @@ fn check_tls(config: &Config, warning_days: u32) -> bool {
 
 pub(super) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let Some(config) = load(&args.config) else { return Ok(ExitCode::FAILURE) };
+    for warning in config::probe_ports(&config) {
+        eprintln!("warning: {}: {warning}", config.source.display());
+    }
     if check_tls(&config, args.certificate_warning_days) {
         return Ok(ExitCode::FAILURE);
     }

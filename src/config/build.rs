@@ -39,6 +39,8 @@ const MLLP_IN_KEYS: &[&str] = &[
     "ack_mode",
     "application_ack_timeout",
     "max_connections",
+    "max_connections_per_peer",
+    "first_byte_timeout",
     "idle_timeout",
     "read_timeout",
     "max_message_size",
@@ -610,6 +612,11 @@ fn mllp_in(ctx: &mut Ctx, f: &Fields<'_>, draft: &mut DraftItem) -> Option<ItemK
     config.max_connections = f.read(ctx, "max_connections", config.max_connections, |ctx, path, node| {
         integer(ctx, path, node, "a number of connections", 1, 100_000).and_then(|n| usize::try_from(n).ok())
     });
+    config.max_connections_per_peer =
+        f.read(ctx, "max_connections_per_peer", config.max_connections_per_peer, |ctx, path, node| {
+            integer(ctx, path, node, "a number of connections", 1, 100_000).and_then(|n| usize::try_from(n).ok())
+        });
+    config.first_byte_timeout = f.read(ctx, "first_byte_timeout", config.first_byte_timeout, positive_duration);
     config.idle_timeout = f.read(ctx, "idle_timeout", config.idle_timeout, positive_duration);
     config.read_timeout = f.read(ctx, "read_timeout", config.read_timeout, positive_duration);
     config.max_message_size = f.read(ctx, "max_message_size", config.max_message_size, |ctx, path, node| {

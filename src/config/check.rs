@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
+use super::Problem;
 use super::build::{Draft, DraftItem, DraftProduction, Listen};
 use super::model::*;
 use super::reader::{Ctx, Ref, closest};
@@ -297,6 +298,47 @@ fn check_ports(ctx: &mut Ctx, draft: &Draft) {
     }
 }
 
+/// Tries to listen on the address of every enabled `mllp_in`, to tell
+/// whether another program holds its port. A warning, not an error: the
+/// listener tries its port again until it is free (the production shows
+/// as troubled meanwhile), and the program holding it may be Switchboard
+/// itself, already running the file being checked. `switchboard check`
+/// calls it; loading a file never touches the network.
+pub fn probe_ports(config: &Config) -> Vec<Problem> {
+    let mut warnings = Vec::new();
+    for production in &config.productions {
+        for (index, item) in production.items.iter().enumerate() {
+            let ItemKind::MllpIn(listen) = &item.kind else { continue };
+            if !item.enabled {
+                continue;
+            }
+            // Dropped at once: the port is free again when this returns.
+            let Err(error) = std::net::TcpListener::bind((listen.host.as_str(), listen.port)) else { continue };
+            let what = match error.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "another program listens there; stop it or choose another port (if it is Switchboard, already \
+                     running this file, all is well). Until the port is free the item is in error and tries it again \
+                     every 30s at most"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "ports below 1024 need privileges; choose a port from 1024 up, or run with the right to bind it"
+                }
+                std::io::ErrorKind::AddrNotAvailable => {
+                    "no network interface of this machine has that address; correct `host`, or check that the \
+                     interface is up when Switchboard starts (the item tries again until it is)"
+                }
+                _ => "the item tries again until it can listen",
+            };
+            warnings.push(Problem {
+                path: format!("productions.{}.items[{index}].port", production.id),
+                message: format!("cannot listen on port {} of {} now: {error}; {what}", listen.port, listen.host),
+                position: None,
+            });
+        }
+    }
+    warnings
+}
+
 #[cfg(test)]
 mod tests {
     use super::hosts_overlap;
@@ -311,5 +353,41 @@ mod tests {
         assert!(!hosts_overlap("127.0.0.1", "127.0.0.2"));
         assert!(!hosts_overlap("0.0.0.0", "::1"));
         assert!(!hosts_overlap("localhost", "10.0.0.1"));
+    }
+
+    #[test]
+    fn a_port_held_by_another_program_is_a_warning_naming_the_item() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = held.local_addr().expect("address").port();
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let free_port = free.local_addr().expect("address").port();
+        drop(free);
+        let yaml = format!(
+            r#"productions:
+  adt:
+    items:
+      - name: Free in
+        kind: mllp_in
+        host: 127.0.0.1
+        port: {free_port}
+        targets: [Out]
+      - name: Out
+        kind: file_out
+        path: out
+      - name: Taken in
+        kind: mllp_in
+        host: 127.0.0.1
+        port: {port}
+        targets: [Out]
+"#
+        );
+        let config = crate::config::parse(std::path::Path::new("/tmp/productions.yaml"), &yaml).expect("valid");
+        let warnings = super::probe_ports(&config);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].path, "productions.adt.items[2].port");
+        let message = &warnings[0].message;
+        assert!(message.contains(&port.to_string()) && message.contains("another program"), "{message}");
+        drop(held);
+        assert!(super::probe_ports(&config).is_empty());
     }
 }

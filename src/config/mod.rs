@@ -73,6 +73,7 @@ mod yaml;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use check::probe_ports;
 pub use model::{
     AckMode, BackgroundPriority, Config, Durability, FileInConfig, FileOutConfig, ItemConfig, ItemKind, ItemRole,
     KindTag, MllpInConfig, MllpOutConfig, NoMatch, ProductionConfig, RouterConfig, RuleAction, RuleConfig,

@@ -300,15 +300,44 @@ pub struct MllpInConfig {
     /// wait for the downstream reply before answering the sender with a
     /// negative ACK. Default `30s`.
     pub application_ack_timeout: Duration,
-    /// `max_connections` — how many senders may be connected at once; more
-    /// are refused. Default `100`; at least 1.
+    /// `max_connections` — how many connections may be open at once, from
+    /// all senders together. Default `100`; at least 1. When the listener
+    /// is full, a new connection is still taken: the connection idle the
+    /// longest is closed to make room for it, first among those that have
+    /// not delivered a message yet (silent, trickling bytes, or stuck in a
+    /// TLS handshake), so a flood of connections that deliver nothing
+    /// cannot lock out a sender that delivers. "Idle" is the time since
+    /// the connection's last complete message, or since it was accepted.
+    /// A connection storing a message finishes it and sends its ACK before
+    /// it closes.
     pub max_connections: usize,
-    /// `idle_timeout` — a connection with no traffic for this long is closed.
-    /// Default `300s`.
+    /// `max_connections_per_peer` — how many connections one peer IP
+    /// address may have open at once. Default `10`; at least 1. A peer at
+    /// its limit that opens another loses its own longest-idle connection,
+    /// so one address cannot take the whole listener, yet a sender whose
+    /// old connections went half-open (dropped by a firewall without a
+    /// word) is never locked out by them. Raise it for senders that open
+    /// many connections at once, or for many senders behind one address
+    /// (NAT).
+    pub max_connections_per_peer: usize,
+    /// `first_byte_timeout` — a connection that has sent nothing this long
+    /// after it was accepted is closed; on a TLS listener the whole
+    /// handshake must be complete by then (and the first byte of a message
+    /// must follow within the same time after it). Default `10s`. It frees
+    /// the resources that silent and half-open connections hold long
+    /// before `idle_timeout` would; raise it for a sender that connects
+    /// well ahead of its first message (it would otherwise be disconnected
+    /// and connect again when it has one).
+    pub first_byte_timeout: Duration,
+    /// `idle_timeout` — a connection with no complete message for this long
+    /// is closed. Default `300s`. Bytes that never make a message (junk,
+    /// a frame trickled in but never finished) do not count as traffic, so
+    /// they cannot hold a connection open past it.
     pub idle_timeout: Duration,
     /// `read_timeout` — a message whose first byte has arrived must be
     /// complete within this time, or the connection is closed, so a stalled
-    /// sender cannot hold a connection forever. Default `30s`.
+    /// or byte-at-a-time sender cannot hold a connection forever. Default
+    /// `30s`.
     pub read_timeout: Duration,
     /// `max_message_size` — the largest message accepted, in bytes; a larger
     /// frame is drained without being buffered and rejected with AR naming
@@ -334,6 +363,8 @@ impl MllpInConfig {
             ack_mode: AckMode::Immediate,
             application_ack_timeout: Duration::from_secs(30),
             max_connections: 100,
+            max_connections_per_peer: 10,
+            first_byte_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             read_timeout: Duration::from_secs(30),
             max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,

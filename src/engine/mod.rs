@@ -20,6 +20,7 @@
 mod deliveries;
 mod items;
 mod production;
+mod rate_limit;
 mod replies;
 pub mod reply_actions;
 pub mod rules;
