@@ -69,20 +69,15 @@ impl Noted {
 struct State {
     file: File,
     len: u64,
-    /// Headers whose results are noted and not yet committed by the
-    /// writer, with how many of their results wait.
+    /// Headers whose results are noted, with how many of their results
+    /// wait for the writer's commit. An entry at 0 is committed but kept
+    /// until the next queue read begins (see
+    /// [`forget_committed`](DeliveryLog::forget_committed)).
     pending: HashMap<i64, u32>,
-}
-
-/// The headers with a result noted and not committed, at one moment (see
-/// [`DeliveryLog::pending`]).
-pub(super) struct Pending(Option<std::collections::HashSet<i64>>);
-
-impl Pending {
-    /// Was a result for this header waiting to be committed then?
-    pub(super) fn contains(&self, header_id: i64) -> bool {
-        self.0.as_ref().is_some_and(|ids| ids.contains(&header_id))
-    }
+    /// Entries of `pending` that reached 0, to be forgotten.
+    committed: Vec<i64>,
+    /// Entries of `pending` above 0.
+    waiting: usize,
 }
 
 /// The open log; shared by the operations and the writer.
@@ -185,7 +180,7 @@ impl DeliveryLog {
             at += len;
         }
         let len = bytes.len() as u64;
-        let state = State { file, len, pending: HashMap::new() };
+        let state = State { file, len, pending: HashMap::new(), committed: Vec::new(), waiting: 0 };
         Ok((Self { path, state: Mutex::new(state) }, noted))
     }
 
@@ -204,36 +199,54 @@ impl DeliveryLog {
         let mut state = self.lock();
         state.file.write_all(&record)?;
         state.len += record.len() as u64;
-        *state.pending.entry(noted.header_id).or_default() += 1;
+        let waiting = state.pending.entry(noted.header_id).or_default();
+        *waiting += 1;
+        if *waiting == 1 {
+            state.waiting += 1;
+        }
         Ok(())
     }
 
-    /// The headers whose results are noted and not yet committed: their
-    /// messages have been delivered, even if the database still shows them
-    /// queued.
+    /// Has this header a result noted that was not committed when the
+    /// current queue read began? Its message has been delivered, even if
+    /// the read's snapshot still shows it queued.
     ///
-    /// A queue read must take this *before* its query: a result committed
-    /// while the query runs leaves the pending set, yet the query's
-    /// snapshot may still show its header queued. Checked after the query,
-    /// such a header would look undelivered and be delivered again.
-    pub(super) fn pending(&self) -> Pending {
-        let state = self.lock();
-        match state.pending.is_empty() {
-            true => Pending(None),
-            false => Pending(Some(state.pending.keys().copied().collect())),
+    /// A result committed while a read's query runs is not yet in that
+    /// query's snapshot, so its entry must outlive the query: entries are
+    /// forgotten only by [`forget_committed`](Self::forget_committed), at
+    /// the start of the next read. (Dropped at once, such a header looked
+    /// undelivered and `file_out`, which reads its queue from the head,
+    /// delivered it again.)
+    pub(super) fn delivered(&self, header_id: i64) -> bool {
+        self.lock().pending.contains_key(&header_id)
+    }
+
+    /// Forgets the entries whose results are all committed. Called with
+    /// the store's reader held, before a queue read's query: what was
+    /// committed before then is in that query's snapshot.
+    pub(super) fn forget_committed(&self) {
+        let mut state = self.lock();
+        let State { pending, committed, .. } = &mut *state;
+        for id in committed.drain(..) {
+            if pending.get(&id) == Some(&0) {
+                pending.remove(&id);
+            }
         }
     }
 
     /// Called by the writer once it has committed a noted result.
     pub(super) fn settle(&self, header_id: i64) {
         let mut state = self.lock();
-        if let Some(waiting) = state.pending.get_mut(&header_id) {
+        if let Some(waiting) = state.pending.get_mut(&header_id)
+            && *waiting > 0
+        {
             *waiting -= 1;
             if *waiting == 0 {
-                state.pending.remove(&header_id);
+                state.waiting -= 1;
+                state.committed.push(header_id);
             }
         }
-        if state.pending.is_empty() && state.len >= CUT_BACK_AT {
+        if state.waiting == 0 && state.len >= CUT_BACK_AT {
             // Appends go to the end of the file, wherever that now is.
             match state.file.set_len(0) {
                 Ok(()) => state.len = 0,
@@ -311,10 +324,13 @@ mod tests {
             log.settle(id);
         }
         assert_eq!(log.lock().len, records as u64 * record, "one result still waits for its commit");
-        assert!(log.pending().contains(1) && !log.pending().contains(2));
+        log.forget_committed();
+        assert!(log.delivered(1) && !log.delivered(2));
         log.settle(1);
         assert_eq!(log.lock().len, 0);
-        assert!(!log.pending().contains(1));
+        assert!(log.delivered(1), "kept until the next read begins");
+        log.forget_committed();
+        assert!(!log.delivered(1));
         log.note(&completed(1)).unwrap();
         assert_eq!(log.lock().file.metadata().unwrap().len(), record, "appends start again at the beginning");
     }
@@ -326,8 +342,10 @@ mod tests {
         let (_dir, log, _, _) = filled_log();
         log.note(&completed(1)).unwrap();
         log.settle(1);
-        assert!(log.pending().contains(1));
+        log.forget_committed();
+        assert!(log.delivered(1));
         log.settle(1);
-        assert!(!log.pending().contains(1));
+        log.forget_committed();
+        assert!(!log.delivered(1));
     }
 }

@@ -844,9 +844,10 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<Queued>, StoreError> {
-        // Before the query, not after: see `DeliveryLog::pending`.
-        let delivered = self.inner.deliveries.pending();
-        let mut queued = self.read(|c| {
+        let deliveries = &self.inner.deliveries;
+        self.read(|c| {
+            // Under the reader, before the query: see `DeliveryLog::delivered`.
+            deliveries.forget_committed();
             let mut stmt = c.prepare_cached(FETCH_QUEUE_SQL)?;
             let rows = stmt.query_map(params![production, item, limit as i64, after], |r| {
                 Ok(Queued {
@@ -867,10 +868,11 @@ impl Store {
                 }
                 batch.push(row);
             }
+            // Still under the reader: a later read would forget results
+            // committed while this query ran.
+            batch.retain(|q| !deliveries.delivered(q.id));
             Ok(batch)
-        })?;
-        queued.retain(|q| !delivered.contains(q.id));
-        Ok(queued)
+        })
     }
 
     /// Why the store cannot commit received messages or delivery results
