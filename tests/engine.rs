@@ -1189,6 +1189,27 @@ async fn replies_answered_out_of_order_are_matched_to_their_messages() {
     p.engine.shutdown().await;
 }
 
+/// A pipelined reply that matches no message in flight (a receiver that
+/// puts something else in MSA-2): nothing is recorded on a guess; the
+/// window goes again one message at a time, where `:I?` judges each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_reply_that_matches_no_message_makes_the_operation_go_one_at_a_time() {
+    let p = Pipeline::new(&[], &["pipeline_depth: 8", "enabled: false", "response_timeout: 5s"]).await;
+    p.receiver.set_behaviour(Behaviour::WrongControlId);
+    let ids: Vec<String> = (1..=12).map(|n| format!("W{n}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    queue_then_enable(&p, &refs).await;
+    for id in &ids {
+        let h = wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+        assert!(h.attempts <= 2, "{h:?}");
+    }
+    assert_in_order(&p.receiver.ids(), &ids, 8);
+    assert!(p.receiver.ids().len() > ids.len(), "the first window goes again");
+    let logged = || p.store().recent_events(100).unwrap().iter().any(|e| e.text.contains("matches none of the"));
+    assert!(eventually(WAIT, logged).await, "{:?}", p.store().recent_events(100));
+    p.engine.shutdown().await;
+}
+
 /// The demo productions (examples/demo.yaml) on free ports, with the lab's
 /// listener closing idle connections after `lab_idle` and `Lab out`
 /// sending `depth` ahead.
