@@ -502,17 +502,24 @@ pub struct MllpOutConfig {
     /// `connect_timeout` — how long one connection attempt may take. Default
     /// `5s`.
     pub connect_timeout: Duration,
-    /// `response_timeout` — how long to wait for the reply to a message.
-    /// Default `30s`. A missing reply counts as a failed attempt.
+    /// `response_timeout` — how long to wait for the reply to a message on
+    /// a live connection. Default `30s`. Passing it is "no reply" (`X` in
+    /// `reply_code_actions`) at once; a connection lost while waiting is a
+    /// transport failure instead, and the message is sent again.
     pub response_timeout: Duration,
     /// `retry_interval` — the pause between two attempts at the same
-    /// message. Default `5s`.
+    /// message (after an `R` action, or a transport failure: a connection
+    /// refused, closed or reset, a failed TLS handshake). Default `5s`.
     pub retry_interval: Duration,
-    /// `failure_timeout` — how long a message is retried before it is
-    /// failed (as in Ensemble's FailureTimeout). Default `15s`; `0` fails it
-    /// after the first failed attempt. `forever` (or `-1`) retries without
-    /// end and is `None` here; the file then loads with a warning, because
-    /// the queue never drains while the receiver rejects.
+    /// `failure_timeout` — how long a message is retried, from its first
+    /// attempt, before it is given up (as in Ensemble's FailureTimeout):
+    /// after `R` actions it then fails unless the entry says otherwise;
+    /// after transport failures it is judged as `X` (no reply), and the
+    /// item shows as in error until the receiver answers again. Default
+    /// `15s`; `0` gives up after the first failed attempt. `forever` (or
+    /// `-1`) retries without end and is `None` here; the file then loads
+    /// with a warning, because the queue never drains while the receiver
+    /// rejects.
     pub failure_timeout: Option<Duration>,
     /// `pipeline_depth` — how many messages may be sent before the reply to
     /// the first has come back, 1 to
