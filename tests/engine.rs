@@ -654,18 +654,8 @@ async fn over_tls_resets_idle_closes_and_restarts_are_transport_failures() {
         let ids: Vec<String> = (1..=9).map(|n| format!("T{n}")).collect();
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         queue_then_enable(&p, &refs).await;
-        p.receiver.set_idle_close(Some(Duration::from_millis(150)));
-        let idle: Vec<String> = (1..=6).map(|n| format!("TI{n}")).collect();
-        send_in_bursts(&p, &idle, 2, Duration::from_millis(400)).await;
-        p.receiver.set_idle_close(None);
-        let restarts: Vec<String> = (1..=3).map(|n| format!("TR{n}")).collect();
-        for id in &restarts {
-            p.send_accepted("ADT^A01", id).await;
-            wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
-            p.receiver.restart().await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let all: Vec<String> = ids.iter().chain(&idle).chain(&restarts).cloned().collect();
+        let closed = through_idle_closes_and_restarts(&p, "T", 6, 2, 3).await;
+        let all: Vec<String> = ids.iter().chain(&closed).cloned().collect();
         for id in &all {
             let h = wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
             let expected = if id == "T3" { 2 } else { 1 };
@@ -1126,6 +1116,31 @@ async fn send_in_bursts(p: &Pipeline, ids: &[String], burst: usize, pause: Durat
     }
 }
 
+/// Sends `idle` messages in bursts of `burst` to a receiver that closes
+/// connections idle for 150 ms, pausing longer between bursts, then
+/// `restarts` messages, the receiver restarting after each. Returns the
+/// control ids sent, in order (`{prefix}I{n}`, then `{prefix}R{n}`).
+async fn through_idle_closes_and_restarts(
+    p: &Pipeline,
+    prefix: &str,
+    idle: usize,
+    burst: usize,
+    restarts: usize,
+) -> Vec<String> {
+    p.receiver.set_idle_close(Some(Duration::from_millis(150)));
+    let idle: Vec<String> = (1..=idle).map(|n| format!("{prefix}I{n}")).collect();
+    send_in_bursts(p, &idle, burst, Duration::from_millis(400)).await;
+    p.receiver.set_idle_close(None);
+    let restarts: Vec<String> = (1..=restarts).map(|n| format!("{prefix}R{n}")).collect();
+    for id in &restarts {
+        p.send_accepted("ADT^A01", id).await;
+        wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+        p.receiver.restart().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    idle.into_iter().chain(restarts).collect()
+}
+
 /// A receiver that closes connections idle for a moment, and one that
 /// restarts between messages: the kept-open connection is found closed
 /// before the next write and opened again, so no message costs a second
@@ -1136,18 +1151,7 @@ async fn a_kept_open_connection_closed_by_the_receiver_is_reopened_without_an_at
     for depth in [1, 8] {
         let depth_setting = format!("pipeline_depth: {depth}");
         let p = Pipeline::new(&[], &[&depth_setting, "response_timeout: 5s", "failure_timeout: 10s"]).await;
-        p.receiver.set_idle_close(Some(Duration::from_millis(150)));
-        let ids: Vec<String> = (1..=12).map(|n| format!("IDLE-{depth}-{n}")).collect();
-        send_in_bursts(&p, &ids, 3, Duration::from_millis(400)).await;
-        p.receiver.set_idle_close(None);
-        let restarts: Vec<String> = (1..=4).map(|n| format!("RESTART-{depth}-{n}")).collect();
-        for id in &restarts {
-            p.send_accepted("ADT^A01", id).await;
-            wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
-            p.receiver.restart().await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let all: Vec<String> = ids.iter().chain(&restarts).cloned().collect();
+        let all = through_idle_closes_and_restarts(&p, &format!("D{depth}-"), 12, 3, 4).await;
         assert_eq!(p.receiver.ids(), all, "depth {depth}: each once, in order");
         for id in &all {
             let h = wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
