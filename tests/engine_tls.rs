@@ -424,7 +424,12 @@ async fn mutual_tls_carries_a_message_from_mllp_out_to_mllp_in_byte_for_byte() {
     assert!(
         setup
             .engine
-            .wait_for(WAIT, |s| item(s, "a", "Out").sent == 1 && item(s, "b", "Inbox").sent == 1 && delivered.exists())
+            .wait_for(WAIT, |s| {
+                // The queue's depth falls once the result is committed,
+                // which may come just after the count.
+                let out = item(s, "a", "Out");
+                out.sent == 1 && out.queue_depth == 0 && item(s, "b", "Inbox").sent == 1 && delivered.exists()
+            })
             .await,
         "not delivered: {:#?}",
         setup.status()
