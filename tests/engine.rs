@@ -639,8 +639,7 @@ async fn over_tls_resets_idle_closes_and_restarts_are_transport_failures() {
             ];
             format!("tls:\n{}{}{}", tls("out-client", "client"), tls("rcv-server", "server"), production(&items))
         };
-        let config = switchboard::config::parse(&dir.path().join("productions.yaml"), &yaml(placeholder)).unwrap();
-        switchboard::tls::create_missing(&config).unwrap();
+        let config = create_test_certificates(dir.path(), &yaml(placeholder));
         let server = switchboard::tls::TlsConfigHandle::load("rcv-server", &config.tls["rcv-server"]).unwrap();
         let receiver = Receiver::start_tls(server.acceptor().unwrap()).await;
         let engine = start_engine(dir.path(), &yaml(receiver.port)).await;
@@ -1229,8 +1228,7 @@ async fn demo(dir: &std::path::Path, lab_idle: &str, depth: usize) -> (switchboa
         .replace("port: 6661", &format!("port: {lab_port}"))
         .replace("tls: lab-server", &format!("tls: lab-server\n        idle_timeout: {lab_idle}"))
         .replace("pipeline_depth: 1", &format!("pipeline_depth: {depth}"));
-    let config = switchboard::config::parse(&dir.join("productions.yaml"), &demo).unwrap_or_else(|e| panic!("{e}"));
-    switchboard::tls::create_missing(&config).expect("the demo's test certificates");
+    create_test_certificates(dir, &demo);
     let engine = open_engine(dir, &demo);
     engine.start().await;
     let up = |s: &switchboard::engine::EngineStatus| {
@@ -2039,17 +2037,8 @@ fn tls_server_section(dir: &std::path::Path) -> String {
 
 /// Makes the test certificates, then builds and starts the engine.
 async fn start_engine_with_tls(dir: &std::path::Path, yaml: &str) -> switchboard::engine::Engine {
-    let config = switchboard::config::parse(&dir.join("productions.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
-    switchboard::tls::create_missing(&config).expect("test certificates");
-    let (store, _) = Store::open(&dir.join("store.db"), StoreOptions::default()).expect("open the store");
-    let engine = switchboard::engine::Engine::new(config, store).unwrap_or_else(|e| panic!("{e}"));
-    engine.start().await;
-    assert!(
-        engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await,
-        "the production did not start: {:?}",
-        engine.status()
-    );
-    engine
+    create_test_certificates(dir, yaml);
+    start_engine(dir, yaml).await
 }
 
 /// TLS client settings trusting the CA that [`tls_server_section`] makes.

@@ -360,6 +360,15 @@ pub fn reply(bytes: &[u8]) -> Reply {
     Reply::read(&Message::parse(bytes).unwrap_or_else(|e| panic!("unreadable reply: {e}")))
 }
 
+/// Parses `yaml` as a productions file in `dir` and creates the test
+/// certificates of its TLS configurations marked `create_if_missing`, as
+/// `switchboard run` does at start.
+pub fn create_test_certificates(dir: &Path, yaml: &str) -> switchboard::config::Config {
+    let config = switchboard::config::parse(&dir.join("productions.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
+    switchboard::tls::create_missing(&config).expect("test certificates");
+    config
+}
+
 /// Builds an engine from `yaml` on a store in `dir`; nothing runs yet.
 pub fn open_engine(dir: &Path, yaml: &str) -> Engine {
     let config = switchboard::config::parse(&dir.join("productions.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
