@@ -21,6 +21,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 REPEAT=${REPEAT:-3}
 SCALE=${SCALE:-1}
 BACKLOG=${BACKLOG:-1000000}
@@ -36,7 +38,6 @@ DEMO_IN_PORT=$((PORT_BASE + 2))
 DEMO_LAB_PORT=$((PORT_BASE + 3))
 
 mkdir -p "$OUT"
-log() { echo "[$(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg)] $*" >&2; }
 
 if [[ -z ${SKIP_BUILD:-} ]]; then
     log "building (release)"
@@ -47,38 +48,6 @@ mkdir -p "$OUT/bin"
 cp "$ROOT/target/$PROFILE/switchboard" "$ROOT/target/$PROFILE/examples/mllp_acker" "$OUT/bin/"
 SB="$OUT/bin/switchboard"
 ACKER="$OUT/bin/mllp_acker"
-
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-# Waits until something listens on 127.0.0.1:$1 (at most 10 s).
-wait_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
-
-# Waits until nothing listens on 127.0.0.1:$1 (at most 10 s).
-wait_port_free() {
-    for _ in $(seq 100); do
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-}
-
-stop() { # pid
-    kill "$1" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
 
 start_acker() { # mode log [extra args...]
     local mode=$1 logf=$2
@@ -144,8 +113,6 @@ send_load() { # port count concurrency outfile
     }
     awk '/^throughput/ {t=$2} /^latency ms/ {p50=$4; p99=$8} END {print t, p50, p99}' "$4"
 }
-
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # Count of messages per case, for runs of a few seconds each on a small machine.
 count_for() { # kind concurrency

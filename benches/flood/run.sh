@@ -38,6 +38,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 REPEAT=${REPEAT:-3}
 COUNT=${COUNT:-3000}
 SETTLE=${SETTLE:-3}
@@ -76,7 +78,6 @@ if [[ $PIN == 1 ]]; then
 fi
 
 mkdir -p "$OUT"
-log() { echo "[$(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg)] $*" >&2; }
 
 if [[ -z ${SKIP_BUILD:-} ]]; then
     log "building ($PROFILE)"
@@ -86,30 +87,6 @@ fi
 mkdir -p "$OUT/bin"
 cp "$TARGET_DIR/$PROFILE/switchboard" "$OUT/bin/"
 SB="$OUT/bin/switchboard"
-
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-# Waits until something listens on 127.0.0.1:$1 (at most 10 s).
-wait_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
-
-stop() { # pid
-    kill "$1" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
 
 # The engine's defaults for every limit: what an operator gets.
 cat >"$OUT/flood.yaml" <<EOF
@@ -234,8 +211,6 @@ run_case() { # case run
         log "$c run $r: the good sender had errors: $(cat "$sout")"
     fi
 }
-
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 CASES=(none idle slow all none-tls half-open all-tls)
 for r in $(seq "$REPEAT"); do
