@@ -1898,24 +1898,27 @@ async fn an_operation_whose_results_cannot_be_committed_delivers_each_message_on
     assert_eq!(p.receiver.ids(), ["ONCE1", "ONCE2"]);
 }
 
+/// mllp_in → file_out on a port someone else holds (the listener returned
+/// holds it): the start does not wait for the port, and the production is
+/// troubled with its listener in error.
+async fn behind_a_taken_port(dir: &std::path::Path) -> (switchboard::engine::Engine, u16, std::net::TcpListener) {
+    let port = free_port();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let yaml =
+        production(&[mllp_in("In", port, "Files", &[]), file_out("Files", &dir.join("files"), "{control_id}.hl7")]);
+    let engine = open_engine(dir, &yaml);
+    tokio::time::timeout(Duration::from_secs(5), engine.start()).await.expect("the start returned");
+    let troubled = engine
+        .wait_for(WAIT, |s| production_state(s) == ProductionState::Troubled && item_state(s, "In") == ItemState::Error)
+        .await;
+    assert!(troubled, "{:?}", engine.status());
+    (engine, port, squatter)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_that_cannot_bind_troubles_the_production_and_recovers_on_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    // Someone else holds the port.
-    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let yaml = production(&[
-        mllp_in("In", port, "Files", &[]),
-        file_out("Files", &dir.path().join("files"), "{control_id}.hl7"),
-    ]);
-    let engine = open_engine(dir.path(), &yaml);
-    engine.start().await;
-    let troubled = engine
-        .wait_for(Duration::from_secs(5), |s| {
-            production_state(s) == ProductionState::Troubled && item_state(s, "In") == ItemState::Error
-        })
-        .await;
-    assert!(troubled, "{:?}", engine.status());
+    let (engine, port, squatter) = behind_a_taken_port(dir.path()).await;
     let error = engine.status().productions[0].items[0].last_error.clone().unwrap_or_default();
     assert!(error.contains("cannot listen") && error.contains(&port.to_string()), "{error}");
     // The port is freed; restarting the item brings the production back.
@@ -2337,19 +2340,7 @@ async fn a_flood_of_idle_half_open_and_slow_connections_never_locks_out_a_sender
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_whose_port_is_taken_listens_once_it_is_free() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let yaml = production(&[
-        mllp_in("In", port, "Files", &[]),
-        file_out("Files", &dir.path().join("files"), "{control_id}.hl7"),
-    ]);
-    let engine = open_engine(dir.path(), &yaml);
-    // The start does not wait for the port.
-    tokio::time::timeout(Duration::from_secs(5), engine.start()).await.expect("the start returned");
-    let troubled = engine
-        .wait_for(WAIT, |s| production_state(s) == ProductionState::Troubled && item_state(s, "In") == ItemState::Error)
-        .await;
-    assert!(troubled, "{:?}", engine.status());
+    let (engine, port, squatter) = behind_a_taken_port(dir.path()).await;
     let error = engine.status().item(PRODUCTION, "In").unwrap().last_error.clone().unwrap_or_default();
     assert!(error.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{error}");
     assert!(error.contains("trying again in"), "{error}");
