@@ -669,6 +669,44 @@ async fn over_tls_resets_idle_closes_and_restarts_are_transport_failures() {
     }
 }
 
+/// A message that can never be framed (a transform put an MLLP end block
+/// in it) is not sent at all, whatever the depth: it fails naming why,
+/// and the messages around it are delivered, in order, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_cannot_be_framed_fails_without_holding_the_queue() {
+    for depth in [1, 8] {
+        let dir = tempfile::tempdir().unwrap();
+        let receiver = Receiver::start().await;
+        let in_port = free_port();
+        let rules = [
+            "rules:".to_owned(),
+            "  - when: MSH-10 = \"BAD\"".to_owned(),
+            "    send: [Out]".to_owned(),
+            "    transform:".to_owned(),
+            "      - set: PID-5.1".to_owned(),
+            "        value: \"A\\x1cB\"".to_owned(),
+            "  - send: [Out]".to_owned(),
+        ];
+        let depth_setting = format!("pipeline_depth: {depth}");
+        let yaml = production(&[
+            mllp_in("In", in_port, "Router", &[]),
+            item("Router", "router", &rules),
+            mllp_out("Out", receiver.port, &[&depth_setting, "enabled: false"]),
+        ]);
+        let engine = start_engine(dir.path(), &yaml).await;
+        let p = Pipeline { engine, receiver, in_port, dir };
+        queue_then_enable(&p, &["GOOD1", "BAD", "GOOD2", "GOOD3"]).await;
+        let bad = wait_status(p.store(), "Out", "BAD", Status::Error, WAIT).await;
+        let error = bad.error.unwrap_or_default();
+        assert!(error.contains("cannot be sent") && error.contains("framing byte 0x1c"), "depth {depth}: {error}");
+        for id in ["GOOD1", "GOOD2", "GOOD3"] {
+            wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;
+        }
+        assert_eq!(p.receiver.ids(), ["GOOD1", "GOOD2", "GOOD3"], "depth {depth}");
+        p.engine.shutdown().await;
+    }
+}
+
 /// A reply that is not HL7 is handled like one without MSA (`:~=S` in the
 /// default: suspended), and its bytes are kept with the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
