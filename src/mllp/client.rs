@@ -224,11 +224,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MllpClient<S> {
         }
     }
 
-    /// Can `message` be sent at all (see [`MllpCodec::check_payload`])?
-    pub fn check_message(&self, message: &[u8]) -> Result<(), ClientError> {
-        Ok(self.framed.codec().check_payload(message)?)
-    }
-
     /// Bytes the peer sent outside frames so far.
     pub fn discarded_bytes(&self) -> usize {
         self.discarded
