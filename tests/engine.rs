@@ -2162,13 +2162,17 @@ async fn a_stalled_tls_handshake_is_closed_after_the_first_byte_timeout_and_plai
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     exchange_accepted(&mut client, "TLS1").await;
+    // Once it has sent a message, the idle timeout applies, not the
+    // first-byte timeout: the kept-open connection is still served.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    exchange_accepted(&mut client, "TLS2").await;
     let store = engine.store();
     event_naming(store, "Secure in", &["TLS handshake with 127.0.0.1:", "not complete within 500ms"]).await;
     event_naming(store, "Secure in", &["nothing received within 500ms"]).await;
     let text = event_naming(store, "Secure in", &["plaintext on a TLS port from 127.0.0.1:"]).await;
     assert!(text.ends_with("the sender must use TLS"), "{text}");
     assert!(!event_texts(store, "Secure in").iter().any(|t| t.contains("InvalidContentType")));
-    assert_eq!(engine.status().item(PRODUCTION, "Secure in").unwrap().received, 1);
+    assert_eq!(engine.status().item(PRODUCTION, "Secure in").unwrap().received, 2);
     engine.shutdown().await;
 }
 

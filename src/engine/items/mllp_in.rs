@@ -567,6 +567,12 @@ impl Connection {
                     }
                 }
             };
+            // A frame read whole in one go was never seen half-way: it
+            // counts as heard all the same, so that the idle timeout, not
+            // the first-byte timeout, applies from now on.
+            if matches!(frame, Ok(Some(Ok(_)))) {
+                heard = true;
+            }
             let answer = match frame {
                 Err(()) => {
                     break match (frame_started, heard) {
@@ -587,7 +593,6 @@ impl Connection {
                 Ok(Some(Ok(MllpFrame::Discarded { bytes }))) => {
                     // Summed, and reported once when the connection closes.
                     junk = junk.saturating_add(bytes);
-                    heard = true;
                     if junk > MAX_JUNK {
                         break Closed::TooMuchJunk;
                     }
