@@ -1178,6 +1178,26 @@ async fn through_idle_closes_and_restarts(
     idle.into_iter().chain(restarts).collect()
 }
 
+/// A kept-open connection shows as connected while the receiver keeps it
+/// open, and as disconnected soon after the receiver closes it, even with
+/// nothing to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_open_connection_closed_by_the_receiver_shows_as_disconnected() {
+    let p = Pipeline::new(&[], &["response_timeout: 5s"]).await;
+    p.receiver.set_idle_close(Some(Duration::from_millis(700)));
+    p.send_accepted("ADT^A01", "IDLE1").await;
+    wait_status(p.store(), "Out", "IDLE1", Status::Completed, WAIT).await;
+    let connections = || p.engine.status().item(PRODUCTION, "Out").unwrap().connections;
+    assert_eq!(connections(), 1, "the kept-open connection is up");
+    let closed = eventually(Duration::from_secs(5), || connections() == 0).await;
+    assert!(closed, "the connection the receiver closed still shows as open");
+    // The next message opens a new one, at no cost.
+    p.send_accepted("ADT^A01", "IDLE2").await;
+    let h = wait_status(p.store(), "Out", "IDLE2", Status::Completed, WAIT).await;
+    assert_eq!(h.attempts, 1, "{h:?}");
+    assert_eq!(connections(), 1);
+}
+
 /// A receiver that closes connections idle for a moment, and one that
 /// restarts between messages: the kept-open connection is found closed
 /// before the next write and opened again, so no message costs a second

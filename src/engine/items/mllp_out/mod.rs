@@ -39,6 +39,10 @@ const BATCH: usize = 32;
 /// [`FETCH_MAX_BYTES`](crate::store::FETCH_MAX_BYTES).
 const PIPELINED_BATCH: usize = 4 * MllpOutConfig::MAX_PIPELINE_DEPTH;
 
+/// How often a kept-open connection is checked for a close from the
+/// receiver while there is nothing to send.
+const IDLE_PROBE: Duration = Duration::from_secs(2);
+
 pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCodeActions) {
     let tls = match config.tls.as_deref().map(|name| ctx.production.tls(name)).transpose() {
         Ok(tls) => tls,
@@ -52,7 +56,16 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCo
     let mut conn = Connection::new(config, tls);
     let batch_size = if config.pipeline_depth > 1 { PIPELINED_BATCH } else { BATCH };
     let mut unconfirmed = None;
-    'batches: while let Some(batch) = next_batch(ctx, batch_size, &mut unconfirmed).await {
+    'batches: loop {
+        // While the queue is empty, a kept-open connection is checked now
+        // and then, so that one the receiver closed shows as disconnected.
+        let batch = loop {
+            tokio::select! {
+                batch = next_batch(ctx, batch_size, &mut unconfirmed) => break batch,
+                () = tokio::time::sleep(IDLE_PROBE), if conn.is_open() => conn.check_idle(ctx),
+            }
+        };
+        let Some(batch) = batch else { break };
         let ids: Vec<i64> = batch.iter().map(|q| q.id).collect();
         let last_id = ids.last().copied().unwrap_or_default();
         // Delivery starts while the mark is committed (a result noted
