@@ -188,10 +188,12 @@ impl CertificateInfo {
         self.dns_names.iter().any(|name| dns_matches(name, host))
     }
 
-    /// Whole days from `now` to `not_after`, rounded down; negative once
-    /// expired.
+    /// Days from `now` to `not_after` as a reader counts them: a part of a
+    /// day left counts as a day (397 days less a few seconds is 397, and 0
+    /// only at the expiry itself); negative once expired (-1 within the
+    /// first day after).
     pub fn days_left(&self, now: OffsetDateTime) -> i64 {
-        (self.not_after - now).whole_seconds().div_euclid(86_400)
+        days_left(self.not_after - now)
     }
 
     /// The subject alternative names as `DNS:name` and `IP:address`.
@@ -294,9 +296,29 @@ fn key_description(cert: &X509Certificate<'_>) -> (String, Option<usize>) {
     }
 }
 
+/// See [`CertificateInfo::days_left`].
+fn days_left(remaining: time::Duration) -> i64 {
+    let seconds = remaining.whole_seconds();
+    if seconds > 0 { seconds.div_euclid(86_400) + i64::from(seconds % 86_400 != 0) } else { seconds.div_euclid(86_400) }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::dns_matches;
+    use super::{days_left, dns_matches};
+    use time::Duration;
+
+    #[test]
+    fn days_left_count_a_part_of_a_day_as_a_day() {
+        let day = Duration::days(1);
+        assert_eq!(days_left(day * 397 - Duration::seconds(5)), 397);
+        assert_eq!(days_left(day * 397), 397);
+        assert_eq!(days_left(day * 397 + Duration::seconds(1)), 398);
+        assert_eq!(days_left(Duration::seconds(1)), 1);
+        assert_eq!(days_left(Duration::ZERO), 0);
+        assert_eq!(days_left(Duration::seconds(-1)), -1);
+        assert_eq!(days_left(-day), -1);
+        assert_eq!(days_left(-day - Duration::seconds(1)), -2);
+    }
 
     #[test]
     fn wildcards_cover_exactly_one_label() {
