@@ -1110,3 +1110,39 @@ fn listener_flood_limits_have_defaults_and_bounds() {
         assert!(found[0].message.contains(phrase), "{setting}: {}", found[0].message);
     }
 }
+
+#[test]
+fn a_listener_fed_by_an_operation_of_the_same_file_is_known() {
+    // The demo's lab is fed by `Lab out` over 127.0.0.1.
+    let demo = config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.yaml")).unwrap();
+    assert_eq!(demo.fed_by_own_operations(), [("lab".to_owned(), "Lab in".to_owned())]);
+
+    let two = |out_host: &str, in_host: &str, in_port: u16| {
+        format!(
+            "productions:\n  a:\n    items:\n{}  b:\n    items:\n{}",
+            indent(
+                &format!(
+                    "- name: Out\n  kind: mllp_out\n  host: \"{out_host}\"\n  port: 6661\n  failure_timeout: 15s\n"
+                ),
+                6
+            ),
+            indent(
+                &format!(
+                    "- name: In\n  kind: mllp_in\n  host: \"{in_host}\"\n  port: {in_port}\n  targets: [Files]\n\
+                     - name: Files\n  kind: file_out\n  path: /tmp/files\n"
+                ),
+                6
+            )
+        )
+    };
+    let fed = |yaml: String| parse(&yaml).unwrap_or_else(|e| panic!("{e}")).fed_by_own_operations();
+    let lab = vec![("b".to_owned(), "In".to_owned())];
+    assert_eq!(fed(two("localhost", "0.0.0.0", 6661)), lab);
+    assert_eq!(fed(two("127.0.0.1", "127.0.0.1", 6661)), lab);
+    assert_eq!(fed(two("::1", "::", 6661)), lab);
+    // Another machine, another port, or an address the listener does not
+    // take: messages from outside.
+    assert!(fed(two("lab.example.org", "0.0.0.0", 6661)).is_empty());
+    assert!(fed(two("127.0.0.1", "0.0.0.0", 6662)).is_empty());
+    assert!(fed(two("::1", "0.0.0.0", 6661)).is_empty());
+}

@@ -253,7 +253,7 @@ fn check_tls_refs(ctx: &mut Ctx, draft: &Draft) {
 /// Whether two listeners on these hosts would compete for the same port.
 /// `0.0.0.0` covers every IPv4 address and `::` every address (Linux binds
 /// it dual-stack); `localhost` is both loopback addresses.
-fn hosts_overlap(a: &str, b: &str) -> bool {
+pub(super) fn hosts_overlap(a: &str, b: &str) -> bool {
     let addresses = |host: &str| -> Vec<IpAddr> {
         if host.eq_ignore_ascii_case("localhost") {
             vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])]

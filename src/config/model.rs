@@ -41,6 +41,40 @@ impl Config {
     pub fn production(&self, id: &str) -> Option<&ProductionConfig> {
         self.productions.iter().find(|p| p.id == id)
     }
+
+    /// The `mllp_in` items (production id, item name) that an `mllp_out` of
+    /// this file delivers to on this machine: the hop between two
+    /// productions, like the demo's lab. Their messages have already been
+    /// counted once, where they entered, so the engine's message rate
+    /// leaves them out. Only a loopback `host` (`127.0.0.1`, `::1`,
+    /// `localhost`) counts as this machine.
+    pub fn fed_by_own_operations(&self) -> Vec<(String, String)> {
+        let is_loopback = |host: &str| {
+            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        };
+        let targets: Vec<(&str, u16)> = self
+            .productions
+            .iter()
+            .flat_map(|p| &p.items)
+            .filter_map(|i| match &i.kind {
+                ItemKind::MllpOut(out) if is_loopback(&out.host) => Some((out.host.as_str(), out.port)),
+                _ => None,
+            })
+            .collect();
+        let mut fed = Vec::new();
+        for production in &self.productions {
+            for item in &production.items {
+                let ItemKind::MllpIn(listen) = &item.kind else { continue };
+                if targets
+                    .iter()
+                    .any(|&(host, port)| port == listen.port && super::check::hosts_overlap(host, &listen.host))
+                {
+                    fed.push((production.id.clone(), item.name.clone()));
+                }
+            }
+        }
+        fed
+    }
 }
 
 /// `store:` — durability and retention of the message store.

@@ -194,6 +194,7 @@ impl Engine {
         let deliveries = deliveries::DeliveryThread::start().map_err(EngineError::Thread)?;
         let mut problems = Vec::new();
         let mut productions = Vec::new();
+        let fed_by_engine = config.fed_by_own_operations();
         for production in &config.productions {
             let application_mode = production.items.iter().any(|i| {
                 matches!(&i.kind, crate::config::ItemKind::MllpIn(c) if c.ack_mode == crate::config::AckMode::Application)
@@ -203,13 +204,9 @@ impl Engine {
                 match ItemSpec::compile(item, &format!("productions.{}.items[{i}]", production.id)) {
                     Ok(spec) => {
                         let enabled = store.item_enabled(&production.id, &item.name)?.unwrap_or(item.enabled);
-                        slots.push(Arc::new(ItemSlot::new(
-                            item.name.clone(),
-                            item.kind.tag(),
-                            spec,
-                            enabled,
-                            hub.clone(),
-                        )));
+                        let mut slot = ItemSlot::new(item.name.clone(), item.kind.tag(), spec, enabled, hub.clone());
+                        slot.fed_by_engine = fed_by_engine.iter().any(|(p, i)| *p == production.id && *i == item.name);
+                        slots.push(Arc::new(slot));
                     }
                     Err(mut found) => problems.append(&mut found),
                 }

@@ -136,6 +136,8 @@ pub(crate) struct ItemSlot {
     pub(crate) spec: Arc<ItemSpec>,
     pub(crate) stats: Arc<ItemStats>,
     pub(crate) enabled: AtomicBool,
+    /// See [`ItemStatus::fed_by_engine`].
+    pub(crate) fed_by_engine: bool,
     task: Mutex<Option<ItemTask>>,
 }
 
@@ -152,6 +154,7 @@ impl ItemSlot {
             spec: Arc::new(spec),
             stats: Arc::new(ItemStats::new(hub, enabled)),
             enabled: AtomicBool::new(enabled),
+            fed_by_engine: false,
             task: Mutex::new(None),
         }
     }
@@ -182,6 +185,7 @@ impl ItemSlot {
             sent: self.stats.sent.load(Ordering::Relaxed),
             errors: self.stats.errors.load(Ordering::Relaxed),
             last_error,
+            fed_by_engine: self.fed_by_engine,
         }
     }
 

@@ -177,6 +177,10 @@ pub struct ItemStatus {
     pub errors: u64,
     /// The last error text (never message content).
     pub last_error: Option<String>,
+    /// A service that an operation of this engine delivers to (the hop
+    /// between two productions): its messages entered the engine
+    /// elsewhere first, so they are not counted as received from outside.
+    pub fed_by_engine: bool,
 }
 
 /// A point-in-time view of one production.
@@ -218,6 +222,13 @@ impl EngineStatus {
     /// One item's status.
     pub fn item(&self, production: &str, item: &str) -> Option<&ItemStatus> {
         self.production(production)?.items.iter().find(|i| i.name == item)
+    }
+
+    /// Messages received from outside the engine so far: by every service
+    /// except those only this engine's own operations deliver to.
+    pub fn received_from_outside(&self) -> u64 {
+        let services = self.productions.iter().flat_map(|p| &p.items);
+        services.filter(|i| i.role == "service" && !i.fed_by_engine).map(|i| i.received).sum()
     }
 }
 
