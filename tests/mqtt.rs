@@ -370,9 +370,10 @@ async fn queue_depth_rises_while_the_downstream_is_down_and_falls_after() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::down().await;
     let in_port = free_port();
-    // Long enough to restart the receiver once the production shows as
-    // troubled, before the second message's own failure timeout passes.
-    let yaml = pipeline_yaml(in_port, receiver.port, "", "").replace("failure_timeout: 300ms", "failure_timeout: 2s");
+    // Long enough to see the queue rise (depths go out at most every 5 s)
+    // and to restart the receiver once the production shows as troubled,
+    // before the second message's own failure timeout passes.
+    let yaml = pipeline_yaml(in_port, receiver.port, "", "").replace("failure_timeout: 300ms", "failure_timeout: 6s");
     let engine = start_engine(dir.path(), &yaml).await;
     let watcher = Watcher::start(broker, "sbqueue/#", None).await;
     let bridge = ha::start(engine.clone(), settings(broker, "sbqueue", None));
@@ -383,8 +384,15 @@ async fn queue_depth_rises_while_the_downstream_is_down_and_falls_after() {
     for i in 0..3 {
         send_ok(in_port, &format!("Q{i}")).await;
     }
-    watcher.wait_for(&depth, "3").await;
-    watcher.wait_for(&topic("sbqueue", "production/p/queued"), "3").await;
+    // Depths go out at most every 5 s, with the value of that moment: the
+    // queue is seen to rise, not every step of it.
+    let risen = |topic: String| {
+        move |msgs: &[Msg]| {
+            msgs.iter().rev().find(|m| m.topic == topic).is_some_and(|m| m.payload.parse::<u64>().is_ok_and(|d| d > 0))
+        }
+    };
+    watcher.wait_until("a queue depth above 0", risen(depth.clone())).await;
+    watcher.wait_until("a production queue above 0", risen(topic("sbqueue", "production/p/queued"))).await;
     watcher.wait_for(&connected, "OFF").await;
     watcher.wait_for(&topic("sbqueue", "production/p/status"), "troubled").await;
     let attributes = topic("sbqueue", "production/p/item/lab_out/attributes");
@@ -399,7 +407,7 @@ async fn queue_depth_rises_while_the_downstream_is_down_and_falls_after() {
 
     // The message at the head was tried for the failure timeout, which is
     // also when the production became troubled: it has failed.
-    watcher.wait_for(&depth, "2").await;
+    assert!(engine.wait_for(WAIT, |s| s.item("p", "Lab out").is_some_and(|i| i.queue_depth == 2)).await);
     receiver.restart().await;
     watcher.wait_for(&depth, "0").await;
     watcher.wait_for(&connected, "ON").await;
@@ -412,34 +420,105 @@ async fn queue_depth_rises_while_the_downstream_is_down_and_falls_after() {
     engine.shutdown().await;
 }
 
-/// A stop publishes the final states and `offline`; killing the process
-/// (no chance to say goodbye) lets the broker publish the last will.
+/// Two productions as in the demo: `p` receives and delivers to `q` on this
+/// machine, which files what it receives under `dir`.
+fn two_productions_yaml(in_port: u16, lab_port: u16, dir: &Path) -> String {
+    pipeline_yaml(in_port, lab_port, "", "")
+        + &format!(
+            "  q:
+    name: Lab system
+    autostart: true
+    items:
+      - name: Lab in
+        kind: mllp_in
+        host: 127.0.0.1
+        port: {lab_port}
+        targets: [Lab inbox]
+      - name: Lab inbox
+        kind: file_out
+        path: {}
+        filename: \"{{control_id}}.hl7\"
+",
+            dir.join("inbox").display()
+        )
+}
+
+/// After a graceful stop every production and item shows its final state,
+/// as retained messages for any MQTT client, not only the first production.
+async fn assert_final_states(broker: u16, instance: &str, messages: usize) {
+    let retained = Watcher::start(broker, &format!("{instance}/#"), None).await;
+    retained.wait_for(&topic(instance, "availability"), "offline").await;
+    retained.wait_for(&topic(instance, "production/q/item/lab_inbox/messages"), &messages.to_string()).await;
+    let latest = retained.latest();
+    for production in ["p", "q"] {
+        assert_eq!(latest[&topic(instance, &format!("production/{production}/state"))], "OFF", "{latest:#?}");
+        assert_eq!(latest[&topic(instance, &format!("production/{production}/status"))], "stopped", "{latest:#?}");
+    }
+    for item in ["p/item/adt_in", "p/item/adt_router", "p/item/lab_out", "q/item/lab_in", "q/item/lab_inbox"] {
+        let attributes = &latest[&topic(instance, &format!("production/{item}/attributes"))];
+        let attributes: Value = serde_json::from_str(attributes).unwrap();
+        assert_eq!(attributes["item_state"], "stopped", "{item}: {attributes}");
+        assert_eq!(latest[&topic(instance, &format!("production/{item}/messages"))], messages.to_string(), "{item}");
+        if let Some(connected) = latest.get(&topic(instance, &format!("production/{item}/connected"))) {
+            assert_eq!(connected, "OFF", "{item}");
+        }
+    }
+}
+
+/// A stop publishes the final states of every production and item and
+/// then `offline` (in process and the real binary on SIGTERM); killing the
+/// process (no chance to say goodbye) lets the broker publish the last
+/// will.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn availability_graceful_stop_and_last_will_of_a_killed_process() {
     let broker = start_broker(None).await;
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
     let in_port = free_port();
-    let yaml = pipeline_yaml(in_port, receiver.port, "", "");
+    let yaml = two_productions_yaml(in_port, free_port(), dir.path());
 
-    // In process: a graceful stop.
+    // In process: a graceful stop, moments after traffic (the counters
+    // still wait for their interval).
     let engine = start_engine(dir.path(), &yaml).await;
     let watcher = Watcher::start(broker, "#", None).await;
     let bridge = ha::start(engine.clone(), settings(broker, "sbstop", None));
     watcher.wait_for("sbstop/availability", "online").await;
-    watcher.wait_for("sbstop/production/p/state", "ON").await;
+    watcher.wait_for("sbstop/production/q/state", "ON").await;
+    for n in 0..3 {
+        send_ok(in_port, &format!("S{n}")).await;
+    }
+    assert!(engine.wait_for(WAIT, |s| s.item("q", "Lab inbox").is_some_and(|i| i.sent == 3)).await);
     bridge.refuse_commands();
     engine.shutdown().await;
     bridge.shutdown().await;
-    watcher.wait_for("sbstop/availability", "offline").await;
-    assert_eq!(watcher.last("sbstop/production/p/state").as_deref(), Some("OFF"));
-    assert_eq!(watcher.last("sbstop/production/p/status").as_deref(), Some("stopped"));
+    assert_final_states(broker, "sbstop", 3).await;
+
+    // The real binary, stopped with SIGTERM.
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("productions.yaml");
+    let in_port = free_port();
+    std::fs::write(&config, two_productions_yaml(in_port, free_port(), data.path())).unwrap();
+    let port = broker.to_string();
+    let args = ["--mqtt-host", "127.0.0.1", "--mqtt-port", &port, "--instance-id", "sbterm"];
+    let mut child = spawn_switchboard(&config, data.path(), &args, &[]);
+    watcher.wait_for("sbterm/availability", "online").await;
+    watcher.wait_for("sbterm/production/q/state", "ON").await;
+    for n in 0..2 {
+        send_ok(in_port, &format!("T{n}")).await;
+    }
+    let inbox = data.path().join("inbox");
+    let filed = || std::fs::read_dir(&inbox).map_or(0, |d| d.count());
+    assert!(common::eventually(WAIT, || filed() == 2).await, "the lab filed {} messages", filed());
+    let term = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    assert!(term.is_ok_and(|s| s.success()), "cannot send SIGTERM");
+    let status = child.wait().expect("wait for switchboard");
+    assert!(status.success(), "{status}");
+    assert_final_states(broker, "sbterm", 2).await;
 
     // The real binary, killed.
     let data = tempfile::tempdir().unwrap();
     let config = data.path().join("productions.yaml");
     std::fs::write(&config, pipeline_yaml(free_port(), receiver.port, "", "")).unwrap();
-    let port = broker.to_string();
     let args = ["--mqtt-host", "127.0.0.1", "--mqtt-port", &port, "--instance-id", "sbkill"];
     let mut child = spawn_switchboard(&config, data.path(), &args, &[]);
     watcher.wait_for("sbkill/availability", "online").await;
@@ -449,6 +528,64 @@ async fn availability_graceful_stop_and_last_will_of_a_killed_process() {
     watcher.wait_for("sbkill/availability", "offline").await;
     let later = Watcher::start(broker, "sbkill/availability", None).await;
     later.wait_until("a retained offline", |m| m.iter().any(|m| m.retain && m.payload == "offline")).await;
+}
+
+/// Steady traffic keeps Home Assistant quiet: each counter and queue depth
+/// goes out at most once per its interval, attributes not at all, and the
+/// rate counts only what came from outside (not the hop to the lab).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_traffic_publishes_few_states() {
+    let broker = start_broker(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let in_port = free_port();
+    let engine = start_engine(dir.path(), &two_productions_yaml(in_port, free_port(), dir.path())).await;
+    let watcher = Watcher::start(broker, "sbquiet/#", None).await;
+    let bridge = ha::start(engine.clone(), settings(broker, "sbquiet", None));
+    watcher.wait_for(&topic("sbquiet", "production/q/item/lab_inbox/messages"), "0").await;
+    let before = watcher.messages().len();
+
+    // 20 messages a second for 3 s, on one connection.
+    const MESSAGES: usize = 60;
+    let mut client =
+        MllpClient::connect(&format!("127.0.0.1:{in_port}"), Duration::from_secs(2)).await.expect("connect");
+    let started = Instant::now();
+    for n in 0..MESSAGES {
+        tokio::time::sleep_until(started + Duration::from_millis(50 * n as u64)).await;
+        client.exchange(&common::hl7("ADT^A01", &format!("R{n}")), Duration::from_secs(5)).await.expect("ACK");
+    }
+    let during = watcher.messages().len();
+    // Then each counter catches up with its final value.
+    let rate_topic = topic("sbquiet", "engine/message_rate");
+    let all = MESSAGES.to_string();
+    for item in ["p/item/adt_in", "p/item/lab_out", "q/item/lab_in", "q/item/lab_inbox"] {
+        let messages = topic("sbquiet", &format!("production/{item}/messages"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while watcher.last(&messages).as_deref() != Some(all.as_str()) {
+            assert!(Instant::now() < deadline, "{messages} = {:?}", watcher.last(&messages));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Received from outside: the 60 from the sender, not the 60 again at
+    // the lab.
+    assert_eq!(watcher.last(&rate_topic).as_deref(), Some(all.as_str()));
+    let log = watcher.messages();
+    let mut per_topic: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in &log[before..during] {
+        *per_topic.entry(m.topic.as_str()).or_default() += 1;
+    }
+    for (topic, n) in &per_topic {
+        assert!(!topic.ends_with("/attributes"), "attributes moved with traffic: {per_topic:#?}");
+        // At most once in 3 s for a counter (10 s) or a depth (5 s); the
+        // connection of the sender and the lab may come up once.
+        assert!(*n <= 1, "{topic} published {n} times in 3 s: {per_topic:#?}");
+    }
+    let mut after: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in &log[before..] {
+        *after.entry(m.topic.as_str()).or_default() += 1;
+    }
+    assert!(after.values().all(|&n| n <= 2), "{after:#?}");
+    bridge.shutdown().await;
+    engine.shutdown().await;
 }
 
 /// Home Assistant's birth message (`homeassistant/status` = `online`) brings

@@ -188,7 +188,22 @@ async fn end_to_end_with_mosquitto_over_tls_with_a_password() {
     };
     assert!(exit.success(), "{exit:?}");
     watcher.wait_for("sbmosq/availability", "offline").await;
-    watcher.wait_for("sbmosq/production/p/state", "OFF").await;
+    // Every final state made it, retained, not only the first ones.
+    let retained = Watcher::start(plain_port, "sbmosq/#", Some((USER, PASSWORD))).await;
+    retained.wait_for("sbmosq/availability", "offline").await;
+    retained.wait_for("sbmosq/production/p/state", "OFF").await;
+    retained.wait_for("sbmosq/production/p/status", "stopped").await;
+    for item in ["adt_in", "adt_router", "lab_out"] {
+        let attributes = format!("sbmosq/production/p/item/{item}/attributes");
+        retained
+            .wait_until(&format!("{item} stopped"), |m| {
+                m.iter().rev().find(|m| m.topic == attributes).is_some_and(|m| m.payload.contains("\"stopped\""))
+            })
+            .await;
+    }
+    for item in ["adt_in", "lab_out"] {
+        retained.wait_for(&format!("sbmosq/production/p/item/{item}/connected"), "OFF").await;
+    }
 }
 
 struct KillOnDrop(Option<Child>);

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::discovery::{Action, Discovery, Layout, Naming, OFFLINE, ONLINE, preview};
 use super::settings::{Broker, BrokerSource, HaSettings};
-use super::states::{RateMeter, States, inbound_total, state_topic_for_command};
+use super::states::{RateMeter, States, state_topic_for_command};
 use super::supervisor;
 use crate::engine::{CommandSource, Engine, EngineStatus, ProductionState};
 use crate::store::{Event, EventLevel};
@@ -174,12 +174,15 @@ async fn run(
     tracing::info!(broker = %address, tls = broker.tls.is_some(), user = ?broker.username, "connecting to the MQTT broker");
     let _ = status.send(MqttStatus::Connecting(address.clone()));
     let (client, eventloop) = AsyncClient::new(options, CHANNEL);
-    let (events_tx, events) = mpsc::channel(256);
+    let (events_tx, mut events) = mpsc::channel(256);
     let io_stop = CancellationToken::new();
     let io = tokio::spawn(io_loop(eventloop, events_tx, io_stop.clone()));
     let mut bridge = Bridge::new(engine, naming, client, closing, status, address);
-    bridge.run(events, &stop).await;
-    bridge.finish().await;
+    bridge.run(&mut events, &stop).await;
+    // The I/O task goes on reporting (the acknowledgments of the final
+    // publications) until the disconnect is written: the receiver stays
+    // open, or its first report would end it and lose the rest.
+    bridge.finish(&mut events).await;
     if tokio::time::timeout(Duration::from_secs(2), io).await.is_err() {
         io_stop.cancel();
     }
@@ -239,7 +242,13 @@ fn mqtt_options(broker: &Broker, naming: &Naming) -> Result<MqttOptions, String>
 enum IoEvent {
     Connected,
     Disconnected(String),
-    Message { topic: String, payload: Bytes, retain: bool },
+    Message {
+        topic: String,
+        payload: Bytes,
+        retain: bool,
+    },
+    /// The broker acknowledged a publication.
+    Acked,
 }
 
 async fn io_loop(mut eventloop: EventLoop, events: mpsc::Sender<IoEvent>, stop: CancellationToken) {
@@ -257,6 +266,7 @@ async fn io_loop(mut eventloop: EventLoop, events: mpsc::Sender<IoEvent>, stop: 
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                 IoEvent::Message { topic: p.topic, payload: p.payload, retain: p.retain }
             }
+            Ok(MqttEvent::Incoming(Packet::PubAck(_))) => IoEvent::Acked,
             // Our own DISCONNECT has been written: the session is over.
             Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => continue,
@@ -315,6 +325,8 @@ struct Bridge {
     status: watch::Sender<MqttStatus>,
     address: String,
     full_logged: bool,
+    /// Publications of this connection the broker has not acknowledged.
+    unacked: usize,
 }
 
 impl Bridge {
@@ -331,7 +343,9 @@ impl Bridge {
         let snapshot = Arc::new(engine.status());
         let discovery = Discovery::build(&naming, &Layout::new(&snapshot));
         let mut states = States::new(&discovery);
-        states.update(&snapshot, 0.0);
+        let now = std::time::Instant::now();
+        states.update(&snapshot, 0, now);
+        let rate = RateMeter::starting(now, snapshot.received_from_outside());
         let (resend_tx, resend_rx) = mpsc::channel(64);
         Self {
             topics: discovery.config_topics(),
@@ -350,7 +364,7 @@ impl Bridge {
             republish_at: None,
             cleared: BTreeSet::new(),
             snapshot,
-            rate: RateMeter::default(),
+            rate,
             last_sample: None,
             resend_tx,
             resend_rx,
@@ -359,10 +373,11 @@ impl Bridge {
             status,
             address,
             full_logged: false,
+            unacked: 0,
         }
     }
 
-    async fn run(&mut self, mut events: mpsc::Receiver<IoEvent>, stop: &CancellationToken) {
+    async fn run(&mut self, events: &mut mpsc::Receiver<IoEvent>, stop: &CancellationToken) {
         let mut snapshots = self.engine.subscribe();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -398,15 +413,15 @@ impl Bridge {
         if snapshot.productions.len() == self.snapshot.productions.len() {
             self.snapshot = snapshot;
         }
-        self.states.update(&self.snapshot, self.rate.per_minute());
+        self.states.update(&self.snapshot, self.rate.per_minute(), std::time::Instant::now());
     }
 
     fn on_tick(&mut self) {
         let now = Instant::now();
         if self.last_sample.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
             self.last_sample = Some(now);
-            self.rate.sample(now.into_std(), inbound_total(&self.snapshot));
-            self.states.update(&self.snapshot, self.rate.per_minute());
+            self.rate.sample(now.into_std(), self.snapshot.received_from_outside());
+            self.states.update(&self.snapshot, self.rate.per_minute(), now.into_std());
         }
         if self.republish_at.is_some_and(|t| now >= t) {
             self.republish_at = None;
@@ -439,6 +454,7 @@ impl Bridge {
                 let _ = self.status.send(MqttStatus::Disconnected(reason));
             }
             IoEvent::Message { topic, payload, retain } => self.on_message(&topic, &payload, retain),
+            IoEvent::Acked => self.unacked = self.unacked.saturating_sub(1),
         }
     }
 
@@ -453,9 +469,10 @@ impl Bridge {
         self.ever_connected = true;
         self.disconnect_logged = false;
         self.full_logged = false;
+        self.unacked = 0;
         let _ = self.status.send(MqttStatus::Connected(self.address.clone()));
         // Availability first, before anything refers to it.
-        let _ = self.client.try_publish(self.discovery.availability.clone(), QoS::AtLeastOnce, true, ONLINE);
+        let _ = self.publish(self.discovery.availability.clone(), ONLINE.to_owned());
         let mut filters = self.naming.command_filters();
         filters.push(self.naming.birth());
         filters.push(self.naming.config_filter());
@@ -594,7 +611,7 @@ impl Bridge {
             let Some(step) = self.pending.pop_front() else { break };
             match step {
                 Pending::Publish(topic, payload) => {
-                    if let Err(e) = self.client.try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone()) {
+                    if let Err(e) = self.publish(topic.clone(), payload.clone()) {
                         self.full(&e);
                         self.pending.push_front(Pending::Publish(topic, payload));
                         return;
@@ -613,12 +630,19 @@ impl Bridge {
             }
         }
         for (topic, payload) in self.states.due(now.into_std(), false) {
-            if let Err(e) = self.client.try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone()) {
+            if let Err(e) = self.publish(topic.clone(), payload.clone()) {
                 self.full(&e);
                 return;
             }
             self.states.sent(&topic, payload, now.into_std());
         }
+    }
+
+    /// Hands a retained publication to the client, if it has room.
+    fn publish(&mut self, topic: String, payload: String) -> Result<(), ClientError> {
+        self.client.try_publish(topic, QoS::AtLeastOnce, true, payload)?;
+        self.unacked += 1;
+        Ok(())
     }
 
     fn full(&mut self, error: &ClientError) {
@@ -628,8 +652,14 @@ impl Bridge {
         }
     }
 
-    /// The final states and `offline`, then a clean disconnect.
-    async fn finish(&mut self) {
+    /// The final states and `offline`, then a clean disconnect: every
+    /// production and item as it is once the engine has stopped, so that
+    /// no retained state says `running` for an engine that is gone.
+    ///
+    /// The disconnect waits for the broker to acknowledge every
+    /// publication: a connection closed with acknowledgments still on
+    /// their way is reset, and the broker may drop what it had not read.
+    async fn finish(&mut self, events: &mut mpsc::Receiver<IoEvent>) {
         if !self.connected {
             return;
         }
@@ -637,20 +667,57 @@ impl Bridge {
         let live = Arc::new(self.engine.status());
         self.update(live);
         let now = Instant::now();
+        let mut last = Vec::new();
         for (topic, payload) in self.states.due(now.into_std(), true) {
-            if topic == self.discovery.availability {
-                continue;
+            if topic != self.discovery.availability {
+                last.push((topic, payload));
             }
-            let publish = self.client.publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone());
-            if !matches!(tokio::time::timeout_at(deadline, publish).await, Ok(Ok(()))) {
-                break;
-            }
-            self.states.sent(&topic, payload, now.into_std());
         }
-        let offline = self.client.publish(self.discovery.availability.clone(), QoS::AtLeastOnce, true, OFFLINE);
-        let _ = tokio::time::timeout_at(deadline, offline).await;
-        let _ = tokio::time::timeout_at(deadline, self.client.disconnect()).await;
-        tracing::info!("disconnected from the MQTT broker");
+        last.push((self.discovery.availability.clone(), OFFLINE.to_owned()));
+        let count = last.len();
+        let client = self.client.clone();
+        let finished = tokio::time::timeout_at(deadline, async {
+            for (topic, payload) in last {
+                // Reports are read meanwhile, so the I/O task never waits.
+                let publish = client.publish(topic, QoS::AtLeastOnce, true, payload);
+                tokio::pin!(publish);
+                loop {
+                    tokio::select! {
+                        published = &mut publish => break published?,
+                        Some(event) = events.recv() => self.on_final_event(event),
+                    }
+                }
+                self.unacked += 1;
+            }
+            while self.unacked > 0 && self.connected {
+                match events.recv().await {
+                    Some(event) => self.on_final_event(event),
+                    None => break,
+                }
+            }
+            client.disconnect().await?;
+            while events.recv().await.is_some() {}
+            Ok::<_, ClientError>(())
+        })
+        .await;
+        match finished {
+            Ok(Ok(())) if self.connected => {
+                tracing::info!(states = count, "published the final states; disconnected from the MQTT broker");
+            }
+            Ok(Ok(())) => tracing::warn!("lost the MQTT broker while publishing the final states"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not publish every final state to the MQTT broker"),
+            Err(_) => tracing::warn!(unacked = self.unacked, "the MQTT broker did not take the final states in time"),
+        }
+    }
+
+    /// A report from the I/O task while shutting down: only
+    /// acknowledgments and a lost connection matter now.
+    fn on_final_event(&mut self, event: IoEvent) {
+        match event {
+            IoEvent::Acked => self.unacked = self.unacked.saturating_sub(1),
+            IoEvent::Disconnected(_) => self.connected = false,
+            IoEvent::Connected | IoEvent::Message { .. } => {}
+        }
     }
 }
 

@@ -301,7 +301,7 @@ pub enum StateValue {
     EngineStarted,
     /// Store size in MiB.
     EngineStoreSize,
-    /// Messages received per minute.
+    /// Messages received from outside over the last minute.
     EngineMessageRate,
     /// `ON` when the production runs.
     ProductionSwitch(String),
@@ -319,7 +319,7 @@ pub enum StateValue {
     ItemErrors(String, String),
     /// `ON` when enabled.
     ItemEnabled(String, String),
-    /// JSON: state, last error, counters.
+    /// JSON: kind, role, state and last error.
     ItemAttributes(String, String),
     /// Earliest certificate expiry.
     CertificateExpiry(String),
@@ -329,22 +329,6 @@ pub enum StateValue {
     CertificateProblem(String),
     /// JSON: subject, issuer, SANs, dates, problems.
     CertificateAttributes(String),
-}
-
-impl StateValue {
-    /// High-rate values are published at most about once a second.
-    pub fn coalesced(&self) -> bool {
-        matches!(
-            self,
-            Self::EngineStoreSize
-                | Self::EngineMessageRate
-                | Self::ProductionQueued(_)
-                | Self::ItemQueueDepth(..)
-                | Self::ItemMessages(..)
-                | Self::ItemErrors(..)
-                | Self::ItemAttributes(..)
-        )
-    }
 }
 
 /// What a command topic does.
@@ -607,7 +591,7 @@ impl Builder<'_> {
                 .set("state_topic", topic)
                 .set("unit_of_measurement", "msg/min")
                 .set("state_class", "measurement")
-                .set("suggested_display_precision", 1)
+                .set("suggested_display_precision", 0)
                 .set("icon", "mdi:swap-horizontal"),
         );
         let topic = self.command(format!("{base}/republish"), CommandTarget::Republish);
@@ -754,9 +738,10 @@ impl Builder<'_> {
                 .set("state_topic", topic)
                 .set("unit_of_measurement", "messages")
                 .set("state_class", "total_increasing")
-                .set("json_attributes_topic", attributes.clone())
                 .set("icon", "mdi:email-fast-outline"),
         );
+        // The item's details ride on one entity only: each change of them
+        // is then one event in Home Assistant, not one per entity.
         let topic = self.state(format!("{base}/errors"), StateValue::ItemErrors(pid.clone(), name.clone()));
         self.add(
             Spec::new(Component::Sensor, format!("{key}_errors"), Some(format!("{name} errors")), device)
@@ -811,6 +796,7 @@ mod tests {
             sent: 0,
             errors: 0,
             last_error: None,
+            fed_by_engine: false,
         }
     }
 
@@ -994,8 +980,11 @@ mod tests {
         for counter in ["messages", "errors"] {
             let c = entity(&d, &format!("switchboard_adt_feed_lab_out_{counter}"));
             assert_eq!(c["state_class"], "total_increasing");
-            assert_eq!(c["json_attributes_topic"], "switchboard/production/adt_feed/item/lab_out/attributes");
         }
+        // The item's details ride on the errors sensor only.
+        let errors = entity(&d, "switchboard_adt_feed_lab_out_errors");
+        assert_eq!(errors["json_attributes_topic"], "switchboard/production/adt_feed/item/lab_out/attributes");
+        assert!(!entity(&d, "switchboard_adt_feed_lab_out_messages").contains_key("json_attributes_topic"));
         let restart = entity(&d, "switchboard_adt_feed_lab_out_restart");
         assert_eq!(restart["device_class"], "restart");
         assert_eq!(restart["command_topic"], "switchboard/production/adt_feed/item/lab_out/restart");

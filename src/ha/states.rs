@@ -1,8 +1,24 @@
 //! State payloads from a status snapshot, the message rate, and the
-//! bookkeeping that decides what to publish when: on change, high-rate
-//! values at most once per [`COALESCE`] each, everything again after a
-//! reconnect or a Home Assistant restart. Pure: the bridge feeds it
-//! snapshots and the clock, and publishes what it hands out.
+//! bookkeeping that decides what to publish when.
+//!
+//! Every publication of a state or of an attribute set is a `state_changed`
+//! event in Home Assistant and a row in its recorder's database, so what
+//! goes out is kept to what a user would want to see:
+//!
+//! - a value goes out when it changes, never when it does not;
+//! - values that move with traffic (counters, queue depths, the rate, the
+//!   store size) go out at most once per [`COUNTER_INTERVAL`] or
+//!   [`GAUGE_INTERVAL`], with their latest value;
+//! - attributes hold only what changes with its meaning (an item's kind,
+//!   state and last error; a certificate's subject), never a counter;
+//! - a `connected` that drops goes out only once it has stayed off for
+//!   [`CONNECTED_HOLD`], so a sender that connects for every message shows
+//!   as connected instead of flapping;
+//! - everything goes out again after a reconnect or a Home Assistant
+//!   restart, and at shutdown every value still waiting goes out at once.
+//!
+//! Pure: the bridge feeds it snapshots and the clock, and publishes what it
+//! hands out.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -13,10 +29,33 @@ use time::OffsetDateTime;
 use super::discovery::{Discovery, ONLINE, StateValue, VERSION};
 use crate::engine::{EngineStatus, ItemStatus, ProductionState};
 
-/// The shortest time between two publications of one high-rate value.
-pub const COALESCE: Duration = Duration::from_secs(1);
+/// The shortest time between two publications of a counter (messages,
+/// errors), the message rate and the store size.
+pub const COUNTER_INTERVAL: Duration = Duration::from_secs(10);
+/// The shortest time between two publications of a queue depth.
+pub const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a `connected` must stay off before it is published as off.
+pub const CONNECTED_HOLD: Duration = Duration::from_secs(5);
 /// The window of the message rate.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// How long after its last publication a value may go out again, for the
+/// values that change with traffic; the rest go out as soon as they change.
+fn interval(value: &StateValue) -> Option<Duration> {
+    match value {
+        StateValue::ItemMessages(..)
+        | StateValue::ItemErrors(..)
+        | StateValue::EngineMessageRate
+        | StateValue::EngineStoreSize => Some(COUNTER_INTERVAL),
+        StateValue::ProductionQueued(_) | StateValue::ItemQueueDepth(..) => Some(GAUGE_INTERVAL),
+        _ => None,
+    }
+}
+
+/// How long a new payload must stay before it goes out.
+fn hold(value: &StateValue, payload: &str) -> Option<Duration> {
+    matches!(value, StateValue::ItemConnected(..) if payload == "OFF").then_some(CONNECTED_HOLD)
+}
 
 /// An ISO 8601 time with an explicit UTC offset, as `device_class:
 /// timestamp` wants it: `2027-01-31T23:59:59+00:00`.
@@ -33,13 +72,22 @@ pub fn timestamp(t: OffsetDateTime) -> String {
     )
 }
 
-/// Messages received by services per minute, over the last minute.
+/// Messages received from outside per minute: how many arrived over the
+/// last minute, counted rather than extrapolated, so in the first minute
+/// after the start it is the number received so far.
 #[derive(Debug, Default)]
 pub struct RateMeter {
+    /// Totals received, oldest first; the first is the newest sample at
+    /// least a window old (or the first of all).
     samples: VecDeque<(Instant, u64)>,
 }
 
 impl RateMeter {
+    /// Starts counting at `now` from `total`.
+    pub fn starting(now: Instant, total: u64) -> Self {
+        Self { samples: VecDeque::from([(now, total)]) }
+    }
+
     /// Records the total received so far.
     pub fn sample(&mut self, now: Instant, total: u64) {
         if self.samples.back().is_some_and(|&(_, last)| total < last) {
@@ -47,8 +95,7 @@ impl RateMeter {
             self.samples.clear();
         }
         self.samples.push_back((now, total));
-        while self.samples.len() > 2 && self.samples.get(1).is_some_and(|&(t, _)| now.duration_since(t) >= RATE_WINDOW)
-        {
+        while self.samples.get(1).is_some_and(|&(t, _)| now.duration_since(t) >= RATE_WINDOW) {
             self.samples.pop_front();
         }
         while self.samples.len() > 512 {
@@ -56,20 +103,13 @@ impl RateMeter {
         }
     }
 
-    /// Messages per minute over the samples of the window.
-    pub fn per_minute(&self) -> f64 {
-        let (Some(&(t0, n0)), Some(&(t1, n1))) = (self.samples.front(), self.samples.back()) else { return 0.0 };
-        let elapsed = t1.duration_since(t0).as_secs_f64();
-        if elapsed < 1.0 {
-            return 0.0;
+    /// Messages received over the window.
+    pub fn per_minute(&self) -> u64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some(&(_, first)), Some(&(_, last))) => last.saturating_sub(first),
+            _ => 0,
         }
-        (n1.saturating_sub(n0)) as f64 * 60.0 / elapsed
     }
-}
-
-/// Messages received by every service: the engine's inbound traffic.
-pub fn inbound_total(status: &EngineStatus) -> u64 {
-    status.productions.iter().flat_map(|p| &p.items).filter(|i| i.role == "service").map(|i| i.received).sum()
 }
 
 /// Messages an item processed: received by a service, taken by a router,
@@ -88,15 +128,15 @@ const UNKNOWN: &str = "None";
 /// The payload of a state topic, or `None` to leave it as it is (a
 /// production switch while it starts or stops, a value whose subject is
 /// gone).
-pub fn payload(value: &StateValue, status: &EngineStatus, rate: f64) -> Option<String> {
+pub fn payload(value: &StateValue, status: &EngineStatus, rate: u64) -> Option<String> {
     let item = |p: &str, i: &str| status.item(p, i);
     let certificate = |name: &str| status.certificates.iter().find(|c| c.name == name);
     Some(match value {
         StateValue::Availability => ONLINE.to_owned(),
         StateValue::EngineVersion => VERSION.to_owned(),
         StateValue::EngineStarted => timestamp(OffsetDateTime::from(status.started_at)),
-        StateValue::EngineStoreSize => format!("{:.2}", status.store_bytes as f64 / (1024.0 * 1024.0)),
-        StateValue::EngineMessageRate => format!("{rate:.1}"),
+        StateValue::EngineStoreSize => format!("{:.1}", status.store_bytes as f64 / (1024.0 * 1024.0)),
+        StateValue::EngineMessageRate => rate.to_string(),
         StateValue::ProductionSwitch(p) => match status.production(p)?.state {
             ProductionState::Running | ProductionState::Troubled => on_off(true),
             ProductionState::Stopped => on_off(false),
@@ -111,15 +151,12 @@ pub fn payload(value: &StateValue, status: &EngineStatus, rate: f64) -> Option<S
         StateValue::ItemEnabled(p, i) => on_off(item(p, i)?.enabled),
         StateValue::ItemAttributes(p, i) => {
             let it = item(p, i)?;
+            // No counters here (they are the sensors' states), and no
+            // `state`: Home Assistant drops attributes by that name.
             json!({
                 "kind": it.kind,
                 "role": it.role,
-                "state": it.state.as_str(),
-                "enabled": it.enabled,
-                "connections": it.connections,
-                "received": it.received,
-                "sent": it.sent,
-                "errors": it.errors,
+                "item_state": it.state.as_str(),
                 "last_error": it.last_error,
             })
             .to_string()
@@ -143,9 +180,7 @@ pub fn payload(value: &StateValue, status: &EngineStatus, rate: f64) -> Option<S
                 "not_after": c.not_after.map(timestamp),
                 "earliest_not_after": c.earliest_not_after.map(timestamp),
                 "earliest_expiring": c.earliest_expiring,
-                "days_left": c.days_left,
                 "problems": c.problems.iter().map(|f| format!("{}: {}", f.severity, f.message)).collect::<Vec<_>>(),
-                "checked_at": timestamp(c.checked_at),
             })
             .to_string()
         }
@@ -156,8 +191,28 @@ pub fn payload(value: &StateValue, status: &EngineStatus, rate: f64) -> Option<S
 struct Slot {
     value: StateValue,
     desired: Option<String>,
+    /// When `desired` last changed.
+    changed_at: Option<Instant>,
     sent: Option<String>,
     last_sent: Option<Instant>,
+}
+
+impl Slot {
+    /// Whether the desired payload may go out at `now`; `all` skips every
+    /// wait (the final flush at shutdown).
+    fn due(&self, now: Instant, all: bool) -> bool {
+        let Some(desired) = &self.desired else { return false };
+        if self.sent.as_ref() == Some(desired) {
+            return false;
+        }
+        if all || self.sent.is_none() {
+            return true;
+        }
+        let since = |t: Option<Instant>| t.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        let spaced = interval(&self.value).is_none_or(|min| since(self.last_sent) >= min);
+        let settled = hold(&self.value, desired).is_none_or(|min| since(self.changed_at) >= min);
+        spaced && settled
+    }
 }
 
 /// What has been published on which state topic, and what is due.
@@ -175,16 +230,20 @@ impl States {
         let mut order = Vec::new();
         for s in &discovery.states {
             order.push(s.topic.clone());
-            slots.insert(s.topic.clone(), Slot { value: s.value.clone(), desired: None, sent: None, last_sent: None });
+            let slot = Slot { value: s.value.clone(), desired: None, changed_at: None, sent: None, last_sent: None };
+            slots.insert(s.topic.clone(), slot);
         }
         Self { slots, order }
     }
 
-    /// Takes the values of a new snapshot.
-    pub fn update(&mut self, status: &EngineStatus, rate: f64) {
+    /// Takes the values of a new snapshot, seen at `now`.
+    pub fn update(&mut self, status: &EngineStatus, rate: u64, now: Instant) {
         for slot in self.slots.values_mut() {
-            if let Some(p) = payload(&slot.value, status, rate) {
+            if let Some(p) = payload(&slot.value, status, rate)
+                && slot.desired.as_ref() != Some(&p)
+            {
                 slot.desired = Some(p);
+                slot.changed_at = Some(now);
             }
         }
     }
@@ -207,20 +266,14 @@ impl States {
     }
 
     /// The topics whose value is due now, in order, with their payloads.
-    /// `all` ignores the coalescing interval (a final flush at shutdown).
+    /// `all` skips the intervals and holds (a final flush at shutdown).
     pub fn due(&self, now: Instant, all: bool) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for topic in &self.order {
-            let Some(slot) = self.slots.get(topic) else { continue };
-            let Some(desired) = &slot.desired else { continue };
-            if slot.sent.as_ref() == Some(desired) {
-                continue;
-            }
-            let waiting = slot.value.coalesced()
-                && !all
-                && slot.sent.is_some()
-                && slot.last_sent.is_some_and(|t| now.duration_since(t) < COALESCE);
-            if !waiting {
+            if let Some(slot) = self.slots.get(topic)
+                && slot.due(now, all)
+                && let Some(desired) = &slot.desired
+            {
                 out.push((topic.clone(), desired.clone()));
             }
         }
@@ -233,11 +286,6 @@ impl States {
             slot.sent = Some(payload);
             slot.last_sent = Some(now);
         }
-    }
-
-    /// The latest value of a topic.
-    pub fn desired(&self, topic: &str) -> Option<&str> {
-        self.slots.get(topic).and_then(|s| s.desired.as_deref())
     }
 }
 
@@ -287,6 +335,7 @@ mod tests {
                         sent: 7,
                         errors: 0,
                         last_error: None,
+                        fed_by_engine: false,
                     },
                     ItemStatus {
                         name: "Out".into(),
@@ -300,6 +349,7 @@ mod tests {
                         sent: 4,
                         errors: 1,
                         last_error: Some("connection refused".into()),
+                        fed_by_engine: false,
                     },
                 ],
             }],
@@ -314,11 +364,11 @@ mod tests {
     #[test]
     fn payloads() {
         let s = status(ProductionState::Troubled, 5);
-        let p = |v: StateValue| payload(&v, &s, 12.34);
+        let p = |v: StateValue| payload(&v, &s, 12);
         assert_eq!(p(StateValue::Availability).as_deref(), Some("online"));
         assert_eq!(p(StateValue::EngineStarted).as_deref(), Some("2027-01-15T08:00:00+00:00"));
-        assert_eq!(p(StateValue::EngineStoreSize).as_deref(), Some("1.50"));
-        assert_eq!(p(StateValue::EngineMessageRate).as_deref(), Some("12.3"));
+        assert_eq!(p(StateValue::EngineStoreSize).as_deref(), Some("1.5"));
+        assert_eq!(p(StateValue::EngineMessageRate).as_deref(), Some("12"));
         assert_eq!(p(StateValue::ProductionSwitch("adt".into())).as_deref(), Some("ON"));
         assert_eq!(p(StateValue::ProductionStatus("adt".into())).as_deref(), Some("troubled"));
         assert_eq!(p(StateValue::ItemQueueDepth("adt".into(), "Out".into())).as_deref(), Some("5"));
@@ -329,51 +379,128 @@ mod tests {
         let attrs: serde_json::Value =
             serde_json::from_str(&p(StateValue::ItemAttributes("adt".into(), "Out".into())).unwrap()).unwrap();
         assert_eq!(attrs["last_error"], "connection refused");
-        assert_eq!(attrs["state"], "error");
+        assert_eq!(attrs["item_state"], "error");
+        // Nothing that moves with traffic, and no name Home Assistant drops.
+        let keys: Vec<&str> = attrs.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["item_state", "kind", "last_error", "role"]);
         assert_eq!(p(StateValue::ItemQueueDepth("adt".into(), "Gone".into())), None);
         let starting = status(ProductionState::Starting, 0);
-        assert_eq!(payload(&StateValue::ProductionSwitch("adt".into()), &starting, 0.0), None);
+        assert_eq!(payload(&StateValue::ProductionSwitch("adt".into()), &starting, 0), None);
+    }
+
+    /// Publishes what is due at `now`, as the bridge does; returns the
+    /// topics.
+    fn publish(states: &mut States, now: Instant) -> Vec<String> {
+        let due = states.due(now, false);
+        for (topic, payload) in &due {
+            states.sent(topic, payload.clone(), now);
+        }
+        due.into_iter().map(|(t, _)| t).collect()
+    }
+
+    fn with_traffic(state: ProductionState, depth: u64, delivered: u64, connections: u32) -> EngineStatus {
+        let mut s = status(state, depth);
+        let items = &mut s.productions[0].items;
+        items[0].connections = connections;
+        items[0].received = delivered + 7;
+        items[1].sent = delivered + 4;
+        s
     }
 
     #[test]
-    fn changes_are_published_and_high_rate_values_coalesced() {
+    fn changes_are_published_and_traffic_values_spaced() {
         let d = discovery();
         let mut states = States::new(&d);
         let t0 = Instant::now();
-        states.update(&status(ProductionState::Running, 0), 0.0);
+        states.update(&status(ProductionState::Running, 0), 0, t0);
         let first = states.due(t0, false);
         assert_eq!(first[0], ("sb/availability".to_owned(), "online".to_owned()));
-        for (topic, payload) in first {
-            states.sent(&topic, payload, t0);
-        }
-        assert!(states.due(t0, false).is_empty(), "nothing changed");
+        publish(&mut states, t0);
+        assert!(states.due(t0 + Duration::from_secs(60), false).is_empty(), "nothing changed");
 
-        // The queue grows and the production is troubled: the status goes
-        // out at once, the depth waits for its second.
-        states.update(&status(ProductionState::Troubled, 3), 0.0);
+        // The production is troubled and the queue grows: the status goes
+        // out at once, the depths once their interval has passed.
         let t1 = t0 + Duration::from_millis(300);
-        let due: Vec<String> = states.due(t1, false).into_iter().map(|(t, _)| t).collect();
+        states.update(&status(ProductionState::Troubled, 3), 0, t1);
+        let due = publish(&mut states, t1);
         assert!(due.contains(&"sb/production/adt/status".to_owned()));
         assert!(!due.contains(&"sb/production/adt/item/out/queue_depth".to_owned()));
-        for (topic, payload) in states.due(t1, false) {
-            states.sent(&topic, payload, t1);
-        }
-        let t2 = t0 + COALESCE;
+        let t2 = t0 + GAUGE_INTERVAL;
         let due = states.due(t2, false);
         assert!(due.contains(&("sb/production/adt/item/out/queue_depth".to_owned(), "3".to_owned())));
         assert!(due.contains(&("sb/production/adt/queued".to_owned(), "3".to_owned())));
-        for (topic, payload) in states.due(t2, false) {
-            states.sent(&topic, payload, t2);
-        }
-        // A final flush takes what still waits for its second.
-        states.update(&status(ProductionState::Troubled, 4), 0.0);
+        publish(&mut states, t2);
+
+        // A final flush takes what still waits for its interval.
         let t3 = t2 + Duration::from_millis(100);
+        states.update(&status(ProductionState::Troubled, 4), 0, t3);
         assert!(states.due(t3, false).is_empty());
         assert!(states.due(t3, true).contains(&("sb/production/adt/item/out/queue_depth".to_owned(), "4".to_owned())));
 
         // After a reconnect everything goes out again.
         states.resend_all();
-        assert!(states.due(t2, false).len() >= d.states.len() - 1);
+        assert!(states.due(t3, false).len() >= d.states.len() - 1);
+    }
+
+    /// Traffic at 5 messages a second for a minute, a snapshot after each
+    /// message: each counter goes out at most once per interval, with its
+    /// latest value, and values that do not change never go out.
+    #[test]
+    fn steady_traffic_publishes_each_counter_once_per_interval() {
+        let d = discovery();
+        let mut states = States::new(&d);
+        let t0 = Instant::now();
+        states.update(&with_traffic(ProductionState::Running, 0, 0, 1), 0, t0);
+        publish(&mut states, t0);
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut now = t0;
+        for n in 1..=300u64 {
+            now = t0 + Duration::from_millis(200 * n);
+            states.update(&with_traffic(ProductionState::Running, n % 2, n, 1), n.min(60 * 5), now);
+            for topic in publish(&mut states, now) {
+                *counts.entry(topic).or_default() += 1;
+            }
+        }
+        let minute = Duration::from_secs(60);
+        let most = |interval: Duration| (minute.as_secs() / interval.as_secs()) as usize;
+        for (topic, n) in &counts {
+            let value = &d.states.iter().find(|s| &s.topic == topic).unwrap().value;
+            let limit = interval(value).map_or(0, most);
+            assert!(*n <= limit, "{topic}: {n} publications in a minute, at most {limit}");
+        }
+        assert_eq!(counts["sb/production/adt/item/in/messages"], most(COUNTER_INTERVAL));
+        assert!(!counts.contains_key("sb/production/adt/item/in/errors"), "unchanged values stay quiet");
+        assert!(!counts.contains_key("sb/production/adt/item/in/attributes"));
+        let total: usize = counts.values().sum();
+        assert!(total <= 60, "{total} publications in a minute: {counts:?}");
+        // The latest value goes out at the end of the interval.
+        assert_eq!(states.due(now + COUNTER_INTERVAL, true), Vec::new());
+    }
+
+    /// A sender that connects for each message: `connected` stays on; it
+    /// goes off only once no connection has been open for a while.
+    #[test]
+    fn connected_goes_off_only_after_the_hold() {
+        let d = discovery();
+        let mut states = States::new(&d);
+        let topic = "sb/production/adt/item/in/connected".to_owned();
+        let t0 = Instant::now();
+        states.update(&with_traffic(ProductionState::Running, 0, 0, 1), 0, t0);
+        publish(&mut states, t0);
+        for n in 1..=20u64 {
+            let now = t0 + Duration::from_millis(500 * n);
+            let open = u32::from(n % 2 == 0);
+            states.update(&with_traffic(ProductionState::Running, 0, 0, open), 0, now);
+            assert!(!publish(&mut states, now).contains(&topic), "published at {n}");
+        }
+        let closed = t0 + Duration::from_millis(500 * 21);
+        states.update(&with_traffic(ProductionState::Running, 0, 0, 0), 0, closed);
+        assert!(!publish(&mut states, closed + CONNECTED_HOLD / 2).contains(&topic));
+        assert!(publish(&mut states, closed + CONNECTED_HOLD).contains(&topic));
+        // On goes out at once.
+        let back = closed + CONNECTED_HOLD * 2;
+        states.update(&with_traffic(ProductionState::Running, 0, 0, 1), 0, back);
+        assert_eq!(states.due(back, false), vec![(topic, "ON".to_owned())]);
     }
 
     #[test]
@@ -381,10 +508,8 @@ mod tests {
         let d = discovery();
         let mut states = States::new(&d);
         let now = Instant::now();
-        states.update(&status(ProductionState::Running, 0), 0.0);
-        for (topic, payload) in states.due(now, false) {
-            states.sent(&topic, payload, now);
-        }
+        states.update(&status(ProductionState::Running, 0), 0, now);
+        publish(&mut states, now);
         states.resend("sb/production/adt/state");
         assert_eq!(states.due(now, false), vec![("sb/production/adt/state".to_owned(), "ON".to_owned())]);
         let map = state_topic_for_command(&d);
@@ -392,21 +517,31 @@ mod tests {
     }
 
     #[test]
-    fn rate() {
-        let mut meter = RateMeter::default();
+    fn rate_counts_the_last_minute_without_extrapolating() {
         let t0 = Instant::now();
-        assert_eq!(meter.per_minute(), 0.0);
-        meter.sample(t0, 100);
-        meter.sample(t0 + Duration::from_secs(30), 130);
-        assert!((meter.per_minute() - 60.0).abs() < 1e-9);
-        // Old samples leave the window.
-        for s in 31..=200 {
-            meter.sample(t0 + Duration::from_secs(s), 130);
+        let mut meter = RateMeter::starting(t0, 0);
+        assert_eq!(meter.per_minute(), 0);
+        // 202 messages in the first 30 s are 202, not 404 a minute.
+        meter.sample(t0 + Duration::from_secs(30), 202);
+        assert_eq!(meter.per_minute(), 202);
+        // Then 5 a second: the count over the last minute, once the window
+        // is full, is 300 and stays there.
+        let mut total = 202;
+        for s in 31..=150 {
+            total += 5;
+            meter.sample(t0 + Duration::from_secs(s), total);
+            if s >= 91 {
+                assert_eq!(meter.per_minute(), 300, "at {s} s");
+            }
         }
-        assert_eq!(meter.per_minute(), 0.0);
+        // Traffic stops: the count falls as the minute slides, to 0.
+        for s in 151..=211 {
+            meter.sample(t0 + Duration::from_secs(s), total);
+        }
+        assert_eq!(meter.per_minute(), 0);
         // A restart of the counters starts over.
-        meter.sample(t0 + Duration::from_secs(201), 5);
-        assert_eq!(meter.per_minute(), 0.0);
+        meter.sample(t0 + Duration::from_secs(212), 5);
+        assert_eq!(meter.per_minute(), 0);
     }
 
     #[test]

@@ -16,8 +16,9 @@ use switchboard::mllp::MllpClient;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// How long any wait in these tests may take.
-pub const WAIT: Duration = Duration::from_secs(8);
+/// How long any wait in these tests may take: counters go out at most
+/// every 10 s, so a count is seen up to 10 s after it changed.
+pub const WAIT: Duration = Duration::from_secs(15);
 /// The discovery prefix.
 pub const PREFIX: &str = "homeassistant";
 
