@@ -231,8 +231,10 @@ impl ItemKind {
     }
 }
 
-/// The valid values of `kind`, without their settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The valid values of `kind`, without their settings. Serialised as
+/// spelled in the productions file (`mllp_in`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KindTag {
     /// `mllp_in`
     MllpIn,
@@ -284,8 +286,9 @@ impl std::fmt::Display for KindTag {
 }
 
 /// The Ensemble roles: messages flow from services through processes to
-/// operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// operations. Serialised in lower case (`service`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ItemRole {
     /// Inbound: receives messages from outside (`mllp_in`, `file_in`).
     Service,

@@ -171,12 +171,8 @@ impl ItemSlot {
         let (state, last_error) = self.stats.state();
         ItemStatus {
             name: self.name.clone(),
-            kind: self.kind.as_str(),
-            role: match self.role() {
-                ItemRole::Service => "service",
-                ItemRole::Process => "process",
-                ItemRole::Operation => "operation",
-            },
+            kind: self.kind,
+            role: self.role(),
             state,
             enabled: self.is_enabled(),
             queue_depth: if self.role() == ItemRole::Service { 0 } else { store.queue_depth(production, &self.name) },

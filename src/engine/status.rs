@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+
+use crate::config::{ItemRole, KindTag};
 use tokio::sync::{Notify, broadcast, watch};
 
 /// The shortest time between two published snapshots: counters of a busy
@@ -158,9 +160,9 @@ pub struct ItemStatus {
     /// Item name.
     pub name: String,
     /// `mllp_in`, `router`, ...
-    pub kind: &'static str,
+    pub kind: KindTag,
     /// `service`, `process` or `operation`.
-    pub role: &'static str,
+    pub role: ItemRole,
     /// State.
     pub state: ItemState,
     /// Whether the item is enabled.
@@ -228,7 +230,7 @@ impl EngineStatus {
     /// except those only this engine's own operations deliver to.
     pub fn received_from_outside(&self) -> u64 {
         let services = self.productions.iter().flat_map(|p| &p.items);
-        services.filter(|i| i.role == "service" && !i.fed_by_engine).map(|i| i.received).sum()
+        services.filter(|i| i.role == ItemRole::Service && !i.fed_by_engine).map(|i| i.received).sum()
     }
 }
 

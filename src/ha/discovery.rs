@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
+use crate::config::{ItemRole, KindTag};
 use crate::engine::{EngineStatus, ProductionState};
 
 /// The Switchboard version reported to Home Assistant.
@@ -145,20 +146,20 @@ pub struct ItemLayout {
     /// Slug of the name, unique within the production.
     pub slug: String,
     /// `mllp_in`, `router`, ...
-    pub kind: String,
-    /// `service`, `process` or `operation`.
-    pub role: String,
+    pub kind: KindTag,
+    /// Service, process or operation.
+    pub role: ItemRole,
 }
 
 impl ItemLayout {
     /// Processes and operations hold a queue.
     pub fn has_queue(&self) -> bool {
-        self.role != "service"
+        self.role != ItemRole::Service
     }
 
     /// MLLP items have a connection to show.
     pub fn has_connection(&self) -> bool {
-        matches!(self.kind.as_str(), "mllp_in" | "mllp_out")
+        matches!(self.kind, KindTag::MllpIn | KindTag::MllpOut)
     }
 }
 
@@ -189,12 +190,7 @@ impl Layout {
                         .items
                         .iter()
                         .zip(item_slugs)
-                        .map(|(i, slug)| ItemLayout {
-                            name: i.name.clone(),
-                            slug,
-                            kind: i.kind.to_owned(),
-                            role: i.role.to_owned(),
-                        })
+                        .map(|(i, slug)| ItemLayout { name: i.name.clone(), slug, kind: i.kind, role: i.role })
                         .collect(),
                 }
             })
@@ -783,11 +779,11 @@ mod tests {
     use crate::tls::CertificateStatus;
     use std::time::SystemTime;
 
-    fn item(name: &str, kind: &'static str, role: &'static str) -> ItemStatus {
+    fn item(name: &str, kind: KindTag) -> ItemStatus {
         ItemStatus {
             name: name.into(),
             kind,
-            role,
+            role: kind.role(),
             state: ItemState::Running,
             enabled: true,
             queue_depth: 0,
@@ -811,10 +807,10 @@ mod tests {
                 state: ProductionState::Running,
                 queued: 0,
                 items: vec![
-                    item("ADT in", "mllp_in", "service"),
-                    item("ADT router", "router", "process"),
-                    item("Lab out", "mllp_out", "operation"),
-                    item("Archive", "file_out", "operation"),
+                    item("ADT in", KindTag::MllpIn),
+                    item("ADT router", KindTag::Router),
+                    item("Lab out", KindTag::MllpOut),
+                    item("Archive", KindTag::FileOut),
                 ],
             }],
         }

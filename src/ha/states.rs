@@ -27,6 +27,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::discovery::{Discovery, ONLINE, StateValue, VERSION};
+use crate::config::ItemRole;
 use crate::engine::{EngineStatus, ItemStatus, ProductionState};
 
 /// The shortest time between two publications of a counter (messages,
@@ -115,7 +116,7 @@ impl RateMeter {
 /// Messages an item processed: received by a service, taken by a router,
 /// delivered by an operation.
 pub fn processed(item: &ItemStatus) -> u64 {
-    if item.role == "operation" { item.sent } else { item.received }
+    if item.role == ItemRole::Operation { item.sent } else { item.received }
 }
 
 fn on_off(on: bool) -> String {
@@ -308,6 +309,7 @@ pub fn state_topic_for_command(discovery: &Discovery) -> HashMap<String, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::KindTag;
     use crate::engine::{ItemState, ProductionStatus};
     use crate::ha::discovery::{Layout, Naming};
     use std::time::SystemTime;
@@ -325,8 +327,8 @@ mod tests {
                 items: vec![
                     ItemStatus {
                         name: "In".into(),
-                        kind: "mllp_in",
-                        role: "service",
+                        kind: KindTag::MllpIn,
+                        role: ItemRole::Service,
                         state: ItemState::Running,
                         enabled: true,
                         queue_depth: 0,
@@ -339,8 +341,8 @@ mod tests {
                     },
                     ItemStatus {
                         name: "Out".into(),
-                        kind: "mllp_out",
-                        role: "operation",
+                        kind: KindTag::MllpOut,
+                        role: ItemRole::Operation,
                         state: ItemState::Error,
                         enabled: true,
                         queue_depth: depth,
