@@ -10,11 +10,14 @@
 //! | `\.br\` and `\.sp\` | a line break (`\n`): both start a new output line |
 //! | `\.in\`, `\.ti\`, `\.sk\`, `\.ce\`, `\.fi\`, `\.nf\`, `\H\`, `\N\` | removed: they are layout and highlight hints for formatted text, not content |
 //! | `\Cxxyy\`, `\Mxxyyzz\` | removed: ISO 2022 character-set switches, which the byte-level decoder does not follow |
-//! | `\Z..\` and anything unknown | kept as written |
+//! | `\Z..\` | kept as written: a locally defined sequence, legal HL7 whose meaning only its sender knows |
+//! | anything else | kept as written |
 //!
-//! A sequence that is never closed is kept as written by the lenient
-//! decoder ([`unescape`]) and reported with its position by the strict one
-//! ([`unescape_strict`]).
+//! A sequence that is unknown or never closed is kept as written by the
+//! lenient decoder ([`unescape`]) and reported with its position by the
+//! strict one ([`unescape_strict`]). `\Z..\` is not reported: the standard
+//! allows it, and a check that warned about it would warn about every
+//! message of a sender that uses one.
 //!
 //! Encoding ([`escape`]) turns each delimiter into its sequence and CR / LF
 //! into `\X0D\` / `\X0A\`, so that `unescape(escape(text)) == text` for any
@@ -129,6 +132,13 @@ fn expand(body: &[u8], d: &Delimiters, out: &mut Vec<u8>) -> bool {
                 }
             }
         }
+        // Locally defined: legal, but only the sender knows what it
+        // stands for, so the text keeps it for a reader to interpret.
+        [b'Z', ..] => {
+            out.push(d.escape);
+            out.extend_from_slice(body);
+            out.push(d.escape);
+        }
         [b'C' | b'M', rest @ ..] if !rest.is_empty() && rest.iter().all(u8::is_ascii_hexdigit) => {}
         [b'.', cmd @ ..] => match cmd.get(..2) {
             Some(b"br") if cmd.len() == 2 => out.push(b'\n'),
@@ -205,6 +215,24 @@ mod tests {
         assert_eq!(unescape_strict(br"ab\XZZ\", &d), Err(EscapeError::Unknown { position: 2 }));
         assert_eq!(unescape_strict(br"ab\X0\", &d), Err(EscapeError::Unknown { position: 2 }));
         assert_eq!(un(r"ab\XZZ\cd"), r"ab\XZZ\cd");
+    }
+
+    #[test]
+    fn local_escapes_are_legal_and_kept_as_written() {
+        let d = Delimiters::default();
+        let kept = |raw: &[u8]| unescape_strict(raw, &d).map(|v| String::from_utf8_lossy(&v).into_owned());
+        assert_eq!(kept(br"a\Zcustom\b"), Ok(r"a\Zcustom\b".to_owned()));
+        assert_eq!(kept(br"\Z\\F\"), Ok(r"\Z\|".to_owned()));
+        // With the message's own escape character.
+        let hash = Delimiters { escape: b'#', ..Delimiters::default() };
+        assert_eq!(unescape_strict(b"#Zx1#", &hash).as_deref(), Ok(&b"#Zx1#"[..]));
+        // Other unknown sequences are still reported.
+        assert_eq!(unescape_strict(br"a\Qx\", &d), Err(EscapeError::Unknown { position: 1 }));
+        // The message-wide check (what `parse` warns with) accepts it too.
+        let raw = b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|1|P|2.5\rOBX|1|TX|||see \\Zcustom\\ here";
+        let msg = crate::hl7::Message::parse(raw).unwrap();
+        assert_eq!(msg.check_escapes(), Ok(()));
+        assert_eq!(msg.text("OBX-5").unwrap().as_deref(), Some(r"see \Zcustom\ here"));
     }
 
     #[test]
