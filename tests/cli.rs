@@ -1,8 +1,9 @@
 //! The `switchboard` command line, run as a user would: `parse` on the
 //! fixtures, `send` against a real MLLP listener on loopback.
 
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use switchboard::hl7::{AckBuilder, AckCode, Message};
@@ -12,6 +13,25 @@ use tokio_util::codec::Framed;
 
 fn switchboard(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_switchboard")).args(args).output().unwrap()
+}
+
+/// Runs the binary with standard output read through a pipe until its
+/// first line, then closed, as `switchboard ... | head -1` does. `then`
+/// runs once the pipe is closed. Returns the first line and the rest.
+fn switchboard_head_1(args: &[&str], then: impl FnOnce()) -> (String, Output) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    {
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut first).unwrap();
+    }
+    then();
+    (first, child.wait_with_output().unwrap())
 }
 
 fn fixture(name: &str) -> String {
@@ -59,6 +79,15 @@ fn parse_reports_errors_with_file_and_position() {
 /// An MLLP listener that answers AA, or AE with a text when MSH-10 starts
 /// with `NAK`; it runs until the test process ends.
 fn start_acker() -> u16 {
+    start_gated_acker(u32::MAX).0
+}
+
+/// Like [`start_acker`], but after the first `free` answers each answer
+/// waits for a unit sent on the returned channel.
+fn start_gated_acker(free: u32) -> (u16, tokio::sync::mpsc::UnboundedSender<()>) {
+    let (release, gate) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let gate = std::sync::Arc::new(tokio::sync::Mutex::new(gate));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -67,9 +96,14 @@ fn start_acker() -> u16 {
             tx.send(listener.local_addr().unwrap().port()).unwrap();
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
+                let (gate, answered) = (gate.clone(), answered.clone());
                 tokio::spawn(async move {
                     let mut framed = Framed::new(stream, MllpCodec::new());
                     while let Some(Ok(MllpFrame::Message(payload))) = framed.next().await {
+                        let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if n >= free && gate.lock().await.recv().await.is_none() {
+                            break;
+                        }
                         let msg = Message::parse(&payload).unwrap();
                         let nak = msg.control_id().unwrap().starts_with(b"NAK");
                         let ack = if nak {
@@ -85,7 +119,7 @@ fn start_acker() -> u16 {
             }
         });
     });
-    rx.recv().unwrap()
+    (rx.recv().unwrap(), release)
 }
 
 fn write_message(dir: &Path, name: &str, control_id: &str) -> String {
@@ -106,6 +140,36 @@ fn send_prints_one_line_per_ack() {
     assert!(lines[0].starts_with("MSG00001\tAA\t"), "{text}");
     assert!(lines[1].starts_with("B1-1\tAA\t") && lines[2].starts_with("B1-2\tAA\t"), "{text}");
     assert!(lines[0].contains(" ms"));
+}
+
+/// `send ... | head -1`: the reader is gone before the second line is
+/// written, and the command stops there without a panic or a word.
+#[test]
+fn send_stops_quietly_when_its_reader_closes_the_pipe() {
+    let (port, release) = start_gated_acker(1);
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (write_message(dir.path(), "1.hl7", "ONE"), write_message(dir.path(), "2.hl7", "TWO"));
+    let port = port.to_string();
+    let (first, out) = switchboard_head_1(&["send", "--port", &port, "--timeout", "10s", &one, &two], || {
+        // The second ACK comes only once the pipe is closed.
+        release.send(()).unwrap();
+    });
+    assert!(first.starts_with("ONE\tAA\t"), "{first}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), err.as_ref()), (Some(0), ""));
+}
+
+/// `parse` on a file whose tree is far larger than a pipe holds.
+#[test]
+fn parse_stops_quietly_when_its_reader_closes_the_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("many.hl7");
+    let message = std::fs::read(fixture("valid/adt_a01.hl7")).unwrap();
+    std::fs::write(&file, message.repeat(2000)).unwrap();
+    let (first, out) = switchboard_head_1(&["parse", &file.display().to_string()], || {});
+    assert_eq!(first, "# message 1 (byte 0)\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), err.as_ref()), (Some(0), ""));
 }
 
 #[test]

@@ -1,6 +1,13 @@
 //! The `switchboard` command line: argument definitions and the commands
 //! that are thin layers over the library.
+//!
+//! Commands print through the macros of `output`, never `println!`, so
+//! that a reader closing the pipe early cannot make them panic; the lints
+//! below keep it that way.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
+#[macro_use]
+mod output;
 mod parse;
 mod run;
 mod send;
@@ -135,8 +142,9 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if e.is::<output::StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::from(2)
         }
     }

@@ -26,13 +26,13 @@ pub(super) fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
         let msg = match Message::parse(raw) {
             Ok(msg) => msg,
             Err(e) => {
-                eprintln!("{}: message {} (byte {offset}): {e}", args.file.display(), n + 1);
+                errln!("{}: message {} (byte {offset}): {e}", args.file.display(), n + 1);
                 failed = true;
                 continue;
             }
         };
         if let Err(e) = msg.check_escapes() {
-            eprintln!("{}: message {}: warning: {e}; the text is kept as written", args.file.display(), n + 1);
+            errln!("{}: message {}: warning: {e}; the text is kept as written", args.file.display(), n + 1);
         }
         if args.json {
             json_messages.push(message_json(&msg));
@@ -44,13 +44,13 @@ pub(super) fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if batch.counts_mismatch() {
-        eprintln!("{}: warning: the batch trailers declare other counts than the file holds", args.file.display());
+        errln!("{}: warning: the batch trailers declare other counts than the file holds", args.file.display());
     }
     if args.json {
         out = serde_json::to_string_pretty(&json_messages)?;
         out.push('\n');
     }
-    print!("{out}");
+    out!("{out}")?;
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 

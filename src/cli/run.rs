@@ -20,17 +20,17 @@ fn load(path: &std::path::Path) -> Option<Config> {
     let config = match config::load(path) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("{e}");
+            errln!("{e}");
             return None;
         }
     };
     for warning in config.warnings() {
-        eprintln!("warning: {}: {warning}", config.source.display());
+        errln!("warning: {}: {warning}", config.source.display());
     }
     let problems = engine::check(&config);
     if !problems.is_empty() {
         for p in &problems {
-            eprintln!("{}: {p}", config.source.display());
+            errln!("{}: {p}", config.source.display());
         }
         return None;
     }
@@ -40,7 +40,7 @@ fn load(path: &std::path::Path) -> Option<Config> {
 /// The certificate doctor over every TLS configuration: prints errors and
 /// warnings and says whether there was an error. Configurations whose test
 /// certificates are created at start are skipped until they exist.
-fn check_tls(config: &Config, warning_days: u32) -> bool {
+fn check_tls(config: &Config, warning_days: u32) -> anyhow::Result<bool> {
     let mut errors = false;
     for report in crate::tls::check_all(config, warning_days) {
         let status = report.status();
@@ -49,13 +49,13 @@ fn check_tls(config: &Config, warning_days: u32) -> bool {
                 && [&t.ca_file, &t.cert_file, &t.key_file].iter().any(|f| f.as_ref().is_some_and(|f| !f.exists()))
         });
         if pending {
-            println!("tls.{}: test certificates will be created at start", status.name);
+            outln!("tls.{}: test certificates will be created at start", status.name)?;
             continue;
         }
         for finding in report.problems() {
             let error = finding.severity == crate::tls::Severity::Error;
             errors |= error;
-            eprintln!(
+            errln!(
                 "{}: tls.{}: {}: {}",
                 config.source.display(),
                 status.name,
@@ -64,24 +64,24 @@ fn check_tls(config: &Config, warning_days: u32) -> bool {
             );
         }
     }
-    errors
+    Ok(errors)
 }
 
 pub(super) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let Some(config) = load(&args.config) else { return Ok(ExitCode::FAILURE) };
     for warning in config::probe_ports(&config) {
-        eprintln!("warning: {}: {warning}", config.source.display());
+        errln!("warning: {}: {warning}", config.source.display());
     }
-    if check_tls(&config, args.certificate_warning_days) {
+    if check_tls(&config, args.certificate_warning_days)? {
         return Ok(ExitCode::FAILURE);
     }
     let items: usize = config.productions.iter().map(|p| p.items.len()).sum();
-    println!(
+    outln!(
         "{}: OK ({} production(s), {items} item(s), {} TLS configuration(s))",
         config.source.display(),
         config.productions.len(),
         config.tls.len()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -92,9 +92,12 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let ha_settings = crate::ha::resolve(&args.mqtt, &crate::ha::Environment::from_process(&args.mqtt))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     for file in crate::tls::create_missing(&config).context("cannot create test certificates")? {
-        eprintln!("created test certificate file {}", file.display());
+        errln!("created test certificate file {}", file.display());
     }
-    check_tls(&config, args.certificate_warning_days);
+    // Problems are reported and the engine starts anyway: the items that
+    // use a broken configuration report it. Nor does a closed standard
+    // output stop an engine, whose log goes to standard error.
+    let _ = check_tls(&config, args.certificate_warning_days);
     runtime.block_on(async move {
         let durability = match config.store.durability {
             config::Durability::Full => Durability::Full,

@@ -109,7 +109,7 @@ pub(super) fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         None => runtime.block_on(send_each(&options, &templates)),
         Some(count) => {
             let report = runtime.block_on(load(&options, Arc::new(templates), count, args.concurrency))?;
-            println!("{report}");
+            outln!("{report}")?;
             Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
@@ -128,12 +128,12 @@ async fn send_each(options: &SendOptions, templates: &[Template]) -> anyhow::Res
         match outcome.map(|reply| judge(&reply, &sent_id)) {
             Ok(Verdict { code, text, positive, id_matches }) => {
                 let note = if id_matches { String::new() } else { "  (MSA-2 does not match MSH-10)".to_owned() };
-                println!("{sent_id}\t{code}\t{:.1} ms\t{}{note}", rtt.as_secs_f64() * 1e3, text.unwrap_or_default());
+                outln!("{sent_id}\t{code}\t{:.1} ms\t{}{note}", rtt.as_secs_f64() * 1e3, text.unwrap_or_default())?;
                 ok &= positive && id_matches;
             }
             Err(e) => {
                 let hint = hint(&e, options.tls.is_some());
-                println!("{sent_id}\terror\t{:.1} ms\t{e}{hint}", rtt.as_secs_f64() * 1e3);
+                outln!("{sent_id}\terror\t{:.1} ms\t{e}{hint}", rtt.as_secs_f64() * 1e3)?;
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -139,7 +139,7 @@ pub(super) fn run(args: &TlsArgs) -> anyhow::Result<ExitCode> {
 fn check(args: &CheckTlsArgs) -> anyhow::Result<ExitCode> {
     let config = config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     if config.tls.is_empty() {
-        println!("{}: no TLS configurations (add them under `tls:`)", config.source.display());
+        outln!("{}: no TLS configurations (add them under `tls:`)", config.source.display())?;
         return Ok(ExitCode::SUCCESS);
     }
     for name in &args.names {
@@ -153,22 +153,22 @@ fn check(args: &CheckTlsArgs) -> anyhow::Result<ExitCode> {
         .filter(|r| args.names.is_empty() || args.names.contains(&r.name))
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?)?;
     } else {
         for (i, report) in reports.iter().enumerate() {
             if i > 0 {
-                println!();
+                outln!()?;
             }
-            print!("{}", render_report(report));
+            out!("{}", render_report(report))?;
         }
     }
     let failed = reports.iter().filter(|r| r.has_errors()).count();
     if !args.json {
-        println!();
+        outln!()?;
         if failed == 0 {
-            println!("{} TLS configuration(s) checked: no errors", reports.len());
+            outln!("{} TLS configuration(s) checked: no errors", reports.len())?;
         } else {
-            println!("{} TLS configuration(s) checked: {failed} with errors", reports.len());
+            outln!("{} TLS configuration(s) checked: {failed} with errors", reports.len())?;
         }
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -227,29 +227,29 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         .map(|(i, c)| CertificateInfo::parse(c).map_err(|e| anyhow::anyhow!("certificate {}: {e}", i + 1)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&infos)?);
+        outln!("{}", serde_json::to_string_pretty(&infos)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let now = time::OffsetDateTime::now_utc();
     for (i, info) in infos.iter().enumerate() {
         if infos.len() > 1 {
-            println!("certificate {} of {}", i + 1, infos.len());
+            outln!("certificate {} of {}", i + 1, infos.len())?;
         }
-        println!("{info}");
+        outln!("{info}")?;
         let days = info.days_left(now);
         if now > info.not_after {
-            println!("status:       EXPIRED");
+            outln!("status:       EXPIRED")?;
         } else if now < info.not_before {
-            println!("status:       NOT YET VALID");
+            outln!("status:       NOT YET VALID")?;
         } else {
-            println!("status:       valid, {days} day(s) left");
+            outln!("status:       valid, {days} day(s) left")?;
         }
         if i + 1 < infos.len() {
             let next = &infos[i + 1];
             if !info.issued_by(next) && !info.self_signed {
-                println!("note:         the next certificate is not this one's issuer");
+                outln!("note:         the next certificate is not this one's issuer")?;
             }
-            println!();
+            outln!()?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -260,8 +260,8 @@ fn new_ca(args: &NewCaArgs) -> anyhow::Result<ExitCode> {
     let cert = args.out.join("ca.crt");
     let key = args.out.join("ca.key");
     issued.write(&cert, &key, args.force)?;
-    println!("wrote {} (give it to peers as their ca_file)", cert.display());
-    println!("wrote {} (keep it private: it signs certificates)", key.display());
+    outln!("wrote {} (give it to peers as their ca_file)", cert.display())?;
+    outln!("wrote {} (keep it private: it signs certificates)", key.display())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -281,12 +281,12 @@ fn new_cert(args: &NewCertArgs) -> anyhow::Result<ExitCode> {
         .filter(|u| u.0)
         .map(|u| u.1)
         .collect();
-    println!(
+    outln!(
         "wrote {} ({}; names: {})",
         args.out_cert.display(),
         usages.join(" + "),
         request.subject_alt_names.join(", ")
-    );
-    println!("wrote {} (mode 0600)", args.out_key.display());
+    )?;
+    outln!("wrote {} (mode 0600)", args.out_key.display())?;
     Ok(ExitCode::SUCCESS)
 }
