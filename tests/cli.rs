@@ -1,7 +1,10 @@
 //! The `switchboard` command line, run as a user would: `parse` on the
 //! fixtures, `send` against a real MLLP listener on loopback.
 
-use std::io::BufRead as _;
+#[allow(dead_code)]
+mod common;
+
+use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -13,6 +16,21 @@ use tokio_util::codec::Framed;
 
 fn switchboard(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_switchboard")).args(args).output().unwrap()
+}
+
+/// Runs the binary with `input` on its standard input.
+fn switchboard_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
 }
 
 /// Runs the binary with standard output read through a pipe until its
@@ -74,6 +92,51 @@ fn parse_reports_errors_with_file_and_position() {
     assert!(err.contains("truncated_msh.hl7") && err.contains("byte 6"), "{err}");
     let out = switchboard(&["parse", "/nonexistent/file.hl7"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/file.hl7"));
+}
+
+#[test]
+fn parse_reads_standard_input_for_a_dash() {
+    let message = std::fs::read(fixture("valid/adt_a01.hl7")).unwrap();
+    let out = switchboard_with_stdin(&["parse", "-"], &message);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out), stdout(&switchboard(&["parse", &fixture("valid/adt_a01.hl7")])));
+    let out = switchboard_with_stdin(&["parse", "-"], b"not HL7\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: <stdin>: "));
+}
+
+/// `parse` and `send` say the same about the same bad file: its name, the
+/// message, the byte position in the file and what is wrong.
+#[test]
+fn parse_and_send_report_a_bad_file_in_the_same_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.hl7");
+    std::fs::write(&garbage, "hello\nthis is not HL7\n").unwrap();
+    let second_bad = dir.path().join("second_bad.hl7");
+    std::fs::write(&second_bad, "MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M1|P|2.5\rPID|1\r\nMSH|^~|\r").unwrap();
+    let cases = [
+        (&garbage, "message must start with an MSH segment, found \"hel\" at byte 0".to_owned()),
+        (
+            &second_bad,
+            // Message 2 starts at byte 51; its header is cut short 6 bytes in.
+            "message 2: MSH segment ends at byte 57 before its encoding characters are complete".to_owned(),
+        ),
+    ];
+    // Nothing listens there: the file is refused before any connection.
+    let closed = common::free_port().to_string();
+    for (file, what) in cases {
+        let file = file.display().to_string();
+        let expected = format!("error: {file}: {what}");
+        let parse = switchboard(&["parse", &file]);
+        let send = switchboard(&["send", "--port", &closed, &file]);
+        let (parse_err, send_err) =
+            (String::from_utf8_lossy(&parse.stderr).into_owned(), String::from_utf8_lossy(&send.stderr).into_owned());
+        assert!(parse_err.starts_with(&expected), "{parse_err}");
+        assert_eq!(parse_err, send_err);
+        assert_ne!(parse.status.code(), Some(0));
+        assert_eq!(send.status.code(), Some(2));
+        assert!(stdout(&send).is_empty());
+    }
 }
 
 /// An MLLP listener that answers AA, or AE with a text when MSH-10 starts
@@ -140,6 +203,15 @@ fn send_prints_one_line_per_ack() {
     assert!(lines[0].starts_with("MSG00001\tAA\t"), "{text}");
     assert!(lines[1].starts_with("B1-1\tAA\t") && lines[2].starts_with("B1-2\tAA\t"), "{text}");
     assert!(lines[0].contains(" ms"));
+}
+
+#[test]
+fn send_reads_standard_input_for_a_dash() {
+    let port = start_acker().to_string();
+    let message = std::fs::read(fixture("valid/adt_a01.hl7")).unwrap();
+    let out = switchboard_with_stdin(&["send", "--port", &port, "-"], &message);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).starts_with("MSG00001\tAA\t"), "{}", stdout(&out));
 }
 
 /// `send ... | head -1`: the reader is gone before the second line is

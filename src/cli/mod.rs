@@ -8,6 +8,7 @@
 
 #[macro_use]
 mod output;
+mod input;
 mod parse;
 mod run;
 mod send;
@@ -81,7 +82,7 @@ pub struct CheckArgs {
 /// Arguments of `switchboard parse`.
 #[derive(Debug, Args)]
 pub struct ParseArgs {
-    /// The file to read.
+    /// The file to read; `-` reads standard input.
     pub file: PathBuf,
     /// Print JSON instead of a tree.
     #[arg(long)]
@@ -97,7 +98,8 @@ pub struct SendArgs {
     /// Port of the MLLP listener.
     #[arg(long)]
     pub port: u16,
-    /// Files of HL7 messages (single, back to back, or batch files).
+    /// Files of HL7 messages (single, back to back, or batch files); `-`
+    /// reads standard input.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// How long to wait for each connection and each ACK, e.g. `10s`, `500ms`.

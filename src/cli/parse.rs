@@ -3,36 +3,32 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use super::ParseArgs;
-use crate::hl7::{Message, Segment, split_batch};
+use super::input::Input;
+use crate::hl7::{Message, Segment};
 
 pub(super) fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let batch = match split_batch(&bytes) {
-        Ok(batch) => batch,
-        // Not a batch either: the single-message parser says best what is wrong.
-        Err(e) => match Message::parse(&bytes) {
-            Err(parse) => anyhow::bail!("{}: {parse}", args.file.display()),
-            Ok(_) => anyhow::bail!("{}: {e}", args.file.display()),
-        },
-    };
+    let input = Input::read(&args.file)?;
+    let batch = input.messages()?;
     let mut out = String::new();
     let mut json_messages = Vec::new();
     let mut failed = false;
-    for (n, (raw, offset)) in batch.messages.iter().zip(&batch.offsets).enumerate() {
-        let msg = match Message::parse(raw) {
+    for (n, offset) in batch.offsets.iter().enumerate() {
+        let msg = match input.parse(&batch, n) {
             Ok(msg) => msg,
             Err(e) => {
-                errln!("{}: message {} (byte {offset}): {e}", args.file.display(), n + 1);
+                // The words `send` fails with, but the other messages are
+                // still shown.
+                errln!("error: {e}");
                 failed = true;
                 continue;
             }
         };
         if let Err(e) = msg.check_escapes() {
-            errln!("{}: message {}: warning: {e}; the text is kept as written", args.file.display(), n + 1);
+            let e = e.shifted(*offset);
+            errln!("{}: message {}: warning: {e}; the text is kept as written", input.name, n + 1);
         }
         if args.json {
             json_messages.push(message_json(&msg));
@@ -44,7 +40,7 @@ pub(super) fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if batch.counts_mismatch() {
-        errln!("{}: warning: the batch trailers declare other counts than the file holds", args.file.display());
+        errln!("{}: warning: the batch trailers declare other counts than the file holds", input.name);
     }
     if args.json {
         out = serde_json::to_string_pretty(&json_messages)?;

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use super::SendArgs;
+use super::input::Input;
 use crate::config::{TlsConfig, TlsRole, TlsVersion, VerifyPeer};
-use crate::hl7::{Message, Path, Reply, split_batch};
+use crate::hl7::{Message, Path, Reply};
 use crate::mllp::{ClientError, ClientTls, MllpClient};
 use crate::tls::TlsConfigHandle;
 
@@ -81,16 +82,16 @@ impl Template {
 fn load_templates(files: &[PathBuf]) -> anyhow::Result<Vec<Template>> {
     let mut templates = Vec::new();
     for file in files {
-        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let batch = split_batch(&bytes).with_context(|| file.display().to_string())?;
-        for (n, raw) in batch.messages.iter().enumerate() {
+        let input = Input::read(file)?;
+        let batch = input.messages()?;
+        for n in 0..batch.messages.len() {
+            let msg = input.parse(&batch, n)?;
             // Frames carry CR-terminated segments; trailing line endings of
             // the file are not part of the message.
-            let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
-            let msg = Message::parse(raw).with_context(|| format!("{}: message {}", file.display(), n + 1))?;
+            let raw = msg.raw().strip_suffix(b"\n").unwrap_or(msg.raw());
             let control_id = msg
                 .range(&Path::field("MSH", 10))
-                .with_context(|| format!("{}: message {} has no MSH-10 field", file.display(), n + 1))?;
+                .with_context(|| format!("{}: message {} has no MSH-10 field", input.name, n + 1))?;
             templates.push(Template { bytes: raw.to_vec(), control_id });
         }
     }

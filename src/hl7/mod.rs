@@ -107,6 +107,20 @@ impl ParseError {
             Self::Empty | Self::TooLarge { .. } => 0,
         }
     }
+
+    /// The same error with its position moved by `by` bytes: for a message
+    /// parsed out of a larger file, so that the position is the file's.
+    pub fn shifted(self, by: usize) -> Self {
+        match self {
+            Self::MissingMsh { position, found } => Self::MissingMsh { position: position.saturating_add(by), found },
+            Self::TruncatedHeader { position } => Self::TruncatedHeader { position: position.saturating_add(by) },
+            Self::InvalidDelimiters { position, reason } => {
+                Self::InvalidDelimiters { position: position.saturating_add(by), reason }
+            }
+            Self::InvalidSegmentId { position } => Self::InvalidSegmentId { position: position.saturating_add(by) },
+            Self::Empty | Self::TooLarge { .. } => self,
+        }
+    }
 }
 
 /// The first characters of a segment, made safe to print.
