@@ -205,6 +205,45 @@ fn send_prints_one_line_per_ack() {
     assert!(lines[0].contains(" ms"));
 }
 
+/// Whatever line endings a file has, each segment goes out ended by one
+/// CR, and nothing else: the file's final line ending neither goes missing
+/// nor becomes an empty segment.
+#[tokio::test]
+async fn send_ends_every_segment_with_a_cr() {
+    let receiver = common::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (msh, pid) =
+        ("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|{}|P|2.5", "PID|1||123456^^^HOSP^MR||DOE^JOHN^Q||19800101|F||X");
+    let files = [
+        ("lf", "\n", "\n"),
+        ("crlf", "\r\n", "\r\n\r\n"),
+        ("cr", "\r", "\r"),
+        ("cr_no_end", "\r", ""),
+        ("lf_no_end", "\n", ""),
+    ];
+    let mut paths = Vec::new();
+    for (id, between, end) in files {
+        let path = dir.path().join(format!("{id}.hl7"));
+        std::fs::write(&path, format!("{}{between}{pid}{end}", msh.replace("{}", id))).unwrap();
+        paths.push(path.display().to_string());
+    }
+    // The LF file: 95 bytes, as many as go out.
+    assert_eq!(std::fs::metadata(dir.path().join("lf.hl7")).unwrap().len(), 95);
+    let mut args = vec!["send".to_owned(), "--port".to_owned(), receiver.port.to_string()];
+    args.extend(paths);
+    let out = tokio::task::spawn_blocking(move || switchboard(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    let received = receiver.messages();
+    assert_eq!(received.len(), files.len());
+    for ((id, _, _), (control_id, bytes)) in files.iter().zip(received) {
+        assert_eq!(control_id, *id);
+        let expected = format!("{}\r{pid}\r", msh.replace("{}", id));
+        assert_eq!(String::from_utf8_lossy(&bytes), expected, "{id}");
+    }
+}
+
 #[test]
 fn send_reads_standard_input_for_a_dash() {
     let port = start_acker().to_string();

@@ -34,9 +34,18 @@ pub struct Cli {
 pub enum Command {
     /// Print the structure of HL7 messages in a file (one message, several
     /// back to back, or a batch file), with paths and decoded values.
+    ///
+    /// A line ending of any kind (CR, LF or CR LF) ends a segment and empty
+    /// lines are skipped, so a file saved by a text editor reads like one
+    /// written with CRs; `send` sends the same segments.
     Parse(ParseArgs),
     /// Send HL7 messages over MLLP and wait for each ACK; with `--count`, a
     /// load generator that replays the files with fresh control ids.
+    ///
+    /// Each segment goes out ended by a CR, as HL7 wants, whatever line
+    /// endings the file has (CR, LF or CR LF): empty lines are skipped, and
+    /// a final line ending is neither needed nor sent as an extra segment.
+    /// The receiver gets the segments `parse` shows.
     Send(SendArgs),
     /// Start the engine on a productions file and run until interrupted.
     Run(RunArgs),

@@ -79,26 +79,40 @@ impl Template {
     }
 }
 
+/// The messages of the files, in order, each as it goes on the wire.
 fn load_templates(files: &[PathBuf]) -> anyhow::Result<Vec<Template>> {
     let mut templates = Vec::new();
     for file in files {
         let input = Input::read(file)?;
         let batch = input.messages()?;
         for n in 0..batch.messages.len() {
-            let msg = input.parse(&batch, n)?;
-            // Frames carry CR-terminated segments; trailing line endings of
-            // the file are not part of the message.
-            let raw = msg.raw().strip_suffix(b"\n").unwrap_or(msg.raw());
+            let bytes = wire_form(&input.parse(&batch, n)?);
+            // Parsed again for where MSH-10 sits in what is sent.
+            let msg = Message::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: message {}: {e}", input.name, n + 1))?;
             let control_id = msg
                 .range(&Path::field("MSH", 10))
                 .with_context(|| format!("{}: message {} has no MSH-10 field", input.name, n + 1))?;
-            templates.push(Template { bytes: raw.to_vec(), control_id });
+            templates.push(Template { bytes, control_id });
         }
     }
     if templates.is_empty() {
         bail!("no messages in the given files");
     }
     Ok(templates)
+}
+
+/// A message as HL7 sends it: each segment ended by a CR. A file may end
+/// its lines with CR, LF or CR LF, hold empty lines, and have a final line
+/// ending or not; the receiver gets the segments `parse` shows, each with
+/// the CR the standard asks for, and a file written with CRs goes out byte
+/// for byte.
+fn wire_form(msg: &Message<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.raw().len() + 1);
+    for segment in msg.segments() {
+        out.extend_from_slice(segment.raw());
+        out.push(b'\r');
+    }
+    out
 }
 
 pub(super) fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
