@@ -253,6 +253,18 @@ fn send_reads_standard_input_for_a_dash() {
     assert!(stdout(&out).starts_with("MSG00001\tAA\t"), "{}", stdout(&out));
 }
 
+/// The help says what the columns are and where `send` sends by default.
+#[test]
+fn send_help_explains_the_columns_and_the_defaults() {
+    let out = switchboard(&["send", "--help"]);
+    let help = stdout(&out);
+    for text in
+        ["control id sent (MSH-10)", "(MSA-1", "round-trip time", "(MSA-3)", "[default: 2575]", "[default: 127.0.0.1]"]
+    {
+        assert!(help.contains(text), "{text} missing in\n{help}");
+    }
+}
+
 /// `send ... | head -1`: the reader is gone before the second line is
 /// written, and the command stops there without a panic or a word.
 #[test]

@@ -42,6 +42,12 @@ pub enum Command {
     /// Send HL7 messages over MLLP and wait for each ACK; with `--count`, a
     /// load generator that replays the files with fresh control ids.
     ///
+    /// Prints a line per message, its columns separated by tabs: the control
+    /// id sent (MSH-10), the acknowledgment code (MSA-1: AA, AE, AR, CA...),
+    /// the round-trip time, and the acknowledgment's text (MSA-3), if any.
+    /// The exit status is 0 only when every message got a positive ACK
+    /// that names it in MSA-2.
+    ///
     /// Each segment goes out ended by a CR, as HL7 wants, whatever line
     /// endings the file has (CR, LF or CR LF): empty lines are skipped, and
     /// a final line ending is neither needed nor sent as an extra segment.
@@ -104,8 +110,9 @@ pub struct SendArgs {
     /// Host of the MLLP listener.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// Port of the MLLP listener.
-    #[arg(long)]
+    /// Port of the MLLP listener (2575 is the port registered for HL7 over
+    /// MLLP).
+    #[arg(long, default_value_t = 2575)]
     pub port: u16,
     /// Files of HL7 messages (single, back to back, or batch files); `-`
     /// reads standard input.
