@@ -253,6 +253,17 @@ fn send_reads_standard_input_for_a_dash() {
     assert!(stdout(&out).starts_with("MSG00001\tAA\t"), "{}", stdout(&out));
 }
 
+/// `--concurrency` means something only in load mode: alone it is refused
+/// rather than silently ignored.
+#[test]
+fn send_concurrency_needs_count() {
+    let out = switchboard(&["send", "--concurrency", "4", &fixture("valid/adt_a01.hl7")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("required arguments were not provided") && err.contains("--count"), "{err}");
+    assert!(stdout(&out).is_empty());
+}
+
 /// The help says what the columns are and where `send` sends by default.
 #[test]
 fn send_help_explains_the_columns_and_the_defaults() {

@@ -125,8 +125,9 @@ pub struct SendArgs {
     /// files, each with a fresh MSH-10, and print throughput and latency.
     #[arg(long)]
     pub count: Option<u64>,
-    /// Load mode: number of concurrent connections.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Load mode: number of concurrent connections. Only with `--count`:
+    /// without it each message is sent once, in order, on one connection.
+    #[arg(long, default_value_t = 1, requires = "count", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// Connect over TLS with this client configuration of a productions
     /// file (needs `--config`).
