@@ -383,6 +383,40 @@ fn send_load_mode_reports_throughput_and_latency() {
     assert!(text.contains("throughput") && text.contains("p99"), "{text}");
 }
 
+/// The certificate warning period has one name for `run`, `check` and
+/// `tls check`; `tls check` still takes its former `--warn-days`, without
+/// showing it.
+#[test]
+fn tls_check_takes_the_warning_period_under_the_name_run_and_check_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "tls:\n  hop:\n    role: server\n    ca_file: pki/ca.crt\n    cert_file: pki/server.crt\n    \
+                key_file: pki/server.key\n    create_if_missing: true\nproductions: {}\n";
+    let file = dir.path().join("productions.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    common::create_test_certificates(dir.path(), yaml);
+    let file = file.display().to_string();
+    let tls_check = |days: &[&str]| {
+        let mut args = vec!["tls", "check", "--config", &file];
+        args.extend(days);
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(&args)
+            .env_remove("SWITCHBOARD_CERTIFICATE_WARNING_DAYS")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stdout(&out));
+        stdout(&out)
+    };
+    // The test certificate is valid for far less than 100,000 days.
+    let warned = tls_check(&["--certificate-warning-days", "100000"]);
+    assert!(warned.contains("WARNING") && warned.contains("expires"), "{warned}");
+    assert_eq!(tls_check(&["--warn-days", "100000"]), warned);
+    assert!(!tls_check(&[]).contains("WARNING"));
+    let out = switchboard(&["check", "--config", &file, "--certificate-warning-days", "100000"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tls.hop: warning: "));
+    let help = stdout(&switchboard(&["tls", "check", "--help"]));
+    assert!(help.contains("--certificate-warning-days") && !help.contains("warn-days"), "{help}");
+}
+
 #[test]
 fn check_warns_about_a_port_another_program_holds() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

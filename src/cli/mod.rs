@@ -90,7 +90,7 @@ pub struct CheckArgs {
     #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
     pub config: PathBuf,
     /// A certificate expiring within this many days is reported as a warning.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "SWITCHBOARD_CERTIFICATE_WARNING_DAYS", default_value_t = 30)]
     pub certificate_warning_days: u32,
 }
 

@@ -46,8 +46,10 @@ pub struct CheckTlsArgs {
     /// The configurations to check (names under `tls:`); default all.
     pub names: Vec<String>,
     /// A certificate that expires within this many days is a warning.
-    #[arg(long, default_value_t = 30)]
-    pub warn_days: u32,
+    // Named as for `run` and `check`. `--warn-days`, its former name, is
+    // still accepted (and not shown) so that existing scripts keep working.
+    #[arg(long, alias = "warn-days", env = "SWITCHBOARD_CERTIFICATE_WARNING_DAYS", default_value_t = 30)]
+    pub certificate_warning_days: u32,
     /// Print the reports as JSON.
     #[arg(long)]
     pub json: bool,
@@ -148,7 +150,7 @@ fn check(args: &CheckTlsArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("there is no TLS configuration named `{name}`; defined: {}", defined.join(", "));
         }
     }
-    let reports: Vec<TlsReport> = tls::check_all(&config, args.warn_days)
+    let reports: Vec<TlsReport> = tls::check_all(&config, args.certificate_warning_days)
         .into_iter()
         .filter(|r| args.names.is_empty() || args.names.contains(&r.name))
         .collect();
