@@ -417,6 +417,95 @@ fn tls_check_takes_the_warning_period_under_the_name_run_and_check_use() {
     assert!(help.contains("--certificate-warning-days") && !help.contains("warn-days"), "{help}");
 }
 
+/// `switchboard run` as a child process whose log lines (standard error)
+/// arrive on a channel; killed if the test ends before it stops.
+struct Running {
+    child: std::process::Child,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("run")
+            .args(args)
+            .current_dir(dir)
+            .env_remove("SWITCHBOARD_DATA_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, log }
+    }
+
+    /// The first log line that contains `text`, within 10 seconds.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {text:?}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run from another directory with relative paths: `--data-dir` is taken
+/// from the directory the command runs in, the `ready` line says where
+/// that is in full, and SIGTERM stops the engine gracefully.
+#[test]
+fn run_logs_its_absolute_store_path_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("conf")).unwrap();
+    let port = common::free_port();
+    let yaml = format!(
+        "productions:\n  adt:\n    items:\n      - name: In\n        kind: mllp_in\n        host: 127.0.0.1\n        \
+         port: {port}\n        targets: [Out]\n      - name: Out\n        kind: file_out\n        path: out\n"
+    );
+    std::fs::write(dir.path().join("conf/productions.yaml"), yaml).unwrap();
+    let engine = Running::start(dir.path(), &["--config", "conf/productions.yaml", "--data-dir", "data"]);
+    let ready = engine.wait_for("ready");
+    let store = dir.path().canonicalize().unwrap().join("data/switchboard.db");
+    assert!(ready.contains(&format!("store={}", store.display())), "{ready}");
+    assert!(store.exists());
+
+    // Paths inside the productions file are taken from its folder.
+    let message = fixture("valid/adt_a01.hl7");
+    let out = switchboard(&["send", "--port", &port.to_string(), &message]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out_dir = dir.path().join("conf/out");
+    let files = || std::fs::read_dir(&out_dir).map_or(0, Iterator::count);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while files() == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing in {}", out_dir.display());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let mut engine = engine;
+    let term = Command::new("kill").args(["-TERM", &engine.child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    engine.wait_for("stopped");
+    assert!(engine.child.wait().unwrap().success());
+}
+
 #[test]
 fn check_warns_about_a_port_another_program_holds() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -54,6 +54,11 @@ pub enum Command {
     /// The receiver gets the segments `parse` shows.
     Send(SendArgs),
     /// Start the engine on a productions file and run until interrupted.
+    ///
+    /// Ctrl-C or SIGTERM stops it gracefully: the listeners close, then
+    /// routers and operations get each production's `stop_timeout` to
+    /// finish the message in hand. What is not delivered yet stays queued
+    /// in the store and goes out at the next start.
     Run(RunArgs),
     /// Validate a productions file (YAML, references, ports, rules, reply
     /// code actions) without starting anything.
@@ -66,10 +71,12 @@ pub enum Command {
 /// Arguments of `switchboard run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The productions file.
+    /// The productions file. Relative paths inside it are taken from the
+    /// folder that holds it.
     #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
     pub config: PathBuf,
-    /// Where the message store lives.
+    /// Where the message store lives; a relative path is taken from the
+    /// directory the command runs in. The `ready` log line shows it in full.
     #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "switchboard-data")]
     pub data_dir: PathBuf,
     /// Log filter, e.g. `info`, `debug`, `switchboard=debug,warn`.

@@ -104,7 +104,12 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             config::Durability::Normal => Durability::Normal,
         };
         let retention_days = config.store.retention_days;
-        let db = args.data_dir.join("switchboard.db");
+        // Absolute in the log and in errors: a relative --data-dir is taken
+        // from the directory the command was run in, which whoever reads
+        // the log may not know.
+        let data_dir = std::path::absolute(&args.data_dir)
+            .with_context(|| format!("cannot resolve the data directory {}", args.data_dir.display()))?;
+        let db = data_dir.join("switchboard.db");
         let low_background_priority = config.store.background_priority == config::BackgroundPriority::Low;
         let (store, recovered) = Store::open(&db, StoreOptions { durability, low_background_priority })
             .with_context(|| format!("cannot open the message store {}", db.display()))?;
