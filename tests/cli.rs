@@ -506,6 +506,28 @@ fn run_logs_its_absolute_store_path_and_stops_on_sigterm() {
     assert!(engine.child.wait().unwrap().success());
 }
 
+/// A message that no rule matches is logged by its control id (MSH-10),
+/// which the sender knows it by, and without its content.
+#[test]
+fn run_names_a_message_no_rule_matched_by_its_control_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let yaml = format!(
+        "productions:\n  adt:\n    items:\n      - name: In\n        kind: mllp_in\n        host: 127.0.0.1\n        \
+         port: {port}\n        targets: [Router]\n      - name: Router\n        kind: router\n        rules:\n          \
+         - when: MSH-9.1 = \"ORU\"\n            send: [Out]\n      - name: Out\n        kind: file_out\n        \
+         path: out\n"
+    );
+    std::fs::write(dir.path().join("productions.yaml"), yaml).unwrap();
+    let engine = Running::start(dir.path(), &["--config", "productions.yaml", "--data-dir", "data"]);
+    engine.wait_for("ready");
+    let out = switchboard(&["send", "--port", &port.to_string(), &fixture("valid/adt_a01.hl7")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let warning = engine.wait_for("no rule matched");
+    assert!(warning.contains("control_id=\"MSG00001\""), "{warning}");
+    assert!(!warning.contains("DOE"), "{warning}");
+}
+
 #[test]
 fn check_warns_about_a_port_another_program_holds() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

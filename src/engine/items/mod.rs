@@ -193,6 +193,9 @@ pub(crate) struct InlineRouters {
 /// What is needed to account for a decision once it is committed.
 pub(crate) struct InlineDecided {
     router: usize,
+    /// MSH-10, kept only for a decision that is logged (not for a message
+    /// routed on), so that the common case copies nothing.
+    control_id: Option<String>,
     status: Status,
     error: Option<String>,
     outputs: usize,
@@ -227,6 +230,7 @@ impl InlineRouters {
             let decision = router.decide(msg, body, control_id);
             decided.push(InlineDecided {
                 router: index,
+                control_id: control_id.filter(|_| decision.status != Status::Completed).map(str::to_owned),
                 status: decision.status,
                 error: decision.error.clone(),
                 outputs: decision.outputs.len(),
@@ -254,6 +258,7 @@ impl InlineRouters {
                 production,
                 slot,
                 header.copied().unwrap_or_default(),
+                d.control_id.as_deref(),
                 d.status,
                 d.error.as_deref(),
                 d.outputs,

@@ -132,8 +132,9 @@ impl CompiledRouter {
                 .collect();
             match ctx.store().commit_routed_all(decisions).await {
                 Ok(_) => {
-                    for (header_id, status, error, outputs) in outcomes {
-                        account(&ctx.production, &ctx.slot, header_id, status, error.as_deref(), outputs);
+                    for ((header_id, status, error, outputs), queued) in outcomes.into_iter().zip(&batch) {
+                        let control_id = queued.control_id.as_deref();
+                        account(&ctx.production, &ctx.slot, header_id, control_id, status, error.as_deref(), outputs);
                     }
                     ctx.recovered();
                 }
@@ -159,11 +160,12 @@ fn failed(error: String) -> RouteDecision {
 /// Counts one routed message in the router's statistics, and logs a
 /// discarded message (no rule matched) or a routing error, whether the
 /// router took the message from its queue or routed it where it was
-/// received.
+/// received. `control_id` is the message's MSH-10.
 pub(crate) fn account(
     production: &ProductionShared,
     router: &ItemSlot,
     header_id: i64,
+    control_id: Option<&str>,
     status: Status,
     error: Option<&str>,
     outputs: usize,
@@ -174,9 +176,13 @@ pub(crate) fn account(
         Status::Completed => stats.bump(&stats.sent, outputs as u64),
         Status::Discarded => {
             if error == Some(NO_RULE_MATCHED) {
+                // Named by its control id, which the sender and a message
+                // search know it by (never by its content), and quoted,
+                // since a sender may put anything in it.
                 tracing::warn!(
                     production = %production.id,
                     item = %router.name,
+                    control_id = ?control_id.unwrap_or_default(),
                     header = header_id,
                     "no rule matched; message discarded"
                 );
