@@ -3,7 +3,14 @@
 //! Messages arrive over MLLP ([`mllp`]), are parsed without being altered
 //! ([`hl7`]), and are acknowledged, stored, routed and delivered by the
 //! [`engine`] as its productions file ([`config`]) describes. The
-//! `switchboard` binary is a thin layer over [`cli`].
+//! `switchboard` binary is a thin layer over [`cli`]. The durable [`store`]
+//! keeps every message; [`tls`] holds the TLS configurations and the
+//! certificate doctor; [`ha`] publishes the engine to Home Assistant.
+//!
+//! `ARCHITECTURE.md` at the root of the repository is the map: each
+//! module's job in data-flow order, the numbered invariants that comments
+//! cite ("invariant 1"), and where a new item kind, setting, entity or
+//! store operation goes.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
