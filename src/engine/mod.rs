@@ -17,7 +17,9 @@
 //! # Ok(()) }
 //! ```
 
+mod context;
 mod deliveries;
+mod intake;
 mod items;
 mod production;
 mod rate_limit;

@@ -189,12 +189,7 @@ impl ItemSlot {
     pub(crate) async fn start(self: &Arc<Self>, production: &Arc<ProductionShared>) {
         let cancel = CancellationToken::new();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let ctx = ItemCtx {
-            production: production.clone(),
-            slot: self.clone(),
-            cancel: cancel.clone(),
-            ready: Mutex::new(Some(ready_tx)),
-        };
+        let ctx = ItemCtx::new(production.clone(), self.clone(), cancel.clone(), ready_tx);
         production.item_state(self, ItemState::Starting, None);
         let handle = match self.role() {
             ItemRole::Operation => production.deliveries.spawn(items::run(ctx)),

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{InlineRouters, ItemCtx, header_facts};
+use super::ItemCtx;
 use crate::config::FileInConfig;
 use crate::hl7::{Message, check_header, split_batch};
-use crate::store::{EventLevel, NewInbound};
+use crate::store::EventLevel;
 
 pub(super) async fn run(ctx: &ItemCtx, config: &FileInConfig, targets: &[String]) {
     let archive = config.archive_dir();
@@ -22,7 +22,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &FileInConfig, targets: &[String]
             Ok(files) => {
                 ctx.recovered();
                 for file in files {
-                    if ctx.cancel.is_cancelled() {
+                    if ctx.is_cancelled() {
                         return;
                     }
                     take(ctx, &file, targets, &archive, &rejected).await;
@@ -85,7 +85,7 @@ async fn take(ctx: &ItemCtx, file: &Path, targets: &[String], archive: &Path, re
             return;
         }
     };
-    let stats = &ctx.slot.stats;
+    let stats = ctx.stats();
     let messages = match split_batch(&bytes) {
         Ok(batch) => batch.messages,
         Err(e) => {
@@ -96,9 +96,8 @@ async fn take(ctx: &ItemCtx, file: &Path, targets: &[String], archive: &Path, re
         }
     };
     let total = messages.len() as u64;
-    let routers = InlineRouters::of(&ctx.production, targets);
-    let (service, origin, shared_targets): (Arc<str>, Arc<str>, Arc<[String]>) =
-        (ctx.name().into(), name.as_str().into(), targets.into());
+    let intake = ctx.intake(targets);
+    let origin: Arc<str> = name.as_str().into();
     let mut bad = 0;
     for raw in messages {
         let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
@@ -116,21 +115,9 @@ async fn take(ctx: &ItemCtx, file: &Path, targets: &[String], archive: &Path, re
                 continue;
             }
         };
-        let (control_id, message_type) = header_facts(&msg);
-        let body = Bytes::copy_from_slice(raw);
-        let (routed, decided) = routers.decide(&msg, &body, control_id.as_deref());
-        let inbound = NewInbound {
-            production: ctx.production.id.clone(),
-            service: service.clone(),
-            origin: origin.clone(),
-            body,
-            control_id,
-            message_type,
-            targets: shared_targets.clone(),
-            routed,
-        };
+        let (inbound, decided) = intake.inbound(&msg, Bytes::copy_from_slice(raw), origin.clone());
         match ctx.store().commit_inbound(inbound).await {
-            Ok(committed) => routers.account(&ctx.production, targets, &committed, &decided),
+            Ok(committed) => intake.account(&committed, &decided),
             Err(e) => {
                 // Leave the file in place; it is picked up again (messages
                 // already committed from it will arrive twice: at-least-once).

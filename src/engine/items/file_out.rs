@@ -15,7 +15,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &FileOutConfig) {
     let seq = AtomicU64::new(0);
     while let Some(batch) = ctx.next_batch(32).await {
         for message in batch {
-            let stats = &ctx.slot.stats;
+            let stats = ctx.stats();
             stats.bump(&stats.received, 1);
             let name = file_name(&config.filename, &message.body, ctx.name(), seq.fetch_add(1, Ordering::Relaxed));
             // Off the thread the operations share: the write ends in an

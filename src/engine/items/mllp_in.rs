@@ -30,14 +30,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
-use super::{InlineDecided, InlineRouters, ItemCtx, header_facts};
+use super::ItemCtx;
 use crate::config::{AckMode, MllpInConfig, format_duration};
-use crate::engine::production::ProductionShared;
+use crate::engine::intake::{InlineDecided, Intake};
 use crate::engine::rate_limit::RateLimit;
 use crate::engine::status::{ItemState, ItemStats};
 use crate::hl7::{AckBuilder, AckCode, AckError, Hl7ErrorCode, Message, Severity, check_header};
 use crate::mllp::{MllpCodec, MllpError, MllpFrame, START_BLOCK, Stream};
-use crate::store::{Committed, EventLevel, NewInbound, Pending, StoreError};
+use crate::store::{Committed, EventLevel, Pending, StoreError};
 use crate::tls::TlsConfigHandle;
 use registry::{Evicted, Limit, Registry, Ticket};
 use tokio_rustls::server::TlsStream;
@@ -64,7 +64,7 @@ const WARN_BURST: u32 = 5;
 const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]) {
-    let tls = match config.tls.as_deref().map(|name| ctx.production.tls(name)).transpose() {
+    let tls = match config.tls.as_deref().map(|name| ctx.tls(name)).transpose() {
         Ok(tls) => tls,
         Err(error) => {
             let error = format!("cannot use TLS: {error}");
@@ -76,10 +76,9 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
     let Some(listener) = bind(ctx, config).await else { return };
     let registry = Registry::new(config.max_connections, config.max_connections_per_peer);
     let troubles = Arc::new(Troubles::new(ctx));
-    let routers = InlineRouters::of(&ctx.production, targets);
     // Shared by every connection: a flood of them costs no copies.
-    let (config, targets, service): (Arc<MllpInConfig>, Arc<[String]>, Arc<str>) =
-        (Arc::new(config.clone()), targets.into(), ctx.name().into());
+    let intake = ctx.intake(targets);
+    let config = Arc::new(config.clone());
     let mut connections = tokio::task::JoinSet::new();
     let mut trouble = ctx.store().commit_trouble();
     let cause = trouble.borrow_and_update().clone();
@@ -88,7 +87,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
     }
     loop {
         let accepted = tokio::select! {
-            () = ctx.cancel.cancelled() => break,
+            () = ctx.cancelled() => break,
             Ok(()) = trouble.changed() => {
                 let cause = trouble.borrow_and_update().clone();
                 ctx.store_trouble(cause.as_deref());
@@ -111,12 +110,10 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpInConfig, targets: &[String]
             troubles.report(Trouble::Evicted, || evicted.describe(peer));
         }
         let conn = Connection {
-            ctx: ItemHandle::of(ctx),
+            ctx: ctx.clone(),
             config: config.clone(),
-            targets: targets.clone(),
-            routers: routers.clone(),
+            intake: intake.clone(),
             peer,
-            service: service.clone(),
             origin: peer.to_string().into(),
             troubles: troubles.clone(),
         };
@@ -182,7 +179,7 @@ async fn bind(ctx: &ItemCtx, config: &MllpInConfig) -> Option<TcpListener> {
             // The production's start goes on, with this item in error.
             ctx.ready(Err(status));
         } else {
-            ctx.production.item_state(&ctx.slot, ItemState::Error, Some(status));
+            ctx.set_state(ItemState::Error, Some(status));
         }
         ctx.sleep(pause).await.ok()?;
         pause = (pause * 2).min(BIND_RETRY_MAX);
@@ -251,18 +248,13 @@ impl Trouble {
 /// The warnings of one listener, limited per kind of [`Trouble`]: each
 /// goes to the log and, as a warning, to the event log.
 struct Troubles {
-    production: Arc<ProductionShared>,
-    item: String,
+    ctx: ItemCtx,
     limits: [RateLimit; Trouble::ALL.len()],
 }
 
 impl Troubles {
     fn new(ctx: &ItemCtx) -> Self {
-        Self {
-            production: ctx.production.clone(),
-            item: ctx.name().to_owned(),
-            limits: Trouble::ALL.map(|_| RateLimit::new(WARN_BURST, WARN_INTERVAL)),
-        }
+        Self { ctx: ctx.clone(), limits: Trouble::ALL.map(|_| RateLimit::new(WARN_BURST, WARN_INTERVAL)) }
     }
 
     fn limit(&self, trouble: Trouble) -> &RateLimit {
@@ -288,8 +280,8 @@ impl Troubles {
     }
 
     fn write(&self, trouble: Trouble, text: String) {
-        tracing::warn!(production = %self.production.id, item = %self.item, "{text}");
-        self.production.event(EventLevel::Warning, Some(&self.item), trouble.kind(), text);
+        tracing::warn!(production = %self.ctx.production_id(), item = %self.ctx.name(), "{text}");
+        self.ctx.event(EventLevel::Warning, trouble.kind(), text);
     }
 }
 
@@ -340,29 +332,12 @@ impl Opening {
     }
 }
 
-/// What a connection task needs from its item (owned, for `spawn`).
-#[derive(Clone)]
-struct ItemHandle {
-    production: Arc<crate::engine::production::ProductionShared>,
-    slot: Arc<crate::engine::production::ItemSlot>,
-    cancel: tokio_util::sync::CancellationToken,
-}
-
-impl ItemHandle {
-    fn of(ctx: &ItemCtx) -> Self {
-        Self { production: ctx.production.clone(), slot: ctx.slot.clone(), cancel: ctx.cancel.clone() }
-    }
-}
-
 struct Connection {
-    ctx: ItemHandle,
+    ctx: ItemCtx,
     config: Arc<MllpInConfig>,
     /// Shared with the counting of each message routed on receipt.
-    targets: Arc<[String]>,
-    routers: InlineRouters,
+    intake: Intake,
     peer: SocketAddr,
-    /// The item's name, shared by every message stored.
-    service: Arc<str>,
     /// `peer` as each message stored records it, formatted once.
     origin: Arc<str>,
     troubles: Arc<Troubles>,
@@ -426,7 +401,7 @@ impl Connection {
     /// Runs the connection from its accept: first bytes, TLS handshake,
     /// then messages. `ticket` is its place in the listener's registry.
     async fn open(self, stream: TcpStream, tls: Option<&TlsConfigHandle>, ticket: Ticket, accepted: Instant) {
-        let _counted = Counted::open(&self.ctx.slot.stats);
+        let _counted = Counted::open(self.ctx.stats());
         let _ = stream.set_nodelay(true);
         // Silent connections go before a TLS handshake costs anything.
         let deadline = accepted + self.first_byte_limit().0;
@@ -461,7 +436,7 @@ impl Connection {
     async fn first_bytes(&self, stream: &TcpStream, ticket: &Ticket, deadline: Instant) -> Option<Opening> {
         let mut head = [0u8; 3];
         let peeked = tokio::select! {
-            () = self.ctx.cancel.cancelled() => return None,
+            () = self.ctx.cancelled() => return None,
             () = ticket.evicted() => return None,
             peeked = tokio::time::timeout_at(deadline, stream.peek(&mut head)) => peeked,
         };
@@ -472,7 +447,7 @@ impl Connection {
             }
             Ok(Ok(0)) => None,
             Ok(Err(e)) => {
-                tracing::debug!(item = %self.ctx.slot.name, peer = %self.peer, error = %e, "connection failed");
+                tracing::debug!(item = %self.ctx.name(), peer = %self.peer, error = %e, "connection failed");
                 None
             }
             Ok(Ok(n)) => Some(Opening::of(&head[..n.min(head.len())])),
@@ -503,7 +478,7 @@ impl Connection {
             }
         };
         let accepted = tokio::select! {
-            () = self.ctx.cancel.cancelled() => return None,
+            () = self.ctx.cancelled() => return None,
             () = ticket.evicted() => return None,
             accepted = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => accepted,
         };
@@ -525,8 +500,8 @@ impl Connection {
     /// when it could first send a message; `heard` whether it has sent a
     /// byte of one yet.
     async fn serve<S: Stream>(&self, stream: S, ticket: &Ticket, ready: Instant, mut heard: bool) {
-        let stats = self.ctx.slot.stats.clone();
-        let item = self.ctx.slot.name.clone();
+        let stats = self.ctx.stats().clone();
+        let item = self.ctx.name();
         tracing::debug!(%item, peer = %self.peer, "connection opened");
         let codec = MllpCodec::new().with_max_frame_size(self.config.max_message_size);
         let mut framed = Framed::new(stream, codec);
@@ -558,7 +533,7 @@ impl Connection {
                     break Err(());
                 }
                 tokio::select! {
-                    () = self.ctx.cancel.cancelled() => break 'connection Closed::Stopping,
+                    () = self.ctx.cancelled() => break 'connection Closed::Stopping,
                     () = ticket.evicted() => break 'connection Closed::Evicted,
                     frame = tokio::time::timeout_at(deadline.min(Instant::now() + step), framed.next()) => {
                         if let Ok(frame) = frame {
@@ -677,7 +652,7 @@ impl Connection {
     /// made on receipt are counted once their commit is known, which may be
     /// after the ACK.
     async fn receive(&self, payload: Bytes, ticket: &Ticket) -> Answer {
-        let stats = &self.ctx.slot.stats;
+        let stats = self.ctx.stats();
         let parsed = Message::parse(&payload);
         // Before the commit: a connection storing a message is the last a
         // full listener would close.
@@ -699,19 +674,8 @@ impl Connection {
                 AckBuilder::new(&msg, enhanced.code(AckCode::AR)).text(e.to_string()).error(e.ack_error()).build();
             return if enhanced.wants(false) { Answer::Send(ack) } else { Answer::Nothing };
         }
-        let (control_id, message_type) = header_facts(&msg);
-        let (routed, decided) = self.routers.decide(&msg, &payload, control_id.as_deref());
-        let inbound = NewInbound {
-            production: self.ctx.production.id.clone(),
-            service: self.service.clone(),
-            origin: self.origin.clone(),
-            body: payload.clone(),
-            control_id,
-            message_type,
-            targets: self.targets.clone(),
-            routed,
-        };
-        let store = &self.ctx.production.store;
+        let (inbound, decided) = self.intake.inbound(&msg, payload.clone(), self.origin.clone());
+        let store = self.ctx.store();
         if self.config.ack_mode == AckMode::Application {
             // The reply is found by the session the commit opens.
             return match store.receive_inbound(inbound).await {
@@ -729,11 +693,10 @@ impl Connection {
         let stored = match decided.is_empty() {
             true => store.receive_inbound_then(inbound, |_| {}).await,
             false => {
-                let (routers, production, targets) =
-                    (self.routers.clone(), self.ctx.production.clone(), self.targets.clone());
+                let intake = self.intake.clone();
                 let count = move |committed: Result<Committed, StoreError>| {
                     if let Ok(committed) = committed {
-                        routers.account(&production, &targets, &committed, &decided);
+                        intake.account(&committed, &decided);
                     }
                 };
                 store.receive_inbound_then(inbound, count).await
@@ -751,9 +714,9 @@ impl Connection {
 
     /// AE (CE): the message could not be stored.
     fn not_stored(&self, msg: &Message<'_>, enhanced: AcceptAck, e: &StoreError) -> Answer {
-        let stats = &self.ctx.slot.stats;
+        let stats = self.ctx.stats();
         stats.bump(&stats.errors, 1);
-        tracing::error!(item = %self.ctx.slot.name, error = %e, "message not stored; negative ACK sent");
+        tracing::error!(item = %self.ctx.name(), error = %e, "message not stored; negative ACK sent");
         let ack = AckBuilder::new(msg, enhanced.code(AckCode::AE))
             .text("the message could not be stored; send it again")
             .error(AckError { location: None, code: Hl7ErrorCode::ApplicationInternalError, severity: Severity::Error })
@@ -771,9 +734,8 @@ impl Connection {
                 return Answer::Send(AckBuilder::new(msg, AckCode::AE).text(text).build());
             }
         };
-        self.routers.account(&self.ctx.production, &self.targets, &committed, decided);
-        let replies = &self.ctx.production.replies;
-        match replies.wait(committed.session_id, self.config.application_ack_timeout).await {
+        self.intake.account(&committed, decided);
+        match self.ctx.wait_reply(committed.session_id, self.config.application_ack_timeout).await {
             Some(reply) => Answer::Send(reply.to_vec()),
             None => {
                 let text = format!(

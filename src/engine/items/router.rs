@@ -5,10 +5,9 @@ use bytes::Bytes;
 
 use super::ItemCtx;
 use crate::config::{NoMatch, Problem, RouterConfig, RuleAction, TransformConfig};
-use crate::engine::production::{ItemSlot, ProductionShared};
 use crate::engine::rules::{Condition, Transform, TransformStep};
 use crate::hl7::{Message, Path};
-use crate::store::{EventLevel, RouteDecision, Routed, RoutedOutput, Status};
+use crate::store::{RouteDecision, Routed, RoutedOutput, Status};
 
 /// Messages routed per batch (and per commit).
 const BATCH: usize = 64;
@@ -134,7 +133,7 @@ impl CompiledRouter {
                 Ok(_) => {
                     for ((header_id, status, error, outputs), queued) in outcomes.into_iter().zip(&batch) {
                         let control_id = queued.control_id.as_deref();
-                        account(&ctx.production, &ctx.slot, header_id, control_id, status, error.as_deref(), outputs);
+                        ctx.count_routed(header_id, control_id, status, error.as_deref(), outputs);
                     }
                     ctx.recovered();
                 }
@@ -150,48 +149,9 @@ impl CompiledRouter {
 }
 
 /// Why a message was discarded or failed when no rule matched it.
-const NO_RULE_MATCHED: &str = "no rule matched";
+pub(crate) const NO_RULE_MATCHED: &str = "no rule matched";
 
 /// A message the router cannot route.
 fn failed(error: String) -> RouteDecision {
     RouteDecision { status: Status::Error, error: Some(error), outputs: Vec::new() }
-}
-
-/// Counts one routed message in the router's statistics, and logs a
-/// discarded message (no rule matched) or a routing error, whether the
-/// router took the message from its queue or routed it where it was
-/// received. `control_id` is the message's MSH-10.
-pub(crate) fn account(
-    production: &ProductionShared,
-    router: &ItemSlot,
-    header_id: i64,
-    control_id: Option<&str>,
-    status: Status,
-    error: Option<&str>,
-    outputs: usize,
-) {
-    let stats = &router.stats;
-    stats.bump(&stats.received, 1);
-    match status {
-        Status::Completed => stats.bump(&stats.sent, outputs as u64),
-        Status::Discarded => {
-            if error == Some(NO_RULE_MATCHED) {
-                // Named by its control id, which the sender and a message
-                // search know it by (never by its content), and quoted,
-                // since a sender may put anything in it.
-                tracing::warn!(
-                    production = %production.id,
-                    item = %router.name,
-                    control_id = ?control_id.unwrap_or_default(),
-                    header = header_id,
-                    "no rule matched; message discarded"
-                );
-            }
-        }
-        _ => {
-            stats.bump(&stats.errors, 1);
-            let text = format!("message {header_id}: {}", error.unwrap_or_default());
-            production.event(EventLevel::Error, Some(&router.name), "routing", text);
-        }
-    }
 }

@@ -181,7 +181,7 @@ impl Connection {
 
     pub(super) fn close(&mut self, ctx: &ItemCtx) {
         if self.client.take().is_some() {
-            ctx.slot.stats.connection(false);
+            ctx.stats().connection(false);
         }
     }
 
@@ -217,7 +217,7 @@ impl Connection {
             .await
             .map_err(|e| classify(e, true))?;
         self.client = Some(client);
-        ctx.slot.stats.connection(true);
+        ctx.stats().connection(true);
         Ok(())
     }
 

@@ -44,7 +44,7 @@ const PIPELINED_BATCH: usize = 4 * MllpOutConfig::MAX_PIPELINE_DEPTH;
 const IDLE_PROBE: Duration = Duration::from_secs(2);
 
 pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCodeActions) {
-    let tls = match config.tls.as_deref().map(|name| ctx.production.tls(name)).transpose() {
+    let tls = match config.tls.as_deref().map(|name| ctx.tls(name)).transpose() {
         Ok(tls) => tls,
         Err(error) => {
             // Nothing can be delivered: the queue is kept until the TLS
@@ -128,7 +128,7 @@ async fn next_batch(ctx: &ItemCtx, limit: usize, unconfirmed: &mut Option<Unconf
                     return Some(batch);
                 }
                 tokio::select! {
-                    () = ctx.cancel.cancelled() => return None,
+                    () = ctx.cancelled() => return None,
                     marked = last.mark.wait_mut() => marked,
                 }
             }
@@ -172,7 +172,7 @@ impl Progress {
     /// Counts the messages up to `sent` (exclusive) as sent.
     fn count_sent(&mut self, ctx: &ItemCtx, sent: usize) {
         if sent > self.counted {
-            ctx.slot.stats.bump(&ctx.slot.stats.received, (sent - self.counted) as u64);
+            ctx.stats().bump(&ctx.stats().received, (sent - self.counted) as u64);
             self.counted = sent;
         }
     }
@@ -317,7 +317,7 @@ async fn deliver(
     mut tries: Tries,
 ) -> Delivered {
     loop {
-        if ctx.cancel.is_cancelled() {
+        if ctx.is_cancelled() {
             return Delivered::Cancelled;
         }
         let reused = conn.is_open();
@@ -477,7 +477,7 @@ async fn judge(
         FinalAction::Disable => (Status::Queued, Some(describe())),
     };
     if let (Some(reply), Seen::Reply(_)) = (&reply_bytes, &seen) {
-        ctx.production.replies.post(message.session_id, reply.clone());
+        ctx.post_reply(message.session_id, reply.clone());
     }
     let finished = Finished {
         header_id: message.id,
@@ -501,7 +501,7 @@ async fn judge(
         ctx.fail(format!("cannot record the delivery result: {e}"));
         return Judged::Done(Delivered::Cancelled);
     }
-    let stats = &ctx.slot.stats;
+    let stats = ctx.stats();
     match decision.then {
         FinalAction::Complete => stats.bump(&stats.sent, 1),
         FinalAction::Disable => {
@@ -509,7 +509,7 @@ async fn judge(
             let text = format!("disabled by reply code action: message {}: {}", message.id, error.unwrap_or_default());
             ctx.event(EventLevel::Error, "disabled", text.clone());
             tracing::error!(production = ctx.production_id(), item = ctx.name(), "{text}");
-            ctx.production.disable_later(ctx.name());
+            ctx.disable_self();
             return Judged::Done(Delivered::Disabled);
         }
         FinalAction::Suspend | FinalAction::Fail => {

@@ -43,7 +43,7 @@ pub(super) async fn run(
 ) -> Result<usize, Delivered> {
     let (mut sent, mut finished) = (first, first);
     while finished < batch.len() {
-        if ctx.cancel.is_cancelled() {
+        if ctx.is_cancelled() {
             return Err(Delivered::Cancelled);
         }
         let ahead = !conn.one_at_a_time;
