@@ -73,6 +73,7 @@ impl CommandSource {
 
 /// Why the engine could not be built.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// Rules or reply code actions that do not compile.
     #[error("{}", problems.iter().map(|p| format!("{file}: {p}")).collect::<Vec<_>>().join("\n"))]
@@ -91,7 +92,8 @@ pub enum EngineError {
 }
 
 /// Why a command was refused.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ControlError {
     /// No production with that id.
     #[error("no production {0:?}")]
@@ -106,7 +108,7 @@ pub enum ControlError {
     },
     /// The command cannot be stored.
     #[error("cannot store the command: {0}")]
-    Store(String),
+    Store(#[from] StoreError),
 }
 
 /// Checks what only the engine can: router conditions, transform paths and
@@ -384,7 +386,7 @@ impl Engine {
     pub async fn start_production(&self, id: &str, source: CommandSource) -> Result<(), ControlError> {
         let production = self.production(id)?;
         let _guard = production.commands.lock().await;
-        self.inner.store.set_commanded_state(id, "running").await.map_err(|e| ControlError::Store(e.to_string()))?;
+        self.inner.store.set_commanded_state(id, "running").await?;
         if production.shared.state() == ProductionState::Stopped {
             production.start().await;
             self.event(id, "start", "production started".into(), source);
@@ -396,7 +398,7 @@ impl Engine {
     pub async fn stop_production(&self, id: &str, source: CommandSource) -> Result<(), ControlError> {
         let production = self.production(id)?;
         let _guard = production.commands.lock().await;
-        self.inner.store.set_commanded_state(id, "stopped").await.map_err(|e| ControlError::Store(e.to_string()))?;
+        self.inner.store.set_commanded_state(id, "stopped").await?;
         if production.shared.state() != ProductionState::Stopped {
             production.stop().await;
             self.event(id, "stop", "production stopped".into(), source);
@@ -439,11 +441,7 @@ impl Engine {
     ) -> Result<(), ControlError> {
         let (p, slot) = self.slot(production, item)?;
         let _guard = p.commands.lock().await;
-        self.inner
-            .store
-            .set_item_enabled(production, item, enabled)
-            .await
-            .map_err(|e| ControlError::Store(e.to_string()))?;
+        self.inner.store.set_item_enabled(production, item, enabled).await?;
         let was = slot.enabled.swap(enabled, std::sync::atomic::Ordering::Relaxed);
         if enabled {
             // Also restarts an item a `D` reply code action switched off.

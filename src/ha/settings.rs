@@ -257,6 +257,7 @@ fn nonempty(value: Option<String>) -> Option<String> {
 
 /// Why the settings cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SettingsError {
     /// The options file cannot be read or parsed.
     #[error("cannot read the options file {path}: {reason}")]

@@ -17,6 +17,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the Supervisor gave no broker.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SupervisorError {
     /// The request failed (connection, timeout).
     #[error("cannot reach the Supervisor at {url}: {reason}")]

@@ -341,6 +341,7 @@ fn push_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
 /// receiver must reject it (AR/CR) because it cannot be processed or even
 /// acknowledged properly.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HeaderError {
     /// MSH-9.1 is empty.
     #[error("MSH-9 (message type) is empty")]

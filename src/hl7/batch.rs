@@ -36,6 +36,7 @@ impl Batch<'_> {
 
 /// Why a batch file could not be split.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BatchError {
     /// The file has no message at all.
     #[error("no MSH segment found: the file holds no message")]

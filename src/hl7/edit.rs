@@ -9,6 +9,7 @@ use super::{Delimiters, Message, ParseError, Path, PathError, escape};
 
 /// Why an edit was refused. The message is left unchanged.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EditError {
     /// The path is not valid notation.
     #[error(transparent)]

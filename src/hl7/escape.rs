@@ -32,6 +32,7 @@ use super::Delimiters;
 
 /// A malformed escape sequence.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EscapeError {
     /// An escape character without a closing one.
     #[error("escape sequence at byte {position} is never closed")]

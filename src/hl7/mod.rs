@@ -49,6 +49,7 @@ pub use path::{Path, PathError};
 /// Why bytes are not an HL7 message. Positions are byte offsets into the
 /// input; no message content is ever included, so errors are safe to log.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParseError {
     /// No bytes, or only line endings.
     #[error("message is empty")]

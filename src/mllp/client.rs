@@ -20,6 +20,7 @@ use super::{MllpCodec, MllpError, MllpFrame};
 
 /// Why an exchange failed. None of the variants carries message content.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The TCP connection could not be opened.
     #[error("cannot connect to {addr}: {reason}")]

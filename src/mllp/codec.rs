@@ -125,6 +125,7 @@ pub enum MllpFrame {
 /// Messages describe sizes and positions only; they never include payload
 /// bytes, which may be protected health information.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MllpError {
     /// The underlying transport failed.
     #[error(transparent)]

@@ -64,6 +64,7 @@ impl FromStr for KeyType {
 
 /// Why a certificate could not be generated or written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PkiError {
     /// The certificate library refused the request.
     #[error("cannot generate the certificate: {0}")]
