@@ -370,10 +370,10 @@ async fn queue_depth_rises_while_the_downstream_is_down_and_falls_after() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::down().await;
     let in_port = free_port();
-    // Long enough to see the queue rise (depths go out at most every 5 s)
+    // Long enough to see the queue rise (depths go out at most every 10 s)
     // and to restart the receiver once the production shows as troubled,
     // before the second message's own failure timeout passes.
-    let yaml = pipeline_yaml(in_port, receiver.port, "", "").replace("failure_timeout: 300ms", "failure_timeout: 6s");
+    let yaml = pipeline_yaml(in_port, receiver.port, "", "").replace("failure_timeout: 300ms", "failure_timeout: 12s");
     let engine = start_engine(dir.path(), &yaml).await;
     let watcher = Watcher::start(broker, "sbqueue/#", None).await;
     let bridge = ha::start(engine.clone(), settings(broker, "sbqueue", None));
@@ -384,7 +384,7 @@ async fn queue_depth_rises_while_the_downstream_is_down_and_falls_after() {
     for i in 0..3 {
         send_ok(in_port, &format!("Q{i}")).await;
     }
-    // Depths go out at most every 5 s, with the value of that moment: the
+    // Depths go out at most every 10 s, with the value of that moment: the
     // queue is seen to rise, not every step of it.
     let risen = |topic: String| {
         move |msgs: &[Msg]| {
@@ -559,7 +559,7 @@ async fn steady_traffic_publishes_few_states() {
     let all = MESSAGES.to_string();
     for item in ["p/item/adt_in", "p/item/lab_out", "q/item/lab_in", "q/item/lab_inbox"] {
         let messages = topic("sbquiet", &format!("production/{item}/messages"));
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + WAIT;
         while watcher.last(&messages).as_deref() != Some(all.as_str()) {
             assert!(Instant::now() < deadline, "{messages} = {:?}", watcher.last(&messages));
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -575,7 +575,7 @@ async fn steady_traffic_publishes_few_states() {
     }
     for (topic, n) in &per_topic {
         assert!(!topic.ends_with("/attributes"), "attributes moved with traffic: {per_topic:#?}");
-        // At most once in 3 s for a counter (10 s) or a depth (5 s); the
+        // At most once in 3 s for a counter (15 s) or a depth (10 s); the
         // connection of the sender and the lab may come up once.
         assert!(*n <= 1, "{topic} published {n} times in 3 s: {per_topic:#?}");
     }

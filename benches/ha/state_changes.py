@@ -20,7 +20,7 @@ on HA's websocket, the `state_changed` events of Switchboard's entities
     HA does not show (MQTT drops some names, e.g. `state`);
   - after SIGTERM to Switchboard, the retained messages a restarting HA
     would read: production switches still ON, production statuses not
-    `stopped`, item attributes whose `state` is not stopped/disabled, and
+    `stopped`, item attributes whose `item_state` is not stopped/disabled, and
     the availability (`offline` expected). A PASS/FAIL line per check.
 
 Requirements: /usr/sbin/mosquitto, and Home Assistant core in a venv, e.g.
@@ -421,7 +421,10 @@ def report_stop(retained):
             ok &= check(f"{topic} is stopped", payload == "stopped", payload)
         elif re.fullmatch(base + r"/production/[^/]+/item/[^/]+/attributes", topic):
             try:
-                state = json.loads(payload).get("state")
+                attributes = json.loads(payload)
+                # `item_state`; `state` before Home Assistant's reserved
+                # names were avoided.
+                state = attributes.get("item_state", attributes.get("state"))
             except ValueError:
                 state = f"unreadable: {payload!r}"
             ok &= check(f"{topic} state stopped/disabled", state in ("stopped", "disabled"), str(state))

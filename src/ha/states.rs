@@ -32,9 +32,9 @@ use crate::engine::{EngineStatus, ItemStatus, ProductionState};
 
 /// The shortest time between two publications of a counter (messages,
 /// errors), the message rate and the store size.
-pub const COUNTER_INTERVAL: Duration = Duration::from_secs(10);
+pub const COUNTER_INTERVAL: Duration = Duration::from_secs(15);
 /// The shortest time between two publications of a queue depth.
-pub const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+pub const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a `connected` must stay off before it is published as off.
 pub const CONNECTED_HOLD: Duration = Duration::from_secs(5);
 /// The window of the message rate.
@@ -475,7 +475,9 @@ mod tests {
         assert!(!counts.contains_key("sb/production/adt/item/in/attributes"));
         let total: usize = counts.values().sum();
         assert!(total <= 60, "{total} publications in a minute: {counts:?}");
-        // The latest value goes out at the end of the interval.
+        // Once traffic stops, the latest values go out when their interval
+        // ends, and then nothing is left waiting.
+        publish(&mut states, now + COUNTER_INTERVAL);
         assert_eq!(states.due(now + COUNTER_INTERVAL, true), Vec::new());
     }
 
