@@ -30,7 +30,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::{Finished, Status};
+use super::model::{Finished, Status};
 
 /// Fixed part of a record: magic, status, attempts (u32), header id (i64),
 /// reply length and error length (u32, `u32::MAX` for none). The reply and

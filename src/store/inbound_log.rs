@@ -40,8 +40,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::error::StoreError;
+use super::model::{InlineRoute, NewInbound, RouteDecision, RoutedOutput};
 use super::writer::{Op, sync_wal};
-use super::{CommitNotice, InlineRoute, NewInbound, RouteDecision, RoutedOutput, StoreError, delivery_log};
+use super::{CommitNotice, delivery_log};
 
 /// Size past which writing moves to the other file, once that can be
 /// written over.

@@ -19,7 +19,9 @@
 //! [`Store::receive_inbound`]).
 
 mod delivery_log;
+mod error;
 mod inbound_log;
+mod model;
 mod schema;
 mod writer;
 
@@ -31,241 +33,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
-use thiserror::Error;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use delivery_log::{DeliveryLog, Noted};
 use inbound_log::InboundLog;
-pub use schema::SCHEMA_VERSION;
 use writer::{Op, Writer};
 
-/// How hard a commit tries to reach the disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// A received message is synced to the inbound log before it is
-    /// acknowledged, and the write-ahead log is synced for the other
-    /// changes that must last: an acknowledged message survives a power
-    /// cut.
-    #[default]
-    Full,
-    /// A received message is written to the inbound log without a sync,
-    /// and syncing is left to checkpoints: survives a crash of the engine,
-    /// not of the machine. Faster on slow disks.
-    Normal,
-}
-
-/// Store failures. None carries message content.
-#[derive(Debug, Error)]
-pub enum StoreError {
-    /// SQLite reported an error.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// The file was written by a newer Switchboard.
-    #[error(
-        "the store has schema version {found}, newer than the {supported} this version understands; upgrade Switchboard or use another data directory"
-    )]
-    NewerSchema {
-        /// Version in the file.
-        found: usize,
-        /// Version this build writes.
-        supported: usize,
-    },
-    /// The transaction holding this operation could not be committed; the
-    /// operation did not take effect.
-    #[error("commit failed: {0}")]
-    CommitFailed(String),
-    /// The writer thread has stopped (the store is closing).
-    #[error("the store is closed")]
-    Closed,
-    /// A message acknowledged by the previous run could not be committed
-    /// from the inbound log; the store does not open, so that it is not
-    /// lost.
-    #[error(
-        "message {seq} of the inbound log (received and acknowledged before the last stop) cannot be committed: {reason}; the log is kept, fix the cause and start again"
-    )]
-    InboundLog {
-        /// Its sequence number in the log.
-        seq: u64,
-        /// Why.
-        reason: String,
-    },
-    /// The data directory could not be prepared.
-    #[error("cannot use {path}: {reason}")]
-    Path {
-        /// The path.
-        path: PathBuf,
-        /// Why.
-        reason: std::io::Error,
-    },
-}
-
-/// Status of a message header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// Waiting in its target's queue.
-    Queued,
-    /// Taken by its target; goes back to `Queued` on restart.
-    Delivering,
-    /// Done.
-    Completed,
-    /// Failed; not retried.
-    Error,
-    /// Kept aside for an operator (resendable).
-    Suspended,
-    /// Dropped on purpose (by a rule or a ReplyCodeAction).
-    Discarded,
-}
-
-impl Status {
-    /// The name stored in the database and shown to users.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Delivering => "delivering",
-            Self::Completed => "completed",
-            Self::Error => "error",
-            Self::Suspended => "suspended",
-            Self::Discarded => "discarded",
-        }
-    }
-
-    /// Reads a stored status name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "delivering" => Self::Delivering,
-            "completed" => Self::Completed,
-            "error" => Self::Error,
-            "suspended" => Self::Suspended,
-            "discarded" => Self::Discarded,
-            _ => return None,
-        })
-    }
-
-    /// True for statuses that still count in a queue.
-    pub fn is_pending(self) -> bool {
-        matches!(self, Self::Queued | Self::Delivering)
-    }
-}
-
-/// A received message to commit: its body, the service that took it and
-/// the targets it is queued for.
-#[derive(Clone, Debug)]
-pub struct NewInbound {
-    /// Production id. Shared (like the other names), since a service sends
-    /// the same ones with every message.
-    pub production: Arc<str>,
-    /// The service item that received it.
-    pub service: Arc<str>,
-    /// Where it came from (peer address, file name).
-    pub origin: Arc<str>,
-    /// The raw message.
-    pub body: Bytes,
-    /// MSH-10.
-    pub control_id: Option<String>,
-    /// MSH-9 (`ADT^A01`).
-    pub message_type: Option<String>,
-    /// Items to queue it for.
-    pub targets: Arc<[String]>,
-    /// Decisions already made, where the message was received, by routers
-    /// among `targets`. One is applied in the same transaction (the
-    /// router's header is finished and its outputs queued) only while that
-    /// router's queue is empty; otherwise the message is queued for the
-    /// router behind what waits there, so no message overtakes another.
-    pub routed: Vec<InlineRoute>,
-}
-
-impl NewInbound {
-    /// Memory the message holds while it waits for the writer: its body,
-    /// transformed bodies, and [`BOOKKEEPING_BYTES`] for everything else.
-    pub(crate) fn weight(&self) -> usize {
-        let outputs = self.routed.iter().flat_map(|r| &r.decision.outputs);
-        self.body.len() + outputs.filter_map(|o| o.body.as_ref()).map(Bytes::len).sum::<usize>() + BOOKKEEPING_BYTES
-    }
-}
-
-/// What a received message holds besides its bodies while in flight to the
-/// writer (its strings, target list and answer channels), rounded up:
-/// counted so that the bound on bytes in flight bounds memory, not only
-/// bodies, however small the messages.
-const BOOKKEEPING_BYTES: usize = 1024;
-
-/// A router's decision for a message it has not yet seen queued: the
-/// router ran its rules in the task that received the message, which saves
-/// a queue read, a second parse and a commit per message.
-#[derive(Clone, Debug)]
-pub struct InlineRoute {
-    /// The router (one of the message's targets).
-    pub router: String,
-    /// What it decided.
-    pub decision: RouteDecision,
-}
-
-/// What a router does with one message, whether it took the message from
-/// its queue ([`Routed`]) or decided where it was received
-/// ([`InlineRoute`]).
-#[derive(Clone, Debug)]
-pub struct RouteDecision {
-    /// `Completed`, `Discarded` or `Error`.
-    pub status: Status,
-    /// Why, for `Discarded` and `Error`.
-    pub error: Option<String>,
-    /// Messages to queue.
-    pub outputs: Vec<RoutedOutput>,
-}
-
-/// What committing an inbound message produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Committed {
-    /// The session all headers of this message share.
-    pub session_id: i64,
-    /// The service's own header.
-    pub header_id: i64,
-    /// One header per target, in target order: queued, or finished by its
-    /// router's decision when that was applied (see `routed`).
-    pub queued: Vec<i64>,
-    /// The routers among the targets whose [`InlineRoute`] was applied.
-    pub routed: Vec<String>,
-}
-
-/// The result of a router processing one queued header.
-#[derive(Clone, Debug)]
-pub struct Routed {
-    /// The router's header.
-    pub header_id: i64,
-    /// What the router decided.
-    pub decision: RouteDecision,
-}
-
-/// One message a router sends on.
-#[derive(Clone, Debug)]
-pub struct RoutedOutput {
-    /// Target item (same production).
-    pub target: String,
-    /// A transformed body, or `None` to share the original's.
-    pub body: Option<Bytes>,
-    /// MSH-10 of a transformed body (defaults to the original's).
-    pub control_id: Option<String>,
-}
-
-/// The end of a delivery: status, reply and error recorded together.
-#[derive(Clone, Debug)]
-pub struct Finished {
-    /// The header delivered.
-    pub header_id: i64,
-    /// Production id and target item: the queue it leaves.
-    pub production: String,
-    /// Target item.
-    pub item: String,
-    /// The new status. `Queued` puts it back at its place in the queue.
-    pub status: Status,
-    /// Attempts made so far.
-    pub attempts: u32,
-    /// The reply received, if any.
-    pub reply: Option<Bytes>,
-    /// The error text, if any.
-    pub error: Option<String>,
-}
+pub use error::StoreError;
+pub use model::{
+    Committed, Durability, Event, EventLevel, Finished, Header, InlineRoute, NewInbound, PurgeStats, Queued, Recovered,
+    RouteDecision, Routed, RoutedOutput, Status, StoreOptions, StoredEvent,
+};
+pub use schema::SCHEMA_VERSION;
 
 /// The most bytes of bodies [`Store::fetch_queue`] hands out at a time, so
 /// that a queue of large messages (images or documents inside ORU) is not
@@ -285,122 +64,6 @@ const FETCH_QUEUE_SQL: &str = "SELECT h.id, h.session_id, b.data, h.control_id, 
      FROM header h JOIN body b ON b.id = h.body_id
      WHERE h.production = +?1 AND h.target = +?2 AND h.status IN ('queued', 'delivering') AND h.status = 'queued'
      AND h.id > +?4 ORDER BY h.id LIMIT +?3";
-
-/// A pending header with its body, as an item takes it from its queue.
-#[derive(Clone, Debug)]
-pub struct Queued {
-    /// Header id; queues are in id order.
-    pub id: i64,
-    /// Session id.
-    pub session_id: i64,
-    /// The raw message.
-    pub body: Bytes,
-    /// MSH-10.
-    pub control_id: Option<String>,
-    /// Attempts made before.
-    pub attempts: u32,
-}
-
-/// A stored header, for inspection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Header {
-    /// Header id.
-    pub id: i64,
-    /// Session id.
-    pub session_id: i64,
-    /// The header that caused this one.
-    pub parent_id: Option<i64>,
-    /// Production id.
-    pub production: String,
-    /// Where it came from.
-    pub source: String,
-    /// The item it is for.
-    pub target: String,
-    /// Status.
-    pub status: Status,
-    /// MSH-10.
-    pub control_id: Option<String>,
-    /// MSH-9.
-    pub message_type: Option<String>,
-    /// Attempts.
-    pub attempts: u32,
-    /// Error text.
-    pub error: Option<String>,
-}
-
-/// Severity of an event log entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventLevel {
-    /// Normal operation (start, stop, commands).
-    Info,
-    /// Something to look at.
-    Warning,
-    /// Something failed.
-    Error,
-}
-
-impl EventLevel {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Info => "info",
-            Self::Warning => "warning",
-            Self::Error => "error",
-        }
-    }
-}
-
-/// An event log entry. Texts must not contain message content.
-#[derive(Clone, Debug)]
-pub struct Event {
-    /// Severity.
-    pub level: EventLevel,
-    /// Production id, if it concerns one.
-    pub production: Option<String>,
-    /// Item name, if it concerns one.
-    pub item: Option<String>,
-    /// Short machine-readable kind, e.g. `start`, `stop`, `delivery`.
-    pub kind: String,
-    /// What happened.
-    pub text: String,
-}
-
-/// A stored event.
-#[derive(Clone, Debug)]
-pub struct StoredEvent {
-    /// Milliseconds since the epoch.
-    pub at: i64,
-    /// `info`, `warning` or `error`.
-    pub level: String,
-    /// Production id.
-    pub production: Option<String>,
-    /// Item name.
-    pub item: Option<String>,
-    /// Kind.
-    pub kind: String,
-    /// Text.
-    pub text: String,
-}
-
-/// How much a purge removed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PurgeStats {
-    /// Headers removed (with their replies).
-    pub headers: u64,
-    /// Bodies no longer referenced, removed.
-    pub bodies: u64,
-    /// Events removed.
-    pub events: u64,
-}
-
-/// How far one purge batch got.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct PurgeStep {
-    stats: PurgeStats,
-    /// The next batch looks at headers after this id.
-    after: i64,
-    /// No header older than the cutoff is left after `after`.
-    headers_done: bool,
-}
 
 /// Per-queue state kept in memory: the depth counter and a wake-up for the
 /// item that drains it.
@@ -504,23 +167,6 @@ impl CommitNotice {
     }
 }
 
-/// Options for [`Store::open`].
-#[derive(Clone, Debug)]
-pub struct StoreOptions {
-    /// Commit durability.
-    pub durability: Durability,
-    /// Run the writer and the checkpoints at the lowest CPU priority
-    /// (the default). See `store.background_priority` in the
-    /// configuration for the trade.
-    pub low_background_priority: bool,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self { durability: Durability::Full, low_background_priority: true }
-    }
-}
-
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -540,10 +186,6 @@ struct Inner {
     queues: Arc<Queues>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
-
-/// Messages left `delivering` by the previous run and put back in their
-/// queues by [`Store::open`].
-pub type Recovered = u64;
 
 /// A file kept next to the database, `<db>-<suffix>`: SQLite's `-wal`, the
 /// inbound log's `-inbound-0` and `-inbound-1`, the delivery log's
@@ -1091,6 +733,7 @@ fn header_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Header> {
 
 #[cfg(test)]
 mod tests {
+    use super::model::BOOKKEEPING_BYTES;
     use super::*;
 
     /// A received ADT^A01 with control id `M<n>` for the operation `Out`.

@@ -5,7 +5,7 @@
 
 use rusqlite::Connection;
 
-use super::StoreError;
+use super::error::StoreError;
 
 /// Each entry moves the schema one version up.
 const MIGRATIONS: &[&str] = &[

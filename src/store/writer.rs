@@ -33,11 +33,12 @@ use rusqlite::{CachedStatement, Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::delivery_log::DeliveryLog;
+use super::error::StoreError;
 use super::inbound_log::Progress;
-use super::{
-    CommitNotice, Committed, Durability, Event, Finished, NewInbound, PurgeStep, Queues, Routed, RoutedOutput, Status,
-    StoreError, StoreOptions, now_millis,
+use super::model::{
+    Committed, Durability, Event, Finished, NewInbound, PurgeStep, Routed, RoutedOutput, Status, StoreOptions,
 };
+use super::{CommitNotice, Queues, now_millis};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 

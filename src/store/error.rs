@@ -1,0 +1,50 @@
+//! The store's error type.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Store failures. None carries message content.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer Switchboard.
+    #[error(
+        "the store has schema version {found}, newer than the {supported} this version understands; upgrade Switchboard or use another data directory"
+    )]
+    NewerSchema {
+        /// Version in the file.
+        found: usize,
+        /// Version this build writes.
+        supported: usize,
+    },
+    /// The transaction holding this operation could not be committed; the
+    /// operation did not take effect.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    /// The writer thread has stopped (the store is closing).
+    #[error("the store is closed")]
+    Closed,
+    /// A message acknowledged by the previous run could not be committed
+    /// from the inbound log; the store does not open, so that it is not
+    /// lost.
+    #[error(
+        "message {seq} of the inbound log (received and acknowledged before the last stop) cannot be committed: {reason}; the log is kept, fix the cause and start again"
+    )]
+    InboundLog {
+        /// Its sequence number in the log.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The data directory could not be prepared.
+    #[error("cannot use {path}: {reason}")]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: std::io::Error,
+    },
+}

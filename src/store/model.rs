@@ -1,0 +1,328 @@
+//! The store's public model: what callers hand it (received messages,
+//! routing decisions, delivery results, events), what they read back
+//! (queued messages, headers, stored events), and the options it opens
+//! with.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// How hard a commit tries to reach the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// A received message is synced to the inbound log before it is
+    /// acknowledged, and the write-ahead log is synced for the other
+    /// changes that must last: an acknowledged message survives a power
+    /// cut.
+    #[default]
+    Full,
+    /// A received message is written to the inbound log without a sync,
+    /// and syncing is left to checkpoints: survives a crash of the engine,
+    /// not of the machine. Faster on slow disks.
+    Normal,
+}
+
+/// Options for [`Store::open`](super::Store::open).
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Commit durability.
+    pub durability: Durability,
+    /// Run the writer and the checkpoints at the lowest CPU priority
+    /// (the default). See `store.background_priority` in the
+    /// configuration for the trade.
+    pub low_background_priority: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { durability: Durability::Full, low_background_priority: true }
+    }
+}
+
+/// Status of a message header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Waiting in its target's queue.
+    Queued,
+    /// Taken by its target; goes back to `Queued` on restart.
+    Delivering,
+    /// Done.
+    Completed,
+    /// Failed; not retried.
+    Error,
+    /// Kept aside for an operator (resendable).
+    Suspended,
+    /// Dropped on purpose (by a rule or a ReplyCodeAction).
+    Discarded,
+}
+
+impl Status {
+    /// The name stored in the database and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Delivering => "delivering",
+            Self::Completed => "completed",
+            Self::Error => "error",
+            Self::Suspended => "suspended",
+            Self::Discarded => "discarded",
+        }
+    }
+
+    /// Reads a stored status name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "delivering" => Self::Delivering,
+            "completed" => Self::Completed,
+            "error" => Self::Error,
+            "suspended" => Self::Suspended,
+            "discarded" => Self::Discarded,
+            _ => return None,
+        })
+    }
+
+    /// True for statuses that still count in a queue.
+    pub fn is_pending(self) -> bool {
+        matches!(self, Self::Queued | Self::Delivering)
+    }
+}
+
+/// A received message to commit: its body, the service that took it and
+/// the targets it is queued for.
+#[derive(Clone, Debug)]
+pub struct NewInbound {
+    /// Production id. Shared (like the other names), since a service sends
+    /// the same ones with every message.
+    pub production: Arc<str>,
+    /// The service item that received it.
+    pub service: Arc<str>,
+    /// Where it came from (peer address, file name).
+    pub origin: Arc<str>,
+    /// The raw message.
+    pub body: Bytes,
+    /// MSH-10.
+    pub control_id: Option<String>,
+    /// MSH-9 (`ADT^A01`).
+    pub message_type: Option<String>,
+    /// Items to queue it for.
+    pub targets: Arc<[String]>,
+    /// Decisions already made, where the message was received, by routers
+    /// among `targets`. One is applied in the same transaction (the
+    /// router's header is finished and its outputs queued) only while that
+    /// router's queue is empty; otherwise the message is queued for the
+    /// router behind what waits there, so no message overtakes another.
+    pub routed: Vec<InlineRoute>,
+}
+
+impl NewInbound {
+    /// Memory the message holds while it waits for the writer: its body,
+    /// transformed bodies, and [`BOOKKEEPING_BYTES`] for everything else.
+    pub(crate) fn weight(&self) -> usize {
+        let outputs = self.routed.iter().flat_map(|r| &r.decision.outputs);
+        self.body.len() + outputs.filter_map(|o| o.body.as_ref()).map(Bytes::len).sum::<usize>() + BOOKKEEPING_BYTES
+    }
+}
+
+/// What a received message holds besides its bodies while in flight to the
+/// writer (its strings, target list and answer channels), rounded up:
+/// counted so that the bound on bytes in flight bounds memory, not only
+/// bodies, however small the messages.
+pub(super) const BOOKKEEPING_BYTES: usize = 1024;
+
+/// A router's decision for a message it has not yet seen queued: the
+/// router ran its rules in the task that received the message, which saves
+/// a queue read, a second parse and a commit per message.
+#[derive(Clone, Debug)]
+pub struct InlineRoute {
+    /// The router (one of the message's targets).
+    pub router: String,
+    /// What it decided.
+    pub decision: RouteDecision,
+}
+
+/// What a router does with one message, whether it took the message from
+/// its queue ([`Routed`]) or decided where it was received
+/// ([`InlineRoute`]).
+#[derive(Clone, Debug)]
+pub struct RouteDecision {
+    /// `Completed`, `Discarded` or `Error`.
+    pub status: Status,
+    /// Why, for `Discarded` and `Error`.
+    pub error: Option<String>,
+    /// Messages to queue.
+    pub outputs: Vec<RoutedOutput>,
+}
+
+/// What committing an inbound message produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The session all headers of this message share.
+    pub session_id: i64,
+    /// The service's own header.
+    pub header_id: i64,
+    /// One header per target, in target order: queued, or finished by its
+    /// router's decision when that was applied (see `routed`).
+    pub queued: Vec<i64>,
+    /// The routers among the targets whose [`InlineRoute`] was applied.
+    pub routed: Vec<String>,
+}
+
+/// The result of a router processing one queued header.
+#[derive(Clone, Debug)]
+pub struct Routed {
+    /// The router's header.
+    pub header_id: i64,
+    /// What the router decided.
+    pub decision: RouteDecision,
+}
+
+/// One message a router sends on.
+#[derive(Clone, Debug)]
+pub struct RoutedOutput {
+    /// Target item (same production).
+    pub target: String,
+    /// A transformed body, or `None` to share the original's.
+    pub body: Option<Bytes>,
+    /// MSH-10 of a transformed body (defaults to the original's).
+    pub control_id: Option<String>,
+}
+
+/// The end of a delivery: status, reply and error recorded together.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    /// The header delivered.
+    pub header_id: i64,
+    /// Production id and target item: the queue it leaves.
+    pub production: String,
+    /// Target item.
+    pub item: String,
+    /// The new status. `Queued` puts it back at its place in the queue.
+    pub status: Status,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The reply received, if any.
+    pub reply: Option<Bytes>,
+    /// The error text, if any.
+    pub error: Option<String>,
+}
+
+/// A pending header with its body, as an item takes it from its queue.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    /// Header id; queues are in id order.
+    pub id: i64,
+    /// Session id.
+    pub session_id: i64,
+    /// The raw message.
+    pub body: Bytes,
+    /// MSH-10.
+    pub control_id: Option<String>,
+    /// Attempts made before.
+    pub attempts: u32,
+}
+
+/// A stored header, for inspection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Header id.
+    pub id: i64,
+    /// Session id.
+    pub session_id: i64,
+    /// The header that caused this one.
+    pub parent_id: Option<i64>,
+    /// Production id.
+    pub production: String,
+    /// Where it came from.
+    pub source: String,
+    /// The item it is for.
+    pub target: String,
+    /// Status.
+    pub status: Status,
+    /// MSH-10.
+    pub control_id: Option<String>,
+    /// MSH-9.
+    pub message_type: Option<String>,
+    /// Attempts.
+    pub attempts: u32,
+    /// Error text.
+    pub error: Option<String>,
+}
+
+/// Severity of an event log entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventLevel {
+    /// Normal operation (start, stop, commands).
+    Info,
+    /// Something to look at.
+    Warning,
+    /// Something failed.
+    Error,
+}
+
+impl EventLevel {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// An event log entry. Texts must not contain message content.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// Severity.
+    pub level: EventLevel,
+    /// Production id, if it concerns one.
+    pub production: Option<String>,
+    /// Item name, if it concerns one.
+    pub item: Option<String>,
+    /// Short machine-readable kind, e.g. `start`, `stop`, `delivery`.
+    pub kind: String,
+    /// What happened.
+    pub text: String,
+}
+
+/// A stored event.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// `info`, `warning` or `error`.
+    pub level: String,
+    /// Production id.
+    pub production: Option<String>,
+    /// Item name.
+    pub item: Option<String>,
+    /// Kind.
+    pub kind: String,
+    /// Text.
+    pub text: String,
+}
+
+/// How much a purge removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeStats {
+    /// Headers removed (with their replies).
+    pub headers: u64,
+    /// Bodies no longer referenced, removed.
+    pub bodies: u64,
+    /// Events removed.
+    pub events: u64,
+}
+
+/// How far one purge batch got.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PurgeStep {
+    pub(super) stats: PurgeStats,
+    /// The next batch looks at headers after this id.
+    pub(super) after: i64,
+    /// No header older than the cutoff is left after `after`.
+    pub(super) headers_done: bool,
+}
+
+/// Messages left `delivering` by the previous run and put back in their
+/// queues by [`Store::open`](super::Store::open).
+pub type Recovered = u64;
