@@ -22,21 +22,22 @@ mod delivery_log;
 mod error;
 mod inbound_log;
 mod model;
+mod queues;
 mod schema;
 mod writer;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use delivery_log::{DeliveryLog, Noted};
 use inbound_log::InboundLog;
+use queues::Queues;
 use writer::{Op, Writer};
 
 pub use error::StoreError;
@@ -64,55 +65,6 @@ const FETCH_QUEUE_SQL: &str = "SELECT h.id, h.session_id, b.data, h.control_id, 
      FROM header h JOIN body b ON b.id = h.body_id
      WHERE h.production = +?1 AND h.target = +?2 AND h.status IN ('queued', 'delivering') AND h.status = 'queued'
      AND h.id > +?4 ORDER BY h.id LIMIT +?3";
-
-/// Per-queue state kept in memory: the depth counter and a wake-up for the
-/// item that drains it.
-#[derive(Debug, Default)]
-pub(crate) struct QueueState {
-    depth: AtomicI64,
-    notify: Notify,
-}
-
-/// Queues by production, then by item: nested so that a lookup borrows the
-/// names instead of building an owned key, since the writer looks queues up
-/// for every message it commits.
-type QueueMap = HashMap<String, HashMap<String, Arc<QueueState>>>;
-
-#[derive(Debug, Default)]
-pub(crate) struct Queues {
-    map: RwLock<QueueMap>,
-    /// Signalled whenever a depth changes (see
-    /// [`Store::queue_depths_changed`]).
-    changed: Notify,
-}
-
-impl Queues {
-    fn get(&self, production: &str, item: &str) -> Arc<QueueState> {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(q) = map.get(production).and_then(|items| items.get(item)) {
-            return q.clone();
-        }
-        drop(map);
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        map.entry(production.to_owned()).or_default().entry(item.to_owned()).or_default().clone()
-    }
-
-    /// The committed depth of a queue.
-    pub(crate) fn depth(&self, production: &str, item: &str) -> i64 {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        map.get(production).and_then(|items| items.get(item)).map_or(0, |q| q.depth.load(Ordering::Relaxed))
-    }
-
-    pub(crate) fn adjust(&self, production: &str, item: &str, delta: i64) {
-        let q = self.get(production, item);
-        q.depth.fetch_add(delta, Ordering::Relaxed);
-        // A queue that shrank can show messages too: a read leaves out the
-        // messages whose results are noted and not yet committed, and they
-        // can fill its limit while the ones behind them wait.
-        q.notify.notify_one();
-        self.changed.notify_one();
-    }
-}
 
 /// A write submitted to the store whose commit has not been waited for.
 #[must_use = "a pending write's failure is only seen by waiting for it"]

@@ -38,7 +38,8 @@ use super::inbound_log::Progress;
 use super::model::{
     Committed, Durability, Event, Finished, NewInbound, PurgeStep, Routed, RoutedOutput, Status, StoreOptions,
 };
-use super::{CommitNotice, Queues, now_millis};
+use super::queues::{Deltas, Depths, Queues};
+use super::{CommitNotice, now_millis};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -252,60 +253,6 @@ impl HeaderIds {
         let id = self.next;
         self.next += 1;
         id
-    }
-}
-
-/// Queue depth changes, one entry per queue: those of one operation, or
-/// of a group so far. A group touches a handful of queues however many
-/// messages it holds, so looking one up stays cheap, and a queue's names
-/// are copied once per group, not once per message.
-#[derive(Default)]
-struct Deltas(Vec<(String, String, i64)>);
-
-impl Deltas {
-    fn add(&mut self, production: &str, item: &str, delta: i64) {
-        match self.0.iter_mut().find(|(p, i, _)| p == production && i == item) {
-            Some(entry) => entry.2 += delta,
-            None => self.0.push((production.to_owned(), item.to_owned(), delta)),
-        }
-    }
-
-    fn get(&self, production: &str, item: &str) -> i64 {
-        self.0.iter().find(|(p, i, _)| p == production && i == item).map_or(0, |s| s.2)
-    }
-
-    /// Adds every entry of `other`. An entry whose sum comes to zero stays:
-    /// its queue's item is woken for every entry after the commit, and a
-    /// result committed next to a new message leaves the depth as it was
-    /// while both change what the item can read.
-    fn merge(&mut self, other: &Deltas) {
-        for (production, item, delta) in &other.0 {
-            self.add(production, item, *delta);
-        }
-    }
-
-    /// Zeroes every entry, keeping the queues for the next operation.
-    fn reset(&mut self) {
-        for entry in &mut self.0 {
-            entry.2 = 0;
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&str, &str, i64)> {
-        self.0.iter().map(|(p, i, d)| (p.as_str(), i.as_str(), *d))
-    }
-}
-
-/// Queue depths as this transaction sees them: committed, plus the changes
-/// of the operations before the current one.
-struct Depths<'a> {
-    committed: &'a Queues,
-    pending: &'a Deltas,
-}
-
-impl Depths<'_> {
-    fn is_empty(&self, production: &str, item: &str) -> bool {
-        self.committed.depth(production, item) + self.pending.get(production, item) <= 0
     }
 }
 
