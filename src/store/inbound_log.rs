@@ -40,10 +40,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::delivery_log;
 use super::error::StoreError;
 use super::model::{InlineRoute, NewInbound, RouteDecision, RoutedOutput};
+use super::pending::CommitNotice;
 use super::writer::{Op, sync_wal};
-use super::{CommitNotice, delivery_log};
 
 /// Size past which writing moves to the other file, once that can be
 /// written over.

@@ -22,6 +22,7 @@ mod delivery_log;
 mod error;
 mod inbound_log;
 mod model;
+mod pending;
 mod queues;
 mod schema;
 mod writer;
@@ -37,6 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use delivery_log::{DeliveryLog, Noted};
 use inbound_log::InboundLog;
+use pending::CommitNotice;
 use queues::Queues;
 use writer::{Op, Writer};
 
@@ -45,6 +47,7 @@ pub use model::{
     Committed, Durability, Event, EventLevel, Finished, Header, InlineRoute, NewInbound, PurgeStats, Queued, Recovered,
     RouteDecision, Routed, RoutedOutput, Status, StoreOptions, StoredEvent,
 };
+pub use pending::Pending;
 pub use schema::SCHEMA_VERSION;
 
 /// The most bytes of bodies [`Store::fetch_queue`] hands out at a time, so
@@ -65,59 +68,6 @@ const FETCH_QUEUE_SQL: &str = "SELECT h.id, h.session_id, b.data, h.control_id, 
      FROM header h JOIN body b ON b.id = h.body_id
      WHERE h.production = +?1 AND h.target = +?2 AND h.status IN ('queued', 'delivering') AND h.status = 'queued'
      AND h.id > +?4 ORDER BY h.id LIMIT +?3";
-
-/// A write submitted to the store whose commit has not been waited for.
-#[must_use = "a pending write's failure is only seen by waiting for it"]
-#[derive(Debug)]
-pub struct Pending<T>(oneshot::Receiver<Result<T, StoreError>>);
-
-impl<T> Pending<T> {
-    /// Waits for the commit.
-    pub async fn wait(self) -> Result<T, StoreError> {
-        self.0.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// The commit's result if it has come, without waiting. Not to be
-    /// called again once it has returned one.
-    pub fn try_take(&mut self) -> Option<Result<T, StoreError>> {
-        match self.0.try_recv() {
-            Ok(result) => Some(result),
-            Err(oneshot::error::TryRecvError::Empty) => None,
-            Err(oneshot::error::TryRecvError::Closed) => Some(Err(StoreError::Closed)),
-        }
-    }
-
-    /// Waits for the commit without giving the `Pending` up, so that the
-    /// wait can be one branch of a `select!` (cancel safe). Not to be
-    /// called again once it has returned.
-    pub async fn wait_mut(&mut self) -> Result<T, StoreError> {
-        (&mut self.0).await.map_err(|_| StoreError::Closed)?
-    }
-}
-
-/// Who hears how a received message's commit went.
-pub(crate) enum CommitNotice {
-    /// The caller, through a [`Pending`].
-    Pending(oneshot::Sender<Result<Committed, StoreError>>),
-    /// A function called on the writer's thread (see
-    /// [`Store::receive_inbound_then`]).
-    Call(Box<dyn FnOnce(Result<Committed, StoreError>) + Send>),
-}
-
-impl CommitNotice {
-    /// Nobody: a message applied again from the inbound log at start.
-    pub(crate) fn nobody() -> Self {
-        Self::Call(Box::new(|_| {}))
-    }
-
-    pub(crate) fn send(self, outcome: Result<Committed, StoreError>) {
-        match self {
-            // Nobody waiting any more is not an error.
-            Self::Pending(tx) => drop(tx.send(outcome)),
-            Self::Call(then) => then(outcome),
-        }
-    }
-}
 
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]

@@ -38,8 +38,9 @@ use super::inbound_log::Progress;
 use super::model::{
     Committed, Durability, Event, Finished, NewInbound, PurgeStep, Routed, RoutedOutput, Status, StoreOptions,
 };
+use super::now_millis;
+use super::pending::CommitNotice;
 use super::queues::{Deltas, Depths, Queues};
-use super::{CommitNotice, now_millis};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
