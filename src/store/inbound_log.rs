@@ -34,16 +34,17 @@ use std::fs::{File, OpenOptions};
 use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use super::delivery_log;
 use super::error::StoreError;
 use super::model::{InlineRoute, NewInbound, RouteDecision, RoutedOutput};
 use super::pending::CommitNotice;
+use super::progress::Progress;
 use super::writer::{Op, sync_wal};
 
 /// Size past which writing moves to the other file, once that can be
@@ -56,73 +57,6 @@ const MAX_BATCH: usize = 1024;
 const MAGIC: u8 = 0xA7;
 /// Magic, sequence number (u64) and payload length (u32).
 const HEAD: usize = 13;
-
-/// Bytes of received messages the writer has been handed and not yet
-/// committed, at most, counted by [`NewInbound::weight`] (bodies and
-/// bookkeeping). Acknowledgments no longer wait for the commit, so
-/// without a bound a writer held up (a long checkpoint, a slow disk) would
-/// let messages pile up in memory; with it, they wait for their
-/// acknowledgment instead.
-const IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
-
-/// What the log's thread, the writer and the store's handle share.
-pub(super) struct Progress {
-    /// The last record the writer has committed.
-    pub(super) applied: AtomicU64,
-    /// Bytes handed to the writer and not yet committed.
-    pub(super) in_flight: InFlight,
-    /// Why the writer cannot commit what it holds, while it cannot (see
-    /// [`Store::commit_trouble`](super::Store::commit_trouble)).
-    pub(super) trouble: watch::Sender<Option<String>>,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Self { applied: AtomicU64::default(), in_flight: InFlight::default(), trouble: watch::Sender::new(None) }
-    }
-}
-
-/// The bytes in flight between the log's thread and the writer.
-#[derive(Default)]
-pub(super) struct InFlight {
-    state: Mutex<InFlightState>,
-    space: Condvar,
-}
-
-#[derive(Default)]
-struct InFlightState {
-    bytes: usize,
-    /// The store is closing: nothing waits for room any more.
-    closing: bool,
-}
-
-impl InFlight {
-    /// Waits until `n` more bytes fit; a batch always fits when nothing
-    /// else is in flight.
-    fn reserve(&self, n: usize) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while state.bytes > 0 && state.bytes + n > IN_FLIGHT_BYTES && !state.closing {
-            state = self.space.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-        state.bytes += n;
-    }
-
-    /// Called by the writer once messages of `n` bytes are committed.
-    pub(super) fn release(&self, n: usize) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.bytes = state.bytes.saturating_sub(n);
-        self.space.notify_all();
-    }
-
-    /// Lets a batch waiting for room go on, so that the log's thread can
-    /// finish when the store closes while the writer cannot commit (its
-    /// messages then wait in the log for the next start).
-    pub(super) fn close(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.closing = true;
-        self.space.notify_all();
-    }
-}
 
 /// A received message on its way into the log.
 pub(super) struct Entry {
@@ -516,6 +450,8 @@ fn decode(bytes: &[u8], applied: u64) -> Option<(Option<Record>, usize)> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
+
     use super::*;
     use crate::store::Status;
 
@@ -612,31 +548,13 @@ mod tests {
         let error = refused.blocking_recv().unwrap().unwrap_err().to_string();
         assert!(error.contains("cannot write the inbound log"), "{error}");
         assert!(handed.try_recv().is_err(), "a refused message reached the writer");
-        assert_eq!(progress.in_flight.state.lock().unwrap().bytes, 0, "the refused batch kept its room");
+        assert_eq!(progress.in_flight.bytes(), 0, "the refused batch kept its room");
         log.files[0] = good;
         let (second, accepted) = entry(2);
         log.append(&mut vec![second], &mut Vec::new(), &writer);
         accepted.blocking_recv().unwrap().unwrap();
         assert!(matches!(handed.try_recv(), Ok(Op::Logged(m)) if m[0].2 == 1), "numbered as the refused one was");
         assert_eq!(read(&db, 0).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), [1]);
-    }
-
-    #[test]
-    fn the_bytes_in_flight_are_bounded() {
-        let in_flight = Arc::new(InFlight::default());
-        in_flight.reserve(IN_FLIGHT_BYTES * 2); // alone, a batch always fits
-        let (tx, rx) = std::sync::mpsc::channel();
-        let waiting = {
-            let in_flight = in_flight.clone();
-            std::thread::spawn(move || {
-                in_flight.reserve(1);
-                tx.send(()).unwrap();
-            })
-        };
-        assert!(rx.recv_timeout(std::time::Duration::from_millis(100)).is_err(), "reserved past the bound");
-        in_flight.release(IN_FLIGHT_BYTES * 2);
-        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("released space is handed out");
-        waiting.join().unwrap();
     }
 
     fn read_one(db: &Path, n: usize) -> Vec<Record> {

@@ -23,6 +23,7 @@ mod error;
 mod inbound_log;
 mod model;
 mod pending;
+mod progress;
 mod queues;
 mod schema;
 mod writer;
@@ -39,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use delivery_log::{DeliveryLog, Noted};
 use inbound_log::InboundLog;
 use pending::CommitNotice;
+use progress::Progress;
 use queues::Queues;
 use writer::{Op, Writer};
 
@@ -82,7 +84,7 @@ struct Inner {
     log: mpsc::Sender<inbound_log::Request>,
     log_thread: Mutex<Option<std::thread::JoinHandle<u64>>>,
     /// Shared by the log's thread and the writer.
-    progress: Arc<inbound_log::Progress>,
+    progress: Arc<Progress>,
     deliveries: Arc<DeliveryLog>,
     reader: Mutex<Connection>,
     queues: Arc<Queues>,
@@ -160,7 +162,7 @@ impl Store {
         let records = inbound_log::read(path, applied)?;
         let applied = writer::replay(&conn, records, &queues, applied)?;
         writer::sync_wal(&wal, &mut None).map_err(path_error)?;
-        let progress = Arc::new(inbound_log::Progress { applied: AtomicU64::new(applied), ..Default::default() });
+        let progress = Arc::new(Progress { applied: AtomicU64::new(applied), ..Default::default() });
         let sync = options.durability == Durability::Full;
         let log = InboundLog::create(path, progress.clone(), sync)?;
         // Checkpoints run on their own connection (see the writer module).

@@ -34,12 +34,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::delivery_log::DeliveryLog;
 use super::error::StoreError;
-use super::inbound_log::Progress;
 use super::model::{
     Committed, Durability, Event, Finished, NewInbound, PurgeStep, Routed, RoutedOutput, Status, StoreOptions,
 };
 use super::now_millis;
 use super::pending::CommitNotice;
+use super::progress::Progress;
 use super::queues::{Deltas, Depths, Queues};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
