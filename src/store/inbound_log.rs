@@ -45,7 +45,8 @@ use super::error::StoreError;
 use super::model::{InlineRoute, NewInbound, RouteDecision, RoutedOutput};
 use super::pending::CommitNotice;
 use super::progress::Progress;
-use super::writer::{Op, sync_wal};
+use super::protocol::Op;
+use super::writer::sync_wal;
 
 /// Size past which writing moves to the other file, once that can be
 /// written over.

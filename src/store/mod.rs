@@ -24,6 +24,7 @@ mod inbound_log;
 mod model;
 mod pending;
 mod progress;
+mod protocol;
 mod queues;
 mod schema;
 mod writer;
@@ -41,8 +42,9 @@ use delivery_log::{DeliveryLog, Noted};
 use inbound_log::InboundLog;
 use pending::CommitNotice;
 use progress::Progress;
+use protocol::Op;
 use queues::Queues;
-use writer::{Op, Writer};
+use writer::Writer;
 
 pub use error::StoreError;
 pub use model::{

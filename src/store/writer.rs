@@ -30,9 +30,8 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 
 use rusqlite::{CachedStatement, Connection, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::delivery_log::DeliveryLog;
 use super::error::StoreError;
 use super::model::{
     Committed, Durability, Event, Finished, NewInbound, PurgeStep, Routed, RoutedOutput, Status, StoreOptions,
@@ -40,52 +39,11 @@ use super::model::{
 use super::now_millis;
 use super::pending::CommitNotice;
 use super::progress::Progress;
+use super::protocol::{Done, Op, Outcome, settle};
 use super::queues::{Deltas, Depths, Queues};
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// Most operations taken into one transaction.
 const MAX_GROUP: usize = 1024;
-
-pub(super) enum Op {
-    /// A received message, durable already in the inbound log as the
-    /// record with this sequence number.
-    Inbound(NewInbound, CommitNotice, u64),
-    /// Messages made durable together in the inbound log, handed over in
-    /// one piece: taken apart into `Inbound` operations of one group.
-    Logged(Vec<(NewInbound, CommitNotice, u64)>),
-    /// A router's results, committed all or none.
-    Routed(Vec<Routed>, Reply<Vec<Vec<i64>>>),
-    MarkDelivering(Vec<i64>, Reply<()>),
-    Finish(Finished, Reply<()>),
-    /// A result already in the delivery log: answered by settling it there.
-    FinishNoted(Finished, Arc<DeliveryLog>),
-    Requeue(Vec<i64>, Reply<()>),
-    RequeueItem(String, String, Reply<()>),
-    Resend(i64, Reply<bool>),
-    Event(Event, Option<Reply<()>>),
-    Commanded(String, String, Reply<()>),
-    ItemEnabled(String, String, bool, Reply<()>),
-    DiscoveryTopics(Vec<String>, Reply<()>),
-    PurgeBatch {
-        cutoff: i64,
-        after: i64,
-        limit: usize,
-        reply: Reply<PurgeStep>,
-    },
-    Vacuum {
-        pages: u32,
-        reply: Reply<u64>,
-    },
-    Shutdown,
-}
-
-impl Op {
-    /// Nobody awaits this operation's commit.
-    fn can_wait(&self) -> bool {
-        matches!(self, Self::FinishNoted(..) | Self::Event(_, None))
-    }
-}
 
 /// How long a group of operations nobody waits for is held open for more.
 const LAZY_DELAY: Duration = Duration::from_millis(1);
@@ -93,131 +51,6 @@ const LAZY_DELAY: Duration = Duration::from_millis(1);
 /// How often received messages and delivery results that could not be
 /// committed are tried again (see [`Writer::hold`]).
 const HELD_RETRY: Duration = Duration::from_secs(1);
-
-/// The answer to one operation, held until the commit.
-enum Done {
-    /// A received message: durable in the inbound log already, so its
-    /// commit need not wait for the disk.
-    Committed(CommitNotice, Result<Committed, StoreError>),
-    Ids(Reply<Vec<Vec<i64>>>, Result<Vec<Vec<i64>>, StoreError>),
-    Unit(Option<Reply<()>>, Result<(), StoreError>),
-    /// A status change of a queued message: answered at commit (see above).
-    Status(Reply<()>, Result<(), StoreError>),
-    Bool(Reply<bool>, Result<bool, StoreError>),
-    Purge(Reply<PurgeStep>, Result<PurgeStep, StoreError>),
-    Count(Reply<u64>, Result<u64, StoreError>),
-    /// A result noted in the delivery log, for this header.
-    Noted(Arc<DeliveryLog>, i64, Result<(), StoreError>),
-}
-
-impl Done {
-    /// Must this answer wait until the log is on disk?
-    fn durable(&self) -> bool {
-        matches!(self, Self::Bool(..)) || matches!(self, Self::Unit(Some(_), _))
-    }
-
-    /// Sends the result, or `failure` when the commit itself failed.
-    fn send(self, failure: Option<&str>) {
-        let fail = |f: &str| StoreError::CommitFailed(f.to_owned());
-        macro_rules! answer {
-            ($tx:expr, $r:expr) => {{
-                let _ = $tx.send(match failure {
-                    Some(f) => Err(fail(f)),
-                    None => $r,
-                });
-            }};
-        }
-        match self {
-            Self::Committed(tx, r) => answer!(tx, r),
-            Self::Ids(tx, r) => answer!(tx, r),
-            Self::Unit(Some(tx), r) => answer!(tx, r),
-            Self::Unit(None, _) => {}
-            Self::Status(tx, r) => answer!(tx, r),
-            Self::Bool(tx, r) => answer!(tx, r),
-            Self::Purge(tx, r) => answer!(tx, r),
-            Self::Count(tx, r) => answer!(tx, r),
-            Self::Noted(log, header_id, r) => {
-                if failure.is_none() && r.is_ok() {
-                    log.settle(header_id);
-                } else {
-                    // Not reached: the writer holds a result it cannot
-                    // commit (see `Writer::hold`). Left pending, it is
-                    // applied from the log at the next start.
-                    let error =
-                        failure.map_or_else(|| r.err().map(|e| e.to_string()).unwrap_or_default(), str::to_owned);
-                    tracing::error!(%error, "a delivery result was not committed; it is applied from the delivery log at the next start");
-                }
-            }
-        }
-    }
-}
-
-/// The result of one operation inside a transaction, before it is
-/// answered.
-enum Outcome {
-    Committed(Result<Committed, StoreError>),
-    Ids(Result<Vec<Vec<i64>>, StoreError>),
-    Unit(Result<(), StoreError>),
-    Bool(Result<bool, StoreError>),
-    Purge(Result<PurgeStep, StoreError>),
-    /// The transaction failed as a whole; the answer is its failure.
-    Failed,
-    /// A received message not applied because one received before it
-    /// failed: it waits behind that one (see [`Writer::hold`]).
-    Held,
-}
-
-macro_rules! outcome_value {
-    ($name:ident, $variant:ident, $t:ty) => {
-        fn $name(self) -> Result<$t, StoreError> {
-            match self {
-                Self::$variant(result) => result,
-                _ => Err(StoreError::CommitFailed("the operation was not applied".into())),
-            }
-        }
-    };
-}
-
-impl Outcome {
-    fn ok(&self) -> bool {
-        match self {
-            Self::Committed(r) => r.is_ok(),
-            Self::Ids(r) => r.is_ok(),
-            Self::Unit(r) => r.is_ok(),
-            Self::Bool(r) => r.is_ok(),
-            Self::Purge(r) => r.is_ok(),
-            Self::Failed | Self::Held => false,
-        }
-    }
-
-    outcome_value!(committed, Committed, Committed);
-    outcome_value!(ids, Ids, Vec<Vec<i64>>);
-    outcome_value!(unit, Unit, ());
-    outcome_value!(boolean, Bool, bool);
-    outcome_value!(purge, Purge, PurgeStep);
-}
-
-/// Pairs an operation's reply channel with its outcome.
-fn settle(op: Op, outcome: Outcome) -> Done {
-    match op {
-        Op::Inbound(_, reply, _) => Done::Committed(reply, outcome.committed()),
-        Op::Routed(_, reply) => Done::Ids(reply, outcome.ids()),
-        Op::MarkDelivering(_, reply) | Op::Requeue(_, reply) | Op::RequeueItem(_, _, reply) | Op::Finish(_, reply) => {
-            Done::Status(reply, outcome.unit())
-        }
-        Op::Resend(_, reply) => Done::Bool(reply, outcome.boolean()),
-        Op::Event(_, reply) => Done::Unit(reply, outcome.unit()),
-        Op::Commanded(_, _, reply) | Op::ItemEnabled(_, _, _, reply) | Op::DiscoveryTopics(_, reply) => {
-            Done::Unit(Some(reply), outcome.unit())
-        }
-        Op::FinishNoted(finished, log) => Done::Noted(log, finished.header_id, outcome.unit()),
-        Op::PurgeBatch { reply, .. } => Done::Purge(reply, outcome.purge()),
-        Op::Vacuum { reply, .. } => Done::Count(reply, Ok(0)),
-        // Taken apart when added to a group (see `push`): never settled as
-        // one.
-        Op::Shutdown | Op::Logged(_) => Done::Unit(None, Ok(())),
-    }
-}
 
 /// How a group's operations are kept apart inside its transaction.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1215,6 +1048,8 @@ fn purge_tx(tx: &Connection, cutoff: i64, after: i64, limit: usize) -> rusqlite:
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::oneshot;
+
     use super::*;
     use crate::store::{InlineRoute, RouteDecision, schema};
 
