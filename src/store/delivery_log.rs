@@ -30,6 +30,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
+use super::disk::beside;
 use super::model::{Finished, Status};
 
 /// Fixed part of a record: magic, status, attempts (u32), header id (i64),
@@ -169,7 +170,7 @@ impl DeliveryLog {
     /// holds from the previous run; the caller applies that and then calls
     /// [`clear`](Self::clear).
     pub(super) fn open(db: &Path) -> std::io::Result<(Self, Vec<Noted>)> {
-        let path = super::beside(db, "deliveries");
+        let path = beside(db, "deliveries");
         let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;

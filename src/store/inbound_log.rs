@@ -41,12 +41,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::delivery_log;
+use super::disk::{beside, sync_wal};
 use super::error::StoreError;
 use super::model::{InlineRoute, NewInbound, RouteDecision, RoutedOutput};
 use super::pending::CommitNotice;
 use super::progress::Progress;
 use super::protocol::Op;
-use super::writer::sync_wal;
 
 /// Size past which writing moves to the other file, once that can be
 /// written over.
@@ -82,7 +82,7 @@ pub(super) struct Record {
 }
 
 pub(super) fn segment_path(db: &Path, n: usize) -> PathBuf {
-    super::beside(db, &format!("inbound-{n}"))
+    beside(db, &format!("inbound-{n}"))
 }
 
 /// Reads the intact records after `applied` from both files, in sequence
@@ -286,7 +286,7 @@ impl InboundLog {
             if self.progress.applied.load(Ordering::Acquire) < self.last[other] {
                 return; // not all committed yet: keep appending here
             }
-            let wal = super::beside(&self.db, "wal");
+            let wal = beside(&self.db, "wal");
             if let Err(e) = sync_wal(&wal, &mut self.wal) {
                 tracing::warn!(error = %e, "cannot sync the store before reusing an inbound log file; will try again");
                 return;

@@ -19,6 +19,7 @@
 //! [`Store::receive_inbound`]).
 
 mod delivery_log;
+mod disk;
 mod error;
 mod inbound_log;
 mod model;
@@ -32,13 +33,14 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 use tokio::sync::{mpsc, oneshot};
 
 use delivery_log::{DeliveryLog, Noted};
+use disk::{beside, open_connection};
 use inbound_log::InboundLog;
 use pending::CommitNotice;
 use progress::Progress;
@@ -93,37 +95,8 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// A file kept next to the database, `<db>-<suffix>`: SQLite's `-wal`, the
-/// inbound log's `-inbound-0` and `-inbound-1`, the delivery log's
-/// `-deliveries`.
-fn beside(db: &Path, suffix: &str) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push("-");
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
 fn now_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    // Must be set before the first table exists to take effect.
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    // Whatever the durability, commits are made durable by the store's
-    // logs and its own sync thread (see the writer module), so SQLite
-    // itself never waits for the disk at commit.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // After a burst the log is cut back to this size when it restarts.
-    conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
-    Ok(conn)
 }
 
 impl Store {
@@ -163,7 +136,7 @@ impl Store {
         let applied = applied.max(0) as u64;
         let records = inbound_log::read(path, applied)?;
         let applied = writer::replay(&conn, records, &queues, applied)?;
-        writer::sync_wal(&wal, &mut None).map_err(path_error)?;
+        disk::sync_wal(&wal, &mut None).map_err(path_error)?;
         let progress = Arc::new(Progress { applied: AtomicU64::new(applied), ..Default::default() });
         let sync = options.durability == Durability::Full;
         let log = InboundLog::create(path, progress.clone(), sync)?;
@@ -639,6 +612,8 @@ fn header_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Header> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::model::BOOKKEEPING_BYTES;
     use super::*;
 
@@ -991,7 +966,7 @@ mod tests {
         })
         .join()
         .unwrap();
-        let lowest = (i64::from(writer::BACKGROUND_NICE), if idle_allowed { SCHED_IDLE } else { SCHED_OTHER });
+        let lowest = (i64::from(disk::BACKGROUND_NICE), if idle_allowed { SCHED_IDLE } else { SCHED_OTHER });
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
         // Each thread names itself and lowers its own priority as it starts.
