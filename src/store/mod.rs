@@ -28,6 +28,7 @@ mod progress;
 mod protocol;
 mod queues;
 mod schema;
+mod sql;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ use pending::CommitNotice;
 use progress::Progress;
 use protocol::Op;
 use queues::Queues;
+use sql::now_millis;
 use writer::Writer;
 
 pub use error::StoreError;
@@ -93,10 +95,6 @@ struct Inner {
     reader: Mutex<Connection>,
     queues: Arc<Queues>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Store {
@@ -582,7 +580,7 @@ fn apply_noted(conn: &mut Connection, noted: &[Noted]) -> Result<(), StoreError>
             let Some((production, target)) = queue else { continue };
             depth.execute(params![production, target])?;
             if let Some(data) = &n.reply {
-                writer::store_reply(&tx, n.header_id, now, data)?;
+                sql::store_reply(&tx, n.header_id, now, data)?;
             }
         }
     }

@@ -7,7 +7,7 @@
 //! survive a power cut, until the write-ahead log is synced: see the writer
 //! module). The enums mirror each other, and the `answer!` and
 //! `outcome_value!` macros keep the matching between them short: a new
-//! kind of write is a variant of `Op`, its SQL in `apply`, and its
+//! kind of write is a variant of `Op`, its SQL in `sql::apply`, and its
 //! line in [`settle`].
 
 use std::sync::Arc;
