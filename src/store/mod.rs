@@ -21,6 +21,7 @@
 mod delivery_log;
 mod disk;
 mod error;
+mod group;
 mod inbound_log;
 mod model;
 mod pending;
