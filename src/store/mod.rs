@@ -28,6 +28,7 @@ mod pending;
 mod progress;
 mod protocol;
 mod queues;
+mod recovery;
 mod schema;
 mod sql;
 mod writer;
@@ -110,7 +111,7 @@ impl Store {
         schema::migrate(&mut conn)?;
         let log_error = |reason| StoreError::Path { path: beside(path, "deliveries"), reason };
         let (deliveries, noted) = DeliveryLog::open(path).map_err(log_error)?;
-        apply_noted(&mut conn, &noted)?;
+        recovery::apply_noted(&mut conn, &noted)?;
         deliveries.clear().map_err(log_error)?;
         let recovered = conn.execute(
             "UPDATE header SET status = 'queued', updated_at = ?1 WHERE status = 'delivering'",
@@ -134,7 +135,7 @@ impl Store {
         let applied: i64 = conn.query_row("SELECT applied FROM inbound_log WHERE id = 0", [], |r| r.get(0))?;
         let applied = applied.max(0) as u64;
         let records = inbound_log::read(path, applied)?;
-        let applied = writer::replay(&conn, records, &queues, applied)?;
+        let applied = recovery::replay(&conn, records, &queues, applied)?;
         disk::sync_wal(&wal, &mut None).map_err(path_error)?;
         let progress = Arc::new(Progress { applied: AtomicU64::new(applied), ..Default::default() });
         let sync = options.durability == Durability::Full;
@@ -556,38 +557,6 @@ impl Store {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
     }
-}
-
-/// Applies delivery results noted but not committed before the previous
-/// run ended, with their queue depth changes.
-fn apply_noted(conn: &mut Connection, noted: &[Noted]) -> Result<(), StoreError> {
-    if noted.is_empty() {
-        return Ok(());
-    }
-    let tx = conn.transaction()?;
-    {
-        let mut update = tx.prepare(
-            "UPDATE header SET status = ?1, attempts = ?2, updated_at = ?3, error_text = ?4
-             WHERE id = ?5 AND status IN ('queued', 'delivering') RETURNING production, target",
-        )?;
-        let mut depth = tx.prepare("UPDATE queue_depth SET depth = depth - 1 WHERE production = ?1 AND item = ?2")?;
-        let now = now_millis();
-        for n in noted.iter().filter(|n| !n.status.is_pending()) {
-            let queue: Option<(String, String)> = update
-                .query_row(params![n.status.as_str(), n.attempts as i64, now, n.error, n.header_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            let Some((production, target)) = queue else { continue };
-            depth.execute(params![production, target])?;
-            if let Some(data) = &n.reply {
-                sql::store_reply(&tx, n.header_id, now, data)?;
-            }
-        }
-    }
-    tx.commit()?;
-    tracing::info!(results = noted.len(), "delivery results from the previous run recorded");
-    Ok(())
 }
 
 const HEADER_SELECT: &str = "SELECT id, session_id, parent_id, production, source, target, status, control_id, message_type, attempts, error_text FROM header";

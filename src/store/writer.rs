@@ -35,7 +35,6 @@ use super::disk::{checkpoint_loop, incremental_vacuum, run_in_background, sync_a
 use super::error::StoreError;
 use super::group::{Applied, Isolation, LogProgress, apply_all};
 use super::model::{Durability, StoreOptions};
-use super::pending::CommitNotice;
 use super::progress::Progress;
 use super::protocol::{Done, Op, Outcome, settle};
 use super::queues::Queues;
@@ -352,48 +351,4 @@ fn push(group: &mut Vec<Op>, op: Op) {
         }
         op => group.push(op),
     }
-}
-
-/// Commits the records of the inbound log after `applied` (acknowledged,
-/// but not committed before the previous run ended) in one transaction, as
-/// the writer would have; returns the last record now applied. Fails, with
-/// nothing committed, if any record cannot be.
-pub(super) fn replay(
-    conn: &Connection,
-    records: Vec<super::inbound_log::Record>,
-    queues: &Queues,
-    applied: u64,
-) -> Result<u64, StoreError> {
-    let ops: Vec<Op> = records
-        .into_iter()
-        .filter(|r| r.seq > applied)
-        .map(|r| Op::Inbound(r.inbound, CommitNotice::nobody(), r.seq))
-        .collect();
-    if ops.is_empty() {
-        return Ok(applied);
-    }
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let refuse = |seq, reason| {
-        let _ = conn.execute_batch("ROLLBACK");
-        Err(StoreError::InboundLog { seq, reason })
-    };
-    let progress = LogProgress { applied, stuck: false };
-    let done = match apply_all(conn, &ops, Isolation::PerOperation, queues, progress) {
-        Ok(Some(done)) => done,
-        // Not reached: the per-operation pass never gives up.
-        Ok(None) => return refuse(applied + 1, "the transaction failed".to_owned()),
-        Err(e) => return refuse(applied + 1, e.to_string()),
-    };
-    // The first record that cannot be committed, and why.
-    for (outcome, op) in done.outcomes.iter().zip(&ops) {
-        if let (Outcome::Committed(Err(e)), Op::Inbound(.., seq)) = (outcome, op) {
-            return refuse(*seq, e.to_string());
-        }
-    }
-    conn.execute_batch("COMMIT")?;
-    for (production, item, delta) in done.deltas.iter() {
-        queues.adjust(production, item, delta);
-    }
-    tracing::info!(messages = ops.len(), "received messages committed from the inbound log");
-    Ok(done.log.applied)
 }
