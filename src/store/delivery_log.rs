@@ -30,7 +30,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::disk::beside;
+use super::files::beside;
 use super::model::{Finished, Status};
 
 /// Fixed part of a record: magic, status, attempts (u32), header id (i64),

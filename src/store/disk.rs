@@ -1,28 +1,17 @@
-//! How the store meets the disk: the files it keeps next to the database,
-//! the settings of its SQLite connections, the thread that fsyncs the
-//! write-ahead log before answering the writes that must survive a power
-//! cut, the checkpoints (on a connection and a thread of their own), and
-//! the CPU priority of the background threads.
+//! How the store meets the disk: the settings of its SQLite connections,
+//! the thread that fsyncs the write-ahead log before answering the writes
+//! that must survive a power cut, the checkpoints (on a connection and a
+//! thread of their own), and the CPU priority of the background threads.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
 use super::error::StoreError;
 use super::protocol::Done;
-
-/// A file kept next to the database, `<db>-<suffix>`: SQLite's `-wal`, the
-/// inbound log's `-inbound-0` and `-inbound-1`, the delivery log's
-/// `-deliveries`.
-pub(super) fn beside(db: &Path, suffix: &str) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push("-");
-    name.push(suffix);
-    PathBuf::from(name)
-}
 
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(

@@ -41,8 +41,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::delivery_log;
-use super::disk::{beside, sync_wal};
+use super::disk::sync_wal;
 use super::error::StoreError;
+use super::files::beside;
 use super::model::{InlineRoute, NewInbound, RouteDecision, RoutedOutput};
 use super::pending::CommitNotice;
 use super::progress::Progress;

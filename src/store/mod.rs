@@ -21,6 +21,7 @@
 mod delivery_log;
 mod disk;
 mod error;
+mod files;
 mod group;
 mod inbound_log;
 mod model;
@@ -43,7 +44,8 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use tokio::sync::{mpsc, oneshot};
 
 use delivery_log::{DeliveryLog, Noted};
-use disk::{beside, open_connection};
+use disk::open_connection;
+use files::beside;
 use inbound_log::InboundLog;
 use pending::CommitNotice;
 use progress::Progress;
