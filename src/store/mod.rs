@@ -29,6 +29,7 @@ mod pending;
 mod progress;
 mod protocol;
 mod queues;
+mod read;
 mod recovery;
 mod schema;
 mod sql;
@@ -39,8 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
 use delivery_log::{DeliveryLog, Noted};
@@ -60,26 +60,8 @@ pub use model::{
     RouteDecision, Routed, RoutedOutput, Status, StoreOptions, StoredEvent,
 };
 pub use pending::Pending;
+pub use read::FETCH_MAX_BYTES;
 pub use schema::SCHEMA_VERSION;
-
-/// The most bytes of bodies [`Store::fetch_queue`] hands out at a time, so
-/// that a queue of large messages (images or documents inside ORU) is not
-/// read into memory a whole batch at once.
-pub const FETCH_MAX_BYTES: usize = 4 * 1024 * 1024;
-
-/// The read of a queue, from the header after `?4` on.
-///
-/// Every parameter is written `+?n`. SQLite plans this query with the
-/// values bound (the partial indexes and the limit depend on them) and
-/// marks such a statement to be prepared again whenever its parameters are
-/// cleared, which rusqlite's statement cache does each time it takes the
-/// statement back: the read was compiled anew for every batch. A unary plus
-/// keeps the values out of the plan, which is the same for any of them:
-/// the queue's index, in id order.
-const FETCH_QUEUE_SQL: &str = "SELECT h.id, h.session_id, b.data, h.control_id, h.attempts
-     FROM header h JOIN body b ON b.id = h.body_id
-     WHERE h.production = +?1 AND h.target = +?2 AND h.status IN ('queued', 'delivering') AND h.status = 'queued'
-     AND h.id > +?4 ORDER BY h.id LIMIT +?3";
 
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
@@ -314,90 +296,6 @@ impl Store {
         self.submit(|reply| Op::DiscoveryTopics(topics, reply)).await
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let conn = self.inner.reader.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(f(&conn)?)
-    }
-
-    /// The last commanded state of a production, if any.
-    pub fn commanded_state(&self, production: &str) -> Result<Option<String>, StoreError> {
-        self.read(|c| {
-            c.query_row("SELECT commanded FROM production_state WHERE production = ?1", [production], |r| r.get(0))
-                .optional()
-        })
-    }
-
-    /// An item's enabled flag set at run time, if any.
-    pub fn item_enabled(&self, production: &str, item: &str) -> Result<Option<bool>, StoreError> {
-        self.read(|c| {
-            c.query_row("SELECT enabled FROM item_state WHERE production = ?1 AND item = ?2", [production, item], |r| {
-                r.get::<_, i64>(0).map(|v| v != 0)
-            })
-            .optional()
-        })
-    }
-
-    /// The Home Assistant discovery topics published, in order.
-    pub fn discovery_topics(&self) -> Result<Vec<String>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare("SELECT topic FROM discovery_topic ORDER BY topic")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect()
-        })
-    }
-
-    /// Up to `limit` headers at the head of a queue that are `queued` (not
-    /// already taken), in order, with their bodies, and no more bodies than
-    /// [`FETCH_MAX_BYTES`] hold (always at least one message, whatever its
-    /// size). Headers whose delivery result is noted and not yet committed
-    /// are left out: they have been delivered (see the `delivery_log`
-    /// module).
-    pub fn fetch_queue(&self, production: &str, item: &str, limit: usize) -> Result<Vec<Queued>, StoreError> {
-        self.fetch_queue_after(production, item, 0, limit)
-    }
-
-    /// [`fetch_queue`](Self::fetch_queue) from the first header after
-    /// `after` on: for an operation that has taken the headers up to
-    /// `after` and reads on before its mark of them is committed (they
-    /// would still look `queued`).
-    pub fn fetch_queue_after(
-        &self,
-        production: &str,
-        item: &str,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<Queued>, StoreError> {
-        let deliveries = &self.inner.deliveries;
-        self.read(|c| {
-            // Under the reader, before the query: see `DeliveryLog::delivered`.
-            deliveries.forget_committed();
-            let mut stmt = c.prepare_cached(FETCH_QUEUE_SQL)?;
-            let rows = stmt.query_map(params![production, item, limit as i64, after], |r| {
-                Ok(Queued {
-                    id: r.get(0)?,
-                    session_id: r.get(1)?,
-                    body: Bytes::from(r.get::<_, Vec<u8>>(2)?),
-                    control_id: r.get(3)?,
-                    attempts: r.get::<_, i64>(4)? as u32,
-                })
-            })?;
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            for row in rows {
-                let row = row?;
-                bytes += row.body.len();
-                if bytes > FETCH_MAX_BYTES && !batch.is_empty() {
-                    break;
-                }
-                batch.push(row);
-            }
-            // Still under the reader: a later read would forget results
-            // committed while this query ran.
-            batch.retain(|q| !deliveries.delivered(q.id));
-            Ok(batch)
-        })
-    }
-
     /// Why the store cannot commit received messages or delivery results
     /// (a full disk, a damaged file), while it cannot; `None` otherwise.
     /// They are safe in the inbound and delivery logs and tried again
@@ -431,72 +329,6 @@ impl Store {
     /// Wakes the item draining this queue (e.g. after a resend or a restart).
     pub fn wake(&self, production: &str, item: &str) {
         self.inner.queues.get(production, item).notify.notify_one();
-    }
-
-    /// One header, for inspection.
-    pub fn header(&self, id: i64) -> Result<Option<Header>, StoreError> {
-        self.read(|c| c.query_row(&format!("{HEADER_SELECT} WHERE id = ?1"), [id], header_row).optional())
-    }
-
-    /// All headers of a session, in order: the trace of one inbound message.
-    pub fn session(&self, session_id: i64) -> Result<Vec<Header>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare(&format!("{HEADER_SELECT} WHERE session_id = ?1 ORDER BY id"))?;
-            let rows = stmt.query_map([session_id], header_row)?;
-            rows.collect()
-        })
-    }
-
-    /// The body a header points at.
-    pub fn body(&self, header_id: i64) -> Result<Option<Bytes>, StoreError> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT b.data FROM header h JOIN body b ON b.id = h.body_id WHERE h.id = ?1",
-                [header_id],
-                |r| r.get::<_, Vec<u8>>(0).map(Bytes::from),
-            )
-            .optional()
-        })
-    }
-
-    /// The reply stored with a header, if any.
-    pub fn reply(&self, header_id: i64) -> Result<Option<Bytes>, StoreError> {
-        self.read(|c| {
-            c.query_row("SELECT data FROM reply WHERE header_id = ?1", [header_id], |r| {
-                r.get::<_, Vec<u8>>(0).map(Bytes::from)
-            })
-            .optional()
-        })
-    }
-
-    /// The most recent events, newest first.
-    pub fn recent_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(|c| {
-            let mut stmt =
-                c.prepare("SELECT at, level, production, item, kind, text FROM event ORDER BY id DESC LIMIT ?1")?;
-            let rows = stmt.query_map([limit as i64], |r| {
-                Ok(StoredEvent {
-                    at: r.get(0)?,
-                    level: r.get(1)?,
-                    production: r.get(2)?,
-                    item: r.get(3)?,
-                    kind: r.get(4)?,
-                    text: r.get(5)?,
-                })
-            })?;
-            rows.collect()
-        })
-    }
-
-    /// Counts headers by status (for tests and the UI).
-    pub fn count_by_status(&self, production: &str, item: &str, status: Status) -> Result<u64, StoreError> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM header WHERE production = ?1 AND target = ?2 AND status = ?3",
-                params![production, item, status.as_str()],
-                |r| r.get::<_, i64>(0).map(|n| n as u64),
-            )
-        })
     }
 
     /// Removes finished headers (with replies), unreferenced bodies and
@@ -561,30 +393,14 @@ impl Store {
     }
 }
 
-const HEADER_SELECT: &str = "SELECT id, session_id, parent_id, production, source, target, status, control_id, message_type, attempts, error_text FROM header";
-
-fn header_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Header> {
-    let status: String = r.get(6)?;
-    Ok(Header {
-        id: r.get(0)?,
-        session_id: r.get(1)?,
-        parent_id: r.get(2)?,
-        production: r.get(3)?,
-        source: r.get(4)?,
-        target: r.get(5)?,
-        status: Status::parse(&status).unwrap_or(Status::Error),
-        control_id: r.get(7)?,
-        message_type: r.get(8)?,
-        attempts: r.get::<_, i64>(9)? as u32,
-        error: r.get(10)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use bytes::Bytes;
+
     use super::model::BOOKKEEPING_BYTES;
+    use super::read::FETCH_QUEUE_SQL;
     use super::*;
 
     /// A received ADT^A01 with control id `M<n>` for the operation `Out`.
