@@ -17,6 +17,70 @@
 //! one fsync. A received message takes a shorter way to the disk, the
 //! inbound log, and is committed after it is acknowledged (see
 //! [`Store::receive_inbound`]).
+//!
+//! # Inside the store
+//!
+//! A received message goes to the inbound log's thread (`inbound_log`),
+//! which appends it to the log, syncs it with `durability: full`, lets the
+//! caller acknowledge it, and hands it to the writer. Acknowledging after a
+//! commit would put the whole commit in front of every ACK; this way an ACK
+//! waits only for an append and an fdatasync shared by everything received
+//! meanwhile. The bound on bytes handed over and not yet committed, and how
+//! far the writer has committed the log, are shared through `progress`.
+//!
+//! Every write reaches the writer thread (`writer`) as an operation of the
+//! write protocol (`protocol`). SQLite takes one writer at a time, so one
+//! thread writes: it gathers whatever is waiting into a group, applies the
+//! group in one transaction (`group`, with each operation's SQL in `sql`),
+//! commits once, moves the queue depth counters (`queues`) and answers
+//! each caller, at once or, for a write that must survive a power cut,
+//! after the sync thread has synced the write-ahead log (`disk`). Many
+//! callers thus share one transaction and one fsync. If one operation
+//! fails, the group is redone with a savepoint per operation; a received
+//! message or a delivery result that still cannot be committed is held and
+//! tried again, in order.
+//!
+//! A delivery result can also be noted in the delivery log
+//! (`delivery_log`), so that an operation need not wait its turn in the
+//! writer behind groups of received messages before it sends the next
+//! message; the writer commits it in the background, and queue reads leave
+//! out the messages whose results are noted and not yet committed.
+//!
+//! Reads (`read`) run on a connection of their own and never wait for the
+//! writer. Checkpoints run on another, in their own thread (`disk`), so that
+//! copying the write-ahead log into the database never holds up a commit.
+//! When the store opens, what the previous run noted or acknowledged
+//! without committing it is committed before anything else runs
+//! (`recovery`). The rest: the public types (`model`, `error`), the
+//! answers to pending commits (`pending`), the names of the files
+//! (`files`) and the schema with its migrations (`schema`).
+//!
+//! # What the store offers
+//!
+//! These operations make up the store for its callers, so they are what a
+//! second backend would have to provide:
+//!
+//! - receiving: [`Store::receive_inbound`], [`Store::receive_inbound_then`],
+//!   [`Store::commit_inbound`];
+//! - taking the next batch of a queue: [`Store::fetch_queue`],
+//!   [`Store::fetch_queue_after`], [`Store::mark_delivering`],
+//!   [`Store::begin_mark_delivering`], with [`Store::queue_depth`],
+//!   [`Store::queued_notification`], [`Store::queue_depths_changed`] and
+//!   [`Store::wake`];
+//! - routing and finishing: [`Store::commit_routed`],
+//!   [`Store::commit_routed_all`], [`Store::finish`],
+//!   [`Store::note_finished`], [`Store::requeue`], [`Store::requeue_item`],
+//!   [`Store::resend`];
+//! - message search and detail: [`Store::header`], [`Store::session`],
+//!   [`Store::body`], [`Store::reply`], [`Store::count_by_status`];
+//! - events: [`Store::record_event`], [`Store::log_event`],
+//!   [`Store::recent_events`];
+//! - operator state: [`Store::set_commanded_state`],
+//!   [`Store::commanded_state`], [`Store::set_item_enabled`],
+//!   [`Store::item_enabled`], [`Store::replace_discovery_topics`],
+//!   [`Store::discovery_topics`];
+//! - keeping the store: [`Store::open`], [`Store::close`], [`Store::purge`],
+//!   [`Store::size_on_disk`], [`Store::commit_trouble`].
 
 mod delivery_log;
 mod disk;

@@ -3,7 +3,7 @@
 //! one operation fails, the group is redone with each operation in its own
 //! savepoint, so that one failure does not undo the others.
 //!
-//! Header ids are chosen here (the writer is the only one inserting them),
+//! Header ids are chosen by the writer (the only one inserting them),
 //! queue depth counters are updated in the same transaction as the headers
 //! they count, and checkpoints run on a thread of their own.
 //!
@@ -20,6 +20,11 @@
 //! changes (a delivery finished, a message routed) are answered right after
 //! the commit: losing one to a power cut means the message is delivered
 //! again, which at-least-once delivery allows.
+//!
+//! This module is the loop alone: what goes into a group, when it is
+//! committed, how each caller is answered and what is held back. Applying
+//! a group is in `group`, the SQL of each operation in `sql`, and the sync
+//! and checkpoint threads it starts in `disk`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
