@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use switchboard::store::{
-    Durability, Event, EventLevel, Finished, InlineRoute, NewInbound, RouteDecision, Routed, RoutedOutput, Status,
-    Store, StoreOptions,
+    Commanded, Durability, Event, EventLevel, Finished, InlineRoute, NewInbound, RouteDecision, Routed, RoutedOutput,
+    Status, Store, StoreOptions,
 };
 
 fn inbound(n: usize, targets: &[&str]) -> NewInbound {
@@ -455,8 +455,8 @@ async fn commanded_state_item_flags_and_events_persist() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     assert_eq!(store.commanded_state("adt").unwrap(), None);
-    store.set_commanded_state("adt", "stopped").await.unwrap();
-    store.set_commanded_state("adt", "running").await.unwrap();
+    store.set_commanded_state("adt", Commanded::Stopped).await.unwrap();
+    store.set_commanded_state("adt", Commanded::Running).await.unwrap();
     store.set_item_enabled("adt", "Lab out", false).await.unwrap();
     store
         .record_event(Event {
@@ -470,7 +470,7 @@ async fn commanded_state_item_flags_and_events_persist() {
         .unwrap();
     store.close().await;
     let store = open(&dir);
-    assert_eq!(store.commanded_state("adt").unwrap().as_deref(), Some("running"));
+    assert_eq!(store.commanded_state("adt").unwrap(), Some(Commanded::Running));
     assert_eq!(store.item_enabled("adt", "Lab out").unwrap(), Some(false));
     assert_eq!(store.item_enabled("adt", "ADT in").unwrap(), None);
     let events = store.recent_events(10).unwrap();

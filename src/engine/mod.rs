@@ -37,7 +37,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Problem};
-use crate::store::{Event, EventLevel, Store, StoreError};
+use crate::store::{Commanded, Event, EventLevel, Store, StoreError};
 use items::ItemSpec;
 use production::{ItemSlot, Production, ProductionShared};
 use replies::ReplyBoard;
@@ -286,10 +286,9 @@ impl Engine {
                     None
                 }
             };
-            let start = match commanded.as_deref() {
-                Some("stopped") => false,
-                Some(_) => production.config.autostart,
-                None => production.config.autostart,
+            let start = match commanded {
+                Some(Commanded::Stopped) => false,
+                Some(Commanded::Running) | None => production.config.autostart,
             };
             if start {
                 let _guard = production.commands.lock().await;
@@ -386,7 +385,7 @@ impl Engine {
     pub async fn start_production(&self, id: &str, source: CommandSource) -> Result<(), ControlError> {
         let production = self.production(id)?;
         let _guard = production.commands.lock().await;
-        self.inner.store.set_commanded_state(id, "running").await?;
+        self.inner.store.set_commanded_state(id, Commanded::Running).await?;
         if production.shared.state() == ProductionState::Stopped {
             production.start().await;
             self.event(id, "start", "production started".into(), source);
@@ -398,7 +397,7 @@ impl Engine {
     pub async fn stop_production(&self, id: &str, source: CommandSource) -> Result<(), ControlError> {
         let production = self.production(id)?;
         let _guard = production.commands.lock().await;
-        self.inner.store.set_commanded_state(id, "stopped").await?;
+        self.inner.store.set_commanded_state(id, Commanded::Stopped).await?;
         if production.shared.state() != ProductionState::Stopped {
             production.stop().await;
             self.event(id, "stop", "production stopped".into(), source);

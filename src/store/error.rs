@@ -6,6 +6,7 @@ use thiserror::Error;
 
 /// Store failures. None carries message content.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// SQLite reported an error.
     #[error("database error: {0}")]

@@ -120,8 +120,8 @@ use writer::Writer;
 
 pub use error::StoreError;
 pub use model::{
-    Committed, Durability, Event, EventLevel, Finished, Header, InlineRoute, NewInbound, PurgeStats, Queued, Recovered,
-    RouteDecision, Routed, RoutedOutput, Status, StoreOptions, StoredEvent,
+    Commanded, Committed, Durability, Event, EventLevel, Finished, Header, InlineRoute, NewInbound, PurgeStats, Queued,
+    Recovered, RouteDecision, Routed, RoutedOutput, Status, StoreOptions, StoredEvent,
 };
 pub use pending::Pending;
 pub use read::FETCH_MAX_BYTES;
@@ -344,9 +344,9 @@ impl Store {
     }
 
     /// Remembers the last state an operator commanded for a production.
-    pub async fn set_commanded_state(&self, production: &str, state: &str) -> Result<(), StoreError> {
-        let (p, s) = (production.to_owned(), state.to_owned());
-        self.submit(|reply| Op::Commanded(p, s, reply)).await
+    pub async fn set_commanded_state(&self, production: &str, state: Commanded) -> Result<(), StoreError> {
+        let p = production.to_owned();
+        self.submit(|reply| Op::Commanded(p, state, reply)).await
     }
 
     /// Remembers an item's enabled flag set at run time.

@@ -249,6 +249,31 @@ pub struct Header {
     pub error: Option<String>,
 }
 
+/// The state an operator last commanded for a production, kept across
+/// restarts: a production stopped by hand stays stopped after one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commanded {
+    /// Started (or left to start with `autostart`).
+    Running,
+    /// Stopped by an operator.
+    Stopped,
+}
+
+impl Commanded {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    /// Reads the stored spelling; anything else (a file written by another
+    /// version) counts as running, which leaves `autostart` to decide.
+    pub(super) fn parse(text: &str) -> Self {
+        if text == "stopped" { Self::Stopped } else { Self::Running }
+    }
+}
+
 /// Severity of an event log entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventLevel {

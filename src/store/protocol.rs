@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::delivery_log::DeliveryLog;
 use super::error::StoreError;
-use super::model::{Committed, Event, Finished, NewInbound, PurgeStep, Routed};
+use super::model::{Commanded, Committed, Event, Finished, NewInbound, PurgeStep, Routed};
 use super::pending::CommitNotice;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -38,7 +38,7 @@ pub(super) enum Op {
     RequeueItem(String, String, Reply<()>),
     Resend(i64, Reply<bool>),
     Event(Event, Option<Reply<()>>),
-    Commanded(String, String, Reply<()>),
+    Commanded(String, Commanded, Reply<()>),
     ItemEnabled(String, String, bool, Reply<()>),
     DiscoveryTopics(Vec<String>, Reply<()>),
     PurgeBatch {

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::Store;
 use super::error::StoreError;
-use super::model::{Header, Queued, Status, StoredEvent};
+use super::model::{Commanded, Header, Queued, Status, StoredEvent};
 
 /// The most bytes of bodies [`Store::fetch_queue`] hands out at a time, so
 /// that a queue of large messages (images or documents inside ORU) is not
@@ -35,11 +35,12 @@ impl Store {
     }
 
     /// The last commanded state of a production, if any.
-    pub fn commanded_state(&self, production: &str) -> Result<Option<String>, StoreError> {
-        self.read(|c| {
+    pub fn commanded_state(&self, production: &str) -> Result<Option<Commanded>, StoreError> {
+        let text: Option<String> = self.read(|c| {
             c.query_row("SELECT commanded FROM production_state WHERE production = ?1", [production], |r| r.get(0))
                 .optional()
-        })
+        })?;
+        Ok(text.as_deref().map(Commanded::parse))
     }
 
     /// An item's enabled flag set at run time, if any.

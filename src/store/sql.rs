@@ -116,7 +116,7 @@ pub(super) fn apply(
             tx.execute(
                 "INSERT INTO production_state (production, commanded, at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(production) DO UPDATE SET commanded = excluded.commanded, at = excluded.at",
-                params![production, state, now_millis()],
+                params![production, state.as_str(), now_millis()],
             )
             .map(drop),
         ),
