@@ -22,3 +22,5 @@ pub mod hl7;
 pub mod mllp;
 pub mod store;
 pub mod tls;
+
+mod sync;

@@ -658,7 +658,7 @@ async fn a_removed_item_gets_an_empty_retained_config_at_the_next_start() {
     let first: Vec<String> = {
         let deadline = Instant::now() + WAIT;
         loop {
-            let stored = engine.store().discovery_topics().unwrap();
+            let stored = engine.store().published_topics().list().unwrap();
             if archive_topics.iter().all(|t| stored.contains(t)) {
                 break stored;
             }
@@ -688,7 +688,7 @@ async fn a_removed_item_gets_an_empty_retained_config_at_the_next_start() {
         .await;
     let deadline = Instant::now() + WAIT;
     loop {
-        let stored = engine.store().discovery_topics().unwrap();
+        let stored = engine.store().published_topics().list().unwrap();
         if stored.len() == first.len() - archive_topics.len() && !archive_topics.iter().any(|t| stored.contains(t)) {
             break;
         }

@@ -15,6 +15,7 @@ use super::items::ItemSpec;
 use super::production::{ItemSlot, ProductionShared};
 use super::status::{ItemState, ItemStats};
 use crate::store::{EventLevel, Queued, Status, Store};
+use crate::sync::LockExt as _;
 use crate::tls::TlsConfigHandle;
 
 /// Tells the production that the item has started (a service listens) or
@@ -117,7 +118,7 @@ impl ItemCtx {
     /// Tells the production that start-up finished (a service listens, or
     /// could not).
     pub(crate) fn ready(&self, result: Result<(), String>) {
-        if let Some(tx) = self.ready.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(tx) = self.ready.lock_unpoisoned().take() {
             let _ = tx.send(result);
         }
     }

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Problem};
 use crate::store::{Commanded, Event, EventLevel, Store, StoreError};
+use crate::sync::LockExt as _;
 use items::ItemSpec;
 use production::{ItemSlot, Production, ProductionShared};
 use replies::ReplyBoard;
@@ -309,7 +310,7 @@ impl Engine {
             let problems: Vec<&str> = status.problems.iter().map(|f| f.message.as_str()).collect();
             tracing::warn!(tls = %status.name, "certificate problems: {}", problems.join("; "));
         }
-        *self.inner.certificates.lock().unwrap_or_else(|e| e.into_inner()) = statuses;
+        *self.inner.certificates.lock_unpoisoned() = statuses;
         self.inner.hub.touch();
     }
 
@@ -467,7 +468,7 @@ impl Engine {
             started_at: self.inner.started_at,
             productions: self.inner.productions.iter().map(|p| p.shared.status()).collect(),
             store_bytes: self.inner.store.size_on_disk(),
-            certificates: self.inner.certificates.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            certificates: self.inner.certificates.lock_unpoisoned().clone(),
         }
     }
 
@@ -481,9 +482,17 @@ impl Engine {
         self.inner.hub.changes()
     }
 
-    /// The store, for reading messages and events.
+    /// The store, for reading messages and events. Clients of the engine
+    /// change it only through the control API, [`log_event`](Self::log_event)
+    /// and, for the MQTT bridge, [`Store::published_topics`].
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Writes an entry to the event log, such as a command a client
+    /// handled itself (a command that changed nothing).
+    pub fn log_event(&self, event: Event) {
+        self.inner.store.log_event(event);
     }
 
     /// The production ids, in file order.

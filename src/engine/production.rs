@@ -13,6 +13,7 @@ use super::replies::ReplyBoard;
 use super::status::{ItemState, ItemStats, ItemStatus, ProductionState, ProductionStatus, StatusChange, StatusHub};
 use crate::config::{ItemRole, KindTag, ProductionConfig};
 use crate::store::{Event, EventLevel, Store};
+use crate::sync::LockExt as _;
 use crate::tls::TlsConfigHandle;
 
 /// How long a service may take to report that it listens.
@@ -48,11 +49,11 @@ impl ProductionShared {
     }
 
     pub(crate) fn state(&self) -> ProductionState {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+        *self.state.lock_unpoisoned()
     }
 
     fn set_state(&self, state: ProductionState) {
-        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.state.lock_unpoisoned();
         if *guard == state {
             return;
         }
@@ -195,7 +196,7 @@ impl ItemSlot {
             ItemRole::Operation => production.deliveries.spawn(items::run(ctx)),
             ItemRole::Service | ItemRole::Process => tokio::spawn(items::run(ctx)),
         };
-        *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(ItemTask { cancel, handle });
+        *self.task.lock_unpoisoned() = Some(ItemTask { cancel, handle });
         match tokio::time::timeout(READY_TIMEOUT, ready_rx).await {
             Ok(Ok(Ok(()))) => production.item_state(self, ItemState::Running, None),
             Ok(Ok(Err(error))) => production.item_state(self, ItemState::Error, Some(error)),
@@ -208,7 +209,7 @@ impl ItemSlot {
     /// current message; a task that does not is aborted and its taken
     /// messages go back to the queue.
     pub(crate) async fn stop(&self, production: &ProductionShared, timeout: Duration, final_state: ItemState) {
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = self.task.lock_unpoisoned().take();
         if let Some(ItemTask { cancel, mut handle }) = task {
             cancel.cancel();
             if tokio::time::timeout(timeout, &mut handle).await.is_err() {

@@ -9,6 +9,7 @@
 //! rest are counted, and the next line that goes through says how many
 //! were left out. Nothing is lost but the repetition.
 
+use crate::sync::LockExt as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -63,7 +64,7 @@ impl RateLimit {
 
     /// [`check`](Self::check) at a given time, so that tests need no clock.
     pub(crate) fn check_at(&self, now: Instant) -> Option<Pass> {
-        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let mut window = self.window.lock_unpoisoned();
         if window.started.is_none_or(|started| now.saturating_duration_since(started) >= self.interval) {
             window.started = Some(now);
             window.passed = 0;
@@ -80,7 +81,7 @@ impl RateLimit {
     /// Takes the count of lines held back and not yet reported, for a last
     /// line when the source of the warnings goes away.
     pub(crate) fn take_suppressed(&self) -> u64 {
-        std::mem::take(&mut self.window.lock().unwrap_or_else(|e| e.into_inner()).suppressed)
+        std::mem::take(&mut self.window.lock_unpoisoned().suppressed)
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::sync::LockExt as _;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
@@ -39,7 +40,7 @@ impl ReplyBoard {
         if !self.enabled {
             return;
         }
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.slots.lock_unpoisoned();
         slots.retain(|_, s| !matches!(s, Slot::Arrived(_, at) if at.elapsed() > KEEP));
         match slots.remove(&session) {
             Some(Slot::Waiting(tx)) => {
@@ -57,7 +58,7 @@ impl ReplyBoard {
     /// Waits up to `timeout` for the session's first reply.
     pub(crate) async fn wait(&self, session: i64, timeout: Duration) -> Option<Bytes> {
         let rx = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slots = self.slots.lock_unpoisoned();
             if let Some(Slot::Arrived(reply, _)) = slots.remove(&session) {
                 return Some(reply);
             }
@@ -67,7 +68,7 @@ impl ReplyBoard {
         };
         let reply = tokio::time::timeout(timeout, rx).await.ok().and_then(Result::ok);
         if reply.is_none() {
-            self.slots.lock().unwrap_or_else(|e| e.into_inner()).remove(&session);
+            self.slots.lock_unpoisoned().remove(&session);
         }
         reply
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::config::{ItemRole, KindTag};
+use crate::sync::LockExt as _;
 use tokio::sync::{Notify, broadcast, watch};
 
 /// The shortest time between two published snapshots: counters of a busy
@@ -134,13 +135,13 @@ impl ItemStats {
 
     /// The state and the last error.
     pub fn state(&self) -> (ItemState, Option<String>) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state.lock_unpoisoned().clone()
     }
 
     /// Sets the state; returns true when it changed. `error` replaces the
     /// last error only when given.
     pub(crate) fn set_state(&self, state: ItemState, error: Option<String>) -> bool {
-        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.state.lock_unpoisoned();
         let changed = guard.0 != state || (error.is_some() && guard.1 != error);
         guard.0 = state;
         if error.is_some() {

@@ -34,7 +34,7 @@ use super::settings::{Broker, BrokerSource, HaSettings};
 use super::states::{RateMeter, States, state_topic_for_command};
 use super::supervisor;
 use crate::engine::{CommandSource, Engine, EngineStatus, ProductionState};
-use crate::store::{Event, EventLevel};
+use crate::store::{Event, EventLevel, PublishedTopics};
 
 /// How often pending publications are retried and the rate sampled.
 const TICK: Duration = Duration::from_millis(100);
@@ -301,6 +301,9 @@ enum Pending {
 
 struct Bridge {
     engine: Engine,
+    /// The topics published last: the one part of the store the bridge
+    /// writes.
+    published: PublishedTopics,
     naming: Naming,
     discovery: Discovery,
     topics: BTreeSet<String>,
@@ -352,6 +355,7 @@ impl Bridge {
             command_state: state_topic_for_command(&discovery),
             discovery,
             states,
+            published: engine.store().published_topics(),
             engine,
             naming,
             client,
@@ -483,7 +487,7 @@ impl Bridge {
         self.scan_until = Some(now + SCAN);
 
         // Configs published before that match no entity any more.
-        let previous = match self.engine.store().discovery_topics() {
+        let previous = match self.published.list() {
             Ok(topics) => topics,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the discovery topics published before");
@@ -576,7 +580,7 @@ impl Bridge {
             return;
         }
         if action == Action::Republish {
-            self.engine.store().log_event(Event {
+            self.engine.log_event(Event {
                 level: EventLevel::Info,
                 production: None,
                 item: None,
@@ -619,10 +623,10 @@ impl Bridge {
                 }
                 Pending::Pause(pause) => self.not_before = now + pause,
                 Pending::StoreTopics => {
-                    let store = self.engine.store().clone();
+                    let published = self.published.clone();
                     let topics: Vec<String> = self.topics.iter().cloned().collect();
                     tokio::spawn(async move {
-                        if let Err(e) = store.replace_discovery_topics(topics).await {
+                        if let Err(e) = published.replace(topics).await {
                             tracing::warn!(error = %e, "cannot store the discovery topics published");
                         }
                     });
@@ -727,7 +731,7 @@ async fn execute(engine: &Engine, action: Action) {
     let status = engine.status();
     let noop = |production: &str, item: Option<&str>, text: String| {
         tracing::info!(%production, "{text}");
-        engine.store().log_event(Event {
+        engine.log_event(Event {
             level: EventLevel::Info,
             production: Some(production.to_owned()),
             item: item.map(str::to_owned),
@@ -773,7 +777,7 @@ async fn execute(engine: &Engine, action: Action) {
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, ?action, "MQTT command failed");
-        engine.store().log_event(Event {
+        engine.log_event(Event {
             level: EventLevel::Warning,
             production: None,
             item: None,

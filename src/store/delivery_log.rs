@@ -32,6 +32,7 @@ use bytes::Bytes;
 
 use super::files::beside;
 use super::model::{Finished, Status};
+use crate::sync::LockExt as _;
 
 /// Fixed part of a record: magic, status, attempts (u32), header id (i64),
 /// reply length and error length (u32, `u32::MAX` for none). The reply and
@@ -257,7 +258,7 @@ impl DeliveryLog {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock_unpoisoned()
     }
 }
 

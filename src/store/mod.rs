@@ -77,8 +77,8 @@
 //!   [`Store::recent_events`];
 //! - operator state: [`Store::set_commanded_state`],
 //!   [`Store::commanded_state`], [`Store::set_item_enabled`],
-//!   [`Store::item_enabled`], [`Store::replace_discovery_topics`],
-//!   [`Store::discovery_topics`];
+//!   [`Store::item_enabled`], and the MQTT bridge's memory of what it
+//!   published, [`Store::published_topics`];
 //! - keeping the store: [`Store::open`], [`Store::close`], [`Store::purge`],
 //!   [`Store::size_on_disk`], [`Store::commit_trouble`].
 
@@ -92,6 +92,7 @@ mod model;
 mod pending;
 mod progress;
 mod protocol;
+mod published;
 mod queues;
 mod read;
 mod recovery;
@@ -118,12 +119,14 @@ use queues::Queues;
 use sql::now_millis;
 use writer::Writer;
 
+use crate::sync::LockExt as _;
 pub use error::StoreError;
 pub use model::{
     Commanded, Committed, Durability, Event, EventLevel, Finished, Header, InlineRoute, NewInbound, PurgeStats, Queued,
     Recovered, RouteDecision, Routed, RoutedOutput, Status, StoreOptions, StoredEvent,
 };
 pub use pending::Pending;
+pub use published::PublishedTopics;
 pub use read::FETCH_MAX_BYTES;
 pub use schema::SCHEMA_VERSION;
 
@@ -355,9 +358,10 @@ impl Store {
         self.submit(|reply| Op::ItemEnabled(p, i, enabled, reply)).await
     }
 
-    /// Replaces the list of Home Assistant discovery topics published.
-    pub async fn replace_discovery_topics(&self, topics: Vec<String>) -> Result<(), StoreError> {
-        self.submit(|reply| Op::DiscoveryTopics(topics, reply)).await
+    /// The Home Assistant discovery topics the MQTT bridge published last:
+    /// the one part of the store the bridge writes.
+    pub fn published_topics(&self) -> PublishedTopics {
+        PublishedTopics::new(self.clone())
     }
 
     /// Why the store cannot commit received messages or delivery results
@@ -445,12 +449,12 @@ impl Store {
         // the writer is told to stop.
         self.inner.progress.in_flight.close();
         let _ = self.inner.log.send(inbound_log::Request::Shutdown).await;
-        let thread = self.inner.log_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let thread = self.inner.log_thread.lock_unpoisoned().take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         let _ = self.inner.ops.send(Op::Shutdown).await;
-        let handle = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = self.inner.writer.lock_unpoisoned().take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }

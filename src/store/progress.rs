@@ -7,6 +7,7 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::{Condvar, Mutex};
 
+use crate::sync::LockExt as _;
 use tokio::sync::watch;
 
 /// Bytes of received messages the writer has been handed and not yet
@@ -53,7 +54,7 @@ impl InFlight {
     /// Waits until `n` more bytes fit; a batch always fits when nothing
     /// else is in flight.
     pub(super) fn reserve(&self, n: usize) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock_unpoisoned();
         while state.bytes > 0 && state.bytes + n > IN_FLIGHT_BYTES && !state.closing {
             state = self.space.wait(state).unwrap_or_else(|e| e.into_inner());
         }
@@ -62,7 +63,7 @@ impl InFlight {
 
     /// Called by the writer once messages of `n` bytes are committed.
     pub(super) fn release(&self, n: usize) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock_unpoisoned();
         state.bytes = state.bytes.saturating_sub(n);
         self.space.notify_all();
     }
@@ -71,7 +72,7 @@ impl InFlight {
     /// finish when the store closes while the writer cannot commit (its
     /// messages then wait in the log for the next start).
     pub(super) fn close(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock_unpoisoned();
         state.closing = true;
         self.space.notify_all();
     }
@@ -79,7 +80,7 @@ impl InFlight {
     /// Bytes in flight now.
     #[cfg(test)]
     pub(super) fn bytes(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).bytes
+        self.state.lock_unpoisoned().bytes
     }
 }
 

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use super::Store;
 use super::error::StoreError;
 use super::model::{Commanded, Header, Queued, Status, StoredEvent};
+use crate::sync::LockExt as _;
 
 /// The most bytes of bodies [`Store::fetch_queue`] hands out at a time, so
 /// that a queue of large messages (images or documents inside ORU) is not
@@ -30,7 +31,7 @@ pub(super) const FETCH_QUEUE_SQL: &str = "SELECT h.id, h.session_id, b.data, h.c
 
 impl Store {
     pub(super) fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let conn = self.inner.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = self.inner.reader.lock_unpoisoned();
         Ok(f(&conn)?)
     }
 
@@ -50,15 +51,6 @@ impl Store {
                 r.get::<_, i64>(0).map(|v| v != 0)
             })
             .optional()
-        })
-    }
-
-    /// The Home Assistant discovery topics published, in order.
-    pub fn discovery_topics(&self) -> Result<Vec<String>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare("SELECT topic FROM discovery_topic ORDER BY topic")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect()
         })
     }
 
