@@ -15,7 +15,8 @@ use rustls_pki_types::{CertificateDer, ServerName};
 
 use super::error::{TlsError, TlsErrorKind};
 use super::pem::{self, PasswordSource};
-use super::verify::{AcceptAnyServer, ServerVerifier};
+use super::verify::ServerVerifier;
+use super::verify::danger::AcceptAnyServer;
 use crate::config::{TlsConfig, TlsRole, TlsVersion, VerifyPeer};
 
 /// Where a client without `ca_file` looks for the system's authorities, after

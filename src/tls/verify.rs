@@ -84,47 +84,54 @@ impl ServerCertVerifier for ServerVerifier {
     }
 }
 
-/// The server verifier of a client with `verify_peer: none`: any
-/// certificate is accepted (the handshake signatures are still checked, so
-/// the session is encrypted to whoever answered). Fit for tests only; the
-/// configuration loader warns about it.
-#[derive(Debug)]
-pub(crate) struct AcceptAnyServer {
-    pub(crate) provider: Arc<CryptoProvider>,
-}
+/// Verifiers that check less than a peer should: each used only where a
+/// configuration asks for it in so many words, and named so that no one
+/// reaches for one by accident.
+pub(crate) mod danger {
+    use super::*;
 
-impl ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+    /// The server verifier of a client with `verify_peer: none`: any
+    /// certificate is accepted (the handshake signatures are still checked, so
+    /// the session is encrypted to whoever answered). Fit for tests only; the
+    /// configuration loader warns about it.
+    #[derive(Debug)]
+    pub(crate) struct AcceptAnyServer {
+        pub(crate) provider: Arc<CryptoProvider>,
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
+    impl ServerCertVerifier for AcceptAnyServer {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        }
 
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider.signature_verification_algorithms.supported_schemes()
+        }
     }
 }
 
