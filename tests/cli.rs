@@ -317,8 +317,9 @@ fn send_fails_on_negative_ack_and_on_connection_error() {
     let text = stdout(&out);
     assert!(text.contains("NAK1\tAE\t") && text.contains("Date of birth in PID.7 must not be empty"), "{text}");
 
-    // A port nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    // A port nobody listens on: one below the ephemeral range, which no
+    // test binding port 0 can be handed meanwhile.
+    let closed = common::free_port().to_string();
     let out = switchboard(&["send", "--port", &closed, "--timeout", "2s", &ok]);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
@@ -530,8 +531,11 @@ fn run_names_a_message_no_rule_matched_by_its_control_id() {
 
 #[test]
 fn check_warns_about_a_port_another_program_holds() {
-    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = held.local_addr().unwrap().port();
+    // A port below the ephemeral range: released, it must stay free, and one
+    // in that range can be taken at once as the local port of a connection
+    // (of this process or any other).
+    let port = common::free_port();
+    let held = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("productions.yaml");
     let yaml = format!(
