@@ -6,9 +6,6 @@
 //! runs, interoperability with `openssl s_client` and `s_server`, and the
 //! certificate status the engine publishes.
 
-mod ports;
-
-use ports::free_ports;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -27,6 +24,8 @@ use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::ports::free_ports;
 
 /// The longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(5);

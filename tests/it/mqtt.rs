@@ -5,18 +5,11 @@
 //! restart in the middle of traffic, and the broker found through the
 //! Supervisor's services API. Everything runs on 127.0.0.1.
 
-#[allow(dead_code)]
-mod common;
-#[allow(dead_code)]
-mod mqtt_support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Receiver, free_port};
-use mqtt_support::*;
 use serde_json::{Value, json};
 use switchboard::engine::{Engine, EngineStatus, ProductionState};
 use switchboard::ha::{self, Broker, BrokerSource, HaSettings, Secret};
@@ -25,6 +18,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::common::{self, Receiver, free_port};
+use crate::mqtt_support::*;
 
 // ---------------------------------------------------------------------------
 // A broker, a proxy in front of it, and a client that records everything

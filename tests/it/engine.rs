@@ -3,21 +3,20 @@
 //! with short timeouts, and scripted receivers standing in for downstream
 //! systems.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use futures_util::StreamExt as _;
 use switchboard::engine::{CommandSource, ItemState, ProductionState, StatusChange};
 use switchboard::mllp::ClientError;
 use switchboard::store::{Status, Store, StoreOptions};
 use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
+
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 /// The reply code actions used when the setting is empty.

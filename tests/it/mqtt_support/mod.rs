@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::hl7;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use switchboard::hl7::{Message, Reply};
 use switchboard::mllp::MllpClient;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::common::hl7;
 
 /// How long any wait in these tests may take: counters go out at most
 /// every 15 s, so a count is seen up to 15 s after it changed.

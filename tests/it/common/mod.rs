@@ -21,9 +21,7 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-#[path = "../ports/mod.rs"]
-mod ports;
-pub use ports::free_port;
+pub use crate::ports::free_port;
 
 /// The production id every test configuration uses.
 pub const PRODUCTION: &str = "p";

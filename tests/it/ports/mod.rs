@@ -5,8 +5,8 @@
 //! 60999 on Linux), the range outgoing connections take their local ports
 //! from: between the check and the bind that uses the port, a connection
 //! made by a test running in parallel can take it. Ports below that range
-//! are only taken by an explicit bind, and a counter keeps the tests of one
-//! binary from being handed the same port twice.
+//! are only taken by an explicit bind, and a counter keeps the tests from
+//! being handed the same port twice.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,11 +15,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 const FIRST: u32 = 20_000;
 const COUNT: u32 = 12_000;
 
-/// A port on 127.0.0.1 that no other test of this binary has been given
-/// and that was free a moment ago.
+/// A port on 127.0.0.1 that no other test has been given and that was free
+/// a moment ago.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    // Binaries run side by side start in different places.
+    // Test processes run side by side (another checkout's, say) start in
+    // different places.
     let start = std::process::id() % COUNT;
     for _ in 0..COUNT {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -32,7 +33,6 @@ pub fn free_port() -> u16 {
 }
 
 /// `N` different free ports.
-#[allow(dead_code)] // Not every test binary needs several at once.
 pub fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|_| free_port())
 }

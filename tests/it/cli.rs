@@ -1,9 +1,6 @@
 //! The `switchboard` command line, run as a user would: `parse` on the
 //! fixtures, `send` against a real MLLP listener on loopback.
 
-#[allow(dead_code)]
-mod common;
-
 use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -13,6 +10,8 @@ use switchboard::hl7::{AckBuilder, AckCode, Message};
 use switchboard::mllp::{MllpCodec, MllpFrame};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
+
+use crate::common;
 
 fn switchboard(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_switchboard")).args(args).output().unwrap()

@@ -10,9 +10,6 @@
 //! so every run kills on the same schedule relative to the traffic) while
 //! messages flow in both directions.
 
-mod ports;
-
-use ports::free_port;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader};
@@ -27,6 +24,8 @@ use switchboard::hl7::{AckBuilder, AckCode, Message, Reply};
 use switchboard::mllp::{MllpClient, MllpCodec, MllpFrame};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
+
+use crate::ports::free_port;
 
 /// How many times the engine is killed.
 const KILLS: usize = 5;

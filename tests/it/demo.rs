@@ -2,15 +2,14 @@
 //! machine (creating their test certificates), take a message over MLLP,
 //! pass it over the mutual-TLS hop to the lab system, and stop cleanly.
 
-mod ports;
-
-use ports::free_port;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchboard::hl7::{Message, Reply};
 use switchboard::mllp::MllpClient;
+
+use crate::ports::free_port;
 
 struct Engine(Child);
 

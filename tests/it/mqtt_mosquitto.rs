@@ -9,21 +9,17 @@
 //! `SWITCHBOARD_TEST_REQUIRE_MOSQUITTO` is set (`.ci/run` installs Mosquitto
 //! and sets it, so that CI cannot skip the test).
 
-#[allow(dead_code)]
-mod common;
-#[allow(dead_code)]
-mod mqtt_support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Receiver, free_port};
-use mqtt_support::*;
 use serde_json::Value;
 use switchboard::tls::pki::{CertificateAuthority, CertificateRequest};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::common::{Receiver, free_port};
+use crate::mqtt_support::*;
 
 const USER: &str = "switchboard";
 const PASSWORD: &str = "Mosquitto-Pa55word";
