@@ -20,6 +20,7 @@ pub mod engine;
 pub mod ha;
 pub mod hl7;
 pub mod mllp;
+pub mod rules;
 pub mod store;
 pub mod tls;
 

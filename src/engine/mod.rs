@@ -24,8 +24,6 @@ mod items;
 mod production;
 mod rate_limit;
 mod replies;
-pub mod reply_actions;
-pub mod rules;
 pub mod status;
 
 use std::collections::HashMap;

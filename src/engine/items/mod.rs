@@ -10,8 +10,8 @@ mod router;
 pub(crate) use router::{CompiledRouter, NO_RULE_MATCHED};
 
 pub(crate) use super::context::ItemCtx;
-use super::reply_actions::ReplyCodeActions;
 use crate::config::{FileInConfig, FileOutConfig, ItemConfig, ItemKind, MllpInConfig, MllpOutConfig, Problem};
+use crate::rules::reply_actions::ReplyCodeActions;
 
 /// An item's settings, with rules and reply code actions compiled.
 pub(crate) enum ItemSpec {
@@ -35,7 +35,7 @@ impl ItemSpec {
                         path: format!("{at}.reply_code_actions"),
                         message: format!(
                             "{e}; the default is \"{}\"",
-                            super::reply_actions::DEFAULT_REPLY_CODE_ACTIONS
+                            crate::rules::reply_actions::DEFAULT_REPLY_CODE_ACTIONS
                         ),
                         position: None,
                     }]

@@ -5,8 +5,8 @@ use bytes::Bytes;
 
 use super::ItemCtx;
 use crate::config::{NoMatch, Problem, RouterConfig, RuleAction, TransformConfig};
-use crate::engine::rules::{Condition, Transform, TransformStep};
 use crate::hl7::{Message, Path};
+use crate::rules::route::{Condition, Transform, TransformStep};
 use crate::store::{RouteDecision, Routed, RoutedOutput, Status};
 
 /// Messages routed per batch (and per commit).

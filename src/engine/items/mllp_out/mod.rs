@@ -24,8 +24,8 @@ use bytes::Bytes;
 
 use super::ItemCtx;
 use crate::config::MllpOutConfig;
-use crate::engine::reply_actions::{DeliveryOutcome, FinalAction, ReplyCodeActions};
 use crate::hl7::{Message, Reply};
+use crate::rules::reply_actions::{DeliveryOutcome, FinalAction, ReplyCodeActions};
 use crate::store::{EventLevel, Finished, Pending, Queued, Status};
 use connection::{Attempt, Connection, Failure, Transport, can_frame};
 

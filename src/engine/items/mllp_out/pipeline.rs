@@ -17,7 +17,7 @@ use super::connection::{Failure, can_frame};
 use super::{Delivered, Progress, Reached, Returned, Settled, Tries, settle};
 use crate::config::MllpOutConfig;
 use crate::engine::items::ItemCtx;
-use crate::engine::reply_actions::ReplyCodeActions;
+use crate::rules::reply_actions::ReplyCodeActions;
 use crate::store::Queued;
 
 use super::connection::Connection;

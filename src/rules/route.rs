@@ -62,7 +62,7 @@
 //! ```
 //!
 //! ```
-//! use switchboard::engine::rules::{Condition, Transform, TransformStep};
+//! use switchboard::rules::route::{Condition, Transform, TransformStep};
 //! use switchboard::hl7::Message;
 //!
 //! let raw = b"MSH|^~\\&|REG|GOOD HOSPITAL|LAB|LAB|20261128094512||ADT^A01|MSG1|P|2.5.1\rPID|1||123^^^H^MR||DOE^JOHN";

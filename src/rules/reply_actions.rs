@@ -88,7 +88,7 @@
 //!   setting and what would be valid there.
 //!
 //! ```
-//! use switchboard::engine::reply_actions::{DeliveryOutcome, FinalAction, ReplyCodeActions};
+//! use switchboard::rules::reply_actions::{DeliveryOutcome, FinalAction, ReplyCodeActions};
 //! use switchboard::hl7::{Message, Reply};
 //!
 //! let actions: ReplyCodeActions = "E*must not be empty=C,:?R=RF,:?E=S,:~=S,:?A=C,:*=S".parse()?;
