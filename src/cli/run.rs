@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use super::{CheckArgs, RunArgs};
 use crate::config::{self, Config};
-use crate::engine::{self, Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions};
 use crate::store::{Durability, Store, StoreOptions};
 
 /// How often old messages are purged.
@@ -15,7 +15,8 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Rows per purge transaction: small, so traffic is never blocked for long.
 const PURGE_BATCH: usize = 500;
 
-/// Loads and fully validates a productions file, printing every problem.
+/// Loads and fully validates a productions file (rules and reply code
+/// actions included), printing every problem.
 fn load(path: &std::path::Path) -> Option<Config> {
     let config = match config::load(path) {
         Ok(config) => config,
@@ -26,13 +27,6 @@ fn load(path: &std::path::Path) -> Option<Config> {
     };
     for warning in config.warnings() {
         errln!("warning: {}: {warning}", config.source.display());
-    }
-    let problems = engine::check(&config);
-    if !problems.is_empty() {
-        for p in &problems {
-            errln!("{}: {p}", config.source.display());
-        }
-        return None;
     }
     Some(config)
 }

@@ -14,6 +14,8 @@ use super::reader::{
     positive_duration, size, text,
 };
 use super::yaml::{Node, Value};
+use crate::rules::reply_actions::ReplyCodeActions;
+use crate::rules::route::Condition;
 
 const TOP_KEYS: &[&str] = &["store", "tls", "productions"];
 const STORE_KEYS: &[&str] = &["durability", "retention_days", "background_priority"];
@@ -682,12 +684,15 @@ fn mllp_out(ctx: &mut Ctx, f: &Fields<'_>, draft: &mut DraftItem) -> Option<Item
         duration(ctx, path, node).map(Some)
     });
     config.reply_code_actions = f.read(ctx, "reply_code_actions", config.reply_code_actions, |ctx, path, node| {
-        non_empty_text(
-            ctx,
-            path,
-            node,
-            &format!("remove the key for the default {:?}", MllpOutConfig::DEFAULT_REPLY_CODE_ACTIONS),
-        )
+        let default = MllpOutConfig::DEFAULT_REPLY_CODE_ACTIONS;
+        let text = non_empty_text(ctx, path, node, &format!("remove the key for the default {default:?}"))?;
+        match text.parse::<ReplyCodeActions>() {
+            Ok(actions) => Some(actions),
+            Err(e) => {
+                ctx.error(path, node.pos, format!("{e}; the default is {default:?}"));
+                None
+            }
+        }
     });
     let max_depth = MllpOutConfig::MAX_PIPELINE_DEPTH as i128;
     config.pipeline_depth = f.read(ctx, "pipeline_depth", config.pipeline_depth, |ctx, path, node| {
@@ -763,13 +768,19 @@ fn router(ctx: &mut Ctx, f: &Fields<'_>, draft: &mut DraftItem) -> Option<ItemKi
 fn rule(ctx: &mut Ctx, path: &str, node: &Node, draft: &mut DraftItem) -> Option<RuleConfig> {
     let f = Fields::new(ctx, path, node, "a rule", Some(RULE_KEYS))?;
     let when = f.read(ctx, "when", None, |ctx, path, node| {
-        non_empty_text(
+        let text = non_empty_text(
             ctx,
             path,
             node,
             "write a condition such as MSH-9.1 = \"ADT\", or remove `when` to match every message",
-        )
-        .map(Some)
+        )?;
+        match text.parse::<Condition>() {
+            Ok(condition) => Some(Some(condition)),
+            Err(e) => {
+                ctx.error(path, node.pos, format!("{e} (in {text:?})"));
+                None
+            }
+        }
     });
     let send = f.get("send").and_then(|node| {
         let send_path = f.path_of("send");
@@ -866,7 +877,7 @@ fn transform(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TransformConfig> 
             return None;
         }
     };
-    let hl7_path = |ctx: &mut Ctx, key: &str| -> Option<String> {
+    let hl7_path = |ctx: &mut Ctx, key: &str| -> Option<crate::hl7::Path> {
         let node = f.get(key)?;
         let key_path = f.path_of(key);
         let value = non_empty_text(ctx, &key_path, node, "write an HL7 path such as PID-8 or PID-3[1].1")?;
@@ -879,7 +890,7 @@ fn transform(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TransformConfig> 
                 );
                 None
             }
-            Ok(_) => Some(value),
+            Ok(parsed) => Some(parsed),
             Err(err) => {
                 ctx.error(
                     &key_path,

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Problem;
+use crate::hl7::Path;
+use crate::rules::reply_actions::ReplyCodeActions;
+use crate::rules::route::Condition;
 
 /// A validated productions file.
 ///
@@ -456,9 +459,10 @@ pub struct RouterConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleConfig {
     /// `when` — the condition, e.g. `MSH-9.1 = "ADT" and MSH-9.2 in ["A01",
-    /// "A04"]`. Default: none, meaning the rule matches every message (useful
-    /// as the last rule).
-    pub when: Option<String>,
+    /// "A04"]`, compiled when the file is loaded (see [`Condition`]).
+    /// Default: none, meaning the rule matches every message (useful as the
+    /// last rule).
+    pub when: Option<Condition>,
     /// `send: [names]` or `discard: true` — exactly one of the two.
     pub action: RuleAction,
     /// `transform` — edits applied, in order, to the copy of the message that
@@ -484,21 +488,21 @@ pub enum TransformConfig {
     /// `- set: PID-8` with `value: U` — write `value` (escaped as needed).
     Set {
         /// The path to write.
-        path: String,
+        path: Path,
         /// The text to write there.
         value: String,
     },
     /// `- copy: PID-3[1].1` with `to: PID-2` — copy a value to another path.
     Copy {
         /// The path to read.
-        from: String,
+        from: Path,
         /// The path to write.
-        to: String,
+        to: Path,
     },
     /// `- clear: PID-19` — empty the value at the path.
     Clear {
         /// The path to empty.
-        path: String,
+        path: Path,
     },
 }
 
@@ -572,9 +576,9 @@ pub struct MllpOutConfig {
     /// Needs `stay_connected: true`.
     pub pipeline_depth: usize,
     /// `reply_code_actions` — what each kind of reply leads to, in
-    /// Ensemble's ReplyCodeActions syntax. Default
-    /// `":?R=RF,:?E=S,:~=S,:?A=C,:*=S,:I?=W,:T?=C"`.
-    pub reply_code_actions: String,
+    /// Ensemble's ReplyCodeActions syntax, compiled when the file is loaded.
+    /// Default `":?R=RF,:?E=S,:~=S,:?A=C,:*=S,:I?=W,:T?=C"`.
+    pub reply_code_actions: ReplyCodeActions,
 }
 
 impl MllpOutConfig {
@@ -600,7 +604,7 @@ impl MllpOutConfig {
             retry_interval: Duration::from_secs(5),
             failure_timeout: Some(Duration::from_secs(15)),
             pipeline_depth: 1,
-            reply_code_actions: Self::DEFAULT_REPLY_CODE_ACTIONS.to_owned(),
+            reply_code_actions: ReplyCodeActions::default(),
         }
     }
 }

@@ -34,7 +34,7 @@ use thiserror::Error;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Problem};
+use crate::config::Config;
 use crate::store::{Commanded, Event, EventLevel, Store, StoreError};
 use crate::sync::LockExt as _;
 use items::ItemSpec;
@@ -74,14 +74,6 @@ impl CommandSource {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum EngineError {
-    /// Rules or reply code actions that do not compile.
-    #[error("{}", problems.iter().map(|p| format!("{file}: {p}")).collect::<Vec<_>>().join("\n"))]
-    Config {
-        /// The productions file.
-        file: String,
-        /// What is wrong where.
-        problems: Vec<Problem>,
-    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -108,20 +100,6 @@ pub enum ControlError {
     /// The command cannot be stored.
     #[error("cannot store the command: {0}")]
     Store(#[from] StoreError),
-}
-
-/// Checks what only the engine can: router conditions, transform paths and
-/// reply code actions. Used by `switchboard check` and by [`Engine::new`].
-pub fn check(config: &Config) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    for production in &config.productions {
-        for (i, item) in production.items.iter().enumerate() {
-            if let Err(mut found) = ItemSpec::compile(item, &format!("productions.{}.items[{i}]", production.id)) {
-                problems.append(&mut found);
-            }
-        }
-    }
-    problems
 }
 
 /// Settings of the engine itself (not of its productions).
@@ -195,7 +173,6 @@ impl Engine {
                 .collect(),
         );
         let deliveries = deliveries::DeliveryThread::start().map_err(EngineError::Thread)?;
-        let mut problems = Vec::new();
         let mut productions = Vec::new();
         let fed_by_engine = config.fed_by_own_operations();
         for production in &config.productions {
@@ -203,16 +180,12 @@ impl Engine {
                 matches!(&i.kind, crate::config::ItemKind::MllpIn(c) if c.ack_mode == crate::config::AckMode::Application)
             });
             let mut slots = Vec::new();
-            for (i, item) in production.items.iter().enumerate() {
-                match ItemSpec::compile(item, &format!("productions.{}.items[{i}]", production.id)) {
-                    Ok(spec) => {
-                        let enabled = store.item_enabled(&production.id, &item.name)?.unwrap_or(item.enabled);
-                        let mut slot = ItemSlot::new(item.name.clone(), item.kind.tag(), spec, enabled, hub.clone());
-                        slot.fed_by_engine = fed_by_engine.iter().any(|(p, i)| *p == production.id && *i == item.name);
-                        slots.push(Arc::new(slot));
-                    }
-                    Err(mut found) => problems.append(&mut found),
-                }
+            for item in &production.items {
+                let spec = ItemSpec::compile(item);
+                let enabled = store.item_enabled(&production.id, &item.name)?.unwrap_or(item.enabled);
+                let mut slot = ItemSlot::new(item.name.clone(), item.kind.tag(), spec, enabled, hub.clone());
+                slot.fed_by_engine = fed_by_engine.iter().any(|(p, i)| *p == production.id && *i == item.name);
+                slots.push(Arc::new(slot));
             }
             let shared = ProductionShared {
                 id: production.id.as_str().into(),
@@ -230,9 +203,6 @@ impl Engine {
                 config: production.clone(),
                 commands: tokio::sync::Mutex::new(()),
             });
-        }
-        if !problems.is_empty() {
-            return Err(EngineError::Config { file: config.source.display().to_string(), problems });
         }
         let index = productions.iter().enumerate().map(|(i, p)| (p.config.id.clone(), i)).collect();
         let certificates = std::sync::Mutex::new(Vec::new());

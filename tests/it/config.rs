@@ -85,7 +85,8 @@ fn the_demo_loads() {
     let ItemKind::Router(router) = &demo.items[1].kind else { panic!("ADT router is not a router") };
     assert_eq!(router.no_match, NoMatch::Discard);
     assert_eq!(router.rules.len(), 2);
-    assert!(router.rules[0].when.as_deref().is_some_and(|w| w.contains("A01") && w.contains("A08")));
+    let when = router.rules[0].when.as_ref().map(ToString::to_string);
+    assert!(when.is_some_and(|w| w.contains("A01") && w.contains("A08")));
     assert_eq!(router.rules[0].action, RuleAction::Send(vec!["Lab out".into(), "Archive".into()]));
     assert_eq!(router.rules[1].action, RuleAction::Send(vec!["Archive".into()]));
 
@@ -156,7 +157,7 @@ productions:
     assert_eq!(out.response_timeout, Duration::from_secs(30));
     assert_eq!(out.retry_interval, Duration::from_secs(5));
     assert_eq!(out.failure_timeout, Some(Duration::from_secs(15)));
-    assert_eq!(out.reply_code_actions, ":?R=RF,:?E=S,:~=S,:?A=C,:*=S,:I?=W,:T?=C");
+    assert_eq!(out.reply_code_actions.to_string(), ":?R=RF,:?E=S,:~=S,:?A=C,:*=S,:I?=W,:T?=C");
 
     let ItemKind::FileOut(files) = &p.items[3].kind else { panic!() };
     assert_eq!(files.path, PathBuf::from("/etc/switchboard/out"));
@@ -280,13 +281,14 @@ productions:
     let ItemKind::Router(r) = &p.items[1].kind else { panic!() };
     assert_eq!(r.no_match, NoMatch::Error);
     assert_eq!(r.rules[0].action, RuleAction::Send(vec!["Lab out".into()]));
+    let path = |text: &str| text.parse::<switchboard::hl7::Path>().unwrap();
     assert_eq!(
         r.rules[0].transform,
         vec![
-            TransformConfig::Set { path: "PID-8".into(), value: "U".into() },
-            TransformConfig::Copy { from: "PID-3[1].1".into(), to: "PID-2".into() },
-            TransformConfig::Clear { path: "PID-19".into() },
-            TransformConfig::Set { path: "PV1-2".into(), value: "1.50".into() },
+            TransformConfig::Set { path: path("PID-8"), value: "U".into() },
+            TransformConfig::Copy { from: path("PID-3[1].1"), to: path("PID-2") },
+            TransformConfig::Clear { path: path("PID-19") },
+            TransformConfig::Set { path: path("PV1-2"), value: "1.50".into() },
         ]
     );
     assert_eq!(r.rules[1].action, RuleAction::Discard);
@@ -297,7 +299,7 @@ productions:
     assert_eq!(o.response_timeout, Duration::from_secs(60));
     assert_eq!(o.retry_interval, Duration::from_millis(250));
     assert_eq!(o.failure_timeout, Some(Duration::ZERO));
-    assert_eq!(o.reply_code_actions, ":?E=RF");
+    assert_eq!(o.reply_code_actions.to_string(), ":?E=RF");
 
     let ItemKind::FileIn(f) = &p.items[3].kind else { panic!() };
     assert_eq!(f.path, PathBuf::from("/etc/switchboard/in"));
@@ -1145,4 +1147,36 @@ fn a_listener_fed_by_an_operation_of_the_same_file_is_known() {
     assert!(fed(two("lab.example.org", "0.0.0.0", 6661)).is_empty());
     assert!(fed(two("127.0.0.1", "0.0.0.0", 6662)).is_empty());
     assert!(fed(two("::1", "0.0.0.0", 6661)).is_empty());
+}
+
+#[test]
+fn rules_and_reply_code_actions_are_compiled_while_loading_with_positions() {
+    // A bad condition: path, line and column of the value, and the
+    // character where reading stopped.
+    let found = problems(&chain_edit("    - send: [Out]\n", "    - when: MSH-9.1 == \"ADT\"\n      send: [Out]\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].path, "productions.p.items[1].rules[0].when");
+    assert_eq!(found[0].position, Some(Position { line: 11, column: 19 }), "{:?}", found[0]);
+    assert!(found[0].message.contains("at character"), "{}", found[0].message);
+
+    // Bad reply code actions, and both at once: every problem is reported.
+    let bad_actions = "  port: 6661\n  reply_code_actions: \":?E=Q\"\n";
+    let found = problems(&chain_edit("  port: 6661\n", bad_actions));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].path, "productions.p.items[2].reply_code_actions");
+    assert!(found[0].position.is_some());
+    assert!(found[0].message.contains("the default is"), "{}", found[0].message);
+    let both =
+        with_items(&CHAIN.replacen("    - send: [Out]\n", "    - when: PID-3 in [\n      send: [Out]\n", 1).replacen(
+            "  port: 6661\n",
+            bad_actions,
+            1,
+        ));
+    assert_eq!(problems(&both).len(), 2);
+
+    // A good condition arrives compiled.
+    let config =
+        parse(&chain_edit("    - send: [Out]\n", "    - when: MSH-9.1 = \"ADT\"\n      send: [Out]\n")).unwrap();
+    let ItemKind::Router(router) = &config.productions[0].items[1].kind else { panic!() };
+    assert_eq!(router.rules[0].when.as_ref().map(ToString::to_string).as_deref(), Some("MSH-9.1 = \"ADT\""));
 }

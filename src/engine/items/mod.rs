@@ -10,7 +10,7 @@ mod router;
 pub(crate) use router::{CompiledRouter, NO_RULE_MATCHED};
 
 pub(crate) use super::context::ItemCtx;
-use crate::config::{FileInConfig, FileOutConfig, ItemConfig, ItemKind, MllpInConfig, MllpOutConfig, Problem};
+use crate::config::{FileInConfig, FileOutConfig, ItemConfig, ItemKind, MllpInConfig, MllpOutConfig};
 use crate::rules::reply_actions::ReplyCodeActions;
 
 /// An item's settings, with rules and reply code actions compiled.
@@ -23,28 +23,16 @@ pub(crate) enum ItemSpec {
 }
 
 impl ItemSpec {
-    /// Compiles an item; problems name their path under `at` (e.g.
-    /// `productions.adt.items[1]`).
-    pub(crate) fn compile(item: &ItemConfig, at: &str) -> Result<Self, Vec<Problem>> {
-        Ok(match &item.kind {
+    /// An item's settings, ready to run: the loader has compiled and
+    /// checked its rules and reply code actions already.
+    pub(crate) fn compile(item: &ItemConfig) -> Self {
+        match &item.kind {
             ItemKind::MllpIn(c) => Self::MllpIn { config: c.clone(), targets: item.targets.clone() },
-            ItemKind::Router(c) => Self::Router(CompiledRouter::compile(c, at)?),
-            ItemKind::MllpOut(c) => {
-                let actions = c.reply_code_actions.parse::<ReplyCodeActions>().map_err(|e| {
-                    vec![Problem {
-                        path: format!("{at}.reply_code_actions"),
-                        message: format!(
-                            "{e}; the default is \"{}\"",
-                            crate::rules::reply_actions::DEFAULT_REPLY_CODE_ACTIONS
-                        ),
-                        position: None,
-                    }]
-                })?;
-                Self::MllpOut { config: c.clone(), actions }
-            }
+            ItemKind::Router(c) => Self::Router(CompiledRouter::compile(c)),
+            ItemKind::MllpOut(c) => Self::MllpOut { config: c.clone(), actions: c.reply_code_actions.clone() },
             ItemKind::FileIn(c) => Self::FileIn { config: c.clone(), targets: item.targets.clone() },
             ItemKind::FileOut(c) => Self::FileOut { config: c.clone() },
-        })
+        }
     }
 }
 

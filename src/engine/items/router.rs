@@ -4,8 +4,8 @@
 use bytes::Bytes;
 
 use super::ItemCtx;
-use crate::config::{NoMatch, Problem, RouterConfig, RuleAction, TransformConfig};
-use crate::hl7::{Message, Path};
+use crate::config::{NoMatch, RouterConfig, RuleAction, TransformConfig};
+use crate::hl7::Message;
 use crate::rules::route::{Condition, Transform, TransformStep};
 use crate::store::{RouteDecision, Routed, RoutedOutput, Status};
 
@@ -25,52 +25,36 @@ struct CompiledRule {
 }
 
 impl CompiledRouter {
-    pub(crate) fn compile(config: &RouterConfig, at: &str) -> Result<Self, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let mut rules = Vec::new();
-        for (i, rule) in config.rules.iter().enumerate() {
-            let here = format!("{at}.rules[{i}]");
-            let condition = match &rule.when {
-                None => Condition::always(),
-                Some(text) => text.parse::<Condition>().unwrap_or_else(|e| {
-                    problems.push(Problem {
-                        path: format!("{here}.when"),
-                        message: format!("{e} (in {text:?})"),
-                        position: None,
-                    });
-                    Condition::always()
-                }),
-            };
-            let mut steps = Vec::new();
-            for (j, step) in rule.transform.iter().enumerate() {
-                let path = |text: &str, key: &str| {
-                    text.parse::<Path>().map_err(|e| Problem {
-                        path: format!("{here}.transform[{j}].{key}"),
-                        message: format!("{e}; write a path like PID-5.1 or OBX[2]-5"),
-                        position: None,
+    /// The router of `config`, whose conditions and paths the loader has
+    /// compiled and checked already.
+    pub(crate) fn compile(config: &RouterConfig) -> Self {
+        let rules = config
+            .rules
+            .iter()
+            .map(|rule| {
+                let steps = rule
+                    .transform
+                    .iter()
+                    .map(|step| match step {
+                        TransformConfig::Set { path, value } => {
+                            TransformStep::Set { path: *path, value: value.clone() }
+                        }
+                        TransformConfig::Copy { from, to } => TransformStep::Copy { from: *from, to: *to },
+                        TransformConfig::Clear { path } => TransformStep::Clear { path: *path },
                     })
+                    .collect();
+                let targets = match &rule.action {
+                    RuleAction::Send(targets) => Some(targets.clone()),
+                    RuleAction::Discard => None,
                 };
-                let parsed = match step {
-                    TransformConfig::Set { path: p, value } => {
-                        path(p, "set").map(|p| TransformStep::Set { path: p, value: value.clone() })
-                    }
-                    TransformConfig::Copy { from, to } => {
-                        path(from, "copy").and_then(|from| path(to, "to").map(|to| TransformStep::Copy { from, to }))
-                    }
-                    TransformConfig::Clear { path: p } => path(p, "clear").map(|p| TransformStep::Clear { path: p }),
-                };
-                match parsed {
-                    Ok(step) => steps.push(step),
-                    Err(problem) => problems.push(problem),
+                CompiledRule {
+                    condition: rule.when.clone().unwrap_or_else(Condition::always),
+                    targets,
+                    transform: Transform { steps },
                 }
-            }
-            let targets = match &rule.action {
-                RuleAction::Send(targets) => Some(targets.clone()),
-                RuleAction::Discard => None,
-            };
-            rules.push(CompiledRule { condition, targets, transform: Transform { steps } });
-        }
-        if problems.is_empty() { Ok(Self { rules, no_match: config.no_match }) } else { Err(problems) }
+            })
+            .collect();
+        Self { rules, no_match: config.no_match }
     }
 
     /// What to do with one message, read from its queue.
