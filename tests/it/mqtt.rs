@@ -441,24 +441,35 @@ fn two_productions_yaml(in_port: u16, lab_port: u16, dir: &Path) -> String {
 
 /// After a graceful stop every production and item shows its final state,
 /// as retained messages for any MQTT client, not only the first production.
+/// (The broker sends the retained messages in no particular order: the
+/// check waits until every one has arrived.)
 async fn assert_final_states(broker: u16, instance: &str, messages: usize) {
     let retained = Watcher::start(broker, &format!("{instance}/#"), None).await;
-    retained.wait_for(&topic(instance, "availability"), "offline").await;
-    retained.wait_for(&topic(instance, "production/q/item/lab_inbox/messages"), &messages.to_string()).await;
-    let latest = retained.latest();
+    let mut expected: Vec<(String, String)> = vec![(topic(instance, "availability"), "offline".into())];
     for production in ["p", "q"] {
-        assert_eq!(latest[&topic(instance, &format!("production/{production}/state"))], "OFF", "{latest:#?}");
-        assert_eq!(latest[&topic(instance, &format!("production/{production}/status"))], "stopped", "{latest:#?}");
+        expected.push((topic(instance, &format!("production/{production}/state")), "OFF".into()));
+        expected.push((topic(instance, &format!("production/{production}/status")), "stopped".into()));
     }
-    for item in ["p/item/adt_in", "p/item/adt_router", "p/item/lab_out", "q/item/lab_in", "q/item/lab_inbox"] {
-        let attributes = &latest[&topic(instance, &format!("production/{item}/attributes"))];
-        let attributes: Value = serde_json::from_str(attributes).unwrap();
-        assert_eq!(attributes["item_state"], "stopped", "{item}: {attributes}");
-        assert_eq!(latest[&topic(instance, &format!("production/{item}/messages"))], messages.to_string(), "{item}");
-        if let Some(connected) = latest.get(&topic(instance, &format!("production/{item}/connected"))) {
-            assert_eq!(connected, "OFF", "{item}");
-        }
+    let items = ["p/item/adt_in", "p/item/adt_router", "p/item/lab_out", "q/item/lab_in", "q/item/lab_inbox"];
+    for item in items {
+        expected.push((topic(instance, &format!("production/{item}/messages")), messages.to_string()));
     }
+    for item in ["p/item/adt_in", "p/item/lab_out", "q/item/lab_in"] {
+        expected.push((topic(instance, &format!("production/{item}/connected")), "OFF".into()));
+    }
+    let attributes: Vec<String> =
+        items.iter().map(|i| topic(instance, &format!("production/{i}/attributes"))).collect();
+    retained
+        .wait_until("every final state", |msgs| {
+            let last = |t: &str| msgs.iter().rev().find(|m| m.topic == t).map(|m| m.payload.as_str());
+            let stopped = |t: &String| {
+                last(t)
+                    .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                    .is_some_and(|a| a["item_state"] == "stopped")
+            };
+            expected.iter().all(|(t, p)| last(t) == Some(p.as_str())) && attributes.iter().all(stopped)
+        })
+        .await;
 }
 
 /// A stop publishes the final states of every production and item and
