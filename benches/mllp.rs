@@ -44,7 +44,7 @@ fn bench_mllp(c: &mut Criterion) {
     let small = encode_all(&[ADT_A01; 1000]);
     group.throughput(Throughput::Bytes(small.len() as u64));
     group.bench_function("decode 1000 ADT frames, 64 KiB reads", |b| {
-        b.iter(|| decode_in_chunks(black_box(&small), 64 * 1024))
+        b.iter(|| decode_in_chunks(black_box(&small), 64 * 1024));
     });
 
     let big_payload = vec![b'x'; 1024 * 1024];
@@ -60,7 +60,7 @@ fn bench_mllp(c: &mut Criterion) {
             || BytesMut::with_capacity(ADT_A01.len() + 3),
             |dst| codec.encode(black_box(ADT_A01), dst),
             BatchSize::SmallInput,
-        )
+        );
     });
 
     group.finish();

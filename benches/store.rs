@@ -58,7 +58,7 @@ fn commit_inbound(c: &mut Criterion, name: &str, per_iter: u64) {
                 }
             });
             start.elapsed()
-        })
+        });
     });
     group.finish();
     rt.block_on(store.close());
@@ -106,7 +106,7 @@ fn finish(c: &mut Criterion) {
                 }
                 start.elapsed()
             })
-        })
+        });
     });
     group.finish();
     rt.block_on(store.close());

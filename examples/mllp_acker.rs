@@ -110,7 +110,7 @@ impl Sink {
             Self::Fsync(file) => {
                 let (file, record) = (file.clone(), record(payload));
                 tokio::task::spawn_blocking(move || {
-                    let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut file = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     file.write_all(&record)?;
                     file.sync_data()
                 })
@@ -207,7 +207,7 @@ impl Shared {
         if self.expect.is_none() {
             return;
         }
-        let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tally = self.tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         tally.arrived(control_id, self.ids.is_some());
         if Some(tally.received) != self.expect {
             return;
@@ -265,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    let received = shared.tally.lock().unwrap_or_else(|e| e.into_inner()).received;
+    let received = shared.tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner).received;
     if args.expect.is_some() {
         eprintln!("stopped after {received} messages");
     }

@@ -29,7 +29,7 @@ pub(super) struct Input {
 
 impl Input {
     /// Reads `path`, or standard input when it is `-`.
-    pub fn read(path: &Path) -> anyhow::Result<Self> {
+    pub(super) fn read(path: &Path) -> anyhow::Result<Self> {
         if path == Path::new(STDIN) {
             let mut bytes = Vec::new();
             std::io::stdin().lock().read_to_end(&mut bytes).context("cannot read standard input")?;
@@ -40,7 +40,7 @@ impl Input {
     }
 
     /// The messages of the file: one, several back to back, or a batch.
-    pub fn messages(&self) -> anyhow::Result<Batch<'_>> {
+    pub(super) fn messages(&self) -> anyhow::Result<Batch<'_>> {
         match split_batch(&self.bytes) {
             Ok(batch) => Ok(batch),
             // Not a batch either: the single-message parser says best what
@@ -54,7 +54,7 @@ impl Input {
 
     /// Parses message `index` (from 0) of `batch`; the error names the file
     /// and the message, with positions counted from the start of the file.
-    pub fn parse<'b>(&self, batch: &Batch<'b>, index: usize) -> anyhow::Result<Message<'b>> {
+    pub(super) fn parse<'b>(&self, batch: &Batch<'b>, index: usize) -> anyhow::Result<Message<'b>> {
         let (Some(raw), Some(&offset)) = (batch.messages.get(index), batch.offsets.get(index)) else {
             anyhow::bail!("{}: there is no message {}", self.name, index + 1);
         };

@@ -212,19 +212,19 @@ pub(super) struct LoadReport {
 
 impl LoadReport {
     /// True when every message got a positive ACK.
-    pub fn is_clean(&self) -> bool {
+    pub(super) fn is_clean(&self) -> bool {
         self.negative == 0 && self.errors == 0
     }
 
     /// The latency below which `p` percent of answered messages fall.
-    pub fn percentile(&self, p: f64) -> Option<Duration> {
+    pub(super) fn percentile(&self, p: f64) -> Option<Duration> {
         let last = self.latencies.len().checked_sub(1)?;
         let idx = ((p / 100.0) * last as f64).round() as usize;
         self.latencies.get(idx.min(last)).copied()
     }
 
     /// Answered messages per second.
-    pub fn throughput(&self) -> f64 {
+    pub(super) fn throughput(&self) -> f64 {
         (self.positive + self.negative) as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }

@@ -19,20 +19,20 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(base_dir: PathBuf) -> Self {
+    pub(super) fn new(base_dir: PathBuf) -> Self {
         Self { problems: Vec::new(), warnings: Vec::new(), base_dir }
     }
 
-    pub fn error(&mut self, path: &str, pos: Position, message: impl Into<String>) {
+    pub(super) fn error(&mut self, path: &str, pos: Position, message: impl Into<String>) {
         self.problems.push(Problem { path: path.to_owned(), message: message.into(), position: Some(pos) });
     }
 
-    pub fn warn(&mut self, path: &str, pos: Position, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, path: &str, pos: Position, message: impl Into<String>) {
         self.warnings.push(Problem { path: path.to_owned(), message: message.into(), position: Some(pos) });
     }
 
     /// A relative path is taken relative to the productions file's folder.
-    pub fn resolve(&self, path: &str) -> PathBuf {
+    pub(super) fn resolve(&self, path: &str) -> PathBuf {
         let path = Path::new(path);
         if path.is_absolute() { path.to_owned() } else { self.base_dir.join(path) }
     }
@@ -59,7 +59,13 @@ impl<'a> Fields<'a> {
     /// item"); `allowed` lists its keys, or is `None` when they cannot be
     /// known yet (an item whose kind is wrong), in which case unknown keys
     /// are not reported.
-    pub fn new(ctx: &mut Ctx, path: &str, node: &'a Node, what: &str, allowed: Option<&[&str]>) -> Option<Fields<'a>> {
+    pub(super) fn new(
+        ctx: &mut Ctx,
+        path: &str,
+        node: &'a Node,
+        what: &str,
+        allowed: Option<&[&str]>,
+    ) -> Option<Fields<'a>> {
         let Value::Map(map) = &node.value else {
             let hint = match allowed {
                 Some(keys) => format!("write the settings of {what} as `key: value` lines ({})", keys.join(", ")),
@@ -105,22 +111,22 @@ impl<'a> Fields<'a> {
     }
 
     /// The value of `key`, if present.
-    pub fn get(&self, key: &str) -> Option<&'a Node> {
+    pub(super) fn get(&self, key: &str) -> Option<&'a Node> {
         self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
 
-    pub fn has(&self, key: &str) -> bool {
+    pub(super) fn has(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
 
     /// The path of `key` inside this mapping.
-    pub fn path_of(&self, key: &str) -> String {
+    pub(super) fn path_of(&self, key: &str) -> String {
         join(&self.path, key)
     }
 
     /// The value of a required `key`; when missing, reports it with `hint`
     /// (what to write).
-    pub fn required(&self, ctx: &mut Ctx, key: &str, what: &str, hint: &str) -> Option<&'a Node> {
+    pub(super) fn required(&self, ctx: &mut Ctx, key: &str, what: &str, hint: &str) -> Option<&'a Node> {
         let node = self.get(key);
         if node.is_none() {
             ctx.error(&self.path, self.pos, format!("{what} has no `{key}`; {hint}"));
@@ -130,7 +136,7 @@ impl<'a> Fields<'a> {
 
     /// Reads an optional `key` with `read`, falling back to `default` when it
     /// is absent or wrong (the problem is recorded either way).
-    pub fn read<T>(
+    pub(super) fn read<T>(
         &self,
         ctx: &mut Ctx,
         key: &str,
@@ -144,7 +150,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The entries in file order.
-    pub fn entries(&self) -> impl Iterator<Item = (&'a str, &'a Node)> + '_ {
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&'a str, &'a Node)> + '_ {
         self.entries.iter().copied()
     }
 }

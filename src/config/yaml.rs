@@ -36,7 +36,7 @@ pub(crate) enum Value {
 impl Value {
     /// How the value is described in an error message: "the text \"x\"",
     /// "the number 5", "a list".
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         match self {
             Value::Null => "nothing (an empty value)".to_owned(),
             Value::Bool(b) => format!("the boolean {b}"),

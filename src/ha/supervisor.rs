@@ -83,7 +83,7 @@ fn port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 }
 
 /// Asks the Supervisor for the MQTT service once.
-pub async fn mqtt_service(
+pub(super) async fn mqtt_service(
     base_url: &str,
     token: &Secret,
     client_id: &str,
@@ -132,7 +132,7 @@ pub async fn mqtt_service(
 }
 
 /// The add-on's slug, for links into its ingress page (`GET /addons/self/info`).
-pub async fn addon_slug(base_url: &str, token: &Secret) -> Option<String> {
+pub(super) async fn addon_slug(base_url: &str, token: &Secret) -> Option<String> {
     #[derive(Deserialize)]
     struct Info {
         slug: String,

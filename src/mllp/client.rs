@@ -142,9 +142,7 @@ impl MllpClient<Box<dyn Stream>> {
 /// errors that carry the rustls error.
 fn failed(error: MllpError) -> ClientError {
     match error {
-        MllpError::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<tokio_rustls::rustls::Error>()) => {
-            ClientError::TlsSession(e)
-        }
+        MllpError::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => ClientError::TlsSession(e),
         other => other.into(),
     }
 }

@@ -34,7 +34,7 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 
 /// fsyncs the write-ahead log for every batch of answers it receives
 /// (taking all that are waiting at once), then sends them.
-pub(super) fn sync_loop(wal: &std::path::Path, rx: &std::sync::mpsc::Receiver<Vec<Done>>) {
+pub(super) fn sync_loop(wal: &Path, rx: &std::sync::mpsc::Receiver<Vec<Done>>) {
     let mut file: Option<(File, u64)> = None;
     while let Ok(mut batch) = rx.recv() {
         while let Ok(more) = rx.try_recv() {
@@ -45,7 +45,7 @@ pub(super) fn sync_loop(wal: &std::path::Path, rx: &std::sync::mpsc::Receiver<Ve
 }
 
 /// Syncs the log, then answers every operation of `batch`.
-pub(super) fn sync_and_answer(wal: &std::path::Path, file: &mut Option<(File, u64)>, batch: Vec<Done>) {
+pub(super) fn sync_and_answer(wal: &Path, file: &mut Option<(File, u64)>, batch: Vec<Done>) {
     let result = sync_wal(wal, file);
     if let Err(e) = &result {
         tracing::error!(error = %e, "fsync of the write-ahead log failed; {} commits reported as failed", batch.len());
@@ -58,7 +58,7 @@ pub(super) fn sync_and_answer(wal: &std::path::Path, file: &mut Option<(File, u6
 
 /// fdatasync on any descriptor of a file flushes all of its written data;
 /// the descriptor is reopened if SQLite replaced the file.
-pub(super) fn sync_wal(wal: &std::path::Path, file: &mut Option<(File, u64)>) -> std::io::Result<()> {
+pub(super) fn sync_wal(wal: &Path, file: &mut Option<(File, u64)>) -> std::io::Result<()> {
     let inode = std::fs::metadata(wal)?.ino();
     match file {
         Some((_, ino)) if *ino == inode => {}

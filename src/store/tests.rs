@@ -358,7 +358,7 @@ async fn the_background_threads_run_at_the_lowest_priority() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
     // Each thread names itself and lowers its own priority as it starts.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let background = ["store-writer", "store-checkpoin"];
     while background.iter().any(|name| !priority_of(name).contains(&lowest)) || priority_of("store-inbound").is_empty()
     {
@@ -367,7 +367,7 @@ async fn the_background_threads_run_at_the_lowest_priority() {
             "{:?}",
             ["store-inbound", background[0], background[1]].map(priority_of)
         );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let log = priority_of("store-inbound");
     assert!(

@@ -217,7 +217,7 @@ impl fmt::Display for CertificateInfo {
         writeln!(f, "alt names:    {}", if sans.is_empty() { "(none)".to_owned() } else { sans.join(", ") })?;
         match self.key_bits {
             Some(bits) if !self.key_type.starts_with("ECDSA") => {
-                writeln!(f, "key:          {} {bits} bits", self.key_type)?
+                writeln!(f, "key:          {} {bits} bits", self.key_type)?;
             }
             _ => writeln!(f, "key:          {}", self.key_type)?,
         }

@@ -1073,10 +1073,7 @@ fn fixtures_match_their_expectations() {
             }
             continue;
         }
-        let err = match result {
-            Ok(_) => panic!("{} loaded", file.display()),
-            Err(err) => err,
-        };
+        let Err(err) = result else { panic!("{} loaded", file.display()) };
         assert_eq!(err.problems.len(), expects.len(), "{}:\n{err}", file.display());
         for expect in expects {
             let (path, phrase) = expect.split_once(" | ").unwrap();

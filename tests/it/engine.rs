@@ -41,7 +41,7 @@ fn item(name: &str, kind: &str, settings: &[String]) -> String {
 fn merged(defaults: &[&str], extra: &[&str]) -> Vec<String> {
     let key = |line: &str| line.split(':').next().unwrap_or_default().trim().to_owned();
     let overridden: BTreeSet<String> = extra.iter().map(|l| key(l)).collect();
-    defaults.iter().filter(|l| !overridden.contains(&key(l))).chain(extra).map(|l| l.to_string()).collect()
+    defaults.iter().filter(|l| !overridden.contains(&key(l))).chain(extra).map(ToString::to_string).collect()
 }
 
 fn mllp_in(name: &str, port: u16, targets: &str, extra: &[&str]) -> String {
@@ -1980,7 +1980,7 @@ async fn a_listener_that_cannot_bind_troubles_the_production_and_recovers_on_res
     assert!(error.contains("cannot listen") && error.contains(&port.to_string()), "{error}");
     // The port is freed; restarting the item brings the production back.
     drop(squatter);
-    engine.restart_item("p", "In", switchboard::engine::CommandSource::Api).await.unwrap();
+    engine.restart_item("p", "In", CommandSource::Api).await.unwrap();
     let running = engine.wait_for(Duration::from_secs(5), |s| production_state(s) == ProductionState::Running).await;
     assert!(running, "{:?}", engine.status());
     let ack = reply(&connect(port).await.exchange(&hl7("ADT^A01", "BOUND1"), Duration::from_secs(5)).await.unwrap());
@@ -2268,7 +2268,7 @@ async fn a_full_listener_closes_connections_that_delivered_nothing_first() {
 async fn attacker<F, Fut>(from: u8, port: u16, stop: Arc<AtomicBool>, pause: Duration, attack: F) -> usize
 where
     F: Fn(tokio::net::TcpStream, Arc<AtomicBool>) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: Future<Output = ()>,
 {
     const ROUNDS: usize = 200;
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -428,7 +428,7 @@ fn encoder_rejects_framing_bytes_in_payload() {
         let err = codec.encode(payload, &mut wire).unwrap_err();
         match err {
             MllpError::PayloadContainsFraming { byte: b, offset: o } => {
-                assert_eq!((b, o), (byte, offset))
+                assert_eq!((b, o), (byte, offset));
             }
             ref other => panic!("expected PayloadContainsFraming, got {other:?}"),
         }

@@ -514,7 +514,7 @@ async fn availability_graceful_stop_and_last_will_of_a_killed_process() {
         send_ok(in_port, &format!("T{n}")).await;
     }
     let inbox = data.path().join("inbox");
-    let filed = || std::fs::read_dir(&inbox).map_or(0, |d| d.count());
+    let filed = || std::fs::read_dir(&inbox).map_or(0, Iterator::count);
     assert!(common::eventually(WAIT, || filed() == 2).await, "the lab filed {} messages", filed());
     let term = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     assert!(term.is_ok_and(|s| s.success()), "cannot send SIGTERM");

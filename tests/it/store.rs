@@ -17,7 +17,7 @@ fn inbound(n: usize, targets: &[&str]) -> NewInbound {
         body: Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M{n}|P|2.5\rPID|1||{n}\r")),
         control_id: Some(format!("M{n}")),
         message_type: Some("ADT^A01".into()),
-        targets: targets.iter().map(|t| t.to_string()).collect(),
+        targets: targets.iter().map(ToString::to_string).collect(),
         routed: Vec::new(),
     }
 }
@@ -409,7 +409,7 @@ async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
         Store::open(&path, StoreOptions { durability: Durability::Normal, ..StoreOptions::default() }).unwrap().0;
     let writers = commit_concurrently(&store, 8, 5000);
     let mut largest = 0;
-    while !writers.iter().all(|w| w.is_finished()) {
+    while !writers.iter().all(tokio::task::JoinHandle::is_finished) {
         largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

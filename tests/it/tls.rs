@@ -119,7 +119,7 @@ fn client_config(ca: &Path, cert_key: Option<(&Path, &Path)>) -> TlsConfig {
     }
 }
 
-fn load_error(name: &str, config: &TlsConfig) -> switchboard::tls::TlsError {
+fn load_error(name: &str, config: &TlsConfig) -> tls::TlsError {
     match TlsMaterial::load(name, config) {
         Ok(m) => panic!("expected {name} to fail to load, got {m:?}"),
         Err(e) => e,

@@ -21,14 +21,14 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::ports::free_port;
+pub(crate) use crate::ports::free_port;
 
 /// The production id every test configuration uses.
-pub const PRODUCTION: &str = "p";
+pub(crate) const PRODUCTION: &str = "p";
 
 /// What the receiver does with one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Behaviour {
+pub(crate) enum Behaviour {
     /// Answer AA.
     Accept,
     /// Answer AE with this text in MSA-3.
@@ -68,7 +68,7 @@ struct Shared {
 /// An MLLP receiver on 127.0.0.1 whose answer to each message is scripted by
 /// its control id (MSH-10). It records every message it receives, in order,
 /// and can be stopped and started again on the same port.
-pub struct Receiver {
+pub(crate) struct Receiver {
     /// The port it listens on.
     pub port: u16,
     shared: Arc<Shared>,
@@ -79,13 +79,13 @@ pub struct Receiver {
 
 impl Receiver {
     /// A receiver that answers AA, listening on a free port.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(None).await
     }
 
     /// A receiver that answers AA over TLS, with this acceptor's
     /// certificate and client verification.
-    pub async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> Self {
+    pub(crate) async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> Self {
         Self::start_with(Some(acceptor)).await
     }
 
@@ -107,7 +107,7 @@ impl Receiver {
     }
 
     /// A port where nothing listens yet; [`restart`](Self::restart) opens it.
-    pub async fn down() -> Self {
+    pub(crate) async fn down() -> Self {
         let receiver = Self::start().await;
         receiver.stop().await;
         receiver
@@ -145,7 +145,7 @@ impl Receiver {
     }
 
     /// Stops listening and closes every connection.
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         let running = self.running.lock().unwrap().take();
         if let Some((cancel, handle)) = running {
             cancel.cancel();
@@ -154,7 +154,7 @@ impl Receiver {
     }
 
     /// Listens again on the same port.
-    pub async fn restart(&self) {
+    pub(crate) async fn restart(&self) {
         self.stop().await;
         let deadline = Instant::now() + Duration::from_secs(5);
         let listener = loop {
@@ -171,65 +171,65 @@ impl Receiver {
     }
 
     /// Answers every message the same way.
-    pub fn set_behaviour(&self, behaviour: Behaviour) {
+    pub(crate) fn set_behaviour(&self, behaviour: Behaviour) {
         self.set_script(move |_| behaviour.clone());
     }
 
     /// Answers each message as `script` says for its control id.
-    pub fn set_script(&self, script: impl Fn(&str) -> Behaviour + Send + Sync + 'static) {
+    pub(crate) fn set_script(&self, script: impl Fn(&str) -> Behaviour + Send + Sync + 'static) {
         *self.shared.script.lock().unwrap() = Box::new(script);
     }
 
     /// Waits this long before answering each message.
-    pub fn set_delay(&self, delay: Duration) {
+    pub(crate) fn set_delay(&self, delay: Duration) {
         *self.shared.delay.lock().unwrap() = delay;
     }
 
     /// Closes each connection once it has been idle for `idle` (as many
     /// receivers do), or never.
-    pub fn set_idle_close(&self, idle: Option<Duration>) {
+    pub(crate) fn set_idle_close(&self, idle: Option<Duration>) {
         *self.shared.idle_close.lock().unwrap() = idle;
     }
 
     /// Answers the messages that arrived together last first, as a
     /// receiver that answers from a pool of threads may.
-    pub fn set_out_of_order(&self, out_of_order: bool) {
+    pub(crate) fn set_out_of_order(&self, out_of_order: bool) {
         self.shared.out_of_order.store(out_of_order, Ordering::Relaxed);
     }
 
     /// Control ids of the messages received, in order of arrival.
-    pub fn ids(&self) -> Vec<String> {
+    pub(crate) fn ids(&self) -> Vec<String> {
         self.shared.received.lock().unwrap().iter().map(|(id, _)| id.clone()).collect()
     }
 
     /// Messages received (control id and exact bytes), in order of arrival.
-    pub fn messages(&self) -> Vec<(String, Bytes)> {
+    pub(crate) fn messages(&self) -> Vec<(String, Bytes)> {
         self.shared.received.lock().unwrap().clone()
     }
 
     /// How many times the message with this control id arrived.
-    pub fn count(&self, control_id: &str) -> usize {
+    pub(crate) fn count(&self, control_id: &str) -> usize {
         self.shared.received.lock().unwrap().iter().filter(|(id, _)| id == control_id).count()
     }
 
     /// How many messages arrived.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shared.received.lock().unwrap().len()
     }
 
     /// Connections accepted so far.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// The most messages that had started to arrive behind one not yet
     /// answered: 0 for a sender that waits for each reply.
-    pub fn most_waiting(&self) -> usize {
+    pub(crate) fn most_waiting(&self) -> usize {
         self.shared.most_waiting.load(Ordering::Relaxed)
     }
 
     /// Waits until at least `n` messages arrived.
-    pub async fn wait_len(&self, n: usize, timeout: Duration) -> bool {
+    pub(crate) async fn wait_len(&self, n: usize, timeout: Duration) -> bool {
         eventually(timeout, || self.len() >= n).await
     }
 }
@@ -328,16 +328,16 @@ async fn answer_one<S: Resettable>(framed: &mut Framed<S, MllpCodec>, shared: &S
 }
 
 /// What [`Behaviour::Garbage`] answers.
-pub const GARBAGE_REPLY: &[u8] = b"this is not an HL7 message";
+pub(crate) const GARBAGE_REPLY: &[u8] = b"this is not an HL7 message";
 
 /// An HL7 message of type `message_type` (`ADT^A01`) with MSH-10 `control_id`.
-pub fn hl7(message_type: &str, control_id: &str) -> Vec<u8> {
+pub(crate) fn hl7(message_type: &str, control_id: &str) -> Vec<u8> {
     hl7_with_accept_ack(message_type, control_id, "")
 }
 
 /// Like [`hl7`], with MSH-15 (accept acknowledgment type) set; empty leaves
 /// MSH-15 out (original mode).
-pub fn hl7_with_accept_ack(message_type: &str, control_id: &str, msh15: &str) -> Vec<u8> {
+pub(crate) fn hl7_with_accept_ack(message_type: &str, control_id: &str, msh15: &str) -> Vec<u8> {
     let enhanced = if msh15.is_empty() { String::new() } else { format!("|||{msh15}|NE") };
     format!(
         "MSH|^~\\&|SENDER|FAC|SWB|FAC|20260101120000||{message_type}|{control_id}|P|2.5{enhanced}\r\
@@ -348,34 +348,34 @@ pub fn hl7_with_accept_ack(message_type: &str, control_id: &str, msh15: &str) ->
 }
 
 /// A fixture file's bytes.
-pub fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 /// Reads an ACK.
-pub fn reply(bytes: &[u8]) -> Reply {
+pub(crate) fn reply(bytes: &[u8]) -> Reply {
     Reply::read(&Message::parse(bytes).unwrap_or_else(|e| panic!("unreadable reply: {e}")))
 }
 
 /// Parses `yaml` as a productions file in `dir` and creates the test
 /// certificates of its TLS configurations marked `create_if_missing`, as
 /// `switchboard run` does at start.
-pub fn create_test_certificates(dir: &Path, yaml: &str) -> switchboard::config::Config {
+pub(crate) fn create_test_certificates(dir: &Path, yaml: &str) -> switchboard::config::Config {
     let config = switchboard::config::parse(&dir.join("productions.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
     switchboard::tls::create_missing(&config).expect("test certificates");
     config
 }
 
 /// Builds an engine from `yaml` on a store in `dir`; nothing runs yet.
-pub fn open_engine(dir: &Path, yaml: &str) -> Engine {
+pub(crate) fn open_engine(dir: &Path, yaml: &str) -> Engine {
     let config = switchboard::config::parse(&dir.join("productions.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
     let (store, _) = Store::open(&dir.join("store.db"), StoreOptions::default()).expect("open the store");
     Engine::new(config, store).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Builds and starts an engine; waits until the production runs.
-pub async fn start_engine(dir: &Path, yaml: &str) -> Engine {
+pub(crate) async fn start_engine(dir: &Path, yaml: &str) -> Engine {
     let engine = open_engine(dir, yaml);
     engine.start().await;
     assert!(
@@ -387,23 +387,23 @@ pub async fn start_engine(dir: &Path, yaml: &str) -> Engine {
 }
 
 /// The state of the test production.
-pub fn production_state(status: &EngineStatus) -> ProductionState {
+pub(crate) fn production_state(status: &EngineStatus) -> ProductionState {
     status.production(PRODUCTION).expect("production").state
 }
 
 /// The state of one item of the test production.
-pub fn item_state(status: &EngineStatus, item: &str) -> ItemState {
+pub(crate) fn item_state(status: &EngineStatus, item: &str) -> ItemState {
     status.item(PRODUCTION, item).expect("item").state
 }
 
 /// Sends one message over a new connection and returns the reply.
-pub async fn send(port: u16, message: &[u8]) -> Bytes {
+pub(crate) async fn send(port: u16, message: &[u8]) -> Bytes {
     let mut client = connect(port).await;
     client.exchange(message, Duration::from_secs(5)).await.unwrap_or_else(|e| panic!("no reply: {e}"))
 }
 
 /// An MLLP client connection to the engine.
-pub async fn connect(port: u16) -> MllpClient {
+pub(crate) async fn connect(port: u16) -> MllpClient {
     MllpClient::connect(&format!("127.0.0.1:{port}"), Duration::from_secs(2))
         .await
         .unwrap_or_else(|e| panic!("cannot connect: {e}"))
@@ -411,7 +411,7 @@ pub async fn connect(port: u16) -> MllpClient {
 
 /// A framed raw connection, for tests that write bytes outside the client's
 /// request/reply pattern.
-pub async fn raw(port: u16) -> TcpStream {
+pub(crate) async fn raw(port: u16) -> TcpStream {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let stream = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("cannot connect: {e}"));
     stream.set_nodelay(true).expect("nodelay");
@@ -419,7 +419,7 @@ pub async fn raw(port: u16) -> TcpStream {
 }
 
 /// Wraps `message` in an MLLP frame.
-pub fn frame(message: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 3);
     out.push(0x0B);
     out.extend_from_slice(message);
@@ -430,7 +430,7 @@ pub fn frame(message: &[u8]) -> Vec<u8> {
 /// Waits until the peer closes `stream` (EOF or reset) and returns how long
 /// that took, or `None` if it stays open for `timeout`. Data the peer sends
 /// meanwhile is read and dropped.
-pub async fn closed_within(stream: &mut TcpStream, timeout: Duration) -> Option<Duration> {
+pub(crate) async fn closed_within(stream: &mut TcpStream, timeout: Duration) -> Option<Duration> {
     let start = Instant::now();
     let deadline = start + timeout;
     let mut buf = [0u8; 4096];
@@ -444,7 +444,7 @@ pub async fn closed_within(stream: &mut TcpStream, timeout: Duration) -> Option<
 }
 
 /// Polls `check` every 10 ms until it holds or `timeout` passes.
-pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if check() {
@@ -458,7 +458,7 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
 }
 
 /// Every header in the store, in id order.
-pub fn all_headers(store: &Store) -> Vec<Header> {
+pub(crate) fn all_headers(store: &Store) -> Vec<Header> {
     let mut headers = Vec::new();
     let mut misses = 0;
     for id in 1..1_000_000 {
@@ -479,12 +479,12 @@ pub fn all_headers(store: &Store) -> Vec<Header> {
 }
 
 /// The headers whose target is `item`, in id (queue) order.
-pub fn headers_for(store: &Store, item: &str) -> Vec<Header> {
+pub(crate) fn headers_for(store: &Store, item: &str) -> Vec<Header> {
     all_headers(store).into_iter().filter(|h| h.production == PRODUCTION && h.target == item).collect()
 }
 
 /// The header for `item` of the message with this control id.
-pub fn header(store: &Store, item: &str, control_id: &str) -> Header {
+pub(crate) fn header(store: &Store, item: &str, control_id: &str) -> Header {
     headers_for(store, item)
         .into_iter()
         .find(|h| h.control_id.as_deref() == Some(control_id))
@@ -492,7 +492,13 @@ pub fn header(store: &Store, item: &str, control_id: &str) -> Header {
 }
 
 /// Waits until the header for `item` of `control_id` has `status`; returns it.
-pub async fn wait_status(store: &Store, item: &str, control_id: &str, status: Status, timeout: Duration) -> Header {
+pub(crate) async fn wait_status(
+    store: &Store,
+    item: &str,
+    control_id: &str,
+    status: Status,
+    timeout: Duration,
+) -> Header {
     let deadline = Instant::now() + timeout;
     loop {
         let found = headers_for(store, item).into_iter().find(|h| h.control_id.as_deref() == Some(control_id));

@@ -19,13 +19,13 @@ use crate::common::hl7;
 
 /// How long any wait in these tests may take: counters go out at most
 /// every 15 s, so a count is seen up to 15 s after it changed.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 /// The discovery prefix.
-pub const PREFIX: &str = "homeassistant";
+pub(crate) const PREFIX: &str = "homeassistant";
 
 /// One message received.
 #[derive(Clone, Debug)]
-pub struct Msg {
+pub(crate) struct Msg {
     pub topic: String,
     pub payload: String,
     pub retain: bool,
@@ -33,14 +33,14 @@ pub struct Msg {
 
 /// An MQTT client that records every message it receives, standing in for
 /// Home Assistant.
-pub struct Watcher {
+pub(crate) struct Watcher {
     client: AsyncClient,
     log: Arc<Mutex<Vec<Msg>>>,
     task: JoinHandle<()>,
 }
 
 impl Watcher {
-    pub async fn start(port: u16, filter: &str, user: Option<(&str, &str)>) -> Self {
+    pub(crate) async fn start(port: u16, filter: &str, user: Option<(&str, &str)>) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let id = format!("watcher-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
@@ -77,24 +77,24 @@ impl Watcher {
         Self { client, log, task }
     }
 
-    pub fn messages(&self) -> Vec<Msg> {
+    pub(crate) fn messages(&self) -> Vec<Msg> {
         self.log.lock().unwrap().clone()
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.log.lock().unwrap().clear();
     }
 
     /// The last payload seen on each topic.
-    pub fn latest(&self) -> BTreeMap<String, String> {
+    pub(crate) fn latest(&self) -> BTreeMap<String, String> {
         self.messages().into_iter().map(|m| (m.topic, m.payload)).collect()
     }
 
-    pub fn last(&self, topic: &str) -> Option<String> {
+    pub(crate) fn last(&self, topic: &str) -> Option<String> {
         self.messages().into_iter().rev().find(|m| m.topic == topic).map(|m| m.payload)
     }
 
-    pub async fn wait_until(&self, what: &str, check: impl Fn(&[Msg]) -> bool) {
+    pub(crate) async fn wait_until(&self, what: &str, check: impl Fn(&[Msg]) -> bool) {
         let deadline = Instant::now() + WAIT;
         loop {
             if check(&self.messages()) {
@@ -114,14 +114,14 @@ impl Watcher {
     }
 
     /// Waits until the last payload on `topic` is `payload`.
-    pub async fn wait_for(&self, topic: &str, payload: &str) {
+    pub(crate) async fn wait_for(&self, topic: &str, payload: &str) {
         self.wait_until(&format!("{topic} = {payload}"), |msgs| {
             msgs.iter().rev().find(|m| m.topic == topic).is_some_and(|m| m.payload == payload)
         })
         .await;
     }
 
-    pub async fn publish(&self, topic: &str, payload: &str) {
+    pub(crate) async fn publish(&self, topic: &str, payload: &str) {
         self.client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).await.expect("publish");
     }
 }
@@ -133,7 +133,7 @@ impl Drop for Watcher {
 }
 
 /// mllp_in → router → mllp_out (+ more items), production `p` ("ADT feed").
-pub fn pipeline_yaml(in_port: u16, out_port: u16, extra_items: &str, tls: &str) -> String {
+pub(crate) fn pipeline_yaml(in_port: u16, out_port: u16, extra_items: &str, tls: &str) -> String {
     format!(
         "{tls}productions:
   p:
@@ -163,11 +163,11 @@ pub fn pipeline_yaml(in_port: u16, out_port: u16, extra_items: &str, tls: &str) 
     )
 }
 
-pub fn config_topic(component: &str, instance: &str, key: &str) -> String {
+pub(crate) fn config_topic(component: &str, instance: &str, key: &str) -> String {
     format!("{PREFIX}/{component}/{instance}/{key}/config")
 }
 
-pub async fn send_ok(port: u16, control_id: &str) {
+pub(crate) async fn send_ok(port: u16, control_id: &str) {
     let mut client = MllpClient::connect(&format!("127.0.0.1:{port}"), Duration::from_secs(2))
         .await
         .unwrap_or_else(|e| panic!("cannot connect to send {control_id}: {e}"));
@@ -177,7 +177,7 @@ pub async fn send_ok(port: u16, control_id: &str) {
 }
 
 /// Runs `switchboard run` with MQTT flags; its log goes to the test output.
-pub fn spawn_switchboard(config: &Path, data: &Path, args: &[&str], envs: &[(&str, &str)]) -> Child {
+pub(crate) fn spawn_switchboard(config: &Path, data: &Path, args: &[&str], envs: &[(&str, &str)]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .arg("run")
         .arg("--config")

@@ -17,7 +17,7 @@ const COUNT: u32 = 12_000;
 
 /// A port on 127.0.0.1 that no other test has been given and that was free
 /// a moment ago.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     // Test processes run side by side (another checkout's, say) start in
     // different places.
@@ -33,6 +33,6 @@ pub fn free_port() -> u16 {
 }
 
 /// `N` different free ports.
-pub fn free_ports<const N: usize>() -> [u16; N] {
+pub(crate) fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|_| free_port())
 }
