@@ -2,8 +2,6 @@
 //! library.
 #![forbid(unsafe_code)]
 
-use clap::Parser as _;
-
 fn main() -> std::process::ExitCode {
-    switchboard::cli::main(switchboard::cli::Cli::parse())
+    switchboard::cli::run_from_args()
 }

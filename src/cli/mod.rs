@@ -87,7 +87,98 @@ pub struct RunArgs {
     pub certificate_warning_days: u32,
     /// MQTT broker and Home Assistant discovery.
     #[command(flatten, next_help_heading = "Home Assistant (MQTT)")]
-    pub mqtt: crate::ha::MqttArgs,
+    pub mqtt: MqttFlags,
+}
+
+/// The MQTT and Home Assistant flags of `switchboard run`, handed to
+/// [`crate::ha::resolve`] as [`crate::ha::MqttArgs`].
+#[derive(Debug, Clone, Args)]
+pub struct MqttFlags {
+    /// MQTT broker host. Without it (here, in the environment or in the
+    /// options file) the Supervisor is asked when `SUPERVISOR_TOKEN` is set;
+    /// otherwise Switchboard runs without MQTT.
+    #[arg(long, env = "SWITCHBOARD_MQTT_HOST")]
+    pub mqtt_host: Option<String>,
+    /// MQTT broker port [default: 1883, or 8883 with TLS].
+    #[arg(long, env = "SWITCHBOARD_MQTT_PORT")]
+    pub mqtt_port: Option<u16>,
+    /// MQTT user name.
+    #[arg(long, env = "SWITCHBOARD_MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+    /// The name of the environment variable that holds the MQTT password
+    /// (the password itself never goes on the command line).
+    #[arg(long, env = "SWITCHBOARD_MQTT_PASSWORD_ENV", default_value = "SWITCHBOARD_MQTT_PASSWORD")]
+    pub mqtt_password_env: String,
+    /// Connect to the broker over TLS (implied by `--mqtt-tls-ca` and
+    /// `--mqtt-tls-cert`). Without a CA file the system's authorities are
+    /// trusted.
+    #[arg(long, env = "SWITCHBOARD_MQTT_TLS")]
+    pub mqtt_tls: bool,
+    /// PEM file of the authorities that sign the broker's certificate.
+    #[arg(long, env = "SWITCHBOARD_MQTT_TLS_CA")]
+    pub mqtt_tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for brokers that require one.
+    #[arg(long, env = "SWITCHBOARD_MQTT_TLS_CERT")]
+    pub mqtt_tls_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, env = "SWITCHBOARD_MQTT_TLS_KEY")]
+    pub mqtt_tls_key: Option<PathBuf>,
+    /// The name of the environment variable that holds the client key's
+    /// password, for an encrypted key.
+    #[arg(long, env = "SWITCHBOARD_MQTT_TLS_KEY_PASSWORD_ENV")]
+    pub mqtt_tls_key_password_env: Option<String>,
+    /// Accept a broker certificate that does not name the host connected to
+    /// (the chain is still verified).
+    #[arg(long, env = "SWITCHBOARD_MQTT_TLS_SKIP_HOST_CHECK")]
+    pub mqtt_tls_skip_host_check: bool,
+    /// MQTT client id [default: the instance id].
+    #[arg(long, env = "SWITCHBOARD_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
+    /// MQTT keep-alive, e.g. `30s` [default: 30s].
+    #[arg(long, env = "SWITCHBOARD_MQTT_KEEP_ALIVE", value_parser = crate::config::parse_duration)]
+    pub mqtt_keep_alive: Option<Duration>,
+    /// Home Assistant's discovery prefix [default: homeassistant].
+    #[arg(long, env = "SWITCHBOARD_MQTT_DISCOVERY_PREFIX")]
+    pub mqtt_discovery_prefix: Option<String>,
+    /// Names this Switchboard in MQTT topics and Home Assistant ids
+    /// (lower-case letters, digits and `_`) [default: switchboard]. Change
+    /// it only to run two instances against one broker: entity ids follow it.
+    #[arg(long, env = "SWITCHBOARD_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// The web UI's address, linked from the Home Assistant devices.
+    #[arg(long, env = "SWITCHBOARD_UI_URL")]
+    pub ui_url: Option<String>,
+    /// Add-on options file (`/data/options.json` format) [default:
+    /// /data/options.json when running under the Supervisor].
+    #[arg(long, env = "SWITCHBOARD_OPTIONS")]
+    pub options: Option<PathBuf>,
+    /// The Supervisor's address, asked for the MQTT service.
+    #[arg(long, env = "SWITCHBOARD_SUPERVISOR_URL", default_value = crate::ha::settings::DEFAULT_SUPERVISOR_URL)]
+    pub supervisor_url: String,
+}
+
+impl From<MqttFlags> for crate::ha::MqttArgs {
+    fn from(f: MqttFlags) -> Self {
+        Self {
+            mqtt_host: f.mqtt_host,
+            mqtt_port: f.mqtt_port,
+            mqtt_username: f.mqtt_username,
+            mqtt_password_env: f.mqtt_password_env,
+            mqtt_tls: f.mqtt_tls,
+            mqtt_tls_ca: f.mqtt_tls_ca,
+            mqtt_tls_cert: f.mqtt_tls_cert,
+            mqtt_tls_key: f.mqtt_tls_key,
+            mqtt_tls_key_password_env: f.mqtt_tls_key_password_env,
+            mqtt_tls_skip_host_check: f.mqtt_tls_skip_host_check,
+            mqtt_client_id: f.mqtt_client_id,
+            mqtt_keep_alive: f.mqtt_keep_alive,
+            mqtt_discovery_prefix: f.mqtt_discovery_prefix,
+            instance_id: f.instance_id,
+            ui_url: f.ui_url,
+            options: f.options,
+            supervisor_url: f.supervisor_url,
+        }
+    }
 }
 
 /// Arguments of `switchboard check`.
@@ -155,6 +246,11 @@ pub struct SendArgs {
     /// The name to check the server's certificate against (default: `--host`).
     #[arg(long, help_heading = "TLS")]
     pub server_name: Option<String>,
+}
+
+/// Reads the process's command line and runs it: all of `main`.
+pub fn run_from_args() -> ExitCode {
+    main(Cli::parse())
 }
 
 /// Runs a parsed command line and returns the process exit status.

@@ -83,7 +83,8 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     init_tracing(&args.log_level)?;
     let Some(config) = load(&args.config) else { return Ok(ExitCode::from(2)) };
-    let ha_settings = crate::ha::resolve(&args.mqtt, &crate::ha::Environment::from_process(&args.mqtt))?;
+    let mqtt = crate::ha::MqttArgs::from(args.mqtt.clone());
+    let ha_settings = crate::ha::resolve(&mqtt, &crate::ha::Environment::from_process(&mqtt))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     for file in crate::tls::create_missing(&config).context("cannot create test certificates")? {
         errln!("created test certificate file {}", file.display());

@@ -11,7 +11,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -28,70 +27,80 @@ pub const ADDON_OPTIONS_FILE: &str = "/data/options.json";
 /// Keep-alive when none is given.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
-/// The MQTT and Home Assistant flags of `switchboard run`.
-#[derive(Debug, Clone, Default, Args)]
+/// The MQTT and Home Assistant settings given on the command line (or in
+/// the `SWITCHBOARD_*` variables that stand for its flags): what
+/// [`resolve`] combines with the options file and the Supervisor.
+#[derive(Debug, Clone)]
 pub struct MqttArgs {
     /// MQTT broker host. Without it (here, in the environment or in the
     /// options file) the Supervisor is asked when `SUPERVISOR_TOKEN` is set;
     /// otherwise Switchboard runs without MQTT.
-    #[arg(long, env = "SWITCHBOARD_MQTT_HOST")]
     pub mqtt_host: Option<String>,
     /// MQTT broker port [default: 1883, or 8883 with TLS].
-    #[arg(long, env = "SWITCHBOARD_MQTT_PORT")]
     pub mqtt_port: Option<u16>,
     /// MQTT user name.
-    #[arg(long, env = "SWITCHBOARD_MQTT_USERNAME")]
     pub mqtt_username: Option<String>,
     /// The name of the environment variable that holds the MQTT password
     /// (the password itself never goes on the command line).
-    #[arg(long, env = "SWITCHBOARD_MQTT_PASSWORD_ENV", default_value = "SWITCHBOARD_MQTT_PASSWORD")]
     pub mqtt_password_env: String,
     /// Connect to the broker over TLS (implied by `--mqtt-tls-ca` and
     /// `--mqtt-tls-cert`). Without a CA file the system's authorities are
     /// trusted.
-    #[arg(long, env = "SWITCHBOARD_MQTT_TLS")]
     pub mqtt_tls: bool,
     /// PEM file of the authorities that sign the broker's certificate.
-    #[arg(long, env = "SWITCHBOARD_MQTT_TLS_CA")]
     pub mqtt_tls_ca: Option<PathBuf>,
     /// PEM client certificate, for brokers that require one.
-    #[arg(long, env = "SWITCHBOARD_MQTT_TLS_CERT")]
     pub mqtt_tls_cert: Option<PathBuf>,
     /// PEM private key of the client certificate.
-    #[arg(long, env = "SWITCHBOARD_MQTT_TLS_KEY")]
     pub mqtt_tls_key: Option<PathBuf>,
     /// The name of the environment variable that holds the client key's
     /// password, for an encrypted key.
-    #[arg(long, env = "SWITCHBOARD_MQTT_TLS_KEY_PASSWORD_ENV")]
     pub mqtt_tls_key_password_env: Option<String>,
     /// Accept a broker certificate that does not name the host connected to
     /// (the chain is still verified).
-    #[arg(long, env = "SWITCHBOARD_MQTT_TLS_SKIP_HOST_CHECK")]
     pub mqtt_tls_skip_host_check: bool,
     /// MQTT client id [default: the instance id].
-    #[arg(long, env = "SWITCHBOARD_MQTT_CLIENT_ID")]
     pub mqtt_client_id: Option<String>,
     /// MQTT keep-alive, e.g. `30s` [default: 30s].
-    #[arg(long, env = "SWITCHBOARD_MQTT_KEEP_ALIVE", value_parser = crate::config::parse_duration)]
     pub mqtt_keep_alive: Option<Duration>,
     /// Home Assistant's discovery prefix [default: homeassistant].
-    #[arg(long, env = "SWITCHBOARD_MQTT_DISCOVERY_PREFIX")]
     pub mqtt_discovery_prefix: Option<String>,
     /// Names this Switchboard in MQTT topics and Home Assistant ids
     /// (lower-case letters, digits and `_`) [default: switchboard]. Change
     /// it only to run two instances against one broker: entity ids follow it.
-    #[arg(long, env = "SWITCHBOARD_INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// The web UI's address, linked from the Home Assistant devices.
-    #[arg(long, env = "SWITCHBOARD_UI_URL")]
     pub ui_url: Option<String>,
     /// Add-on options file (`/data/options.json` format) [default:
     /// /data/options.json when running under the Supervisor].
-    #[arg(long, env = "SWITCHBOARD_OPTIONS")]
     pub options: Option<PathBuf>,
     /// The Supervisor's address, asked for the MQTT service.
-    #[arg(long, env = "SWITCHBOARD_SUPERVISOR_URL", default_value = DEFAULT_SUPERVISOR_URL)]
     pub supervisor_url: String,
+}
+
+impl Default for MqttArgs {
+    /// Nothing given: the defaults of the command line's flags.
+    fn default() -> Self {
+        Self {
+            mqtt_host: None,
+            mqtt_port: None,
+            mqtt_username: None,
+            mqtt_password_env: "SWITCHBOARD_MQTT_PASSWORD".to_owned(),
+            mqtt_tls: false,
+            mqtt_tls_ca: None,
+            mqtt_tls_cert: None,
+            mqtt_tls_key: None,
+            mqtt_tls_key_password_env: None,
+            mqtt_tls_skip_host_check: false,
+            mqtt_client_id: None,
+            mqtt_keep_alive: None,
+            mqtt_discovery_prefix: None,
+            instance_id: None,
+            ui_url: None,
+            options: None,
+            supervisor_url: DEFAULT_SUPERVISOR_URL.to_owned(),
+        }
+    }
 }
 
 /// A password: never printed, wiped from memory when dropped.
