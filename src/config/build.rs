@@ -15,7 +15,7 @@ use super::reader::{
 };
 use super::yaml::{Node, Value};
 use crate::rules::reply_actions::ReplyCodeActions;
-use crate::rules::route::Condition;
+use crate::rules::route::{Condition, TransformStep};
 
 const TOP_KEYS: &[&str] = &["store", "tls", "productions"];
 const STORE_KEYS: &[&str] = &["durability", "retention_days", "background_priority"];
@@ -827,7 +827,7 @@ fn rule(ctx: &mut Ctx, path: &str, node: &Node, draft: &mut DraftItem) -> Option
     Some(RuleConfig { when, action: action?, transform: transform? })
 }
 
-fn transforms(ctx: &mut Ctx, path: &str, node: &Node) -> Option<Option<Vec<TransformConfig>>> {
+fn transforms(ctx: &mut Ctx, path: &str, node: &Node) -> Option<Option<Vec<TransformStep>>> {
     let nodes = match &node.value {
         Value::Seq(nodes) => nodes,
         Value::Null => return Some(Some(Vec::new())),
@@ -855,7 +855,7 @@ fn transforms(ctx: &mut Ctx, path: &str, node: &Node) -> Option<Option<Vec<Trans
     Some(complete.then_some(out))
 }
 
-fn transform(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TransformConfig> {
+fn transform(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TransformStep> {
     let f = Fields::new(ctx, path, node, "a transform step", Some(TRANSFORM_KEYS))?;
     let ops: Vec<&str> = ["set", "copy", "clear"].into_iter().filter(|k| f.has(k)).collect();
     let op = match ops.as_slice() {
@@ -923,7 +923,7 @@ fn transform(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TransformConfig> 
             let value = f
                 .required(ctx, "value", "a `set` step", "add `value:` with the text to write, e.g. `value: U`")
                 .and_then(|node| text(ctx, &f.path_of("value"), node));
-            Some(TransformConfig::Set { path: target?, value: value? })
+            Some(TransformStep::Set { path: target?, value: value? })
         }
         "copy" => {
             forbid(ctx, "value", "a copy takes its value from the `copy` path; remove it");
@@ -939,12 +939,12 @@ fn transform(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TransformConfig> 
                     None
                 }
             };
-            Some(TransformConfig::Copy { from: from?, to: to? })
+            Some(TransformStep::Copy { from: from?, to: to? })
         }
         _ => {
             forbid(ctx, "value", "`clear` empties the field; use `set` to write a value");
             forbid(ctx, "to", "remove it");
-            Some(TransformConfig::Clear { path: hl7_path(ctx, "clear")? })
+            Some(TransformStep::Clear { path: hl7_path(ctx, "clear")? })
         }
     }
 }

@@ -77,7 +77,7 @@ pub use check::probe_ports;
 pub use model::{
     AckMode, BackgroundPriority, Config, Durability, FileInConfig, FileOutConfig, ItemConfig, ItemKind, ItemRole,
     KindTag, MllpInConfig, MllpOutConfig, NoMatch, ProductionConfig, RouterConfig, RuleAction, RuleConfig,
-    StoreSettings, TlsConfig, TlsRole, TlsVersion, TransformConfig, VerifyPeer,
+    StoreSettings, TlsConfig, TlsRole, TlsVersion, VerifyPeer,
 };
 pub use units::{format_duration, parse_duration, parse_size};
 

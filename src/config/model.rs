@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Problem;
-use crate::hl7::Path;
 use crate::rules::reply_actions::ReplyCodeActions;
-use crate::rules::route::Condition;
+use crate::rules::route::{Condition, TransformStep};
 
 /// A validated productions file.
 ///
@@ -466,8 +465,10 @@ pub struct RuleConfig {
     /// `send: [names]` or `discard: true` — exactly one of the two.
     pub action: RuleAction,
     /// `transform` — edits applied, in order, to the copy of the message that
-    /// this rule sends. Default: none. The stored original is never changed.
-    pub transform: Vec<TransformConfig>,
+    /// this rule sends: `- set: PID-8` with `value: U`, `- copy: PID-3[1].1`
+    /// with `to: PID-2`, `- clear: PID-19`. Default: none. The stored
+    /// original is never changed.
+    pub transform: Vec<TransformStep>,
 }
 
 /// What a matching rule does with the message.
@@ -479,31 +480,6 @@ pub enum RuleAction {
     /// `discard: true` — drop the message on purpose; it is marked discarded
     /// in the store.
     Discard,
-}
-
-/// One edit of a `transform` list. Paths use the HL7 path notation:
-/// `SEG[occurrence]-field[repetition].component.subcomponent`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransformConfig {
-    /// `- set: PID-8` with `value: U` — write `value` (escaped as needed).
-    Set {
-        /// The path to write.
-        path: Path,
-        /// The text to write there.
-        value: String,
-    },
-    /// `- copy: PID-3[1].1` with `to: PID-2` — copy a value to another path.
-    Copy {
-        /// The path to read.
-        from: Path,
-        /// The path to write.
-        to: Path,
-    },
-    /// `- clear: PID-19` — empty the value at the path.
-    Clear {
-        /// The path to empty.
-        path: Path,
-    },
 }
 
 /// `no_match` of a router.

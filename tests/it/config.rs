@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use switchboard::config::{
     self, AckMode, BackgroundPriority, Config, ConfigError, Durability, ItemKind, NoMatch, Position, Problem,
-    RuleAction, TlsRole, TlsVersion, TransformConfig, VerifyPeer,
+    RuleAction, TlsRole, TlsVersion, VerifyPeer,
 };
+use switchboard::rules::route::TransformStep;
 
 const SOURCE: &str = "/etc/switchboard/productions.yaml";
 
@@ -285,10 +286,10 @@ productions:
     assert_eq!(
         r.rules[0].transform,
         vec![
-            TransformConfig::Set { path: path("PID-8"), value: "U".into() },
-            TransformConfig::Copy { from: path("PID-3[1].1"), to: path("PID-2") },
-            TransformConfig::Clear { path: path("PID-19") },
-            TransformConfig::Set { path: path("PV1-2"), value: "1.50".into() },
+            TransformStep::Set { path: path("PID-8"), value: "U".into() },
+            TransformStep::Copy { from: path("PID-3[1].1"), to: path("PID-2") },
+            TransformStep::Clear { path: path("PID-19") },
+            TransformStep::Set { path: path("PV1-2"), value: "1.50".into() },
         ]
     );
     assert_eq!(r.rules[1].action, RuleAction::Discard);

@@ -4,9 +4,9 @@
 use bytes::Bytes;
 
 use super::ItemCtx;
-use crate::config::{NoMatch, RouterConfig, RuleAction, TransformConfig};
+use crate::config::{NoMatch, RouterConfig, RuleAction};
 use crate::hl7::Message;
-use crate::rules::route::{Condition, Transform, TransformStep};
+use crate::rules::route::{Condition, Transform};
 use crate::store::{RouteDecision, Routed, RoutedOutput, Status};
 
 /// Messages routed per batch (and per commit).
@@ -32,17 +32,6 @@ impl CompiledRouter {
             .rules
             .iter()
             .map(|rule| {
-                let steps = rule
-                    .transform
-                    .iter()
-                    .map(|step| match step {
-                        TransformConfig::Set { path, value } => {
-                            TransformStep::Set { path: *path, value: value.clone() }
-                        }
-                        TransformConfig::Copy { from, to } => TransformStep::Copy { from: *from, to: *to },
-                        TransformConfig::Clear { path } => TransformStep::Clear { path: *path },
-                    })
-                    .collect();
                 let targets = match &rule.action {
                     RuleAction::Send(targets) => Some(targets.clone()),
                     RuleAction::Discard => None,
@@ -50,7 +39,7 @@ impl CompiledRouter {
                 CompiledRule {
                     condition: rule.when.clone().unwrap_or_else(Condition::always),
                     targets,
-                    transform: Transform { steps },
+                    transform: Transform { steps: rule.transform.clone() },
                 }
             })
             .collect();
