@@ -1748,7 +1748,7 @@ async fn ack_mode_application_relays_the_receiver_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_and_disable_keep_every_queued_message_in_order() {
     let p = Pipeline::new(&[], &[]).await;
-    p.receiver.set_delay(Duration::from_millis(15));
+    p.receiver.set_delay(Duration::from_millis(40));
     let ids: Vec<String> = (0..40).map(|n| format!("Q{n:02}")).collect();
     let mut client = connect(p.in_port).await;
     for id in &ids[..30] {
@@ -1845,7 +1845,7 @@ async fn a_graceful_stop_leaves_no_message_delivering() {
     const N: usize = 30;
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
-    receiver.set_delay(Duration::from_millis(20));
+    receiver.set_delay(Duration::from_millis(50));
     let in_port = free_port();
     let rules = ["rules:".to_owned(), "  - send: [Out, Files]".to_owned()];
     let yaml = production(&[
