@@ -488,3 +488,22 @@ async fn results_noted_but_not_committed_are_applied_at_open() {
     let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
     assert_eq!(store.queue_depth("p", "Out"), 1, "the persisted depth matches");
 }
+
+/// The commanded state is stored as text: what is written reads back the
+/// same, and a value this version does not know (written by another one)
+/// counts as running, which leaves `autostart` to decide, rather than
+/// failing the start.
+#[tokio::test]
+async fn a_commanded_state_reads_back_and_an_unknown_one_counts_as_running() {
+    assert_eq!(Commanded::parse(Commanded::Running.as_str()), Commanded::Running);
+    assert_eq!(Commanded::parse(Commanded::Stopped.as_str()), Commanded::Stopped);
+    assert_eq!(Commanded::parse("paused"), Commanded::Running);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("s.db"), StoreOptions::default()).unwrap();
+    assert_eq!(store.commanded_state("adt").unwrap(), None);
+    store.set_commanded_state("adt", Commanded::Stopped).await.unwrap();
+    assert_eq!(store.commanded_state("adt").unwrap(), Some(Commanded::Stopped));
+    store.set_commanded_state("adt", Commanded::Running).await.unwrap();
+    assert_eq!(store.commanded_state("adt").unwrap(), Some(Commanded::Running));
+    store.close().await;
+}
