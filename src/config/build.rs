@@ -1,6 +1,7 @@
-//! The walk from the YAML tree to typed settings: every key is checked
-//! against the keys its place allows, every value against its type, and the
-//! references between items are collected for [`super::check`].
+//! The walk from the YAML tree to typed settings: every value is checked
+//! against its type, every key its reader did not ask for is reported as
+//! unknown (see [`Fields`]), and the references between items are
+//! collected for [`super::check`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -16,54 +17,6 @@ use super::reader::{
 use super::yaml::{Node, Value};
 use crate::rules::reply_actions::ReplyCodeActions;
 use crate::rules::route::{Condition, TransformStep};
-
-const TOP_KEYS: &[&str] = &["store", "tls", "productions"];
-const STORE_KEYS: &[&str] = &["durability", "retention_days", "background_priority"];
-const TLS_KEYS: &[&str] = &[
-    "role",
-    "ca_file",
-    "cert_file",
-    "key_file",
-    "key_password_env",
-    "key_password_file",
-    "verify_peer",
-    "verify_host",
-    "server_name",
-    "min_version",
-    "create_if_missing",
-];
-const PRODUCTION_KEYS: &[&str] = &["name", "autostart", "stop_timeout", "items"];
-const COMMON_ITEM_KEYS: &[&str] = &["name", "kind", "enabled", "targets"];
-const MLLP_IN_KEYS: &[&str] = &[
-    "host",
-    "port",
-    "tls",
-    "ack_mode",
-    "application_ack_timeout",
-    "max_connections",
-    "max_connections_per_peer",
-    "first_byte_timeout",
-    "idle_timeout",
-    "read_timeout",
-    "max_message_size",
-];
-const MLLP_OUT_KEYS: &[&str] = &[
-    "host",
-    "port",
-    "tls",
-    "stay_connected",
-    "connect_timeout",
-    "response_timeout",
-    "retry_interval",
-    "failure_timeout",
-    "pipeline_depth",
-    "reply_code_actions",
-];
-const ROUTER_KEYS: &[&str] = &["rules", "no_match"];
-const FILE_IN_KEYS: &[&str] = &["path", "pattern", "archive_path", "poll_interval"];
-const FILE_OUT_KEYS: &[&str] = &["path", "filename"];
-const RULE_KEYS: &[&str] = &["when", "send", "discard", "transform"];
-const TRANSFORM_KEYS: &[&str] = &["set", "value", "copy", "to", "clear"];
 
 /// The largest `max_message_size` accepted: a frame is held in memory while
 /// it is read.
@@ -122,38 +75,41 @@ pub(crate) fn walk(ctx: &mut Ctx, root: &Node) -> Option<Draft> {
         );
         return None;
     }
-    let top = Fields::new(ctx, "", root, "the productions file", Some(TOP_KEYS))?;
-    let store = match top.get("store") {
-        Some(node) => store(ctx, node),
-        None => StoreSettings::default(),
-    };
-    let tls = match top.get("tls") {
-        Some(node) => tls_section(ctx, node),
-        None => BTreeMap::new(),
-    };
-    let mut productions = Vec::new();
-    if let Some(node) = top.required(
-        ctx,
-        "productions",
-        "the file",
-        "add a `productions:` mapping from production ids to productions (see examples/demo.yaml)",
-    ) {
-        match &node.value {
-            Value::Map(entries) if entries.is_empty() => {
-                ctx.warn("productions", node.pos, "no productions are defined; nothing will run");
+    Fields::closed(ctx, "", root, "the productions file", |ctx, top| {
+        let store = match top.get("store") {
+            Some(node) => store(ctx, node),
+            None => StoreSettings::default(),
+        };
+        let tls = match top.get("tls") {
+            Some(node) => tls_section(ctx, node),
+            None => BTreeMap::new(),
+        };
+        let mut productions = Vec::new();
+        if let Some(node) = top.required(
+            ctx,
+            "productions",
+            "the file",
+            "add a `productions:` mapping from production ids to productions (see examples/demo.yaml)",
+        ) {
+            match &node.value {
+                Value::Map(entries) if entries.is_empty() => {
+                    ctx.warn("productions", node.pos, "no productions are defined; nothing will run");
+                }
+                Value::Null => ctx.warn("productions", node.pos, "no productions are defined; nothing will run"),
+                _ => {}
             }
-            Value::Null => ctx.warn("productions", node.pos, "no productions are defined; nothing will run"),
-            _ => {}
-        }
-        let fields =
-            if node.value == Value::Null { None } else { Fields::new(ctx, "productions", node, "`productions`", None) };
-        for (id, prod) in fields.iter().flat_map(|f| f.entries()) {
-            if let Some(p) = production(ctx, id, key_pos(node, id), prod) {
-                productions.push(p);
+            let fields =
+                if node.value == Value::Null { None } else { Fields::new(ctx, "productions", node, "`productions`") };
+            if let Some(f) = &fields {
+                for (id, prod) in f.entries() {
+                    if let Some(p) = production(ctx, id, f.key_pos(id), prod) {
+                        productions.push(p);
+                    }
+                }
             }
         }
-    }
-    Some(Draft { tls, store, productions })
+        Draft { tls, store, productions }
+    })
 }
 
 fn store(ctx: &mut Ctx, node: &Node) -> StoreSettings {
@@ -161,7 +117,13 @@ fn store(ctx: &mut Ctx, node: &Node) -> StoreSettings {
     if node.value == Value::Null {
         return settings;
     }
-    let Some(f) = Fields::new(ctx, "store", node, "`store`", Some(STORE_KEYS)) else { return settings };
+    Fields::closed(ctx, "store", node, "`store`", |ctx, f| {
+        store_settings(ctx, f, &mut settings);
+    });
+    settings
+}
+
+fn store_settings(ctx: &mut Ctx, f: &Fields<'_>, settings: &mut StoreSettings) {
     settings.durability = f.read(ctx, "durability", Durability::Full, |ctx, path, node| {
         choice(ctx, path, node, &[("full", Durability::Full), ("normal", Durability::Normal)])
     });
@@ -172,7 +134,6 @@ fn store(ctx: &mut Ctx, node: &Node) -> StoreSettings {
     settings.background_priority = f.read(ctx, "background_priority", BackgroundPriority::Low, |ctx, path, node| {
         choice(ctx, path, node, &[("low", BackgroundPriority::Low), ("normal", BackgroundPriority::Normal)])
     });
-    settings
 }
 
 /// Checks an id that Home Assistant will see (production ids, TLS
@@ -201,24 +162,15 @@ fn check_id(ctx: &mut Ctx, path: &str, pos: Position, id: &str, what: &str) -> b
     valid
 }
 
-fn key_pos(node: &Node, key: &str) -> Position {
-    match &node.value {
-        Value::Map(entries) => {
-            entries.iter().find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key)).map_or(node.pos, |(k, _)| k.pos)
-        }
-        _ => node.pos,
-    }
-}
-
 fn tls_section(ctx: &mut Ctx, node: &Node) -> BTreeMap<String, (TlsConfig, Position)> {
     let mut out = BTreeMap::new();
     if node.value == Value::Null {
         return out;
     }
-    let Some(fields) = Fields::new(ctx, "tls", node, "`tls`", None) else { return out };
+    let Some(fields) = Fields::new(ctx, "tls", node, "`tls`") else { return out };
     for (name, value) in fields.entries() {
         let path = join("tls", name);
-        let pos = key_pos(node, name);
+        let pos = fields.key_pos(name);
         if !check_id(ctx, &path, pos, name, "the TLS configuration name") {
             continue;
         }
@@ -230,7 +182,10 @@ fn tls_section(ctx: &mut Ctx, node: &Node) -> BTreeMap<String, (TlsConfig, Posit
 }
 
 fn tls_config(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TlsConfig> {
-    let f = Fields::new(ctx, path, node, "a TLS configuration", Some(TLS_KEYS))?;
+    Fields::closed(ctx, path, node, "a TLS configuration", |ctx, f| tls_settings(ctx, path, f)).flatten()
+}
+
+fn tls_settings(ctx: &mut Ctx, path: &str, f: &Fields<'_>) -> Option<TlsConfig> {
     let role = f
         .required(
             ctx,
@@ -239,8 +194,9 @@ fn tls_config(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TlsConfig> {
             "add `role: client` (for mllp_out) or `role: server` (for mllp_in)",
         )
         .and_then(|n| choice(ctx, &f.path_of("role"), n, &[("client", TlsRole::Client), ("server", TlsRole::Server)]));
-    let files =
-        |ctx: &mut Ctx, key: &str| f.read(ctx, key, None, |ctx, path, node| file_path(ctx, path, node).map(Some));
+    let files = |ctx: &mut Ctx, key: &'static str| {
+        f.read(ctx, key, None, |ctx, path, node| file_path(ctx, path, node).map(Some))
+    };
     let ca_file = files(ctx, "ca_file");
     let cert_file = files(ctx, "cert_file");
     let key_file = files(ctx, "key_file");
@@ -301,7 +257,7 @@ fn tls_config(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TlsConfig> {
     if create_if_missing && (ca_file.is_none() || cert_file.is_none() || key_file.is_none()) {
         ctx.error(
             &f.path_of("create_if_missing"),
-            key_pos(node, "create_if_missing"),
+            f.key_pos("create_if_missing"),
             "creating test certificates needs `ca_file`, `cert_file` and `key_file`, the files to create; add them",
         );
     }
@@ -324,7 +280,7 @@ fn tls_config(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TlsConfig> {
     if key_password_env.is_some() && key_password_file.is_some() {
         ctx.error(
             &f.path_of("key_password_file"),
-            key_pos(node, "key_password_file"),
+            f.key_pos("key_password_file"),
             "both `key_password_env` and `key_password_file` are set; keep one",
         );
     }
@@ -332,7 +288,7 @@ fn tls_config(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TlsConfig> {
         let key = if key_password_env.is_some() { "key_password_env" } else { "key_password_file" };
         ctx.error(
             &f.path_of(key),
-            key_pos(node, key),
+            f.key_pos(key),
             format!("`{key}` is set but there is no `key_file`; add `key_file` or remove `{key}`"),
         );
     }
@@ -346,14 +302,14 @@ fn tls_config(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TlsConfig> {
             if verify_peer == VerifyPeer::Optional {
                 ctx.error(
                     &f.path_of("verify_peer"),
-                    key_pos(node, "verify_peer"),
+                    f.key_pos("verify_peer"),
                     "`optional` applies to servers (client certificates); a client uses `require` or `none`",
                 );
             }
             if verify_peer == VerifyPeer::None {
                 ctx.warn(
                     &f.path_of("verify_peer"),
-                    key_pos(node, "verify_peer"),
+                    f.key_pos("verify_peer"),
                     "the receiver's certificate is not checked, so anyone on the network path can pose as the \
                      receiver; \
                      use `require` outside tests",
@@ -373,7 +329,7 @@ fn tls_config(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TlsConfig> {
                 if f.has(key) {
                     ctx.warn(
                         &f.path_of(key),
-                        key_pos(node, key),
+                        f.key_pos(key),
                         format!("`{key}` applies to `role: client` only and is ignored here; remove it"),
                     );
                 }
@@ -398,7 +354,10 @@ fn tls_config(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TlsConfig> {
 fn production(ctx: &mut Ctx, id: &str, id_pos: Position, node: &Node) -> Option<DraftProduction> {
     let path = join("productions", id);
     check_id(ctx, &path, id_pos, id, "the production id");
-    let f = Fields::new(ctx, &path, node, "a production", Some(PRODUCTION_KEYS))?;
+    Fields::closed(ctx, &path, node, "a production", |ctx, f| production_settings(ctx, id, f))
+}
+
+fn production_settings(ctx: &mut Ctx, id: &str, f: &Fields<'_>) -> DraftProduction {
     let name = f.read(ctx, "name", id.to_owned(), |ctx, path, node| {
         non_empty_text(ctx, path, node, "write the production's display name, e.g. ADT feed")
     });
@@ -426,17 +385,7 @@ fn production(ctx: &mut Ctx, id: &str, id_pos: Position, node: &Node) -> Option<
             ),
         }
     }
-    Some(DraftProduction { id: id.to_owned(), name, autostart, stop_timeout, items })
-}
-
-fn kind_keys(tag: KindTag) -> &'static [&'static str] {
-    match tag {
-        KindTag::MllpIn => MLLP_IN_KEYS,
-        KindTag::Router => ROUTER_KEYS,
-        KindTag::MllpOut => MLLP_OUT_KEYS,
-        KindTag::FileIn => FILE_IN_KEYS,
-        KindTag::FileOut => FILE_OUT_KEYS,
-    }
+    DraftProduction { id: id.to_owned(), name, autostart, stop_timeout, items }
 }
 
 fn valid_kinds() -> String {
@@ -486,17 +435,24 @@ fn item(ctx: &mut Ctx, path: &str, node: &Node) -> DraftItem {
             ),
         }
     }
-    let allowed: Option<Vec<&str>> =
-        draft.tag.map(|tag| COMMON_ITEM_KEYS.iter().chain(kind_keys(tag)).copied().collect());
-    let what = match draft.tag {
-        Some(tag) => format!("an item of kind {tag}"),
-        None => "an item".to_owned(),
-    };
-    let Some(f) = Fields::new(ctx, path, node, &what, allowed.as_deref()) else { return draft };
-    if kind_node.is_none() {
-        ctx.error(path, f.pos, format!("the item has no `kind`; add `kind:` with one of: {}", valid_kinds()));
+    match draft.tag {
+        // Its keys are known only with its kind.
+        Some(tag) => {
+            Fields::closed(ctx, path, node, &format!("an item of kind {tag}"), |ctx, f| {
+                item_settings(ctx, f, &mut draft);
+            });
+        }
+        None => {
+            if let Some(f) = Fields::new(ctx, path, node, "an item") {
+                item_settings(ctx, &f, &mut draft);
+            }
+        }
     }
+    draft
+}
 
+/// The settings every item has, then those of its kind.
+fn item_settings(ctx: &mut Ctx, f: &Fields<'_>, draft: &mut DraftItem) {
     if let Some(name_node) =
         f.required(ctx, "name", "the item", "add `name:`, unique within the production, e.g. `name: ADT in`")
     {
@@ -506,21 +462,23 @@ fn item(ctx: &mut Ctx, path: &str, node: &Node) -> DraftItem {
             draft.name = Some(Ref { name, path: name_path, pos: name_node.pos });
         }
     }
+    if !f.has("kind") {
+        ctx.error(&f.path, f.pos, format!("the item has no `kind`; add `kind:` with one of: {}", valid_kinds()));
+    }
     draft.enabled = f.read(ctx, "enabled", true, boolean);
     if let Some(targets) = f.get("targets") {
         let targets_path = f.path_of("targets");
         let refs = names(ctx, &targets_path, targets).unwrap_or_default();
-        draft.targets = Some((targets_path, key_pos(node, "targets"), refs));
+        draft.targets = Some((targets_path, f.key_pos("targets"), refs));
     }
-    let Some(tag) = draft.tag else { return draft };
+    let Some(tag) = draft.tag else { return };
     draft.kind = match tag {
-        KindTag::MllpIn => mllp_in(ctx, &f, &mut draft),
-        KindTag::MllpOut => mllp_out(ctx, &f, &mut draft),
-        KindTag::Router => router(ctx, &f, &mut draft),
-        KindTag::FileIn => file_in(ctx, &f),
-        KindTag::FileOut => file_out(ctx, &f),
+        KindTag::MllpIn => mllp_in(ctx, f, draft),
+        KindTag::MllpOut => mllp_out(ctx, f, draft),
+        KindTag::Router => router(ctx, f, draft),
+        KindTag::FileIn => file_in(ctx, f),
+        KindTag::FileOut => file_out(ctx, f),
     };
-    draft
 }
 
 fn check_item_name(ctx: &mut Ctx, path: &str, pos: Position, name: &str) -> bool {
@@ -766,7 +724,10 @@ fn router(ctx: &mut Ctx, f: &Fields<'_>, draft: &mut DraftItem) -> Option<ItemKi
 }
 
 fn rule(ctx: &mut Ctx, path: &str, node: &Node, draft: &mut DraftItem) -> Option<RuleConfig> {
-    let f = Fields::new(ctx, path, node, "a rule", Some(RULE_KEYS))?;
+    Fields::closed(ctx, path, node, "a rule", |ctx, f| rule_settings(ctx, path, f, draft)).flatten()
+}
+
+fn rule_settings(ctx: &mut Ctx, path: &str, f: &Fields<'_>, draft: &mut DraftItem) -> Option<RuleConfig> {
     let when = f.read(ctx, "when", None, |ctx, path, node| {
         let text = non_empty_text(
             ctx,
@@ -856,7 +817,13 @@ fn transforms(ctx: &mut Ctx, path: &str, node: &Node) -> Option<Option<Vec<Trans
 }
 
 fn transform(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TransformStep> {
-    let f = Fields::new(ctx, path, node, "a transform step", Some(TRANSFORM_KEYS))?;
+    Fields::closed(ctx, path, node, "a transform step", |ctx, f| transform_settings(ctx, path, f)).flatten()
+}
+
+fn transform_settings(ctx: &mut Ctx, path: &str, f: &Fields<'_>) -> Option<TransformStep> {
+    // Every key is asked for before the step can be refused, so that no
+    // key is reported unknown because of another mistake.
+    let (has_value, has_to) = (f.has("value"), f.has("to"));
     let ops: Vec<&str> = ["set", "copy", "clear"].into_iter().filter(|k| f.has(k)).collect();
     let op = match ops.as_slice() {
         [op] => *op,
@@ -877,7 +844,7 @@ fn transform(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TransformStep> {
             return None;
         }
     };
-    let hl7_path = |ctx: &mut Ctx, key: &str| -> Option<crate::hl7::Path> {
+    let hl7_path = |ctx: &mut Ctx, key: &'static str| -> Option<crate::hl7::Path> {
         let node = f.get(key)?;
         let key_path = f.path_of(key);
         let value = non_empty_text(ctx, &key_path, node, "write an HL7 path such as PID-8 or PID-3[1].1")?;
@@ -905,8 +872,8 @@ fn transform(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TransformStep> {
             }
         }
     };
-    let forbid = |ctx: &mut Ctx, key: &str, why: &str| {
-        if f.has(key) {
+    let forbid = |ctx: &mut Ctx, key: &'static str, given: bool, why: &str| {
+        if given {
             ctx.error(
                 &f.path_of(key),
                 f.get(key).map_or(f.pos, |n| n.pos),
@@ -916,7 +883,7 @@ fn transform(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TransformStep> {
     };
     match op {
         "set" => {
-            forbid(ctx, "to", "remove it");
+            forbid(ctx, "to", has_to, "remove it");
             let target = hl7_path(ctx, "set");
             // Numbers are refused rather than converted: `1.50` or `007` would
             // not survive the trip through a number.
@@ -926,7 +893,7 @@ fn transform(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TransformStep> {
             Some(TransformStep::Set { path: target?, value: value? })
         }
         "copy" => {
-            forbid(ctx, "value", "a copy takes its value from the `copy` path; remove it");
+            forbid(ctx, "value", has_value, "a copy takes its value from the `copy` path; remove it");
             let from = hl7_path(ctx, "copy");
             let to = match f.get("to") {
                 Some(_) => hl7_path(ctx, "to"),
@@ -942,8 +909,8 @@ fn transform(ctx: &mut Ctx, path: &str, node: &Node) -> Option<TransformStep> {
             Some(TransformStep::Copy { from: from?, to: to? })
         }
         _ => {
-            forbid(ctx, "value", "`clear` empties the field; use `set` to write a value");
-            forbid(ctx, "to", "remove it");
+            forbid(ctx, "value", has_value, "`clear` empties the field; use `set` to write a value");
+            forbid(ctx, "to", has_to, "remove it");
             Some(TransformStep::Clear { path: hl7_path(ctx, "clear")? })
         }
     }

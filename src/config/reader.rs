@@ -3,6 +3,7 @@
 //! Every reader returns `None` after recording a problem, so the walk goes
 //! on and the file's other mistakes are reported in the same run.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,35 +47,42 @@ pub(crate) fn join(base: &str, key: &str) -> String {
     if base.is_empty() { key } else { format!("{base}.{key}") }
 }
 
-/// The entries of a mapping whose allowed keys are known. Unknown keys,
-/// non-text keys and duplicates are reported when it is made.
+/// The entries of a mapping. Non-text keys and duplicates are reported when
+/// it is made.
+///
+/// Each setting is declared once, where it is read: every `get`, `has`,
+/// `read` and `required` records the key it asks for. A mapping with fixed
+/// keys is read through [`Fields::closed`], which afterwards reports every
+/// key nobody asked for as unknown, with the closest asked key as a
+/// suggestion. So a reader must ask for all of its keys on every path,
+/// before it gives up on a bad value (the tests give every kind of mapping
+/// an unknown key and one of each known key).
 pub(crate) struct Fields<'a> {
     pub path: String,
     pub pos: Position,
-    entries: Vec<(&'a str, &'a Node)>,
+    entries: Vec<(&'a str, Position, &'a Node)>,
+    /// The keys asked for so far, in the order asked: the valid keys.
+    asked: RefCell<Vec<&'static str>>,
 }
 
 impl<'a> Fields<'a> {
-    /// Reads `node` as a mapping. `what` names it in messages ("an mllp_in
-    /// item"); `allowed` lists its keys, or is `None` when they cannot be
-    /// known yet (an item whose kind is wrong), in which case unknown keys
-    /// are not reported.
-    pub(super) fn new(
-        ctx: &mut Ctx,
-        path: &str,
-        node: &'a Node,
-        what: &str,
-        allowed: Option<&[&str]>,
-    ) -> Option<Fields<'a>> {
+    /// Reads `node` as a mapping whose keys are names chosen by the user
+    /// (production ids, TLS configuration names). `what` names it in
+    /// messages ("`productions`").
+    pub(super) fn new(ctx: &mut Ctx, path: &str, node: &'a Node, what: &str) -> Option<Fields<'a>> {
         let Value::Map(map) = &node.value else {
-            let hint = match allowed {
-                Some(keys) => format!("write the settings of {what} as `key: value` lines ({})", keys.join(", ")),
-                None => format!("write the settings of {what} as `key: value` lines"),
-            };
-            ctx.error(path, node.pos, format!("found {}; expected a mapping: {hint}", node.value.describe()));
+            ctx.error(
+                path,
+                node.pos,
+                format!(
+                    "found {}; expected a mapping: write the settings of {what} as `key: value` lines",
+                    node.value.describe()
+                ),
+            );
             return None;
         };
-        let mut fields = Fields { path: path.to_owned(), pos: node.pos, entries: Vec::new() };
+        let mut fields =
+            Fields { path: path.to_owned(), pos: node.pos, entries: Vec::new(), asked: RefCell::default() };
         for (key, value) in map {
             let Value::Str(name) = &key.value else {
                 ctx.error(
@@ -84,39 +92,66 @@ impl<'a> Fields<'a> {
                 );
                 continue;
             };
-            let key_path = join(path, name);
-            if let Some(keys) = allowed.filter(|keys| !keys.contains(&name.as_str())) {
-                let suggestion = match closest(name, keys.iter().copied()) {
-                    Some(close) => format!("did you mean `{close}`? "),
-                    None => String::new(),
-                };
-                ctx.error(
-                    &key_path,
-                    key.pos,
-                    format!("unknown key `{name}` in {what}; {suggestion}valid keys are: {}", keys.join(", ")),
-                );
-                continue;
-            }
             if let Some(first) = map.iter().find(|(k, _)| k.value == key.value).filter(|(k, _)| k.pos != key.pos) {
                 ctx.error(
-                    &key_path,
+                    &join(path, name),
                     key.pos,
                     format!("`{name}` is given twice (first on line {}); keep one", first.0.pos.line),
                 );
                 continue;
             }
-            fields.entries.push((name.as_str(), value));
+            fields.entries.push((name.as_str(), key.pos, value));
         }
         Some(fields)
     }
 
-    /// The value of `key`, if present.
-    pub(super) fn get(&self, key: &str) -> Option<&'a Node> {
-        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    /// Reads `node` as a mapping of settings with `body`, then reports each
+    /// key `body` did not ask for as unknown in `what` ("an item of kind
+    /// mllp_in"). `None` when `node` is not a mapping.
+    pub(super) fn closed<R>(
+        ctx: &mut Ctx,
+        path: &str,
+        node: &'a Node,
+        what: &str,
+        body: impl FnOnce(&mut Ctx, &Fields<'a>) -> R,
+    ) -> Option<R> {
+        let fields = Fields::new(ctx, path, node, what)?;
+        let out = body(ctx, &fields);
+        let asked = fields.asked.borrow();
+        for &(name, pos, _) in &fields.entries {
+            if asked.contains(&name) {
+                continue;
+            }
+            let suggestion = match closest(name, asked.iter().copied()) {
+                Some(close) => format!("did you mean `{close}`? "),
+                None => String::new(),
+            };
+            ctx.error(
+                &join(path, name),
+                pos,
+                format!("unknown key `{name}` in {what}; {suggestion}valid keys are: {}", asked.join(", ")),
+            );
+        }
+        Some(out)
     }
 
-    pub(super) fn has(&self, key: &str) -> bool {
+    /// The value of `key`, if present.
+    pub(super) fn get(&self, key: &'static str) -> Option<&'a Node> {
+        let mut asked = self.asked.borrow_mut();
+        if !asked.contains(&key) {
+            asked.push(key);
+        }
+        drop(asked);
+        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, _, v)| *v)
+    }
+
+    pub(super) fn has(&self, key: &'static str) -> bool {
         self.get(key).is_some()
+    }
+
+    /// Where `key` is written, or where the mapping starts when it is not.
+    pub(super) fn key_pos(&self, key: &str) -> Position {
+        self.entries.iter().find(|(k, _, _)| *k == key).map_or(self.pos, |&(_, pos, _)| pos)
     }
 
     /// The path of `key` inside this mapping.
@@ -126,7 +161,7 @@ impl<'a> Fields<'a> {
 
     /// The value of a required `key`; when missing, reports it with `hint`
     /// (what to write).
-    pub(super) fn required(&self, ctx: &mut Ctx, key: &str, what: &str, hint: &str) -> Option<&'a Node> {
+    pub(super) fn required(&self, ctx: &mut Ctx, key: &'static str, what: &str, hint: &str) -> Option<&'a Node> {
         let node = self.get(key);
         if node.is_none() {
             ctx.error(&self.path, self.pos, format!("{what} has no `{key}`; {hint}"));
@@ -139,7 +174,7 @@ impl<'a> Fields<'a> {
     pub(super) fn read<T>(
         &self,
         ctx: &mut Ctx,
-        key: &str,
+        key: &'static str,
         default: T,
         read: impl FnOnce(&mut Ctx, &str, &Node) -> Option<T>,
     ) -> T {
@@ -149,9 +184,9 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// The entries in file order.
+    /// The entries in file order, for a mapping whose keys are names.
     pub(super) fn entries(&self) -> impl Iterator<Item = (&'a str, &'a Node)> + '_ {
-        self.entries.iter().copied()
+        self.entries.iter().map(|&(k, _, v)| (k, v))
     }
 }
 

@@ -923,6 +923,135 @@ store:
     );
 }
 
+/// Every key of every mapping, each with a bad value: the loader learns
+/// the valid keys from what it reads, so a reader that gave up early (on
+/// a bad value or a missing key) would report a valid key as unknown.
+const EVERY_KEY_WRONG: &str = r#"
+store:
+  durability: sometimes
+  retention_days: -1
+  background_priority: high
+tls:
+  a:
+    role: both
+    ca_file: 5
+    cert_file: 5
+    key_file: 5
+    key_password_env: "1bad"
+    key_password_file: 5
+    verify_peer: maybe
+    verify_host: perhaps
+    server_name: ""
+    min_version: "1.1"
+    create_if_missing: sure
+productions:
+  p:
+    name: ""
+    autostart: maybe
+    stop_timeout: soon
+    items:
+      - name: "bad/name"
+        kind: mllp_in
+        enabled: maybe
+        targets: 5
+        host: "tcp://x"
+        port: 0
+        tls: ""
+        ack_mode: sometimes
+        application_ack_timeout: soon
+        max_connections: 0
+        max_connections_per_peer: 0
+        first_byte_timeout: soon
+        idle_timeout: soon
+        read_timeout: soon
+        max_message_size: huge
+      - name: R
+        kind: router
+        no_match: maybe
+        rules:
+          - when: "MSH-9.1 =="
+            send: []
+            discard: false
+            transform:
+              - set: MSH-1
+                value: 5
+                copy: PID-1
+                to: x
+                clear: y
+              - value: x
+                to: y
+      - name: O
+        kind: mllp_out
+        host: "a:b"
+        port: 70000
+        tls: ""
+        stay_connected: maybe
+        connect_timeout: soon
+        response_timeout: soon
+        retry_interval: soon
+        failure_timeout: -5
+        pipeline_depth: 0
+        reply_code_actions: ":Q=Z"
+      - name: F
+        kind: file_in
+        path: 5
+        pattern: "a/b"
+        archive_path: 5
+        poll_interval: soon
+      - name: W
+        kind: file_out
+        path: 5
+        filename: "{nope}"
+"#;
+
+#[test]
+fn every_key_is_known_even_when_its_mapping_has_other_mistakes() {
+    let found = problems(EVERY_KEY_WRONG);
+    let unknown: Vec<&Problem> = found.iter().filter(|p| p.message.contains("unknown key")).collect();
+    assert!(unknown.is_empty(), "{unknown:#?}");
+    // The values were read: most bad values are reported.
+    assert!(found.len() >= 40, "{found:#?}");
+    let step = "productions.p.items[1].rules[0].transform[1]";
+    assert!(found.iter().any(|p| p.path == step && p.message.contains("has no operation")), "{found:#?}");
+}
+
+#[test]
+fn an_unknown_key_is_reported_in_every_kind_of_mapping() {
+    // (the line after which `zzz: 1` is added at the same indentation,
+    // the path it is reported at, a valid key the message lists)
+    let places = [
+        ("store:", "store.zzz", "retention_days"),
+        ("    role: both", "tls.a.zzz", "ca_file"),
+        ("    name: \"\"", "productions.p.zzz", "stop_timeout"),
+        ("        kind: mllp_in", "productions.p.items[0].zzz", "max_message_size"),
+        ("        kind: router", "productions.p.items[1].zzz", "no_match"),
+        ("          - when: \"MSH-9.1 ==\"", "productions.p.items[1].rules[0].zzz", "discard"),
+        ("              - value: x", "productions.p.items[1].rules[0].transform[1].zzz", "clear"),
+        ("        kind: mllp_out", "productions.p.items[2].zzz", "reply_code_actions"),
+        ("        kind: file_in", "productions.p.items[3].zzz", "archive_path"),
+        ("        kind: file_out", "productions.p.items[4].zzz", "filename"),
+    ];
+    for (after, path, listed) in places {
+        let line = EVERY_KEY_WRONG.lines().find(|l| l.trim_end() == after).unwrap();
+        let pad = " ".repeat(line.len() - line.trim_start().trim_start_matches("- ").len());
+        let yaml = if after == "store:" {
+            EVERY_KEY_WRONG.replacen("store:\n", "store:\n  zzz: 1\n", 1)
+        } else {
+            EVERY_KEY_WRONG.replacen(&format!("{line}\n"), &format!("{line}\n{pad}zzz: 1\n"), 1)
+        };
+        let found = problems(&yaml);
+        let hit = found.iter().find(|p| p.path == path);
+        let Some(hit) = hit else { panic!("no problem at {path}: {found:#?}") };
+        assert!(hit.message.starts_with("unknown key `zzz`"), "{hit:?}");
+        assert!(hit.message.contains(listed), "{path}: {}", hit.message);
+        let unknown = found.iter().filter(|p| p.message.contains("unknown key")).count();
+        assert_eq!(unknown, 1, "{path}: {found:#?}");
+    }
+    // The top level too.
+    let found = problems(&format!("zzz: 1\n{EVERY_KEY_WRONG}"));
+    assert!(found.iter().any(|p| p.path == "zzz" && p.message.contains("valid keys are: store, tls, productions")));
+}
+
 #[test]
 fn yaml_syntax_errors_report_line_and_column() {
     let yaml = "productions:\n  p:\n    items:\n      - name: In\n      kind: mllp_in\n";
