@@ -7,6 +7,7 @@
 
 use rusqlite::Connection;
 
+use super::faults::FaultHook;
 use super::protocol::{Op, Outcome};
 use super::queues::{Deltas, Depths, Queues};
 use super::sql::{HeaderIds, Statements, apply, update_depths};
@@ -36,6 +37,7 @@ pub(super) fn apply_all(
     isolation: Isolation,
     queues: &Queues,
     log: LogProgress,
+    faults: &FaultHook,
 ) -> rusqlite::Result<Option<Applied>> {
     let mut ids = HeaderIds::next_free(tx)?;
     let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Deltas::default(), log };
@@ -53,7 +55,10 @@ pub(super) fn apply_all(
         }
         op_deltas.reset();
         let depths = Depths { committed: queues, pending: &applied.deltas };
-        let outcome = apply(&mut statements, op, &mut ids, &depths, &mut op_deltas);
+        let mut outcome = apply(&mut statements, op, &mut ids, &depths, &mut op_deltas);
+        if let Some(error) = faults.check(tx, op) {
+            outcome = outcome.refused(error.into());
+        }
         match (outcome.ok(), isolation) {
             (true, Isolation::Shared) => {}
             (true, Isolation::PerOperation) => {
@@ -152,7 +157,9 @@ mod tests {
             Op::Inbound(inbound(3, true), reply(), 3),
         ];
         conn.execute_batch("BEGIN").unwrap();
-        let applied = apply_all(&conn, &ops, Isolation::Shared, &queues, LogProgress::default()).unwrap().unwrap();
+        let applied = apply_all(&conn, &ops, Isolation::Shared, &queues, LogProgress::default(), &FaultHook::default())
+            .unwrap()
+            .unwrap();
         conn.execute_batch("COMMIT").unwrap();
         let routed: Vec<Vec<String>> = applied.outcomes.into_iter().map(|o| o.committed().unwrap().routed).collect();
         assert_eq!(routed, [vec!["Router".to_owned()], vec![], vec![]]);
@@ -170,7 +177,10 @@ mod tests {
         let queues = Queues::default();
         let first = vec![Op::Inbound(super::super::tests::inbound(1), CommitNotice::nobody(), 1)];
         conn.execute_batch("BEGIN").unwrap();
-        let applied = apply_all(&conn, &first, Isolation::Shared, &queues, LogProgress::default()).unwrap().unwrap();
+        let applied =
+            apply_all(&conn, &first, Isolation::Shared, &queues, LogProgress::default(), &FaultHook::default())
+                .unwrap()
+                .unwrap();
         conn.execute_batch("COMMIT").unwrap();
         let queued = applied.outcomes.into_iter().next().unwrap().committed().unwrap().queued[0];
         queues.adjust("p", "Out", 1);
@@ -179,9 +189,16 @@ mod tests {
             Op::Inbound(super::super::tests::inbound(2), CommitNotice::nobody(), 2),
         ];
         conn.execute_batch("BEGIN").unwrap();
-        let applied = apply_all(&conn, &ops, Isolation::Shared, &queues, LogProgress { applied: 1, stuck: false })
-            .unwrap()
-            .unwrap();
+        let applied = apply_all(
+            &conn,
+            &ops,
+            Isolation::Shared,
+            &queues,
+            LogProgress { applied: 1, stuck: false },
+            &FaultHook::default(),
+        )
+        .unwrap()
+        .unwrap();
         conn.execute_batch("COMMIT").unwrap();
         assert_eq!(applied.deltas.iter().collect::<Vec<_>>(), [("p", "Out", 0)]);
     }

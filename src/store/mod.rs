@@ -53,7 +53,8 @@
 //! without committing it is committed before anything else runs
 //! (`recovery`). The rest: the public types (`model`, `error`), the
 //! answers to pending commits (`pending`), the names of the files
-//! (`files`) and the schema with its migrations (`schema`).
+//! (`files`), the schema with its migrations (`schema`) and the fault hook
+//! (`faults`).
 //!
 //! # What the store offers
 //!
@@ -80,11 +81,14 @@
 //!   [`Store::item_enabled`], and the MQTT bridge's memory of what it
 //!   published, [`Store::published_topics`];
 //! - keeping the store: [`Store::open`], [`Store::close`], [`Store::purge`],
-//!   [`Store::size_on_disk`], [`Store::commit_trouble`].
+//!   [`Store::size_on_disk`], [`Store::commit_trouble`];
+//! - for tests and fault drills, [`Store::fault_hook`]: commits refused as
+//!   a full disk would refuse them.
 
 mod delivery_log;
 mod disk;
 mod error;
+mod faults;
 mod files;
 mod group;
 mod inbound_log;
@@ -121,6 +125,7 @@ use writer::Writer;
 
 use crate::sync::LockExt as _;
 pub use error::StoreError;
+pub use faults::{FaultHook, Refuse};
 pub use model::{
     Commanded, Committed, Durability, Event, EventLevel, Finished, Header, InlineRoute, NewInbound, PurgeStats, Queued,
     Recovered, RouteDecision, Routed, RoutedOutput, Status, StoreOptions, StoredEvent,
@@ -148,6 +153,7 @@ struct Inner {
     reader: Mutex<Connection>,
     queues: Arc<Queues>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    faults: FaultHook,
 }
 
 impl Store {
@@ -196,8 +202,9 @@ impl Store {
         let checkpoints = open_connection(path)?;
         let reader = open_connection(path)?;
         let (tx, rx) = mpsc::channel(4096);
-        let writer =
-            Writer::new(conn, checkpoints, rx, queues.clone(), &options, wal, progress.clone()).map_err(path_error)?;
+        let faults = FaultHook::default();
+        let shared = writer::Shared { queues: queues.clone(), progress: progress.clone(), faults: faults.clone() };
+        let writer = Writer::new(conn, checkpoints, rx, &options, wal, shared).map_err(path_error)?;
         let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer.run());
         let handle = handle.map_err(path_error)?;
         let (log_tx, log_rx) = mpsc::channel(4096);
@@ -214,6 +221,7 @@ impl Store {
             writer: Mutex::new(Some(handle)),
             log_thread: Mutex::new(log_thread),
             progress,
+            faults,
         };
         Ok((Self { inner: Arc::new(inner) }, recovered))
     }
@@ -356,6 +364,12 @@ impl Store {
     pub async fn set_item_enabled(&self, production: &str, item: &str, enabled: bool) -> Result<(), StoreError> {
         let (p, i) = (production.to_owned(), item.to_owned());
         self.submit(|reply| Op::ItemEnabled(p, i, enabled, reply)).await
+    }
+
+    /// The switch that makes chosen commits fail as a full disk would, for
+    /// tests and fault drills (see [`FaultHook`]).
+    pub fn fault_hook(&self) -> &FaultHook {
+        &self.inner.faults
     }
 
     /// The Home Assistant discovery topics the MQTT bridge published last:

@@ -159,6 +159,19 @@ impl Outcome {
         }
     }
 
+    /// The same outcome failed with `error` (see the `faults` module); a
+    /// failure stays as it was.
+    pub(super) fn refused(self, error: StoreError) -> Self {
+        match self {
+            Self::Committed(Ok(_)) => Self::Committed(Err(error)),
+            Self::Ids(Ok(_)) => Self::Ids(Err(error)),
+            Self::Unit(Ok(())) => Self::Unit(Err(error)),
+            Self::Bool(Ok(_)) => Self::Bool(Err(error)),
+            Self::Purge(Ok(_)) => Self::Purge(Err(error)),
+            other => other,
+        }
+    }
+
     outcome_value!(committed, Committed, Committed);
     outcome_value!(ids, Ids, Vec<Vec<i64>>);
     outcome_value!(unit, Unit, ());

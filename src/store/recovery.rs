@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::delivery_log::Noted;
 use super::error::StoreError;
+use super::faults::FaultHook;
 use super::group::{Isolation, LogProgress, apply_all};
 use super::inbound_log::Record;
 use super::pending::CommitNotice;
@@ -71,7 +72,7 @@ pub(super) fn replay(
         Err(StoreError::InboundLog { seq, reason })
     };
     let progress = LogProgress { applied, stuck: false };
-    let done = match apply_all(conn, &ops, Isolation::PerOperation, queues, progress) {
+    let done = match apply_all(conn, &ops, Isolation::PerOperation, queues, progress, &FaultHook::default()) {
         Ok(Some(done)) => done,
         // Not reached: the per-operation pass never gives up.
         Ok(None) => return refuse(applied + 1, "the transaction failed".to_owned()),

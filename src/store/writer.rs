@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 
 use super::disk::{checkpoint_loop, incremental_vacuum, run_in_background, sync_and_answer, sync_loop};
 use super::error::StoreError;
+use super::faults::FaultHook;
 use super::group::{Applied, Isolation, LogProgress, apply_all};
 use super::model::{Durability, StoreOptions};
 use super::progress::Progress;
@@ -78,6 +79,14 @@ pub(super) struct Writer {
     holding: bool,
     /// Run at [`BACKGROUND_NICE`](super::disk::BACKGROUND_NICE).
     low_priority: bool,
+    faults: FaultHook,
+}
+
+/// What the writer shares with the rest of the store.
+pub(super) struct Shared {
+    pub(super) queues: Arc<Queues>,
+    pub(super) progress: Arc<Progress>,
+    pub(super) faults: FaultHook,
 }
 
 impl Writer {
@@ -88,11 +97,11 @@ impl Writer {
         conn: Connection,
         checkpoints: Connection,
         rx: mpsc::Receiver<Op>,
-        queues: Arc<Queues>,
         options: &StoreOptions,
         wal: PathBuf,
-        progress: Arc<Progress>,
+        shared: Shared,
     ) -> std::io::Result<Self> {
+        let Shared { queues, progress, faults } = shared;
         let low_priority = options.low_background_priority;
         let syncer = match options.durability {
             Durability::Normal => None,
@@ -125,6 +134,7 @@ impl Writer {
             retry_at: Instant::now(),
             holding: false,
             low_priority,
+            faults,
         })
     }
 
@@ -217,7 +227,7 @@ impl Writer {
         // The statements are cached: parsing them for every group costs
         // more than the small groups of a quiet moment do.
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let applied = apply_all(&self.conn, ops, isolation, &self.queues, self.log);
+        let applied = apply_all(&self.conn, ops, isolation, &self.queues, self.log, &self.faults);
         let end = match &applied {
             Ok(Some(_)) => "COMMIT",
             Ok(None) | Err(_) => "ROLLBACK",

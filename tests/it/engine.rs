@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use switchboard::engine::{CommandSource, ItemState, ProductionState, StatusChange};
 use switchboard::mllp::ClientError;
-use switchboard::store::{Status, Store, StoreOptions};
+use switchboard::store::{Refuse, Status, Store, StoreOptions};
 use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
 
@@ -73,15 +73,18 @@ fn production(items: &[String]) -> String {
     )
 }
 
-/// Runs SQL on the store's database in `dir` beside the engine, to make it
-/// refuse commits (a stand-in for a full disk) and to lift that.
-fn tamper(dir: &std::path::Path, sql: &str) {
-    rusqlite::Connection::open(dir.join("store.db")).unwrap().execute_batch(sql).unwrap();
+/// Makes the engine's store refuse the commits `what` names, as a full
+/// disk would, or (`None`) lets them through again.
+fn refuse(engine: &switchboard::engine::Engine, what: Option<Refuse>) {
+    match what {
+        Some(what) => engine.store().fault_hook().refuse(what),
+        None => engine.store().fault_hook().clear(),
+    }
 }
 
-/// Makes every change of a message's status fail, as a full disk would.
-const REFUSE_STATUS_UPDATES: &str = "CREATE TRIGGER refuse BEFORE UPDATE OF status ON header
-     BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;";
+fn message(control_id: &str) -> Option<Refuse> {
+    Some(Refuse::Message { control_id: control_id.into() })
+}
 
 /// mllp_in → mllp_out, the shape most tests need.
 struct Pipeline {
@@ -103,10 +106,6 @@ impl Pipeline {
 
     fn store(&self) -> &Store {
         self.engine.store()
-    }
-
-    fn tamper(&self, sql: &str) {
-        tamper(self.dir.path(), sql);
     }
 
     /// Sends one message and checks that it was accepted.
@@ -339,13 +338,13 @@ async fn item_counted(engine: &switchboard::engine::Engine, item: &str, n: u64) 
     engine.status().item(PRODUCTION, item).unwrap().clone()
 }
 
-/// A router whose results cannot be committed (a stand-in for a full disk:
-/// a trigger that refuses its output for one message) routes that message,
+/// A router whose results cannot be committed (the store's fault hook
+/// refuses its output for one message, as a full disk would) routes that message,
 /// and the ones after it, again until they can be, so they reach the
 /// operation in order, and counts each message once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_whose_results_cannot_be_committed_routes_again_and_counts_once() {
-    let (dir, receiver, in_port, engine) = started_through_a_router().await;
+    let (_dir, receiver, in_port, engine) = started_through_a_router().await;
     // Queued for the router while it is disabled, routed from its queue.
     engine.set_item_enabled(PRODUCTION, "Router", false, CommandSource::Api).await.unwrap();
     let mut client = connect(in_port).await;
@@ -353,17 +352,16 @@ async fn a_router_whose_results_cannot_be_committed_routes_again_and_counts_once
         let ack = reply(&client.exchange(&hl7("ADT^A01", id), WAIT).await.unwrap());
         assert_eq!(ack.acknowledgment_code(), Some("AA"));
     }
-    tamper(
-        dir.path(),
-        "CREATE TRIGGER refuse BEFORE INSERT ON header WHEN NEW.control_id = 'RT2' AND NEW.target = 'Out'
-         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-    );
+    // Committed, not only acknowledged, before the router's results for
+    // RT2 are refused (refusing RT2 would hold its own commit too).
+    assert!(engine.wait_for(WAIT, |s| s.item(PRODUCTION, "Router").unwrap().queue_depth == 3).await);
+    refuse(&engine, message("RT2"));
     engine.set_item_enabled(PRODUCTION, "Router", true, CommandSource::Api).await.unwrap();
     let troubled = engine.wait_for(WAIT, |s| item_state(s, "Router") == ItemState::Error).await;
     assert!(troubled, "{:?}", engine.status());
     // Two more tries, a second apart, while the commit is refused.
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    tamper(dir.path(), "DROP TRIGGER refuse");
+    refuse(&engine, None);
     assert!(receiver.wait_len(3, WAIT).await, "{:?}", receiver.ids());
     assert!(engine.wait_for(WAIT, |s| s.production(PRODUCTION).unwrap().queued == 0).await);
     let router = item_counted(&engine, "Router", 3).await;
@@ -1349,8 +1347,8 @@ async fn the_demo_delivers_across_lab_idle_closes_and_a_stop_pipelined() {
     the_demo_delivers_across_lab_idle_closes_and_a_stop(8).await;
 }
 
-/// A `file_out` whose results cannot be committed (a stand-in for a full
-/// disk: a trigger that refuses every status change) writes each file
+/// A `file_out` whose results cannot be committed (the store's fault hook
+/// refuses every result, as a full disk would) writes each file
 /// once and keeps running; the results are committed once the store can.
 /// A read of a queue leaves out the messages whose results are noted and
 /// not yet committed; when they fill its limit, the item waits, and the
@@ -1370,13 +1368,13 @@ async fn a_file_out_goes_on_as_soon_as_the_results_filling_its_batch_are_committ
         assert_eq!(ack.acknowledgment_code(), Some("AA"));
     }
     assert!(engine.wait_for(WAIT, |s| s.item(PRODUCTION, "Files").unwrap().queue_depth == 40).await);
-    tamper(dir.path(), REFUSE_STATUS_UPDATES);
+    refuse(&engine, Some(Refuse::Results));
     engine.set_item_enabled(PRODUCTION, "Files", true, CommandSource::Api).await.unwrap();
     let written = || std::fs::read_dir(&files).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0);
     assert!(eventually(WAIT, || written() == 32).await, "{} files", written());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(written(), 32, "the first batch's results are not committed: a read finds only them");
-    tamper(dir.path(), "DROP TRIGGER refuse");
+    refuse(&engine, None);
     // The results are tried again within a second.
     let dropped = Instant::now();
     assert!(eventually(WAIT, || written() == 40).await, "{} files", written());
@@ -1396,7 +1394,7 @@ async fn a_file_out_whose_results_cannot_be_committed_writes_each_file_once() {
     let files = dir.path().join("files");
     let yaml = production(&[mllp_in("In", in_port, "Files", &[]), file_out("Files", &files, "{control_id}-{seq}.hl7")]);
     let engine = start_engine(dir.path(), &yaml).await;
-    tamper(dir.path(), REFUSE_STATUS_UPDATES);
+    refuse(&engine, Some(Refuse::Results));
     let mut client = connect(in_port).await;
     for id in ["F1", "F2"] {
         let ack = reply(&client.exchange(&hl7("ADT^A01", id), WAIT).await.unwrap());
@@ -1404,9 +1402,11 @@ async fn a_file_out_whose_results_cannot_be_committed_writes_each_file_once() {
     }
     let written = || std::fs::read_dir(&files).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0);
     assert!(eventually(WAIT, || written() == 2).await, "{} files", written());
+    let troubled = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Troubled).await;
+    assert!(troubled, "{:?}", engine.status());
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(written(), 2, "a file was written again");
-    tamper(dir.path(), "DROP TRIGGER refuse");
+    refuse(&engine, None);
     for id in ["F1", "F2"] {
         wait_status(engine.store(), "Files", id, Status::Completed, WAIT).await;
     }
@@ -1892,18 +1892,15 @@ async fn a_graceful_stop_leaves_no_message_delivering() {
     engine.shutdown().await;
 }
 
-/// A store that cannot commit received messages (a stand-in for a full
-/// disk: a trigger that refuses one) troubles the production, naming the
+/// A store that cannot commit received messages (the store's fault hook
+/// refuses one, as a full disk would) troubles the production, naming the
 /// cause on the service; acknowledged messages wait in the inbound log, and
 /// once the store can commit again they are delivered in order and the
 /// production runs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_commit_troubles_the_production_until_it_can() {
     let p = Pipeline::new(&[], &[]).await;
-    p.tamper(
-        "CREATE TRIGGER refuse BEFORE INSERT ON header WHEN NEW.control_id = 'FULL2'
-         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-    );
+    refuse(&p.engine, message("FULL2"));
     // Durable in the inbound log, so acknowledged.
     for id in ["FULL1", "FULL2", "FULL3"] {
         p.send_accepted("ADT^A01", id).await;
@@ -1918,7 +1915,7 @@ async fn a_store_that_cannot_commit_troubles_the_production_until_it_can() {
     assert!(p.receiver.wait_len(1, WAIT).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(p.receiver.ids(), ["FULL1"], "a message overtook the one the store could not commit");
-    p.tamper("DROP TRIGGER refuse");
+    refuse(&p.engine, None);
     assert!(p.receiver.wait_len(3, WAIT).await, "{:?}", p.receiver.ids());
     assert_eq!(p.receiver.ids(), ["FULL1", "FULL2", "FULL3"]);
     let running = p.engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
@@ -1926,15 +1923,15 @@ async fn a_store_that_cannot_commit_troubles_the_production_until_it_can() {
     p.engine.shutdown().await;
 }
 
-/// An operation whose results cannot be committed (a stand-in for a full
-/// disk: a trigger that refuses every status change) delivers each message
+/// An operation whose results cannot be committed (the store's fault hook
+/// refuses every result, as a full disk would) delivers each message
 /// once: the results are safe in the delivery log, so the messages are not
 /// taken from the queue again, and the production is troubled; once the
 /// store can commit, the results are recorded and it runs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_whose_results_cannot_be_committed_delivers_each_message_once() {
     let p = Pipeline::new(&[], &[]).await;
-    p.tamper(REFUSE_STATUS_UPDATES);
+    refuse(&p.engine, Some(Refuse::Results));
     for id in ["ONCE1", "ONCE2"] {
         p.send_accepted("ADT^A01", id).await;
     }
@@ -1943,7 +1940,7 @@ async fn an_operation_whose_results_cannot_be_committed_delivers_each_message_on
     assert!(troubled, "{:?}", p.engine.status());
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(p.receiver.ids(), ["ONCE1", "ONCE2"], "a message was delivered again");
-    p.tamper("DROP TRIGGER refuse");
+    refuse(&p.engine, None);
     // The results are tried again and committed while the engine runs.
     for id in ["ONCE1", "ONCE2"] {
         wait_status(p.store(), "Out", id, Status::Completed, WAIT).await;

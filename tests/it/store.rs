@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use switchboard::store::{
-    Commanded, Durability, Event, EventLevel, Finished, InlineRoute, NewInbound, RouteDecision, Routed, RoutedOutput,
-    Status, Store, StoreOptions,
+    Commanded, Durability, Event, EventLevel, Finished, InlineRoute, NewInbound, Refuse, RouteDecision, Routed,
+    RoutedOutput, Status, Store, StoreOptions,
 };
 
 fn inbound(n: usize, targets: &[&str]) -> NewInbound {
@@ -349,6 +349,42 @@ async fn a_failing_operation_is_undone_alone_and_its_group_commits() {
             "session id is the service's header"
         );
     }
+}
+
+/// The fault hook fails exactly the commits it names, with SQLite's own
+/// full-disk error, undoes them alone, and lets everything through once
+/// cleared.
+#[tokio::test]
+async fn the_fault_hook_refuses_what_it_names_until_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let first = store.commit_inbound(inbound(1, &["Out"])).await.unwrap().queued[0];
+    store.fault_hook().refuse(Refuse::Results);
+    let error = store.finish(completed(first)).await.unwrap_err().to_string();
+    assert!(error.contains("database or disk is full"), "{error}");
+    store.commit_inbound(inbound(2, &["Out"])).await.expect("a received message is not a result");
+    assert_eq!(store.header(first).unwrap().unwrap().status, Status::Queued, "the refused result is undone");
+
+    store.fault_hook().refuse(Refuse::Message { control_id: "M3".into() });
+    store.finish(completed(first)).await.expect("results are let through again");
+    let refused = store.receive_inbound(inbound(3, &["Out"])).await.expect("durable in the inbound log");
+    let behind = store.receive_inbound(inbound(4, &["Out"])).await.expect("durable in the inbound log");
+    let waited = tokio::time::timeout(Duration::from_millis(1500), behind.wait()).await;
+    assert!(waited.is_err(), "a message received later was committed ahead of the refused one");
+    store.fault_hook().clear();
+    // Held by the writer and committed on its next try, about a second on.
+    let committed = tokio::time::timeout(Duration::from_secs(10), refused.wait()).await.expect("committed in time");
+    assert!(committed.is_ok(), "{committed:?}");
+    // M2, M3 and M4 (M1 is completed), in the order received.
+    for _ in 0..100 {
+        if store.queue_depth("adt", "Out") == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let queued: Vec<Option<String>> =
+        store.fetch_queue("adt", "Out", 10).unwrap().into_iter().map(|q| q.control_id).collect();
+    assert_eq!(queued, [Some("M2".into()), Some("M3".into()), Some("M4".into())]);
 }
 
 #[tokio::test]
