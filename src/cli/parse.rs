@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::ParseArgs;
 use super::input::Input;
-use crate::hl7::{Message, Segment};
+use crate::hl7::{Message, outline, segment_paths};
 
 pub(super) fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
     let input = Input::read(&args.file)?;
@@ -50,54 +50,13 @@ pub(super) fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-/// The path prefix of a segment: `PID` or `OBX[2]` for later occurrences.
-fn segment_prefixes<'m>(msg: &'m Message<'_>) -> impl Iterator<Item = (String, Segment<'m>)> + 'm {
-    let mut seen = std::collections::HashMap::<&str, usize>::new();
-    msg.segments().map(move |seg| {
-        let n = seen.entry(seg.id()).or_default();
-        *n += 1;
-        let prefix = if *n == 1 { seg.id().to_owned() } else { format!("{}[{n}]", seg.id()) };
-        (prefix, seg)
-    })
-}
-
 /// Writes one line per non-empty element, indented by depth.
 fn write_tree(out: &mut String, msg: &Message<'_>) {
-    for (prefix, seg) in segment_prefixes(msg) {
-        let _ = writeln!(out, "{prefix}");
-        for (n, field) in seg.fields() {
-            if field.raw().is_empty() {
-                continue;
-            }
-            let base = format!("{prefix}-{n}");
-            let reps = field.repetitions().len();
-            let header_field = seg.id() == "MSH" && n <= 2;
-            line(out, 1, &base, &field.text());
-            if header_field {
-                continue;
-            }
-            for (r, rep) in field.repetitions().enumerate() {
-                let rep_path = if reps > 1 { format!("{base}[{}]", r + 1) } else { base.clone() };
-                if reps > 1 && !rep.raw().is_empty() {
-                    line(out, 2, &rep_path, &rep.text());
-                }
-                let comps = rep.components().len();
-                let depth = if reps > 1 { 3 } else { 2 };
-                for (c, comp) in rep.components().enumerate() {
-                    if comps == 1 && comp.subcomponents().len() == 1 || comp.raw().is_empty() {
-                        continue;
-                    }
-                    let comp_path = format!("{rep_path}.{}", c + 1);
-                    line(out, depth, &comp_path, &comp.text());
-                    if comp.subcomponents().len() > 1 {
-                        for (s, sub) in comp.subcomponents().enumerate() {
-                            if !sub.is_empty() {
-                                line(out, depth + 1, &format!("{comp_path}.{}", s + 1), &msg.decode(sub));
-                            }
-                        }
-                    }
-                }
-            }
+    for l in outline(msg) {
+        if l.depth == 0 {
+            let _ = writeln!(out, "{}", l.path);
+        } else {
+            line(out, l.depth, &l.path, &l.value);
         }
     }
 }
@@ -120,7 +79,7 @@ fn line(out: &mut String, depth: usize, path: &str, value: &str) {
 }
 
 fn message_json(msg: &Message<'_>) -> Value {
-    let segments: Vec<Value> = segment_prefixes(msg)
+    let segments: Vec<Value> = segment_paths(msg)
         .map(|(prefix, seg)| {
             let fields: Vec<Value> = seg
                 .fields()

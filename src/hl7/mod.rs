@@ -33,6 +33,7 @@ mod delimiters;
 mod edit;
 pub mod escape;
 mod message;
+mod outline;
 mod path;
 
 use thiserror::Error;
@@ -44,6 +45,7 @@ pub use delimiters::Delimiters;
 pub use edit::{EditError, MessageBuf};
 pub use escape::EscapeError;
 pub use message::{Component, Field, Message, Repetition, Segment};
+pub use outline::{OutlineLine, outline, segment_paths};
 pub use path::{Path, PathError};
 
 /// Why bytes are not an HL7 message. Positions are byte offsets into the
