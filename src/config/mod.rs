@@ -65,6 +65,7 @@
 
 mod build;
 mod check;
+mod describe;
 mod model;
 mod reader;
 mod units;
