@@ -235,7 +235,7 @@ impl ItemKind {
 
 /// The valid values of `kind`, without their settings. Serialised as
 /// spelled in the productions file (`mllp_in`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KindTag {
     /// `mllp_in`
@@ -289,7 +289,7 @@ impl std::fmt::Display for KindTag {
 
 /// The Ensemble roles: messages flow from services through processes to
 /// operations. Serialised in lower case (`service`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemRole {
     /// Inbound: receives messages from outside (`mllp_in`, `file_in`).

@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -100,6 +101,21 @@ pub enum ControlError {
     /// The command cannot be stored.
     #[error("cannot store the command: {0}")]
     Store(#[from] StoreError),
+}
+
+/// Why a test message was not taken (see [`Engine::submit_test_message`]).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TestMessageError {
+    /// No such production or item, or the store failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The item is a router or an operation.
+    #[error("the item is not a service")]
+    NotAService,
+    /// The message does not parse.
+    #[error("the message does not parse: {0}")]
+    Parse(#[from] crate::hl7::ParseError),
 }
 
 /// Settings of the engine itself (not of its productions).
@@ -382,6 +398,42 @@ impl Engine {
                 item: item.to_owned(),
             })?;
         Ok((p, slot))
+    }
+
+    /// Hands `body` to a service as if it had received it (from the web UI's
+    /// "send a test message"): parsed first, then stored, sent to the
+    /// service's targets (routed on receipt like any other) and counted as
+    /// received. Returns the service's header id.
+    pub async fn submit_test_message(
+        &self,
+        production: &str,
+        item: &str,
+        body: Bytes,
+    ) -> Result<i64, TestMessageError> {
+        let (p, slot) = self.slot(production, item)?;
+        let config =
+            p.config.items.iter().find(|i| i.name == item).ok_or_else(|| ControlError::UnknownItem {
+                production: production.to_owned(),
+                item: item.to_owned(),
+            })?;
+        if config.role() != crate::config::ItemRole::Service {
+            return Err(TestMessageError::NotAService);
+        }
+        let intake = intake::Intake::new(p.shared.clone(), item, &config.targets);
+        let (inbound, decided) = {
+            let msg = crate::hl7::Message::parse(&body)?;
+            intake.inbound(&msg, body.clone(), Arc::from("web UI"))
+        };
+        let committed = self.inner.store.commit_inbound(inbound).await.map_err(ControlError::from)?;
+        intake.account(&committed, &decided);
+        slot.stats.bump(&slot.stats.received, 1);
+        self.event(production, "test_message", format!("a test message was handed to {item:?}"), CommandSource::Ui);
+        Ok(committed.header_id)
+    }
+
+    /// The configuration the engine runs.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
     }
 
     /// Restarts one item (if its production runs and it is enabled): its

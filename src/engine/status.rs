@@ -22,7 +22,7 @@ use tokio::sync::{Notify, broadcast, watch};
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The state of a production.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProductionState {
     /// Not running.
@@ -60,7 +60,7 @@ impl ProductionState {
 }
 
 /// The state of one item.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemState {
     /// Not running (its production is stopped).
@@ -156,7 +156,7 @@ impl ItemStats {
 }
 
 /// A point-in-time view of one item.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ItemStatus {
     /// Item name.
     pub name: String,
@@ -187,7 +187,7 @@ pub struct ItemStatus {
 }
 
 /// A point-in-time view of one production.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ProductionStatus {
     /// Production id.
     pub id: String,
@@ -202,10 +202,11 @@ pub struct ProductionStatus {
 }
 
 /// A point-in-time view of the engine.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EngineStatus {
     /// When the engine started.
     #[serde(with = "unix_seconds")]
+    #[schema(value_type = u64)]
     pub started_at: SystemTime,
     /// Productions, in file order.
     pub productions: Vec<ProductionStatus>,

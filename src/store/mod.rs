@@ -366,6 +366,11 @@ impl Store {
         self.submit(|reply| Op::ItemEnabled(p, i, enabled, reply)).await
     }
 
+    /// Whether the store is closed (its writer has stopped).
+    pub fn is_closed(&self) -> bool {
+        self.inner.ops.is_closed()
+    }
+
     /// The switch that makes chosen commits fail as a full disk would, for
     /// tests and fault drills (see [`FaultHook`]).
     pub fn fault_hook(&self) -> &FaultHook {

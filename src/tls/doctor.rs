@@ -16,7 +16,7 @@ use super::pem::{self, PasswordSource};
 use crate::config::{Config, ItemKind, TlsConfig, TlsRole, VerifyPeer};
 
 /// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// A check that passed.
@@ -40,7 +40,7 @@ impl fmt::Display for Severity {
 
 /// What a finding is about, so that programs (tests, the web UI) need not
 /// read the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FindingKind {
@@ -90,7 +90,7 @@ pub enum FindingKind {
 }
 
 /// One verdict of the doctor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Finding {
     /// How bad it is.
     pub severity: Severity,
@@ -166,7 +166,7 @@ impl TlsReport {
 /// Certificate expiry and health of one TLS configuration, as the status hub
 /// publishes it (Home Assistant: an expiry timestamp sensor, a days-left
 /// sensor and a problem binary sensor with these fields as attributes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CertificateStatus {
     /// The configuration's name under `tls:`.
     pub name: String,
@@ -184,11 +184,13 @@ pub struct CertificateStatus {
     pub sha256_fingerprint: Option<String>,
     /// End of validity of the leaf.
     #[serde(serialize_with = "super::rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub not_after: Option<OffsetDateTime>,
     /// The earliest end of validity across the leaf and its chain (for a
     /// client without a certificate: across `ca_file`), the date a feed stops
     /// if nothing is renewed.
     #[serde(serialize_with = "super::rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub earliest_not_after: Option<OffsetDateTime>,
     /// Subject of the certificate that expires first.
     pub earliest_expiring: Option<String>,
@@ -200,6 +202,7 @@ pub struct CertificateStatus {
     pub problems: Vec<Finding>,
     /// When the files were checked.
     #[serde(serialize_with = "super::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub checked_at: OffsetDateTime,
 }
 
