@@ -5,7 +5,8 @@
 //! [`engine`] as its productions file ([`config`]) describes. The
 //! `switchboard` binary is a thin layer over [`cli`]. The durable [`store`]
 //! keeps every message; [`tls`] holds the TLS configurations and the
-//! certificate doctor; [`ha`] publishes the engine to Home Assistant.
+//! certificate doctor; [`ha`] publishes the engine to Home Assistant, and
+//! [`web`] serves the web UI, the REST API and the metrics.
 //!
 //! `ARCHITECTURE.md` at the root of the repository is the map: each
 //! module's job in data-flow order, the numbered invariants that comments
@@ -23,5 +24,6 @@ pub mod mllp;
 pub mod rules;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 mod sync;

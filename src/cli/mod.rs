@@ -59,7 +59,7 @@ pub enum Command {
     /// routers and operations get each production's `stop_timeout` to
     /// finish the message in hand. What is not delivered yet stays queued
     /// in the store and goes out at the next start.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validate a productions file (YAML, references, ports, rules, reply
     /// code actions) without starting anything.
     Check(CheckArgs),
@@ -88,6 +88,41 @@ pub struct RunArgs {
     /// MQTT broker and Home Assistant discovery.
     #[command(flatten, next_help_heading = "Home Assistant (MQTT)")]
     pub mqtt: MqttFlags,
+    /// The web UI and REST API.
+    #[command(flatten, next_help_heading = "Web UI and API")]
+    pub web: WebFlags,
+}
+
+/// The web flags of `switchboard run`.
+#[derive(Debug, Clone, Args)]
+pub struct WebFlags {
+    /// Port of the web UI and REST API. Off when not set, except under
+    /// the Home Assistant Supervisor, where it is the ingress port 8099.
+    #[arg(long, env = "SWITCHBOARD_WEB_PORT")]
+    pub web_port: Option<u16>,
+    /// Address the web UI listens on [default: 127.0.0.1; under the
+    /// Supervisor 0.0.0.0, for the ingress proxy].
+    #[arg(long, env = "SWITCHBOARD_WEB_HOST")]
+    pub web_host: Option<std::net::IpAddr>,
+    /// Sources admitted to the web UI without a token, comma-separated
+    /// addresses or ranges (`10.0.0.0/8`); `any` admits every source
+    /// [default: 127.0.0.1,::1; under the Supervisor the ingress proxy,
+    /// 172.30.32.2].
+    #[arg(long, env = "SWITCHBOARD_WEB_ALLOW", value_delimiter = ',')]
+    pub web_allow: Option<Vec<String>>,
+    /// Port of a second listener on which every request needs an API token
+    /// (`Authorization: Bearer <token>`), for scripts and tools.
+    #[arg(long, env = "SWITCHBOARD_API_PORT")]
+    pub api_port: Option<u16>,
+    /// The name of the environment variable that holds the API tokens,
+    /// comma-separated, each at least 16 characters (tokens never go on
+    /// the command line).
+    #[arg(long, env = "SWITCHBOARD_API_TOKENS_ENV", default_value = "SWITCHBOARD_API_TOKENS")]
+    pub api_tokens_env: String,
+    /// Origins allowed to call the API from a browser (CORS),
+    /// comma-separated, e.g. `https://dashboard.example.org`.
+    #[arg(long, env = "SWITCHBOARD_WEB_CORS_ORIGINS", value_delimiter = ',')]
+    pub web_cors_origins: Vec<String>,
 }
 
 /// The MQTT and Home Assistant flags of `switchboard run`, handed to

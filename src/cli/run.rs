@@ -85,6 +85,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let Some(config) = load(&args.config) else { return Ok(ExitCode::from(2)) };
     let mqtt = crate::ha::MqttArgs::from(args.mqtt.clone());
     let ha_settings = crate::ha::resolve(&mqtt, &crate::ha::Environment::from_process(&mqtt))?;
+    let web_options = web_options(&args.web, config.store.retention_days)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     for file in crate::tls::create_missing(&config).context("cannot create test certificates")? {
         errln!("created test certificate file {}", file.display());
@@ -118,15 +119,92 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, store = %db.display(), "ready");
         let purge = tokio::spawn(purge_loop(engine.clone(), retention_days));
         let bridge = crate::ha::start(engine.clone(), ha_settings);
+        let web = match web_options {
+            Some(options) => Some(crate::web::start(engine.clone(), options).await?),
+            None => None,
+        };
         shutdown_signal().await;
         tracing::info!("shutting down");
         purge.abort();
         bridge.refuse_commands();
+        if let Some(web) = web {
+            web.shutdown().await;
+        }
         engine.shutdown().await;
         bridge.shutdown().await;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The port the ingress proxy connects to under the Supervisor.
+const INGRESS_PORT: u16 = 8099;
+/// The Supervisor's ingress proxy.
+const INGRESS_PROXY: &str = "172.30.32.2";
+
+/// The web server's settings from the flags, or `None` when it is off.
+fn web_options(flags: &super::WebFlags, retention_days: u32) -> anyhow::Result<Option<crate::web::WebOptions>> {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let supervised = std::env::var_os("SUPERVISOR_TOKEN").is_some();
+    let Some(port) = flags.web_port.or(supervised.then_some(INGRESS_PORT)) else {
+        if flags.api_port.is_some() {
+            anyhow::bail!("--api-port needs the web server: set --web-port (SWITCHBOARD_WEB_PORT) too");
+        }
+        return Ok(None);
+    };
+    let host = flags.web_host.unwrap_or(if supervised {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    });
+    let default_allow: &[&str] = if supervised { &[INGRESS_PROXY] } else { &["127.0.0.1", "::1"] };
+    let written: Vec<String> = match &flags.web_allow {
+        Some(list) => list.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+        None => default_allow.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let allow = if written.iter().any(|s| s.eq_ignore_ascii_case("any")) {
+        None
+    } else {
+        let nets = written
+            .iter()
+            .map(|s| s.parse::<crate::web::IpNet>().map_err(|e| anyhow::anyhow!("--web-allow: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Some(nets)
+    };
+    let mut tokens = Vec::new();
+    if let Ok(text) = std::env::var(&flags.api_tokens_env) {
+        for (n, part) in text.split([',', '\n']).map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+            let token = crate::web::Token::new(part).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "API token {} in {} is shorter than 16 characters; use long random tokens (e.g. `openssl rand -hex 24`)",
+                    n + 1,
+                    flags.api_tokens_env
+                )
+            })?;
+            tokens.push(token);
+        }
+    }
+    if flags.api_port.is_some() && tokens.is_empty() {
+        anyhow::bail!(
+            "--api-port needs API tokens: put them in the environment variable {}, comma-separated",
+            flags.api_tokens_env
+        );
+    }
+    let cors_origins = flags.web_cors_origins.iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
+    Ok(Some(crate::web::WebOptions {
+        listen: SocketAddr::new(host, port),
+        allow,
+        direct: flags.api_port.map(|p| SocketAddr::new(host_for_direct(host), p)),
+        tokens,
+        cors_origins,
+        retention_days,
+    }))
+}
+
+/// The direct listener is for other machines: it listens on every address
+/// unless the web UI was pinned to one.
+fn host_for_direct(web_host: std::net::IpAddr) -> std::net::IpAddr {
+    if web_host.is_loopback() { web_host } else { std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) }
 }
 
 async fn purge_loop(engine: Engine, retention_days: u32) {

@@ -26,3 +26,4 @@ mod mqtt;
 mod mqtt_mosquitto;
 mod store;
 mod tls;
+mod web;

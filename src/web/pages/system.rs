@@ -1,0 +1,53 @@
+//! Certificates: each TLS configuration with its chain's expiry and the
+//! doctor's findings.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use maud::{Markup, html};
+
+use super::{App, Root, layout};
+
+pub(super) fn routes() -> Router<App> {
+    Router::new().route("/certificates", get(certificates))
+}
+
+async fn certificates(State(app): State<App>, root: Root) -> Markup {
+    let status = app.engine.status();
+    let content = html! {
+        @if status.certificates.is_empty() {
+            p { "No TLS configurations are defined." }
+        }
+        @for c in &status.certificates {
+            section.certificate {
+                h2 {
+                    (c.name) " "
+                    span.badge data-state=(if c.problem { "error" } else { "running" }) {
+                        @if c.problem { "problem" } @else { "ok" }
+                    }
+                }
+                dl.facts {
+                    dt { "Role" } dd { (c.role) }
+                    dt { "Subject" } dd { (c.subject.as_deref().unwrap_or("—")) }
+                    dt { "Issuer" } dd { (c.issuer.as_deref().unwrap_or("—")) }
+                    dt { "Names" } dd { @if c.subject_alt_names.is_empty() { "—" } @else { (c.subject_alt_names.join(", ")) } }
+                    dt { "Expires" } dd { (c.not_after.map(|t| t.to_string()).unwrap_or_else(|| "—".into())) }
+                    dt { "First to expire" } dd {
+                        (c.earliest_expiring.as_deref().unwrap_or("—"))
+                        @if let Some(at) = c.earliest_not_after { " on " (at.date()) }
+                    }
+                    dt { "Days left" } dd { (c.days_left.map(|d| d.to_string()).unwrap_or_else(|| "—".into())) }
+                    dt { "SHA-256" } dd { code.wrap { (c.sha256_fingerprint.as_deref().unwrap_or("—")) } }
+                }
+                @if !c.problems.is_empty() {
+                    ul.findings {
+                        @for f in &c.problems {
+                            li data-severity=(format!("{:?}", f.severity).to_lowercase()) { (f.message) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(&app, &root, "Certificates", content)
+}

@@ -1,0 +1,333 @@
+//! The web UI and REST API over real sockets: pages under an ingress-style
+//! prefix, the control API, access rules (allowed sources, tokens, CSRF,
+//! CORS), problem responses, health, metrics and the OpenAPI document.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use switchboard::engine::{Engine, ProductionState};
+use switchboard::web::{IpNet, Token, WebOptions, WebServer};
+
+use crate::common::{PRODUCTION, production_state, start_engine};
+use crate::ports::free_port;
+
+const WAIT: Duration = Duration::from_secs(10);
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// mllp_in → file_out, the smallest production with a service and an
+/// operation.
+fn yaml(dir: &Path, in_port: u16) -> String {
+    format!(
+        "productions:\n  {PRODUCTION}:\n    name: Test feed\n    items:\n      - name: ADT in\n        kind: mllp_in\n        \
+         host: 127.0.0.1\n        port: {in_port}\n        targets: [Files]\n      - name: Files\n        kind: file_out\n        \
+         path: \"{}\"\n        filename: \"{{control_id}}.hl7\"\n",
+        dir.join("out").display()
+    )
+}
+
+struct Web {
+    engine: Engine,
+    server: WebServer,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+impl Web {
+    async fn start(allow: Option<Vec<IpNet>>, direct: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = start_engine(dir.path(), &yaml(dir.path(), free_port())).await;
+        let options = WebOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            allow,
+            direct: direct.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            tokens: vec![Token::new(TOKEN).unwrap()],
+            cors_origins: vec!["https://dashboard.example.org".into()],
+            retention_days: 30,
+        };
+        let server = switchboard::web::start(engine.clone(), options).await.unwrap();
+        let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+        Self { engine, server, http, dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.local_addr())
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// The CSRF token a page carries.
+    async fn csrf(&self) -> String {
+        let page = self.get("/").await.text().await.unwrap();
+        let at = page.find("name=\"csrf-token\" content=\"").expect("csrf meta") + 27;
+        page[at..at + 64].to_owned()
+    }
+
+    async fn post(&self, path: &str, csrf: Option<&str>, body: Option<Value>) -> reqwest::Response {
+        let mut request = self.http.post(self.url(path));
+        if let Some(csrf) = csrf {
+            request = request.header("X-CSRF-Token", csrf);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn stop(self) {
+        self.server.shutdown().await;
+        self.engine.shutdown().await;
+    }
+}
+
+async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let kind = response.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+    assert_eq!(kind, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_use_only_relative_links_and_carry_the_security_headers() {
+    let web = Web::start(None, false).await;
+    for path in ["/", "/productions/p", "/productions/p/items/ADT%20in", "/productions/p/items/Files", "/certificates"]
+    {
+        let response =
+            web.http.get(web.url(path)).header("X-Ingress-Path", "/api/hassio_ingress/abcdef").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let csp = response.headers().get("content-security-policy").unwrap().to_str().unwrap().to_owned();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(response.headers().get("x-content-type-options").unwrap(), "nosniff");
+        let page = response.text().await.unwrap();
+        for absolute in ["href=\"/", "src=\"/", "action=\"/", "href=\"http", "src=\"http", "data-post=\"/"] {
+            assert!(!page.contains(absolute), "{path} has an absolute link ({absolute})");
+        }
+        assert!(!page.contains("<script>"), "{path} has inline script");
+        assert!(page.contains("Test feed") || path == "/certificates", "{path}");
+    }
+    let item = web.get("/productions/p/items/ADT%20in").await.text().await.unwrap();
+    assert!(item.contains("href=\"../../../assets/app.css\""), "links climb back to the root");
+    assert!(item.contains("Send a test message"), "a service offers a test message");
+    assert!(item.contains("<dt>port</dt>"), "its settings are shown");
+    let js = web.get("/assets/app.js").await;
+    assert_eq!(js.headers().get("content-type").unwrap(), "text/javascript; charset=utf-8");
+    web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_api_stops_and_starts_with_a_csrf_token_and_refuses_without() {
+    let web = Web::start(None, false).await;
+    let refused = web.post("/api/v1/productions/p/stop", None, None).await;
+    let body = problem(refused, StatusCode::FORBIDDEN).await;
+    assert!(body["detail"].as_str().unwrap().contains("CSRF"), "{body}");
+    assert_eq!(production_state(&web.engine.status()), ProductionState::Running, "nothing changed");
+
+    let csrf = web.csrf().await;
+    let wrong = web.post("/api/v1/productions/p/stop", Some("0000"), None).await;
+    problem(wrong, StatusCode::FORBIDDEN).await;
+    let stopped = web.post("/api/v1/productions/p/stop", Some(&csrf), None).await;
+    assert_eq!(stopped.status(), StatusCode::OK);
+    assert!(web.engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Stopped).await);
+    let listed: Value = web.get("/api/v1/productions").await.json().await.unwrap();
+    assert_eq!(listed[0]["state"], "stopped");
+    let started = web.post("/api/v1/productions/p/start", Some(&csrf), None).await;
+    assert_eq!(started.status(), StatusCode::OK);
+    assert!(web.engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await);
+
+    let disabled = web.post("/api/v1/productions/p/items/Files/disable", Some(&csrf), None).await;
+    assert_eq!(disabled.status(), StatusCode::OK);
+    let item: Value = web.get("/api/v1/productions/p/items/Files").await.json().await.unwrap();
+    assert_eq!((item["enabled"].as_bool(), item["state"].as_str()), (Some(false), Some("disabled")));
+    let enabled = web.post("/api/v1/productions/p/items/Files/enable", Some(&csrf), None).await;
+    assert_eq!(enabled.status(), StatusCode::OK);
+    let restarted = web.post("/api/v1/productions/p/items/Files/restart", Some(&csrf), None).await;
+    assert_eq!(restarted.status(), StatusCode::OK);
+
+    let unknown = web.post("/api/v1/productions/nope/start", Some(&csrf), None).await;
+    let body = problem(unknown, StatusCode::NOT_FOUND).await;
+    assert!(body["detail"].as_str().unwrap().contains("nope"));
+    problem(web.post("/api/v1/productions/p/items/Nope/restart", Some(&csrf), None).await, StatusCode::NOT_FOUND).await;
+    problem(web.get("/api/v1/productions/p/items/Nope").await, StatusCode::NOT_FOUND).await;
+    problem(web.get("/productions/nope").await, StatusCode::NOT_FOUND).await;
+    web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_message_is_checked_then_received_and_delivered() {
+    let web = Web::start(None, false).await;
+    let csrf = web.csrf().await;
+    let path = "/api/v1/productions/p/items/ADT%20in/test-message";
+    let bad = web.post(path, Some(&csrf), Some(serde_json::json!({"message": "PID|1||x"}))).await;
+    let body = problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(body["detail"].as_str().unwrap().contains("MSH"), "{body}");
+    let empty = web.post(path, Some(&csrf), Some(serde_json::json!({"message": "  \n"}))).await;
+    problem(empty, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let not_a_service = web
+        .post(
+            "/api/v1/productions/p/items/Files/test-message",
+            Some(&csrf),
+            Some(serde_json::json!({"message": "MSH|^~\\&|A"})),
+        )
+        .await;
+    problem(not_a_service, StatusCode::CONFLICT).await;
+    let malformed = web
+        .http
+        .post(web.url(path))
+        .header("X-CSRF-Token", &csrf)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert!(malformed.status().is_client_error());
+
+    let message = "MSH|^~\\&|UI|FAC|SWB|FAC|20260101120000||ADT^A01|WEB1|P|2.5\nPID|1||123^^^FAC^MR||DOE^JANE\n";
+    let sent = web.post(path, Some(&csrf), Some(serde_json::json!({ "message": message }))).await;
+    assert_eq!(sent.status(), StatusCode::CREATED);
+    let answer: Value = sent.json().await.unwrap();
+    assert!(answer["id"].as_i64().is_some_and(|id| id > 0), "{answer}");
+    let file = web.dir.path().join("out/WEB1.hl7");
+    let mut delivered = false;
+    for _ in 0..100 {
+        if file.exists() {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(delivered, "the test message was not delivered");
+    let written = std::fs::read(&file).unwrap();
+    assert!(written.starts_with(b"MSH|") && written.contains(&b'\r'), "segments end in carriage returns");
+    let item = web.engine.status().item(PRODUCTION, "ADT in").unwrap().received;
+    assert_eq!(item, 1);
+    web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_tokens_and_health_are_enforced_per_listener() {
+    // Only the ingress proxy may use the UI listener; the test connects from
+    // loopback, which may reach /healthz and nothing else without a token.
+    let web = Web::start(Some(vec!["172.30.32.2".parse().unwrap()]), true).await;
+    assert_eq!(web.get("/healthz").await.status(), StatusCode::OK);
+    problem(web.get("/").await, StatusCode::UNAUTHORIZED).await;
+    problem(web.get("/readyz").await, StatusCode::UNAUTHORIZED).await;
+    let with_token = web.http.get(web.url("/api/v1/status")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(with_token.status(), StatusCode::OK);
+
+    let direct = web.server.direct_addr().unwrap();
+    let url = |path: &str| format!("http://{direct}{path}");
+    let bare = web.http.get(url("/api/v1/productions")).send().await.unwrap();
+    assert_eq!(bare.headers().get("www-authenticate").unwrap(), "Bearer");
+    problem(bare, StatusCode::UNAUTHORIZED).await;
+    let wrong = web.http.get(url("/api/v1/productions")).bearer_auth("not-the-token-at-all").send().await.unwrap();
+    problem(wrong, StatusCode::UNAUTHORIZED).await;
+    let good = web.http.get(url("/api/v1/productions")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(good.status(), StatusCode::OK);
+    // A token stands for the CSRF token: scripts post directly.
+    let stopped = web.http.post(url("/api/v1/productions/p/stop")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(stopped.status(), StatusCode::OK);
+    assert!(web.engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Stopped).await);
+    assert_eq!(web.http.get(url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_admits_only_configured_origins_and_answers_preflight() {
+    let web = Web::start(None, false).await;
+    let preflight = |origin: &'static str| {
+        web.http
+            .request(reqwest::Method::OPTIONS, web.url("/api/v1/productions/p/stop"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://dashboard.example.org").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(allowed.headers().get("access-control-allow-origin").unwrap(), "https://dashboard.example.org");
+    let headers = allowed.headers().get("access-control-allow-headers").unwrap().to_str().unwrap().to_lowercase();
+    assert!(headers.contains("authorization"), "{headers}");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_status_stream_and_certificates() {
+    let web = Web::start(None, false).await;
+    assert_eq!(web.get("/healthz").await.text().await.unwrap(), "ok\n");
+    let ready = web.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let metrics = web.get("/metrics").await;
+    assert!(
+        metrics.headers().get("content-type").unwrap().to_str().unwrap().starts_with("application/openmetrics-text")
+    );
+    let text = metrics.text().await.unwrap();
+    for line in [
+        "switchboard_messages_received_total{production=\"p\",item=\"ADT in\"} 0",
+        "switchboard_queue_depth{production=\"p\",item=\"Files\"} 0",
+        "switchboard_production_up{production=\"p\"} 1",
+        "# TYPE switchboard_store_size_bytes gauge",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    let certificates: Value = web.get("/api/v1/certificates").await.json().await.unwrap();
+    assert_eq!(certificates, serde_json::json!([]));
+
+    let mut stream = web.get("/api/v1/status/stream").await;
+    assert_eq!(stream.headers().get("content-type").unwrap(), "text/event-stream");
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        let chunk = tokio::time::timeout(WAIT, stream.chunk()).await.unwrap().unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.starts_with("event: status\ndata: {"), "{seen}");
+    assert!(seen.contains("\"id\":\"p\""), "{seen}");
+    web.stop().await;
+}
+
+/// Every operation in the OpenAPI document is served (none answers 404 or
+/// 405), the document is OpenAPI 3.1, and it is served at its own address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_routes() {
+    let web = Web::start(None, false).await;
+    let doc: Value = web.get("/api/v1/openapi.json").await.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 12, "{:?}", paths.keys());
+    let csrf = web.csrf().await;
+    for (path, operations) in paths {
+        let concrete = path.replace("{production}", "p").replace("{item}", "Files").replace("{id}", "1");
+        for method in operations.as_object().unwrap().keys() {
+            let url = web.url(&format!("/api/v1{concrete}"));
+            let request = match method.as_str() {
+                "get" => web.http.get(&url),
+                "post" => web.http.post(&url).header("X-CSRF-Token", &csrf).json(&serde_json::json!({})),
+                "delete" => web.http.delete(&url).header("X-CSRF-Token", &csrf),
+                other => panic!("unexpected method {other} for {path}"),
+            };
+            let response = if path.ends_with("/stream") {
+                let r = request.send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                continue;
+            } else {
+                request.send().await.unwrap()
+            };
+            let status = response.status();
+            assert!(
+                status != StatusCode::NOT_FOUND
+                    || response.headers().get("content-type").is_some_and(|c| c == "application/problem+json"),
+                "{method} {path}: no such route"
+            );
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        }
+    }
+    web.stop().await;
+}
