@@ -120,7 +120,10 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let purge = tokio::spawn(purge_loop(engine.clone(), retention_days));
         let bridge = crate::ha::start(engine.clone(), ha_settings);
         let web = match web_options {
-            Some(options) => Some(crate::web::start(engine.clone(), options).await?),
+            Some(mut options) => {
+                options.mqtt = Some(bridge.watch_status());
+                Some(crate::web::start(engine.clone(), options).await?)
+            }
             None => None,
         };
         shutdown_signal().await;
@@ -198,6 +201,7 @@ fn web_options(flags: &super::WebFlags, retention_days: u32) -> anyhow::Result<O
         tokens,
         cors_origins,
         retention_days,
+        mqtt: None,
     }))
 }
 

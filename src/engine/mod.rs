@@ -21,6 +21,7 @@ mod context;
 mod deliveries;
 mod intake;
 mod items;
+mod latency;
 mod production;
 mod rate_limit;
 mod replies;
@@ -39,6 +40,7 @@ use crate::config::Config;
 use crate::store::{Commanded, Event, EventLevel, Store, StoreError};
 use crate::sync::LockExt as _;
 use items::ItemSpec;
+pub use latency::{BUCKETS as LATENCY_BUCKETS, LatencySnapshot};
 use production::{ItemSlot, Production, ProductionShared};
 use replies::ReplyBoard;
 pub use status::{EngineStatus, ItemState, ItemStatus, ProductionState, ProductionStatus, StatusChange, StatusHub};
@@ -429,6 +431,25 @@ impl Engine {
         slot.stats.bump(&slot.stats.received, 1);
         self.event(production, "test_message", format!("a test message was handed to {item:?}"), CommandSource::Ui);
         Ok(committed.header_id)
+    }
+
+    /// How long each operation's deliveries take, as histograms:
+    /// `(production, item, histogram)` for every operation.
+    pub fn delivery_latencies(&self) -> Vec<(String, String, LatencySnapshot)> {
+        let mut out = Vec::new();
+        for p in &self.inner.productions {
+            for slot in &p.shared.slots {
+                let operation = p
+                    .config
+                    .items
+                    .iter()
+                    .any(|i| i.name == slot.name && i.role() == crate::config::ItemRole::Operation);
+                if operation {
+                    out.push((p.config.id.clone(), slot.name.clone(), slot.stats.latency.snapshot()));
+                }
+            }
+        }
+        out
     }
 
     /// The configuration the engine runs.

@@ -100,6 +100,8 @@ pub struct ItemStats {
     pub errors: AtomicU64,
     /// Open connections (services: clients; operations: 0 or 1).
     pub connections: AtomicU32,
+    /// How long deliveries take (operations).
+    pub latency: super::latency::Latency,
     state: Mutex<(ItemState, Option<String>)>,
     hub: StatusHub,
 }
@@ -112,6 +114,7 @@ impl ItemStats {
             sent: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             connections: AtomicU32::new(0),
+            latency: super::latency::Latency::default(),
             state: Mutex::new((state, None)),
             hub,
         }

@@ -78,6 +78,19 @@ pub enum MqttStatus {
     Stopped,
 }
 
+impl std::fmt::Display for MqttStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Off(why) => write!(f, "off ({why})"),
+            Self::Discovering => f.write_str("asking the Supervisor for the broker"),
+            Self::Connecting(to) => write!(f, "connecting to {to}"),
+            Self::Connected(to) => write!(f, "connected to {to}"),
+            Self::Disconnected(why) => write!(f, "reconnecting ({why})"),
+            Self::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
 /// The running bridge.
 pub struct BridgeHandle {
     stop: CancellationToken,

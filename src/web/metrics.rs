@@ -8,13 +8,40 @@
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use super::App;
+use crate::engine::{LATENCY_BUCKETS, LatencySnapshot};
+use crate::sync::LockExt as _;
+
+/// The engine's delivery-time histogram of one operation, as it was at the
+/// scrape (see `engine::latency`).
+#[derive(Clone, Debug, Default)]
+struct Histogram(Arc<Mutex<LatencySnapshot>>);
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let snapshot = self.0.lock_unpoisoned().clone();
+        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(snapshot.counts.iter().copied()).collect();
+        encoder.encode_histogram::<NoLabelSet>(snapshot.sum_seconds, snapshot.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ItemLabels {
@@ -32,14 +59,14 @@ struct TlsLabels {
     tls: String,
 }
 
-fn family<M: prometheus_client::metrics::TypedMetric + Default + Clone + Send + Sync + std::fmt::Debug + 'static, L>(
+fn family<M: TypedMetric + Default + Clone + Send + Sync + std::fmt::Debug + 'static, L>(
     registry: &mut Registry,
     name: &str,
     help: &str,
 ) -> Family<L, M>
 where
     L: Clone + std::hash::Hash + Eq + EncodeLabelSet + Send + Sync + std::fmt::Debug + 'static,
-    Family<L, M>: prometheus_client::encoding::EncodeMetric,
+    Family<L, M>: EncodeMetric,
 {
     let family = Family::<L, M>::default();
     registry.register(name, help, family.clone());
@@ -83,6 +110,19 @@ pub(super) async fn serve(State(app): State<App>) -> Response {
         }
     }
     store_bytes.set(as_i64(status.store_bytes));
+    let latency: Family<ItemLabels, Histogram> = family(
+        &mut registry,
+        "delivery_duration_seconds",
+        "How long an operation takes to deliver a message, from its first attempt to its result",
+    );
+    for (production, item, snapshot) in app.engine.delivery_latencies() {
+        *latency.get_or_create(&ItemLabels { production, item }).0.lock_unpoisoned() = snapshot;
+    }
+    if let Some(mqtt) = &app.mqtt {
+        let connected = Gauge::<i64>::default();
+        registry.register("mqtt_connected", "1 while connected to the MQTT broker", connected.clone());
+        connected.set(i64::from(matches!(*mqtt.borrow(), crate::ha::MqttStatus::Connected(_))));
+    }
     let mut body = String::new();
     if prometheus_client::encoding::text::encode(&mut body, &registry).is_err() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "the metrics could not be written").into_response();

@@ -64,6 +64,9 @@ pub struct WebOptions {
     pub cors_origins: Vec<String>,
     /// How many days of messages the store keeps (shown on the store page).
     pub retention_days: u32,
+    /// The MQTT bridge's state, for the UI and `/metrics`; `None` without
+    /// a bridge.
+    pub mqtt: Option<watch::Receiver<crate::ha::MqttStatus>>,
 }
 
 /// Why the web server could not start.
@@ -93,6 +96,7 @@ pub(crate) struct App {
     /// The CSRF token that pages carry (see `access`).
     pub(crate) csrf: Arc<str>,
     pub(crate) retention_days: u32,
+    pub(crate) mqtt: Option<watch::Receiver<crate::ha::MqttStatus>>,
 }
 
 /// A running web server.
@@ -132,7 +136,7 @@ pub async fn start(engine: Engine, options: WebOptions) -> Result<WebServer, Web
     let mut csrf = [0u8; 32];
     ring::rand::SystemRandom::new().fill(&mut csrf).map_err(|_| WebError::NoRandomness)?;
     let csrf: Arc<str> = csrf.iter().map(|b| format!("{b:02x}")).collect::<String>().into();
-    let app = App { engine, csrf: csrf.clone(), retention_days: options.retention_days };
+    let app = App { engine, csrf: csrf.clone(), retention_days: options.retention_days, mqtt: options.mqtt.clone() };
     let cors_origins = options
         .cors_origins
         .iter()

@@ -46,6 +46,7 @@ impl Web {
             tokens: vec![Token::new(TOKEN).unwrap()],
             cors_origins: vec!["https://dashboard.example.org".into()],
             retention_days: 30,
+            mqtt: None,
         };
         let server = switchboard::web::start(engine.clone(), options).await.unwrap();
         let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
@@ -207,6 +208,25 @@ async fn a_test_message_is_checked_then_received_and_delivered() {
     assert!(written.starts_with(b"MSH|") && written.contains(&b'\r'), "segments end in carriage returns");
     let item = web.engine.status().item(PRODUCTION, "ADT in").unwrap().received;
     assert_eq!(item, 1);
+    let mut counted = false;
+    for _ in 0..100 {
+        let metrics = web.get("/metrics").await.text().await.unwrap();
+        if metrics.contains("switchboard_delivery_duration_seconds_count{production=\"p\",item=\"Files\"} 1") {
+            assert!(metrics.contains("# TYPE switchboard_delivery_duration_seconds histogram"), "{metrics}");
+            assert!(
+                metrics.contains(
+                    "switchboard_delivery_duration_seconds_bucket{le=\"+Inf\",production=\"p\",item=\"Files\"} 1"
+                ) || metrics.contains(
+                    "switchboard_delivery_duration_seconds_bucket{production=\"p\",item=\"Files\",le=\"+Inf\"} 1"
+                ),
+                "{metrics}"
+            );
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(counted, "the delivery's time is in the histogram");
     web.stop().await;
 }
 

@@ -21,6 +21,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &FileOutConfig) {
             // Off the thread the operations share: the write ends in an
             // fsync, which must not hold up other operations' deliveries.
             let (dir, file, body) = (config.path.clone(), name.clone(), message.body.clone());
+            let started = std::time::Instant::now();
             let written = tokio::task::spawn_blocking(move || write_atomically(&dir, &file, &body))
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)));
@@ -50,6 +51,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &FileOutConfig) {
                 ctx.fail(format!("cannot record the delivery result: {e}"));
                 return;
             }
+            stats.latency.observe(started.elapsed());
             stats.bump(&stats.sent, 1);
         }
     }

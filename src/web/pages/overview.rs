@@ -59,7 +59,9 @@ fn items_table(root: &Root, p: &ProductionStatus) -> Markup {
 
 async fn overview(State(app): State<App>, root: Root) -> Markup {
     let status = app.engine.status();
+    let mqtt = app.mqtt.as_ref().map(|m| m.borrow().to_string());
     let content = html! {
+        @if let Some(mqtt) = &mqtt { p.muted { "Home Assistant (MQTT): " (mqtt) } }
         div data-live="status" {
             @if status.productions.is_empty() {
                 p { "No productions are defined in " code { (app.engine.config().source.display()) } "." }

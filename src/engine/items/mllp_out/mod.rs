@@ -503,7 +503,10 @@ async fn judge(
     }
     let stats = ctx.stats();
     match decision.then {
-        FinalAction::Complete => stats.bump(&stats.sent, 1),
+        FinalAction::Complete => {
+            stats.latency.observe(tries.first.elapsed());
+            stats.bump(&stats.sent, 1);
+        }
         FinalAction::Disable => {
             stats.bump(&stats.errors, 1);
             let text = format!("disabled by reply code action: message {}: {}", message.id, error.unwrap_or_default());
