@@ -452,6 +452,12 @@ impl Engine {
         out
     }
 
+    /// The certificate doctor's full reports (chains and every finding),
+    /// read from the files now.
+    pub fn tls_reports(&self) -> Vec<crate::tls::TlsReport> {
+        crate::tls::check_all(&self.inner.config, self.inner.options.certificate_warning_days)
+    }
+
     /// The configuration the engine runs.
     pub fn config(&self) -> &Config {
         &self.inner.config

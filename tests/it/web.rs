@@ -351,3 +351,43 @@ async fn the_openapi_document_matches_the_routes() {
     }
     web.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificates_page_shows_each_chain_and_its_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let yaml = format!(
+        "tls:\n  adt-server:\n    role: server\n    ca_file: \"{d}/ca.pem\"\n    cert_file: \"{d}/server.pem\"\n    \
+         key_file: \"{d}/server.key\"\n    create_if_missing: true\nproductions:\n  {PRODUCTION}:\n    items:\n      \
+         - name: In\n        kind: mllp_in\n        host: 127.0.0.1\n        port: {}\n        tls: adt-server\n        \
+         targets: [Files]\n      - name: Files\n        kind: file_out\n        path: \"{d}/out\"\n",
+        free_port()
+    );
+    crate::common::create_test_certificates(dir.path(), &yaml);
+    let engine = start_engine(dir.path(), &yaml).await;
+    let options = WebOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        allow: None,
+        direct: None,
+        tokens: Vec::new(),
+        cors_origins: Vec::new(),
+        retention_days: 30,
+        mqtt: None,
+    };
+    let server = switchboard::web::start(engine.clone(), options).await.unwrap();
+    let page =
+        reqwest::get(format!("http://{}/certificates", server.local_addr())).await.unwrap().text().await.unwrap();
+    for want in ["adt-server", "Chain", "CN=switchboard adt-server", "Trusted authorities", "Days left", " UTC"] {
+        assert!(page.contains(want), "missing {want:?}");
+    }
+    let api: Value = reqwest::get(format!("http://{}/api/v1/certificates", server.local_addr()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api[0]["name"], "adt-server");
+    assert!(api[0]["days_left"].as_i64().is_some_and(|d| d > 300), "{api}");
+    server.shutdown().await;
+    engine.shutdown().await;
+}
