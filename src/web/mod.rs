@@ -16,6 +16,7 @@
 mod access;
 mod api;
 mod assets;
+mod extract;
 mod health;
 mod metrics;
 mod pages;
@@ -194,6 +195,7 @@ fn router(app: App, access: access::Access, cors_origins: &[HeaderValue]) -> Rou
         .merge(health::routes())
         .merge(assets::routes())
         .route("/metrics", axum::routing::get(metrics::serve))
+        .fallback(not_found)
         .with_state(app)
         .layer(axum::middleware::from_fn_with_state(access, access::guard))
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -204,4 +206,9 @@ fn router(app: App, access: access::Access, cors_origins: &[HeaderValue]) -> Rou
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
         .layer(cors)
         .layer(tower_http::compression::CompressionLayer::new())
+}
+
+/// Anything else: a problem document, like every other error.
+async fn not_found(uri: axum::http::Uri) -> problem::Problem {
+    problem::Problem::not_found(format!("nothing is served at {}", uri.path()))
 }

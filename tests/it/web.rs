@@ -187,7 +187,12 @@ async fn a_test_message_is_checked_then_received_and_delivered() {
         .send()
         .await
         .unwrap();
-    assert!(malformed.status().is_client_error());
+    problem(malformed, StatusCode::BAD_REQUEST).await;
+    let wrong_shape = web.post(path, Some(&csrf), Some(serde_json::json!({"msg": "MSH|"}))).await;
+    problem(wrong_shape, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let not_json = web.http.post(web.url(path)).header("X-CSRF-Token", &csrf).body("MSH|^~\\&|").send().await.unwrap();
+    problem(not_json, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    problem(web.get("/no/such/page").await, StatusCode::NOT_FOUND).await;
 
     let message = "MSH|^~\\&|UI|FAC|SWB|FAC|20260101120000||ADT^A01|WEB1|P|2.5\nPID|1||123^^^FAC^MR||DOE^JANE\n";
     let sent = web.post(path, Some(&csrf), Some(serde_json::json!({ "message": message }))).await;

@@ -2,8 +2,10 @@
 //! stop a production; restart, enable and disable an item; hand a test
 //! message to a service).
 
-use axum::Json;
-use axum::extract::{Path, State};
+use crate::web::extract::Json;
+use axum::extract::State;
+
+use crate::web::extract::Path;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;

@@ -2,7 +2,9 @@
 //! and an item's page with its settings and commands.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::web::extract::Path;
 use axum::routing::get;
 use maud::{Markup, html};
 
