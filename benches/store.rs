@@ -20,6 +20,8 @@ fn inbound(n: u64) -> NewInbound {
         body: Bytes::from_static(ADT_A01),
         control_id: Some(format!("MSG{n}")),
         message_type: Some("ADT^A01".into()),
+        patient_id: None,
+        patient_name: None,
         targets: ["out".to_owned()].into(),
         routed: Vec::new(),
     }

@@ -1,7 +1,9 @@
 //! What a service does with a message it has received and parsed, the
 //! same for every kind of service: the record the store commits
-//! ([`NewInbound`]), the decisions of the routers among its targets, taken
-//! on receipt, and the counting of those decisions once committed.
+//! ([`NewInbound`], with the facts a search finds it by, read here from
+//! the parsed message so that the store need not parse it again), the
+//! decisions of the routers among its targets, taken on receipt, and the
+//! counting of those decisions once committed.
 //!
 //! A running router decides on a message in the task that received it
 //! (which has parsed it already), and the store applies that decision in
@@ -17,8 +19,8 @@ use bytes::Bytes;
 use super::items::{ItemSpec, NO_RULE_MATCHED};
 use super::production::{ItemSlot, ProductionShared};
 use super::status::ItemState;
-use crate::hl7::{Message, Path};
-use crate::store::{Committed, EventLevel, InlineRoute, NewInbound, Status};
+use crate::hl7::Message;
+use crate::store::{Committed, EventLevel, InlineRoute, MessageFacts, NewInbound, Status};
 
 /// A service's way into the store. Cheap to clone: each message routed on
 /// receipt takes one along to be counted at its commit.
@@ -59,7 +61,7 @@ impl Intake {
     /// among the targets, to be counted with [`account`](Self::account)
     /// once committed.
     pub(crate) fn inbound(&self, msg: &Message<'_>, body: Bytes, origin: Arc<str>) -> (NewInbound, Vec<InlineDecided>) {
-        let (control_id, message_type) = header_facts(msg);
+        let MessageFacts { control_id, message_type, patient_id, patient_name } = MessageFacts::of(msg);
         let (routed, decided) = self.decide(msg, &body, control_id.as_deref());
         let inbound = NewInbound {
             production: self.production.id.clone(),
@@ -68,6 +70,8 @@ impl Intake {
             body,
             control_id,
             message_type,
+            patient_id,
+            patient_name,
             targets: self.targets.clone(),
             routed,
         };
@@ -158,16 +162,4 @@ pub(super) fn count_routed(
             production.event(EventLevel::Error, Some(&router.name), "routing", text);
         }
     }
-}
-
-/// `MSH-9` as `ADT^A01` and MSH-10, for the store's header columns.
-fn header_facts(msg: &Message<'_>) -> (Option<String>, Option<String>) {
-    let text = |path: Path| msg.get(&path).filter(|v| !v.is_empty()).map(|v| msg.decode(v).into_owned());
-    let code = text(Path::field("MSH", 9).component(1));
-    let event = text(Path::field("MSH", 9).component(2));
-    let message_type = match (code, event) {
-        (Some(c), Some(e)) => Some(format!("{c}^{e}")),
-        (c, _) => c,
-    };
-    (msg.control_id().map(|v| msg.decode(v).into_owned()), message_type)
 }

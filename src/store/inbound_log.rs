@@ -43,6 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::delivery_log;
 use super::disk::sync_wal;
 use super::error::StoreError;
+use super::facts::MessageFacts;
 use super::files::beside;
 use super::model::{InlineRoute, NewInbound, RouteDecision, RoutedOutput};
 use super::pending::CommitNotice;
@@ -355,6 +356,11 @@ pub(super) fn encode(seq: u64, m: &NewInbound, out: &mut Vec<u8>) {
             put_opt(out, output.control_id.as_deref().map(str::as_bytes));
         }
     }
+    // Added after the rest, so that a record written before them still
+    // reads (see `decode`) and one written with them reads in a version
+    // that stops before them.
+    put_opt(out, m.patient_id.as_deref().map(str::as_bytes));
+    put_opt(out, m.patient_name.as_deref().map(str::as_bytes));
     let len = u32::try_from(out.len() - payload).unwrap_or(NONE);
     out[payload - 4..payload].copy_from_slice(&len.to_le_bytes());
     let crc = crc32fast::hash(&out[start..]);
@@ -445,8 +451,25 @@ fn decode(bytes: &[u8], applied: u64) -> Option<(Option<Record>, usize)> {
         }
         routed.push(InlineRoute { router, decision: RouteDecision { status, error, outputs } });
     }
+    // A record written before the patient was logged ends here: its
+    // patient is read from the body, as the service would have.
+    let (patient_id, patient_name) = match c.at < c.bytes.len() {
+        true => (c.opt_text()?, c.opt_text()?),
+        false => MessageFacts::patient_of(&body),
+    };
     let (production, service, origin, targets) = (production.into(), service.into(), origin.into(), targets.into());
-    let inbound = NewInbound { production, service, origin, body, control_id, message_type, targets, routed };
+    let inbound = NewInbound {
+        production,
+        service,
+        origin,
+        body,
+        control_id,
+        message_type,
+        patient_id,
+        patient_name,
+        targets,
+        routed,
+    };
     Some((Some(Record { seq, inbound }), end + 4))
 }
 
@@ -601,6 +624,36 @@ mod tests {
             bytes[at] ^= flip;
             proptest::prop_assert!(decode(&bytes, 0).is_none());
         }
+    }
+
+    /// A record as the version before the patient fields wrote it: the
+    /// same payload without its last two values (and its own length and
+    /// checksum). It still reads, with the patient taken from the body.
+    #[test]
+    fn a_record_written_before_the_patient_fields_reads_with_them_from_the_body() {
+        let mut m = message(3);
+        m.body = Bytes::from_static(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|M3|P|2.5\rPID|1||42^^^H||DOE^JANE");
+        (m.patient_id, m.patient_name) = (Some("stale".into()), None);
+        let mut bytes = Vec::new();
+        encode(3, &m, &mut bytes);
+        // The checksum, the patient id (length and bytes) and the absent
+        // name's marker.
+        let tail = 4 + (4 + "stale".len()) + 4;
+        let end = bytes.len() - tail;
+        let mut old = bytes[..end].to_vec();
+        let len = (old.len() - HEAD) as u32;
+        old[9..13].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32fast::hash(&old);
+        old.extend_from_slice(&crc.to_le_bytes());
+        let (record, read) = decode(&old, 0).unwrap();
+        let record = record.unwrap();
+        assert_eq!(read, old.len());
+        assert_eq!(record.inbound.patient_id.as_deref(), Some("42"));
+        assert_eq!(record.inbound.patient_name.as_deref(), Some("DOE"));
+        assert_eq!(record.inbound.control_id, m.control_id);
+        // Written now, the values given are the values read.
+        let (record, _) = decode(&bytes, 0).unwrap();
+        assert_eq!(record.unwrap().inbound.patient_id.as_deref(), Some("stale"));
     }
 
     fn same(a: &NewInbound, b: &NewInbound) -> bool {

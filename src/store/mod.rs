@@ -51,10 +51,10 @@
 //! copying the write-ahead log into the database never holds up a commit.
 //! When the store opens, what the previous run noted or acknowledged
 //! without committing it is committed before anything else runs
-//! (`recovery`). The rest: the public types (`model`, `error`), the
-//! answers to pending commits (`pending`), the names of the files
-//! (`files`), the schema with its migrations (`schema`) and the fault hook
-//! (`faults`).
+//! (`recovery`). The rest: the public types (`model`, `error`), what is
+//! recorded of a message's content for searches (`facts`), the answers to
+//! pending commits (`pending`), the names of the files (`files`), the
+//! schema with its migrations (`schema`) and the fault hook (`faults`).
 //!
 //! # What the store offers
 //!
@@ -88,6 +88,7 @@
 mod delivery_log;
 mod disk;
 mod error;
+mod facts;
 mod faults;
 mod files;
 mod group;
@@ -125,6 +126,8 @@ use writer::Writer;
 
 use crate::sync::LockExt as _;
 pub use error::StoreError;
+pub use facts::MAX_PATIENT_BYTES;
+pub(crate) use facts::MessageFacts;
 pub use faults::{FaultHook, Refuse};
 pub use model::{
     Commanded, Committed, Durability, Event, EventLevel, Finished, Header, InlineRoute, NewInbound, PurgeStats, Queued,

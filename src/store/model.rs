@@ -105,6 +105,12 @@ pub struct NewInbound {
     pub control_id: Option<String>,
     /// MSH-9 (`ADT^A01`).
     pub message_type: Option<String>,
+    /// PID-3's first identifier (component 1 of the first repetition), for
+    /// searches; routed copies inherit it. At most
+    /// [`MAX_PATIENT_BYTES`](super::MAX_PATIENT_BYTES) are kept.
+    pub patient_id: Option<String>,
+    /// PID-5's family name (component 1 of the first repetition), likewise.
+    pub patient_name: Option<String>,
     /// Items to queue it for.
     pub targets: Arc<[String]>,
     /// Decisions already made, where the message was received, by routers

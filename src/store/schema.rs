@@ -118,6 +118,38 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO inbound_log (id, applied) VALUES (0, 0);
     "#,
+    // 7: finding messages (see the `search` module). The patient is kept
+    // on every header, like MSH-9 and MSH-10, so that a search filters on
+    // the header row alone and never reads a body it does not need; a
+    // body can be a megabyte, a header's two more values are a few bytes.
+    // A copy sent again names the header it copies.
+    //
+    // Three indexes, for the values a search cannot find by walking the
+    // newest headers (time ranges become id ranges, item and type filters
+    // match too often to need one):
+    //
+    // - statuses that are rare and stay: a commit that queues or
+    //   completes a message never touches it;
+    // - control ids and patient ids, each grouped by blocks of 1,024
+    //   header ids before the value. A plain index on a value that is
+    //   random (a patient id) puts every insert on a page of its own once
+    //   the index outgrows the cache, so each commit would write as many
+    //   index pages as it inserts headers. Grouped, the inserts of a
+    //   commit land among the few pages of the newest block; a search
+    //   looks the value up block by block, newest first, which also gives
+    //   its results in id order. They hold one header per received
+    //   message: the others its commit writes are `grouped`, found
+    //   through its session (see `GROUP_MAX` in `sql`). Headers written
+    //   before this version are each indexed.
+    r#"
+    ALTER TABLE header ADD COLUMN patient_id TEXT;
+    ALTER TABLE header ADD COLUMN patient_name TEXT;
+    ALTER TABLE header ADD COLUMN resent_from INTEGER;
+    ALTER TABLE header ADD COLUMN grouped INTEGER;
+    CREATE INDEX header_status ON header(status) WHERE status = 'error' OR status = 'suspended' OR status = 'discarded';
+    CREATE INDEX header_control ON header(id >> 10, control_id) WHERE grouped IS NULL AND control_id IS NOT NULL;
+    CREATE INDEX header_patient ON header(id >> 10, patient_id) WHERE grouped IS NULL AND patient_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -125,15 +157,70 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// Brings the database up to [`SCHEMA_VERSION`].
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Brings the database up to `target` (tests start from older versions).
+fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), StoreError> {
     let current = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.max(0) as usize;
     if current > SCHEMA_VERSION {
         return Err(StoreError::NewerSchema { found: current, supported: SCHEMA_VERSION });
     }
-    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (version, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (version + 1) as i64)?;
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::params;
+
+    use super::*;
+
+    /// A file of version 6 (before messages could be searched) with a
+    /// message in it takes migration 7: the message keeps everything, has
+    /// no patient (it was not recorded then) and is found by the new
+    /// indexes.
+    #[test]
+    fn a_file_of_version_6_is_migrated_and_its_messages_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = super::super::disk::open_connection(&dir.path().join("s.db")).unwrap();
+        migrate_to(&mut conn, 6).unwrap();
+        conn.execute_batch(
+            "INSERT INTO body (id, created_at, data) VALUES (1, 5, x'4d5348');
+             INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id,
+                                 message_type, created_at, updated_at, attempts, error_text)
+             VALUES (1, 1, NULL, 1, 'p', 'peer', 'In', 'completed', 'M1', 'ADT^A01', 5, 5, 0, NULL),
+                    (2, 1, 1, 1, 'p', 'In', 'Out', 'error', 'M1', 'ADT^A01', 5, 6, 3, 'refused');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version as usize, SCHEMA_VERSION);
+        let row: (String, Option<String>, Option<i64>, i64) = conn
+            .query_row("SELECT error_text, patient_id, resent_from, attempts FROM header WHERE id = 2", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap();
+        assert_eq!(row, ("refused".to_owned(), None, None, 3));
+        let by_control: Vec<i64> = conn
+            .prepare(
+                "SELECT id FROM header INDEXED BY header_control
+                 WHERE (id >> 10) = 0 AND grouped IS NULL AND control_id = ?1",
+            )
+            .unwrap()
+            .query_map(params!["M1"], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(by_control, [1, 2]);
+        let errors: i64 = conn
+            .query_row("SELECT COUNT(*) FROM header INDEXED BY header_status WHERE status = 'error'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(errors, 1);
+    }
 }

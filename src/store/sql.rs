@@ -36,6 +36,25 @@ impl HeaderIds {
     }
 }
 
+/// The most headers one received message may write and still be found
+/// through its first one.
+///
+/// The control id and patient id indexes (migration 7) name one header per
+/// received message, not every header: the service's own header stands for
+/// the others its commit writes with it (its targets and the outputs of the
+/// routers that decided on receipt, which have the same control id and
+/// patient), marked `grouped`. A search finds them through the session of
+/// the header it finds. Every other header (a router's outputs written
+/// later, an output with a control id of its own, a copy sent again) is
+/// indexed itself. This takes two index entries off every header but the
+/// first, on the path of every received message.
+///
+/// A group's ids follow its first header's, so a group no larger than this
+/// reaches at most one block of the indexes past its first header's,
+/// which is as far as a search looks back; a larger one (a message for
+/// hundreds of targets) is indexed header by header.
+pub(super) const GROUP_MAX: usize = 512;
+
 /// The statements run for every message, each taken from rusqlite's
 /// statement cache once per transaction instead of once per message:
 /// taking one hashes its text twice and copies it into a new allocation.
@@ -56,10 +75,10 @@ enum Hot {
 
 const HOT_SQL: [&str; 5] = [
     "INSERT INTO body (created_at, data) VALUES (?1, ?2)",
-    "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at, attempts, error_text)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
-    "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?10)",
+    "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at, attempts, error_text, patient_id, patient_name, grouped)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16)",
+    "INSERT INTO header (id, session_id, parent_id, body_id, production, source, target, status, control_id, message_type, created_at, updated_at, patient_id, patient_name, resent_from, grouped)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14)",
     "UPDATE header SET status = ?1, attempts = ?2, error_text = ?3, updated_at = ?4
      WHERE id = ?5 AND status IN ('queued', 'delivering')",
     "INSERT INTO reply (header_id, received_at, data) VALUES (?1, ?2, ?3)
@@ -146,6 +165,10 @@ fn inbound_tx(
     let now = now_millis();
     st.get(Hot::InsertBody)?.execute(params![now, &inbound.body[..]])?;
     let body_id = st.tx.last_insert_rowid();
+    // The headers written here are found through the first (see
+    // `GROUP_MAX`), unless there could be too many of them.
+    let most = 1 + inbound.targets.len() + inbound.routed.iter().map(|r| r.decision.outputs.len()).sum::<usize>();
+    let grouped = (most <= GROUP_MAX).then_some(1);
     // The service's own header opens the session; its id is the session id.
     let header_id = ids.take();
     st.get(Hot::InsertHeader)?.execute(params![
@@ -161,7 +184,10 @@ fn inbound_tx(
         inbound.message_type,
         now,
         0,
-        None::<&str>
+        None::<&str>,
+        inbound.patient_id,
+        inbound.patient_name,
+        None::<i64>
     ])?;
     let mut committed = Committed { session_id: header_id, header_id, queued: Vec::new(), routed: Vec::new() };
     for target in inbound.targets.iter() {
@@ -190,7 +216,10 @@ fn inbound_tx(
             inbound.message_type,
             now,
             attempts,
-            error
+            error,
+            inbound.patient_id,
+            inbound.patient_name,
+            grouped
         ])?;
         committed.queued.push(id);
         match route {
@@ -203,6 +232,9 @@ fn inbound_tx(
                     item: target,
                     control_id: inbound.control_id.as_deref(),
                     message_type: inbound.message_type.as_deref(),
+                    patient_id: inbound.patient_id.as_deref(),
+                    patient_name: inbound.patient_name.as_deref(),
+                    grouped: grouped.is_some(),
                 };
                 queue_outputs(st, &parent, &route.decision.outputs, now, ids, deltas)?;
                 committed.routed.push(target.clone());
@@ -223,6 +255,12 @@ struct Parent<'a> {
     item: &'a str,
     control_id: Option<&'a str>,
     message_type: Option<&'a str>,
+    /// Inherited by every output, transformed or not.
+    patient_id: Option<&'a str>,
+    patient_name: Option<&'a str>,
+    /// The outputs are written with the received message, and found
+    /// through its header when they keep its control id (see `GROUP_MAX`).
+    grouped: bool,
 }
 
 /// Queues a router's outputs, each with its own body when transformed.
@@ -244,6 +282,7 @@ fn queue_outputs(
             None => parent.body_id,
         };
         let control = output.control_id.as_deref().or(parent.control_id);
+        let grouped = (parent.grouped && control == parent.control_id).then_some(1);
         let id = ids.take();
         st.get(Hot::InsertOutput)?.execute(params![
             id,
@@ -255,7 +294,11 @@ fn queue_outputs(
             output.target,
             control,
             parent.message_type,
-            now
+            now,
+            parent.patient_id,
+            parent.patient_name,
+            None::<i64>,
+            grouped
         ])?;
         queued.push(id);
         deltas.add(parent.production, &output.target, 1);
@@ -270,18 +313,14 @@ fn routed_tx(
     deltas: &mut Deltas,
 ) -> rusqlite::Result<Vec<i64>> {
     let (tx, now) = (st.tx, now_millis());
-    let (session_id, body_id, production, router, control_id, message_type): (
-        i64,
-        i64,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-    ) = tx
+    let source = tx
         .prepare_cached(
-            "SELECT session_id, body_id, production, target, control_id, message_type FROM header WHERE id = ?1",
+            "SELECT session_id, body_id, production, target, control_id, message_type, patient_id, patient_name
+             FROM header WHERE id = ?1",
         )?
-        .query_row([routed.header_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
+        .query_row([routed.header_id], Source::row)?;
+    let Source { session_id, body_id, production, target: router, control_id, message_type, patient_id, patient_name } =
+        source;
     let changed = tx
         .prepare_cached(
             "UPDATE header SET status = ?1, error_text = ?2, updated_at = ?3, attempts = attempts + 1
@@ -301,8 +340,39 @@ fn routed_tx(
         item: &router,
         control_id: control_id.as_deref(),
         message_type: message_type.as_deref(),
+        patient_id: patient_id.as_deref(),
+        patient_name: patient_name.as_deref(),
+        grouped: false,
     };
     queue_outputs(st, &parent, &routed.decision.outputs, now, ids, deltas)
+}
+
+/// The header a router's outputs come from, as read back.
+struct Source {
+    session_id: i64,
+    body_id: i64,
+    production: String,
+    target: String,
+    control_id: Option<String>,
+    message_type: Option<String>,
+    patient_id: Option<String>,
+    patient_name: Option<String>,
+}
+
+impl Source {
+    /// Reads the columns in the order of the struct.
+    fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            session_id: r.get(0)?,
+            body_id: r.get(1)?,
+            production: r.get(2)?,
+            target: r.get(3)?,
+            control_id: r.get(4)?,
+            message_type: r.get(5)?,
+            patient_id: r.get(6)?,
+            patient_name: r.get(7)?,
+        })
+    }
 }
 
 fn set_status(tx: &Connection, ids: &[i64], to: &str, from: &str) -> rusqlite::Result<()> {

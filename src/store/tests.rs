@@ -18,6 +18,8 @@ pub(super) fn inbound(n: usize) -> NewInbound {
         body: Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M{n}|P|2.5\r")),
         control_id: Some(format!("M{n}")),
         message_type: Some("ADT^A01".into()),
+        patient_id: None,
+        patient_name: None,
         targets: ["Out".to_owned()].into(),
         routed: Vec::new(),
     }

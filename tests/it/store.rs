@@ -17,6 +17,8 @@ fn inbound(n: usize, targets: &[&str]) -> NewInbound {
         body: Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M{n}|P|2.5\rPID|1||{n}\r")),
         control_id: Some(format!("M{n}")),
         message_type: Some("ADT^A01".into()),
+        patient_id: None,
+        patient_name: None,
         targets: targets.iter().map(ToString::to_string).collect(),
         routed: Vec::new(),
     }
@@ -410,6 +412,13 @@ async fn queue_depths_are_kept_in_the_file_and_rebuilt_by_the_migration() {
     conn.execute_batch(
         "DROP TABLE queue_depth;
          DROP TABLE inbound_log;
+         DROP INDEX header_status;
+         DROP INDEX header_control;
+         DROP INDEX header_patient;
+         ALTER TABLE header DROP COLUMN patient_id;
+         ALTER TABLE header DROP COLUMN patient_name;
+         ALTER TABLE header DROP COLUMN resent_from;
+         ALTER TABLE header DROP COLUMN grouped;
          CREATE INDEX header_created ON header(created_at);
          CREATE INDEX header_body ON header(body_id);
          CREATE INDEX body_created ON body(created_at);
