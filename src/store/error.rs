@@ -40,6 +40,20 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// No header has this id (never stored, or purged).
+    #[error("no message has id {id}")]
+    NoSuchMessage {
+        /// The id asked for.
+        id: i64,
+    },
+    /// An edited message to send again does not parse; nothing was
+    /// queued. The error gives a byte position, never content.
+    #[error("the edited message does not parse: {0}")]
+    EditedBody(#[source] crate::hl7::ParseError),
+    /// A request the store cannot act on (an empty target, a search text
+    /// longer than the store searches for); says which.
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
     /// The data directory could not be prepared.
     #[error("cannot use {path}: {reason}")]
     Path {

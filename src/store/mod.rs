@@ -51,10 +51,12 @@
 //! copying the write-ahead log into the database never holds up a commit.
 //! When the store opens, what the previous run noted or acknowledged
 //! without committing it is committed before anything else runs
-//! (`recovery`). The rest: the public types (`model`, `error`), what is
-//! recorded of a message's content for searches (`facts`), the answers to
-//! pending commits (`pending`), the names of the files (`files`), the
-//! schema with its migrations (`schema`) and the fault hook (`faults`).
+//! (`recovery`). Searches for the message viewer (`search`) run on a
+//! third connection, so that a long one never holds up a queue read. The
+//! rest: the public types (`model`, `error`), what is recorded of a
+//! message's content for searches (`facts`), the answers to pending
+//! commits (`pending`), the names of the files (`files`), the schema with
+//! its migrations (`schema`) and the fault hook (`faults`).
 //!
 //! # What the store offers
 //!
@@ -72,10 +74,17 @@
 //!   [`Store::commit_routed_all`], [`Store::finish`],
 //!   [`Store::note_finished`], [`Store::requeue`], [`Store::requeue_item`],
 //!   [`Store::resend`];
-//! - message search and detail: [`Store::header`], [`Store::session`],
-//!   [`Store::body`], [`Store::reply`], [`Store::count_by_status`];
+//! - message search and detail, for the viewer (`search`, on a
+//!   connection of its own): [`Store::search_messages`] (and
+//!   [`Store::search_messages_within`] with a [`SearchBudget`]),
+//!   [`Store::message_detail`], [`Store::counts_by_status`],
+//!   [`Store::count_resendable`]; and for the engine and tests,
+//!   [`Store::header`], [`Store::session`], [`Store::body`],
+//!   [`Store::reply`], [`Store::count_by_status`];
+//! - sending again: [`Store::resend_copy`] (as it was, to another item,
+//!   or edited), [`Store::resend_all`];
 //! - events: [`Store::record_event`], [`Store::log_event`],
-//!   [`Store::recent_events`];
+//!   [`Store::recent_events`], [`Store::events`];
 //! - operator state: [`Store::set_commanded_state`],
 //!   [`Store::commanded_state`], [`Store::set_item_enabled`],
 //!   [`Store::item_enabled`], and the MQTT bridge's memory of what it
@@ -102,6 +111,7 @@ mod queues;
 mod read;
 mod recovery;
 mod schema;
+mod search;
 mod sql;
 mod writer;
 
@@ -110,6 +120,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -119,7 +130,7 @@ use files::beside;
 use inbound_log::InboundLog;
 use pending::CommitNotice;
 use progress::Progress;
-use protocol::Op;
+use protocol::{Op, ResendBatch, ResendCopy};
 use queues::Queues;
 use sql::now_millis;
 use writer::Writer;
@@ -130,13 +141,15 @@ pub use facts::MAX_PATIENT_BYTES;
 pub(crate) use facts::MessageFacts;
 pub use faults::{FaultHook, Refuse};
 pub use model::{
-    Commanded, Committed, Durability, Event, EventLevel, Finished, Header, InlineRoute, NewInbound, PurgeStats, Queued,
-    Recovered, RouteDecision, Routed, RoutedOutput, Status, StoreOptions, StoredEvent,
+    Commanded, Committed, Durability, Event, EventLevel, EventPage, EventQuery, Finished, Header, InlineRoute,
+    MessageDetail, MessagePage, MessageQuery, MessageSummary, NewInbound, PurgeStats, Queued, Recovered, RouteDecision,
+    Routed, RoutedOutput, Status, StoreOptions, StoredEvent,
 };
 pub use pending::Pending;
 pub use published::PublishedTopics;
 pub use read::FETCH_MAX_BYTES;
 pub use schema::SCHEMA_VERSION;
+pub use search::{MAX_PAGE, MAX_SEARCH_TEXT, SearchBudget};
 
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
@@ -154,6 +167,9 @@ struct Inner {
     progress: Arc<Progress>,
     deliveries: Arc<DeliveryLog>,
     reader: Mutex<Connection>,
+    /// Searches for the viewer, on a connection of their own so that the
+    /// operations' queue reads never wait behind one (see `search`).
+    searcher: Mutex<Connection>,
     queues: Arc<Queues>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     faults: FaultHook,
@@ -204,6 +220,7 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpoints = open_connection(path)?;
         let reader = open_connection(path)?;
+        let searcher = open_connection(path)?;
         let (tx, rx) = mpsc::channel(4096);
         let faults = FaultHook::default();
         let shared = writer::Shared { queues: queues.clone(), progress: progress.clone(), faults: faults.clone() };
@@ -220,6 +237,7 @@ impl Store {
             log: log_tx,
             deliveries: Arc::new(deliveries),
             reader: Mutex::new(reader),
+            searcher: Mutex::new(searcher),
             queues,
             writer: Mutex::new(Some(handle)),
             log_thread: Mutex::new(log_thread),
@@ -342,6 +360,57 @@ impl Store {
     /// Puts a suspended or failed header back in its queue, for a resend.
     pub async fn resend(&self, header_id: i64) -> Result<bool, StoreError> {
         self.submit(|reply| Op::Resend(header_id, reply)).await
+    }
+
+    /// Queues a copy of header `id` for `target`, with `body` (an edited
+    /// message) or the original's body, and returns the copy's id once it
+    /// is durable. The original is left as it was; the copy joins its
+    /// session with the same parent, names it in `resent_from`, and is
+    /// listed in the original's [`MessageDetail::resends`]. An edited body
+    /// is parsed here (its control id, type and patient are the copy's);
+    /// one that does not parse is refused with
+    /// [`StoreError::EditedBody`], and a header that does not exist with
+    /// [`StoreError::NoSuchMessage`].
+    ///
+    /// The store does not know the configuration: the caller checks that
+    /// `target` is an item of the production that takes messages (the
+    /// same one as before, or another operation or router). Its item is
+    /// woken by the commit.
+    pub async fn resend_copy(&self, id: i64, target: &str, body: Option<Bytes>) -> Result<i64, StoreError> {
+        if target.is_empty() {
+            return Err(StoreError::Invalid("the target item is empty"));
+        }
+        let edited = match body {
+            Some(body) => {
+                let facts = MessageFacts::of(&crate::hl7::Message::parse(&body).map_err(StoreError::EditedBody)?);
+                Some((body, facts))
+            }
+            None => None,
+        };
+        let copy = Box::new(ResendCopy { id, target: target.to_owned(), edited });
+        self.submit(|reply| Op::ResendCopy(copy, reply)).await?.ok_or(StoreError::NoSuchMessage { id })
+    }
+
+    /// Puts every suspended or failed message of an item back in its queue,
+    /// in id order, and returns how many ([`count_resendable`] tells
+    /// beforehand). Done in batches of a thousand, each its own commit, so
+    /// traffic keeps flowing however many there are, and the item gets
+    /// them oldest first.
+    ///
+    /// [`count_resendable`]: Self::count_resendable
+    pub async fn resend_all(&self, production: &str, item: &str) -> Result<u64, StoreError> {
+        let mut total = 0;
+        let mut after = 0;
+        loop {
+            let batch = ResendBatch { production: production.to_owned(), item: item.to_owned(), after, limit: 1000 };
+            let step = self.submit(|reply| Op::ResendBatch(batch, reply)).await?;
+            total += step.resent;
+            after = step.after;
+            if step.done {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Appends to the event log and waits until it is stored.

@@ -39,8 +39,10 @@ impl Default for StoreOptions {
     }
 }
 
-/// Status of a message header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Status of a message header. Serialized as stored: `queued`,
+/// `delivering`, `completed`, `error`, `suspended`, `discarded`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Waiting in its target's queue.
     Queued,
@@ -86,6 +88,10 @@ impl Status {
     pub fn is_pending(self) -> bool {
         matches!(self, Self::Queued | Self::Delivering)
     }
+
+    /// Every status, in the order a message may go through them.
+    pub const ALL: [Status; 6] =
+        [Self::Queued, Self::Delivering, Self::Completed, Self::Error, Self::Suspended, Self::Discarded];
 }
 
 /// A received message to commit: its body, the service that took it and
@@ -280,8 +286,10 @@ impl Commanded {
     }
 }
 
-/// Severity of an event log entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Severity of an event log entry, serialized as stored: `info`,
+/// `warning`, `error`. Ordered from the least to the most severe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EventLevel {
     /// Normal operation (start, stop, commands).
     Info,
@@ -292,7 +300,8 @@ pub enum EventLevel {
 }
 
 impl EventLevel {
-    pub(super) fn as_str(self) -> &'static str {
+    /// The name stored in the database and shown to users.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Info => "info",
             Self::Warning => "warning",
@@ -317,8 +326,11 @@ pub struct Event {
 }
 
 /// A stored event.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct StoredEvent {
+    /// Its id: events are numbered in the order they were recorded (see
+    /// [`Store::events`](super::Store::events) for paging by it).
+    pub id: i64,
     /// Milliseconds since the epoch.
     pub at: i64,
     /// `info`, `warning` or `error`.
@@ -354,6 +366,179 @@ pub(crate) struct PurgeStep {
     pub(super) headers_done: bool,
 }
 
+/// How far one batch of [`Store::resend_all`](super::Store::resend_all)
+/// got.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ResendStep {
+    /// Headers put back in their queue.
+    pub(super) resent: u64,
+    /// The next batch looks at headers after this id.
+    pub(super) after: i64,
+    /// None is left after `after`.
+    pub(super) done: bool,
+}
+
 /// Messages left `delivering` by the previous run and put back in their
 /// queues by [`Store::open`](super::Store::open).
 pub type Recovered = u64;
+
+// --- finding messages and events --------------------------------------------
+
+/// Filters of a message search ([`Store::search_messages`]); every field
+/// is optional and those given are combined with AND. An empty string
+/// counts as not given, as an empty form field means.
+///
+/// [`Store::search_messages`]: super::Store::search_messages
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct MessageQuery {
+    /// Created at or after (Unix milliseconds).
+    pub from: Option<i64>,
+    /// Created before (Unix milliseconds).
+    pub to: Option<i64>,
+    /// Production id.
+    pub production: Option<String>,
+    /// The header's target item: the service that received the message,
+    /// the router or the operation it was queued for.
+    pub item: Option<String>,
+    /// Status.
+    pub status: Option<Status>,
+    /// MSH-9: `ADT` finds every ADT (`ADT^A01`, `ADT^A08`, `ADT` alone),
+    /// `ADT^A01` only that one. Case-sensitive, as HL7 codes are.
+    pub message_type: Option<String>,
+    /// MSH-10, exact.
+    pub control_id: Option<String>,
+    /// PID-3's first identifier, exact.
+    pub patient_id: Option<String>,
+    /// The start of PID-5's family name, case-insensitive (for ASCII
+    /// letters; other letters match their own case only).
+    pub patient_name: Option<String>,
+    /// Bytes anywhere in the body, case-sensitive (compared with the raw
+    /// bytes of the message, as UTF-8).
+    pub text: Option<String>,
+}
+
+/// One header as a message list shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MessageSummary {
+    /// Header id.
+    pub id: i64,
+    /// The session: every header caused by one received message.
+    pub session_id: i64,
+    /// The header that caused this one (none for a received message).
+    pub parent_id: Option<i64>,
+    /// Production id.
+    pub production: String,
+    /// Where it came from: the peer or file for a received message, else
+    /// the item that sent it on.
+    pub source: String,
+    /// The item it is for.
+    pub target: String,
+    /// Status.
+    pub status: Status,
+    /// MSH-10.
+    pub control_id: Option<String>,
+    /// MSH-9 (`ADT^A01`).
+    pub message_type: Option<String>,
+    /// PID-3's first identifier.
+    pub patient_id: Option<String>,
+    /// PID-5's family name.
+    pub patient_name: Option<String>,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Why it failed or was discarded, if it did.
+    pub error: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds of the last status change.
+    pub updated_at: i64,
+    /// The header this one is a copy of, for a message sent again with
+    /// [`Store::resend_copy`](super::Store::resend_copy).
+    pub resent_from: Option<i64>,
+}
+
+/// One page of a message search, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MessagePage {
+    /// The headers found, newest first (id descending).
+    pub messages: Vec<MessageSummary>,
+    /// Where the next page starts (pass it back as `before`), or `None`
+    /// when nothing older is left to examine. A page with fewer messages
+    /// than asked for and `next` set is a search that stopped at its
+    /// budget: the caller may search further from `next`.
+    pub next: Option<i64>,
+    /// How many headers this call examined: every header of the range for
+    /// a search by time, item, type or text, the index's candidates for a
+    /// search by control id, patient id or a status other than
+    /// `completed`.
+    pub scanned: u64,
+    /// The creation time of the oldest header this call reached (Unix
+    /// milliseconds): "searched back to". `None` when it reached none.
+    pub scanned_back_to: Option<i64>,
+}
+
+/// Everything the detail page of one message shows.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MessageDetail {
+    /// The header.
+    pub summary: MessageSummary,
+    /// The body it points at, as received or transformed; serialized as
+    /// text (invalid UTF-8 replaced).
+    #[serde(serialize_with = "lossy_text")]
+    pub body: Bytes,
+    /// The reply its delivery received, with when (Unix milliseconds).
+    #[serde(serialize_with = "lossy_reply")]
+    pub reply: Option<(i64, Bytes)>,
+    /// The whole session in id order: the received message, its router,
+    /// the operations' copies, and copies sent again.
+    pub trace: Vec<MessageSummary>,
+    /// The headers sent again from this one, oldest first.
+    pub resends: Vec<i64>,
+}
+
+fn lossy_text<S: serde::Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
+fn lossy_reply<S: serde::Serializer>(reply: &Option<(i64, Bytes)>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct as _;
+    match reply {
+        None => s.serialize_none(),
+        Some((at, bytes)) => {
+            let mut st = s.serialize_struct("Reply", 2)?;
+            st.serialize_field("received_at", at)?;
+            st.serialize_field("data", &String::from_utf8_lossy(bytes))?;
+            st.end()
+        }
+    }
+}
+
+/// Filters of an event search ([`Store::events`]); every field optional,
+/// combined with AND; an empty string counts as not given.
+///
+/// [`Store::events`]: super::Store::events
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct EventQuery {
+    /// This level and worse: `warning` finds warnings and errors.
+    pub level: Option<EventLevel>,
+    /// Production id.
+    pub production: Option<String>,
+    /// Item name.
+    pub item: Option<String>,
+    /// At or after (Unix milliseconds).
+    pub from: Option<i64>,
+    /// Before (Unix milliseconds).
+    pub to: Option<i64>,
+}
+
+/// One page of events, newest first.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct EventPage {
+    /// The events found, newest first (id descending).
+    pub events: Vec<StoredEvent>,
+    /// Where the next page starts (pass it back as `before`), or `None`
+    /// when nothing older is left to examine; as for messages, a short
+    /// page with `next` set stopped at its budget.
+    pub next: Option<i64>,
+}

@@ -12,11 +12,13 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::delivery_log::DeliveryLog;
 use super::error::StoreError;
-use super::model::{Commanded, Committed, Event, Finished, NewInbound, PurgeStep, Routed};
+use super::facts::MessageFacts;
+use super::model::{Commanded, Committed, Event, Finished, NewInbound, PurgeStep, ResendStep, Routed};
 use super::pending::CommitNotice;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -37,6 +39,11 @@ pub(super) enum Op {
     Requeue(Vec<i64>, Reply<()>),
     RequeueItem(String, String, Reply<()>),
     Resend(i64, Reply<bool>),
+    /// A copy of a header queued again: answered with its id, or `None`
+    /// when there is no such header.
+    ResendCopy(Box<ResendCopy>, Reply<Option<i64>>),
+    /// One batch of an item's failed messages put back in their queue.
+    ResendBatch(ResendBatch, Reply<ResendStep>),
     Event(Event, Option<Reply<()>>),
     Commanded(String, Commanded, Reply<()>),
     ItemEnabled(String, String, bool, Reply<()>),
@@ -52,6 +59,24 @@ pub(super) enum Op {
         reply: Reply<u64>,
     },
     Shutdown,
+}
+
+/// A copy of header `id` to queue for `target`.
+pub(super) struct ResendCopy {
+    pub(super) id: i64,
+    pub(super) target: String,
+    /// An edited body with what it says (parsed by the caller, not the
+    /// writer), or `None` to share the original's body.
+    pub(super) edited: Option<(Bytes, MessageFacts)>,
+}
+
+/// Up to `limit` suspended or failed headers of `production`/`item` with
+/// ids after `after`, to queue again.
+pub(super) struct ResendBatch {
+    pub(super) production: String,
+    pub(super) item: String,
+    pub(super) after: i64,
+    pub(super) limit: usize,
 }
 
 impl Op {
@@ -72,6 +97,8 @@ pub(super) enum Done {
     /// writer module).
     Status(Reply<()>, Result<(), StoreError>),
     Bool(Reply<bool>, Result<bool, StoreError>),
+    Id(Reply<Option<i64>>, Result<Option<i64>, StoreError>),
+    Resent(Reply<ResendStep>, Result<ResendStep, StoreError>),
     Purge(Reply<PurgeStep>, Result<PurgeStep, StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
     /// A result noted in the delivery log, for this header.
@@ -81,7 +108,7 @@ pub(super) enum Done {
 impl Done {
     /// Must this answer wait until the log is on disk?
     pub(super) fn durable(&self) -> bool {
-        matches!(self, Self::Bool(..)) || matches!(self, Self::Unit(Some(_), _))
+        matches!(self, Self::Bool(..) | Self::Id(..) | Self::Resent(..)) || matches!(self, Self::Unit(Some(_), _))
     }
 
     /// Sends the result, or `failure` when the commit itself failed.
@@ -102,6 +129,8 @@ impl Done {
             Self::Unit(None, _) => {}
             Self::Status(tx, r) => answer!(tx, r),
             Self::Bool(tx, r) => answer!(tx, r),
+            Self::Id(tx, r) => answer!(tx, r),
+            Self::Resent(tx, r) => answer!(tx, r),
             Self::Purge(tx, r) => answer!(tx, r),
             Self::Count(tx, r) => answer!(tx, r),
             Self::Noted(log, header_id, r) => {
@@ -127,6 +156,8 @@ pub(super) enum Outcome {
     Ids(Result<Vec<Vec<i64>>, StoreError>),
     Unit(Result<(), StoreError>),
     Bool(Result<bool, StoreError>),
+    Id(Result<Option<i64>, StoreError>),
+    Resent(Result<ResendStep, StoreError>),
     Purge(Result<PurgeStep, StoreError>),
     /// The transaction failed as a whole; the answer is its failure.
     Failed,
@@ -154,6 +185,8 @@ impl Outcome {
             Self::Ids(r) => r.is_ok(),
             Self::Unit(r) => r.is_ok(),
             Self::Bool(r) => r.is_ok(),
+            Self::Id(r) => r.is_ok(),
+            Self::Resent(r) => r.is_ok(),
             Self::Purge(r) => r.is_ok(),
             Self::Failed | Self::Held => false,
         }
@@ -167,6 +200,8 @@ impl Outcome {
             Self::Ids(Ok(_)) => Self::Ids(Err(error)),
             Self::Unit(Ok(())) => Self::Unit(Err(error)),
             Self::Bool(Ok(_)) => Self::Bool(Err(error)),
+            Self::Id(Ok(_)) => Self::Id(Err(error)),
+            Self::Resent(Ok(_)) => Self::Resent(Err(error)),
             Self::Purge(Ok(_)) => Self::Purge(Err(error)),
             other => other,
         }
@@ -176,6 +211,8 @@ impl Outcome {
     outcome_value!(ids, Ids, Vec<Vec<i64>>);
     outcome_value!(unit, Unit, ());
     outcome_value!(boolean, Bool, bool);
+    outcome_value!(id, Id, Option<i64>);
+    outcome_value!(resent, Resent, ResendStep);
     outcome_value!(purge, Purge, PurgeStep);
 }
 
@@ -188,6 +225,8 @@ pub(super) fn settle(op: Op, outcome: Outcome) -> Done {
             Done::Status(reply, outcome.unit())
         }
         Op::Resend(_, reply) => Done::Bool(reply, outcome.boolean()),
+        Op::ResendCopy(_, reply) => Done::Id(reply, outcome.id()),
+        Op::ResendBatch(_, reply) => Done::Resent(reply, outcome.resent()),
         Op::Event(_, reply) => Done::Unit(reply, outcome.unit()),
         Op::Commanded(_, _, reply) | Op::ItemEnabled(_, _, _, reply) | Op::DiscoveryTopics(_, reply) => {
             Done::Unit(Some(reply), outcome.unit())

@@ -146,15 +146,16 @@ impl Store {
     pub fn recent_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(|c| {
             let mut stmt =
-                c.prepare("SELECT at, level, production, item, kind, text FROM event ORDER BY id DESC LIMIT ?1")?;
+                c.prepare("SELECT id, at, level, production, item, kind, text FROM event ORDER BY id DESC LIMIT ?1")?;
             let rows = stmt.query_map([limit as i64], |r| {
                 Ok(StoredEvent {
-                    at: r.get(0)?,
-                    level: r.get(1)?,
-                    production: r.get(2)?,
-                    item: r.get(3)?,
-                    kind: r.get(4)?,
-                    text: r.get(5)?,
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    level: r.get(2)?,
+                    production: r.get(3)?,
+                    item: r.get(4)?,
+                    kind: r.get(5)?,
+                    text: r.get(6)?,
                 })
             })?;
             rows.collect()

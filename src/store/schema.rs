@@ -155,6 +155,11 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
+/// How many header ids share one block of the control id and patient id
+/// indexes, as a shift: `id >> BLOCK_BITS` is the block. Written into the
+/// indexes of migration 7, and the queries must use the same expression.
+pub(super) const BLOCK_BITS: u32 = 10;
+
 /// Brings the database up to [`SCHEMA_VERSION`].
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     migrate_to(conn, SCHEMA_VERSION)
@@ -222,5 +227,12 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM header INDEXED BY header_status WHERE status = 'error'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(errors, 1);
+    }
+
+    #[test]
+    fn the_block_of_the_indexes_is_the_one_the_queries_use() {
+        let expression = format!("id >> {BLOCK_BITS}");
+        let migration = MIGRATIONS[6];
+        assert_eq!(migration.matches(&expression).count(), 2, "{migration}");
     }
 }

@@ -5,10 +5,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{CachedStatement, Connection, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension as _, params};
 
-use super::model::{Committed, Event, Finished, NewInbound, PurgeStep, Routed, RoutedOutput, Status};
-use super::protocol::{Op, Outcome};
+use super::facts::MessageFacts;
+use super::model::{Committed, Event, Finished, NewInbound, PurgeStep, ResendStep, Routed, RoutedOutput, Status};
+use super::protocol::{Op, Outcome, ResendBatch, ResendCopy};
 use super::queues::{Deltas, Depths};
 
 pub(super) fn now_millis() -> i64 {
@@ -130,6 +131,8 @@ pub(super) fn apply(
         ),
         Op::Finish(finished, _) | Op::FinishNoted(finished, _) => unit(finish_tx(st, finished, deltas)),
         Op::Resend(id, _) => Outcome::Bool(resend_tx(tx, *id, deltas).map_err(Into::into)),
+        Op::ResendCopy(copy, _) => Outcome::Id(resend_copy_tx(st, copy, ids, deltas).map_err(Into::into)),
+        Op::ResendBatch(batch, _) => Outcome::Resent(resend_batch_tx(tx, batch, deltas).map_err(Into::into)),
         Op::Event(event, _) => unit(event_tx(tx, event)),
         Op::Commanded(production, state, _) => unit(
             tx.execute(
@@ -347,7 +350,7 @@ fn routed_tx(
     queue_outputs(st, &parent, &routed.decision.outputs, now, ids, deltas)
 }
 
-/// The header a router's outputs come from, as read back.
+/// The header a router's outputs or a copy come from, as read back.
 struct Source {
     session_id: i64,
     body_id: i64,
@@ -419,6 +422,107 @@ fn resend_tx(tx: &Connection, id: i64, deltas: &mut Deltas) -> rusqlite::Result<
     deltas.add(&production, &target, 1);
     Ok(true)
 }
+
+/// Queues a copy of a header for `copy.target`: the same session and
+/// parent, the original's body or an edited one, and `resent_from` naming
+/// the original, which is left as it was. `None` when there is no such
+/// header.
+fn resend_copy_tx(
+    st: &mut Statements<'_>,
+    copy: &ResendCopy,
+    ids: &mut HeaderIds,
+    deltas: &mut Deltas,
+) -> rusqlite::Result<Option<i64>> {
+    let tx = st.tx;
+    let original = tx
+        .prepare_cached(
+            "SELECT session_id, body_id, production, target, control_id, message_type, patient_id, patient_name,
+                    parent_id, source
+             FROM header WHERE id = ?1",
+        )?
+        .query_row([copy.id], |r| Ok((Source::row(r)?, r.get::<_, Option<i64>>(8)?, r.get::<_, String>(9)?)))
+        .optional()?;
+    let Some((original, parent_id, source)) = original else { return Ok(None) };
+    let now = now_millis();
+    let (body_id, facts) = match &copy.edited {
+        Some((body, facts)) => {
+            st.get(Hot::InsertBody)?.execute(params![now, &body[..]])?;
+            (tx.last_insert_rowid(), facts.clone())
+        }
+        None => (
+            original.body_id,
+            MessageFacts {
+                control_id: original.control_id,
+                message_type: original.message_type,
+                patient_id: original.patient_id,
+                patient_name: original.patient_name,
+            },
+        ),
+    };
+    let id = ids.take();
+    st.get(Hot::InsertOutput)?.execute(params![
+        id,
+        original.session_id,
+        parent_id,
+        body_id,
+        original.production,
+        source,
+        copy.target,
+        facts.control_id,
+        facts.message_type,
+        now,
+        facts.patient_id,
+        facts.patient_name,
+        copy.id,
+        None::<i64>
+    ])?;
+    deltas.add(&original.production, &copy.target, 1);
+    Ok(Some(id))
+}
+
+/// Puts up to `limit` suspended or failed headers of one item with ids
+/// after `after` back in their queue: the lowest ids first, so that one
+/// batch after the other the item gets them in id order.
+fn resend_batch_tx(tx: &Connection, batch: &ResendBatch, deltas: &mut Deltas) -> rusqlite::Result<ResendStep> {
+    let limit = batch.limit.max(1);
+    let mut found = Vec::with_capacity(2 * limit);
+    // A status with `limit` found may have more after them.
+    let mut more = false;
+    // One status at a time, each in id order along the index of rare
+    // statuses (the literal status is what lets the planner take it).
+    for status in RESENDABLE {
+        let select = format!(
+            "SELECT id FROM header WHERE status = '{}' AND production = ?1 AND target = ?2 AND id > ?3
+             ORDER BY id LIMIT ?4",
+            status.as_str()
+        );
+        let mut stmt = tx.prepare_cached(&select)?;
+        let rows = stmt.query_map(params![batch.production, batch.item, batch.after, limit as i64], |r| r.get(0))?;
+        let before = found.len();
+        for id in rows {
+            found.push(id?);
+        }
+        more |= found.len() - before == limit;
+    }
+    found.sort_unstable();
+    let done = !more && found.len() <= limit;
+    found.truncate(limit);
+    let mut update = tx.prepare_cached(
+        "UPDATE header SET status = 'queued', error_text = NULL, updated_at = ?1
+         WHERE id = ?2 AND (status = 'suspended' OR status = 'error')",
+    )?;
+    let now = now_millis();
+    let mut step = ResendStep { resent: 0, after: batch.after, done };
+    for id in found {
+        step.resent += update.execute(params![now, id])? as u64;
+        step.after = id;
+    }
+    deltas.add(&batch.production, &batch.item, step.resent as i64);
+    Ok(step)
+}
+
+/// The statuses [`Store::resend_all`](super::Store::resend_all) takes back.
+pub(super) const RESENDABLE: [Status; 2] = [Status::Suspended, Status::Error];
 
 fn replace_discovery_topics(tx: &Connection, topics: &[String]) -> rusqlite::Result<()> {
     tx.execute("DELETE FROM discovery_topic", [])?;

@@ -509,3 +509,34 @@ async fn a_commanded_state_reads_back_and_an_unknown_one_counts_as_running() {
     assert_eq!(store.commanded_state("adt").unwrap(), Some(Commanded::Running));
     store.close().await;
 }
+
+/// `resend_all` works in batches; with batches of two, each batch takes
+/// the lowest ids left of either status, and the last says it is done.
+#[tokio::test]
+async fn suspended_and_failed_messages_are_queued_again_in_batches_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        ids.push(store.commit_inbound(inbound(n)).await.unwrap().queued[0]);
+    }
+    let statuses = [Status::Error, Status::Suspended, Status::Completed, Status::Suspended, Status::Suspended];
+    for (id, status) in ids.iter().zip(statuses.iter().chain([Status::Error, Status::Discarded].iter())) {
+        store.finish(Finished { status: *status, ..completed(*id) }).await.unwrap();
+    }
+    let mut after = 0;
+    let mut batches = Vec::new();
+    for _ in 0..10 {
+        let batch = ResendBatch { production: "p".into(), item: "Out".into(), after, limit: 2 };
+        let step = store.submit(|reply| Op::ResendBatch(batch, reply)).await.unwrap();
+        batches.push((step.resent, step.after, step.done));
+        after = step.after;
+        if step.done {
+            break;
+        }
+    }
+    assert_eq!(batches, [(2, ids[1], false), (2, ids[4], false), (1, ids[5], true)]);
+    let queued: Vec<i64> = store.fetch_queue("p", "Out", 10).unwrap().iter().map(|q| q.id).collect();
+    assert_eq!(queued, [ids[0], ids[1], ids[3], ids[4], ids[5]]);
+    assert_eq!(store.queue_depth("p", "Out"), 5);
+}

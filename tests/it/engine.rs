@@ -435,6 +435,35 @@ async fn application_error_suspends_with_text_and_reply_and_moves_on() {
     p.engine.shutdown().await;
 }
 
+/// A suspended message sent again from the store: a copy as it was and an
+/// edited copy reach the receiver while the original stays suspended, until
+/// `resend_all` queues the original itself again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_again_from_the_store_are_delivered() {
+    let p = Pipeline::new(&[], &[]).await;
+    p.receiver
+        .set_script(|id| if id == "RS1" { Behaviour::Error("Unknown patient".into()) } else { Behaviour::Accept });
+    p.send_accepted("ADT^A01", "RS1").await;
+    let original = wait_status(p.store(), "Out", "RS1", Status::Suspended, WAIT).await;
+    p.receiver.set_behaviour(Behaviour::Accept);
+    let copy = p.store().resend_copy(original.id, "Out", None).await.unwrap();
+    let edited = Bytes::from(hl7("ADT^A08", "RS1-EDITED"));
+    let edited_copy = p.store().resend_copy(original.id, "Out", Some(edited.clone())).await.unwrap();
+    assert!(p.receiver.wait_len(3, WAIT).await, "{:?}", p.receiver.ids());
+    assert_eq!(p.receiver.ids(), ["RS1", "RS1", "RS1-EDITED"]);
+    assert_eq!(p.receiver.messages()[2].1, edited);
+    let completed = |id| p.store().header(id).unwrap().is_some_and(|h| h.status == Status::Completed);
+    assert!(eventually(WAIT, || completed(copy) && completed(edited_copy)).await);
+    assert_eq!(p.store().header(original.id).unwrap().unwrap().status, Status::Suspended);
+    assert_eq!(p.store().message_detail(original.id).unwrap().unwrap().resends, [copy, edited_copy]);
+
+    assert_eq!(p.store().count_resendable(PRODUCTION, "Out").unwrap(), 1);
+    assert_eq!(p.store().resend_all(PRODUCTION, "Out").await.unwrap(), 1);
+    assert!(eventually(WAIT, || completed(original.id)).await);
+    assert_eq!(p.receiver.ids(), ["RS1", "RS1", "RS1-EDITED", "RS1"]);
+    p.engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_is_retried_every_interval_until_the_failure_timeout_then_fails() {
     let p = Pipeline::new(&[], &[]).await;

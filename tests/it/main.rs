@@ -25,6 +25,7 @@ mod hl7_properties;
 mod mllp_codec;
 mod mqtt;
 mod mqtt_mosquitto;
+mod search;
 mod store;
 mod tls;
 mod web;
