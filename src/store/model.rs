@@ -41,7 +41,7 @@ impl Default for StoreOptions {
 
 /// Status of a message header. Serialized as stored: `queued`,
 /// `delivering`, `completed`, `error`, `suspended`, `discarded`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Waiting in its target's queue.
@@ -288,7 +288,9 @@ impl Commanded {
 
 /// Severity of an event log entry, serialized as stored: `info`,
 /// `warning`, `error`. Ordered from the least to the most severe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EventLevel {
     /// Normal operation (start, stop, commands).
@@ -326,7 +328,7 @@ pub struct Event {
 }
 
 /// A stored event.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredEvent {
     /// Its id: events are numbered in the order they were recorded (see
     /// [`Store::events`](super::Store::events) for paging by it).
@@ -419,7 +421,7 @@ pub struct MessageQuery {
 }
 
 /// One header as a message list shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct MessageSummary {
     /// Header id.
     pub id: i64,
@@ -458,7 +460,7 @@ pub struct MessageSummary {
 }
 
 /// One page of a message search, newest first.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct MessagePage {
     /// The headers found, newest first (id descending).
     pub messages: Vec<MessageSummary>,
@@ -533,7 +535,7 @@ pub struct EventQuery {
 }
 
 /// One page of events, newest first.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct EventPage {
     /// The events found, newest first (id descending).
     pub events: Vec<StoredEvent>,

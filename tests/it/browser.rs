@@ -1,8 +1,10 @@
 //! The web UI in a real headless browser (Chromium over WebDriver), under
 //! a Home Assistant-style ingress prefix served by a small proxy that
-//! strips it, as the Supervisor's does: stop and start a production from
-//! the overview, which follows the status stream. Screenshots at phone and
-//! desktop width are written to `target/screenshots/`.
+//! strips it, as the Supervisor's does: stop and start a production (the
+//! overview follows the status stream), find a message by its control id,
+//! edit a field, resend it and see it delivered. Screenshots of the
+//! overview and a message's detail at phone and desktop width are written
+//! to `target/screenshots/`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `chromium-driver`); without
 //! them the test is skipped, unless `SWITCHBOARD_TEST_REQUIRE_BROWSER` is
@@ -93,7 +95,7 @@ async fn screenshot(client: &Client, name: &str, width: u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_stops_and_starts_a_production_in_a_browser() {
+async fn a_user_stops_starts_finds_edits_and_resends_in_a_browser() {
     let Some(driver) = find_driver() else {
         assert!(
             std::env::var_os("SWITCHBOARD_TEST_REQUIRE_BROWSER").is_none(),
@@ -107,7 +109,7 @@ async fn a_user_stops_and_starts_a_production_in_a_browser() {
     let yaml = format!(
         "productions:\n  {PRODUCTION}:\n    name: Browser feed\n    items:\n      - name: ADT in\n        kind: mllp_in\n        \
          host: 127.0.0.1\n        port: {in_port}\n        targets: [Files]\n      - name: Files\n        kind: file_out\n        \
-         path: \"{}\"\n        filename: \"{{control_id}}-{{seq}}.hl7\"\n",
+         path: \"{}\"\n        filename: \"{{control_id}}-{{timestamp}}-{{seq}}.hl7\"\n",
         dir.path().join("out").display()
     );
     let engine = start_engine(dir.path(), &yaml).await;
@@ -175,6 +177,37 @@ async fn a_user_stops_and_starts_a_production_in_a_browser() {
     assert!(wait_text(&client, "h2 .badge", "stopped").await, "the badge follows the status stream");
     client.find(Locator::Css("button[data-post$='/start']")).await.unwrap().click().await.unwrap();
     assert!(wait_text(&client, "h2 .badge", "running").await);
+
+    // Find the message by its control id.
+    client.find(Locator::LinkText("Messages")).await.unwrap().click().await.unwrap();
+    assert!(wait_text(&client, "h1", "Messages").await);
+    client.find(Locator::Id("control_id")).await.unwrap().send_keys("BROWSER1").await.unwrap();
+    client.find(Locator::Css("form.filters button[type=submit]")).await.unwrap().click().await.unwrap();
+    assert!(wait_text(&client, "table.messages", "BROWSER1").await);
+    let row =
+        client.find(Locator::XPath("//table[contains(@class,'messages')]//tr[contains(., 'Files')]//a")).await.unwrap();
+    row.click().await.unwrap();
+    assert!(wait_text(&client, "h1", "Message").await);
+    screenshot(&client, "message", 360).await;
+    screenshot(&client, "message", 1280).await;
+
+    // Edit a field and resend: the new message opens, with the change shown.
+    client.find(Locator::Id("edit-path")).await.unwrap().send_keys("PID-8").await.unwrap();
+    client.find(Locator::Css("input[name=edit_value]")).await.unwrap().send_keys("F").await.unwrap();
+    client.find(Locator::Css("form.edit button[type=submit]")).await.unwrap().click().await.unwrap();
+    assert!(wait_text(&client, "main", "Changed from message").await, "the resent message opens with its differences");
+    assert!(wait_text(&client, "table.diff", "PID-8").await);
+    let deadline = Instant::now() + WAIT;
+    let mut delivered = false;
+    while Instant::now() < deadline && !delivered {
+        client.refresh().await.unwrap();
+        delivered = wait_text(&client, "dl.facts", "completed").await;
+    }
+    assert!(delivered, "the resent message was delivered");
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().filter_map(Result::ok).collect();
+    let edited =
+        files.iter().map(|f| std::fs::read(f.path()).unwrap()).any(|b| b.windows(12).any(|w| w == b"|19800101|F\r"));
+    assert!(edited, "the delivered copy carries the edit");
 
     client.close().await.unwrap();
     web.shutdown().await;

@@ -396,3 +396,191 @@ async fn the_certificates_page_shows_each_chain_and_its_expiry() {
     server.shutdown().await;
     engine.shutdown().await;
 }
+
+/// Sends `control_id` to the test production's listener and waits until
+/// the file_out has delivered it.
+async fn deliver(web: &Web, in_port: u16, control_id: &str) {
+    let mut client = crate::common::connect(in_port).await;
+    let ack = crate::common::reply(&client.exchange(&crate::common::hl7("ADT^A01", control_id), WAIT).await.unwrap());
+    assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    let file = web.dir.path().join(format!("out/{control_id}.hl7"));
+    for _ in 0..200 {
+        if file.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{control_id} was not delivered");
+}
+
+fn listener_port(web: &Web) -> u16 {
+    let config = web.engine.config();
+    match &config.productions[0].items[0].kind {
+        switchboard::config::ItemKind::MllpIn(c) => c.port,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_found_inspected_edited_and_resent_through_the_api() {
+    let web = Web::start(None, false).await;
+    let in_port = listener_port(&web);
+    for id in ["FIND1", "FIND2", "FIND3"] {
+        deliver(&web, in_port, id).await;
+    }
+    // Newest first, the operation's copy by item.
+    let page: Value = web.get("/api/v1/messages?item=Files").await.json().await.unwrap();
+    let ids: Vec<&str> =
+        page["messages"].as_array().unwrap().iter().map(|m| m["control_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["FIND3", "FIND2", "FIND1"]);
+    let page: Value = web.get("/api/v1/messages?item=Files&limit=2").await.json().await.unwrap();
+    let next = page["next"].as_i64().expect("a second page");
+    let rest: Value =
+        web.get(&format!("/api/v1/messages?item=Files&limit=2&before={next}")).await.json().await.unwrap();
+    assert_eq!(rest["messages"][0]["control_id"], "FIND1", "keyset paging continues where it stopped");
+    let found: Value = web.get("/api/v1/messages?control_id=FIND2&item=Files").await.json().await.unwrap();
+    assert_eq!(found["messages"].as_array().unwrap().len(), 1);
+    let id = found["messages"][0]["id"].as_i64().unwrap();
+    let by_patient: Value = web.get("/api/v1/messages?patient_id=FIND2").await.json().await.unwrap();
+    assert!(by_patient["messages"].as_array().unwrap().iter().all(|m| m["control_id"] == "FIND2"), "{by_patient}");
+    let by_text: Value = web.get("/api/v1/messages?text=DOE%5EJOHN&item=Files").await.json().await.unwrap();
+    assert_eq!(by_text["messages"].as_array().unwrap().len(), 3, "{by_text}");
+
+    let detail: Value = web.get(&format!("/api/v1/messages/{id}")).await.json().await.unwrap();
+    assert_eq!(detail["message"]["status"], "completed");
+    assert!(detail["body"].as_str().unwrap().contains("PID|1||FIND2"), "{detail}");
+    let outline = detail["outline"].as_array().unwrap();
+    assert!(outline.iter().any(|e| e["path"] == "PID-5.1" && e["value"] == "DOE"), "{detail}");
+    assert_eq!(detail["trace"].as_array().unwrap().len(), 2, "received, then delivered");
+
+    // Bad resends change nothing.
+    let csrf = web.csrf().await;
+    let resend = format!("/api/v1/messages/{id}/resend");
+    let bad_path =
+        web.post(&resend, Some(&csrf), Some(serde_json::json!({"edits": [{"path": "PID-", "value": "F"}]}))).await;
+    problem(bad_path, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let bad_text = web.post(&resend, Some(&csrf), Some(serde_json::json!({"message": "not hl7"}))).await;
+    problem(bad_text, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let bad_target = web.post(&resend, Some(&csrf), Some(serde_json::json!({"target": "Nope"}))).await;
+    problem(bad_target, StatusCode::UNPROCESSABLE_ENTITY).await;
+    problem(
+        web.post("/api/v1/messages/999999/resend", Some(&csrf), Some(serde_json::json!({}))).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    problem(web.get("/api/v1/messages/abc").await, StatusCode::BAD_REQUEST).await;
+    problem(web.get("/api/v1/messages/999999").await, StatusCode::NOT_FOUND).await;
+    problem(web.get("/api/v1/messages?status=lost").await, StatusCode::BAD_REQUEST).await;
+    problem(web.get("/api/v1/messages?limit=0").await, StatusCode::BAD_REQUEST).await;
+    problem(web.get("/api/v1/messages?from=20&to=10").await, StatusCode::BAD_REQUEST).await;
+    problem(web.get("/api/v1/messages?before=x").await, StatusCode::BAD_REQUEST).await;
+    let unchanged: Value = web.get(&format!("/api/v1/messages/{id}")).await.json().await.unwrap();
+    assert_eq!(unchanged["resends"], serde_json::json!([]), "nothing was resent");
+
+    // Edit and resend: a new message, linked both ways, delivered edited.
+    let sent =
+        web.post(&resend, Some(&csrf), Some(serde_json::json!({"edits": [{"path": "PID-8", "value": "F"}]}))).await;
+    assert_eq!(sent.status(), StatusCode::CREATED);
+    let copy = sent.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let original: Value = web.get(&format!("/api/v1/messages/{id}")).await.json().await.unwrap();
+    assert_eq!(original["resends"], serde_json::json!([copy]));
+    assert!(original["body"].as_str().unwrap().contains("|M\r"), "the original is unchanged");
+    let mut delivered = Value::Null;
+    for _ in 0..200 {
+        delivered = web.get(&format!("/api/v1/messages/{copy}")).await.json().await.unwrap();
+        if delivered["message"]["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(delivered["message"]["status"], "completed", "{delivered}");
+    assert_eq!(delivered["message"]["resent_from"], id);
+    assert!(delivered["body"].as_str().unwrap().contains("|19800101|F\r"), "{delivered}");
+
+    // The pages show the same.
+    let list = web.get("/messages?control_id=FIND2").await.text().await.unwrap();
+    assert!(list.contains(&format!("href=\"./messages/{copy}\"")), "the copy is listed");
+    let page = web.get(&format!("/messages/{copy}")).await.text().await.unwrap();
+    for want in ["Changed from message", "PID-8", "Trace", "Fields", "Raw", "\u{21b5}", "Edit and resend"] {
+        assert!(page.contains(want), "missing {want:?}");
+    }
+    assert!(page.contains(&format!("href=\"../messages/{id}\"")), "links back to the original");
+    assert!(!page.contains("href=\"/"), "relative links only");
+    web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_messages_are_resent_in_bulk_after_confirming_their_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_port = free_port();
+    // Nothing listens at the operation's port: each message fails after
+    // its failure timeout.
+    let yaml = format!(
+        "productions:\n  {PRODUCTION}:\n    name: Test feed\n    items:\n      - name: In\n        kind: mllp_in\n        \
+         host: 127.0.0.1\n        port: {in_port}\n        targets: [Out]\n      - name: Out\n        kind: mllp_out\n        \
+         host: 127.0.0.1\n        port: {}\n        connect_timeout: 200ms\n        retry_interval: 100ms\n        \
+         failure_timeout: 300ms\n",
+        free_port()
+    );
+    let engine = start_engine(dir.path(), &yaml).await;
+    let options = WebOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        allow: None,
+        direct: None,
+        tokens: Vec::new(),
+        cors_origins: Vec::new(),
+        retention_days: 30,
+        mqtt: None,
+    };
+    let server = switchboard::web::start(engine.clone(), options).await.unwrap();
+    let web = Web { engine, server, http: reqwest::Client::builder().timeout(WAIT).build().unwrap(), dir };
+    let mut client = crate::common::connect(in_port).await;
+    for id in ["BULK1", "BULK2"] {
+        let ack = crate::common::reply(&client.exchange(&crate::common::hl7("ADT^A01", id), WAIT).await.unwrap());
+        assert_eq!(ack.acknowledgment_code(), Some("AA"));
+    }
+    let mut count = 0;
+    for _ in 0..200 {
+        let r: Value = web.get("/api/v1/productions/p/items/Out/resendable").await.json().await.unwrap();
+        count = r["count"].as_u64().unwrap();
+        if count == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count, 2, "both messages failed");
+    let errors: Value = web.get("/api/v1/messages?status=error&item=Out").await.json().await.unwrap();
+    assert_eq!(errors["messages"].as_array().unwrap().len(), 2);
+    let csrf = web.csrf().await;
+    let path = "/api/v1/productions/p/items/Out/resend-all";
+    let stale = web.post(path, Some(&csrf), Some(serde_json::json!({"expected": 5}))).await;
+    let body = problem(stale, StatusCode::CONFLICT).await;
+    assert!(body["detail"].as_str().unwrap().contains("2 messages"), "{body}");
+    problem(web.post(path, Some(&csrf), Some(serde_json::json!({}))).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    problem(
+        web.post("/api/v1/productions/p/items/Nope/resend-all", Some(&csrf), Some(serde_json::json!({"expected": 2})))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let done = web.post(path, Some(&csrf), Some(serde_json::json!({"expected": 2}))).await;
+    assert_eq!(done.status(), StatusCode::OK);
+    assert_eq!(done.json::<Value>().await.unwrap()["count"], 2);
+
+    // The failures are in the event log, and the store page counts them.
+    let events: Value = web.get("/api/v1/events?level=error&item=Out").await.json().await.unwrap();
+    assert!(!events["events"].as_array().unwrap().is_empty(), "{events}");
+    assert!(events["events"].as_array().unwrap().iter().all(|e| e["level"] == "error"));
+    problem(web.get("/api/v1/events?level=loud").await, StatusCode::BAD_REQUEST).await;
+    let page = web.get("/events?level=error").await.text().await.unwrap();
+    assert!(page.contains("Out"), "the events page lists them");
+    let store: Value = web.get("/api/v1/store").await.json().await.unwrap();
+    assert!(store["size_bytes"].as_u64().unwrap() > 0);
+    assert!(store["counts"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>() >= 4, "{store}");
+    assert_eq!(store["retention_days"], 30);
+    let page = web.get("/store").await.text().await.unwrap();
+    assert!(page.contains("Purge now"), "the store page offers a purge");
+    let purged = web.post("/api/v1/store/purge", Some(&csrf), None).await;
+    assert_eq!(purged.status(), StatusCode::OK);
+    web.stop().await;
+}

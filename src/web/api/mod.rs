@@ -4,8 +4,8 @@
 //! routes cannot drift apart: both come from [`routes`].
 
 mod control;
-mod messages;
-mod system;
+pub(crate) mod messages;
+pub(crate) mod system;
 
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;

@@ -5,18 +5,19 @@
 //! absolute, so the UI works under Home Assistant's ingress prefix and
 //! under any other.
 
+mod messages;
 mod overview;
 mod system;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use maud::{DOCTYPE, Markup, html};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::App;
 
 pub(super) fn routes() -> Router<App> {
-    overview::routes().merge(system::routes())
+    overview::routes().merge(messages::routes()).merge(system::routes())
 }
 
 /// The way from the current page back to the UI's root: `./` for a page at
@@ -106,6 +107,26 @@ pub(crate) fn action(root: &Root, action: &str, label: &str, confirm: Option<&st
     }
 }
 
+/// Text that may hold anything (a message): escaped by maud; this marks
+/// where raw separators are made visible.
+pub(crate) fn visible_separators(text: &str) -> Markup {
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\r' => out.push_str("<span class=\"sep\">\u{21b5}</span>\n"),
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c if c.is_control() && c != '\n' && c != '\t' => {
+                out.push_str(&format!("<span class=\"sep\">\\x{:02X}</span>", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    PreEscaped(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +144,13 @@ mod tests {
         assert_eq!(seg("ADT in"), "ADT%20in");
         assert_eq!(seg("a/b?c"), "a%2Fb%3Fc");
         assert_eq!(seg("lab-out_1.x"), "lab-out_1.x");
+    }
+
+    #[test]
+    fn separators_show_and_markup_does_not_pass() {
+        let shown = visible_separators("MSH|^~\\&|<b>\rPID\u{1}").into_string();
+        assert!(shown.contains("&lt;b&gt;"), "{shown}");
+        assert!(shown.contains("\u{21b5}"), "{shown}");
+        assert!(shown.contains("\\x01"), "{shown}");
     }
 }
