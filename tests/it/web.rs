@@ -551,6 +551,9 @@ async fn failed_messages_are_resent_in_bulk_after_confirming_their_count() {
     assert_eq!(count, 2, "both messages failed");
     let errors: Value = web.get("/api/v1/messages?status=error&item=Out").await.json().await.unwrap();
     assert_eq!(errors["messages"].as_array().unwrap().len(), 2);
+    let item_page = web.get("/productions/p/items/Out").await.text().await.unwrap();
+    assert!(item_page.contains("Resend 2 failed"), "the item page offers the bulk resend with its count");
+    assert!(item_page.contains("data-body=\"{&quot;expected&quot;:2}\""), "confirmed with the count shown");
     let csrf = web.csrf().await;
     let path = "/api/v1/productions/p/items/Out/resend-all";
     let stale = web.post(path, Some(&csrf), Some(serde_json::json!({"expected": 5}))).await;

@@ -119,6 +119,10 @@ async fn item(
         .find(|c| c.id == production)
         .and_then(|p| p.items.iter().find(|c| c.name == item));
     let production_name = status.production(&production).map_or(production.as_str(), |p| p.name.as_str());
+    let resendable = match i.role {
+        ItemRole::Service => 0,
+        _ => app.engine.store().count_resendable(&production, &item)?,
+    };
     let base = format!("api/v1/productions/{}/items/{}", seg(&production), seg(&item));
     let key = format!("i:{production}:{item}");
     let content = html! {
@@ -132,6 +136,13 @@ async fn item(
                 (action(&root, &format!("{base}/enable"), "Enable", None))
             }
             a.button href=(root.to(&format!("messages?production={}&item={}", seg(&production), seg(&item)))) { "Messages" }
+            @if resendable > 0 {
+                button type="button" data-post=(root.to(&format!("{base}/resend-all")))
+                    data-body=(format!("{{\"expected\":{resendable}}}"))
+                    data-confirm=(format!("Resend the {resendable} suspended or failed messages of {item}? They go back in its queue, oldest first.")) {
+                    "Resend " (resendable) " failed"
+                }
+            }
         }
         @if let Some(c) = config {
             h2 { "Settings" }
