@@ -147,17 +147,7 @@ impl Store {
         self.read(|c| {
             let mut stmt =
                 c.prepare("SELECT id, at, level, production, item, kind, text FROM event ORDER BY id DESC LIMIT ?1")?;
-            let rows = stmt.query_map([limit as i64], |r| {
-                Ok(StoredEvent {
-                    id: r.get(0)?,
-                    at: r.get(1)?,
-                    level: r.get(2)?,
-                    production: r.get(3)?,
-                    item: r.get(4)?,
-                    kind: r.get(5)?,
-                    text: r.get(6)?,
-                })
-            })?;
+            let rows = stmt.query_map([limit as i64], event_row)?;
             rows.collect()
         })
     }
@@ -172,6 +162,19 @@ impl Store {
             )
         })
     }
+}
+
+/// An event from `SELECT id, at, level, production, item, kind, text`.
+pub(super) fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        level: r.get(2)?,
+        production: r.get(3)?,
+        item: r.get(4)?,
+        kind: r.get(5)?,
+        text: r.get(6)?,
+    })
 }
 
 const HEADER_SELECT: &str = "SELECT id, session_id, parent_id, production, source, target, status, control_id, message_type, attempts, error_text FROM header";

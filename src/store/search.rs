@@ -56,7 +56,7 @@ use super::Store;
 use super::error::StoreError;
 use super::facts::cut;
 use super::model::{
-    EventLevel, EventPage, EventQuery, MessageDetail, MessagePage, MessageQuery, MessageSummary, Status, StoredEvent,
+    EventLevel, EventPage, EventQuery, MessageDetail, MessagePage, MessageQuery, MessageSummary, Status,
 };
 use super::schema::BLOCK_BITS;
 use super::sql::RESENDABLE;
@@ -784,17 +784,7 @@ fn find_events(c: &Connection, q: &EventQuery, before: Option<i64>, limit: usize
         let floor = cursor.saturating_sub(EVENT_WINDOW).max(lo);
         let mut params = sql.params.clone();
         params.extend([Value::from(cursor), floor.into(), ((limit - events.len()) as i64).into()]);
-        let rows = stmt.query_map(params_from_iter(params), |r| {
-            Ok(StoredEvent {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                level: r.get(2)?,
-                production: r.get(3)?,
-                item: r.get(4)?,
-                kind: r.get(5)?,
-                text: r.get(6)?,
-            })
-        })?;
+        let rows = stmt.query_map(params_from_iter(params), super::read::event_row)?;
         for row in rows {
             events.push(row?);
         }

@@ -19,7 +19,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use fantoccini::{Client, ClientBuilder, Locator};
-use switchboard::web::WebOptions;
 
 use crate::common::{PRODUCTION, connect, hl7, reply, start_engine};
 use crate::ports::free_port;
@@ -113,20 +112,7 @@ async fn a_user_stops_starts_finds_edits_and_resends_in_a_browser() {
         dir.path().join("out").display()
     );
     let engine = start_engine(dir.path(), &yaml).await;
-    let web = switchboard::web::start(
-        engine.clone(),
-        WebOptions {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            allow: None,
-            direct: None,
-            tokens: Vec::new(),
-            cors_origins: Vec::new(),
-            retention_days: 30,
-            mqtt: None,
-        },
-    )
-    .await
-    .unwrap();
+    let web = switchboard::web::start(engine.clone(), crate::web::open_options()).await.unwrap();
     let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_addr = proxy_listener.local_addr().unwrap();
     let app = axum::Router::new().fallback(proxy).with_state((reqwest::Client::new(), web.local_addr()));

@@ -28,6 +28,20 @@ fn yaml(dir: &Path, in_port: u16) -> String {
     )
 }
 
+/// A UI listener on a free loopback port that admits every source, with
+/// no tokens: what most tests need.
+pub(crate) fn open_options() -> WebOptions {
+    WebOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        allow: None,
+        direct: None,
+        tokens: Vec::new(),
+        cors_origins: Vec::new(),
+        retention_days: 30,
+        mqtt: None,
+    }
+}
+
 struct Web {
     engine: Engine,
     server: WebServer,
@@ -370,15 +384,7 @@ async fn the_certificates_page_shows_each_chain_and_its_expiry() {
     );
     crate::common::create_test_certificates(dir.path(), &yaml);
     let engine = start_engine(dir.path(), &yaml).await;
-    let options = WebOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        allow: None,
-        direct: None,
-        tokens: Vec::new(),
-        cors_origins: Vec::new(),
-        retention_days: 30,
-        mqtt: None,
-    };
+    let options = open_options();
     let server = switchboard::web::start(engine.clone(), options).await.unwrap();
     let page =
         reqwest::get(format!("http://{}/certificates", server.local_addr())).await.unwrap().text().await.unwrap();
@@ -523,15 +529,7 @@ async fn failed_messages_are_resent_in_bulk_after_confirming_their_count() {
         free_port()
     );
     let engine = start_engine(dir.path(), &yaml).await;
-    let options = WebOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        allow: None,
-        direct: None,
-        tokens: Vec::new(),
-        cors_origins: Vec::new(),
-        retention_days: 30,
-        mqtt: None,
-    };
+    let options = open_options();
     let server = switchboard::web::start(engine.clone(), options).await.unwrap();
     let web = Web { engine, server, http: reqwest::Client::builder().timeout(WAIT).build().unwrap(), dir };
     let mut client = crate::common::connect(in_port).await;
