@@ -112,8 +112,8 @@ pub struct NewInbound {
     /// MSH-9 (`ADT^A01`).
     pub message_type: Option<String>,
     /// PID-3's first identifier (component 1 of the first repetition), for
-    /// searches; routed copies inherit it. At most
-    /// [`MAX_PATIENT_BYTES`](super::MAX_PATIENT_BYTES) are kept.
+    /// searches; routed copies inherit it. The store keeps at most
+    /// [`MAX_PATIENT_BYTES`](super::MAX_PATIENT_BYTES) of it.
     pub patient_id: Option<String>,
     /// PID-5's family name (component 1 of the first repetition), likewise.
     pub patient_name: Option<String>,

@@ -26,7 +26,9 @@
 //! the other filters are checked on each: the most selective one there is.
 //!
 //! - A control id or a patient id: its index, a block of 1,024 ids at a
-//!   time (see migration 7 in `schema`), skipping empty stretches of ids.
+//!   time (see migration 7 in `schema`), skipping empty stretches of ids;
+//!   a received message's header found there brings the headers its
+//!   commit wrote with it (see `GROUP_MAX` in `sql`).
 //! - A status other than `completed`: `error`, `suspended` and `discarded`
 //!   from their partial index; `queued` and `delivering` from the queues'
 //!   index, one queue at a time, merged in id order.

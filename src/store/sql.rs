@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension as _, params};
 
-use super::facts::MessageFacts;
+use super::facts::{MessageFacts, cut};
 use super::model::{Committed, Event, Finished, NewInbound, PurgeStep, ResendStep, Routed, RoutedOutput, Status};
 use super::protocol::{Op, Outcome, ResendBatch, ResendCopy};
 use super::queues::{Deltas, Depths};
@@ -172,6 +172,8 @@ fn inbound_tx(
     // `GROUP_MAX`), unless there could be too many of them.
     let most = 1 + inbound.targets.len() + inbound.routed.iter().map(|r| r.decision.outputs.len()).sum::<usize>();
     let grouped = (most <= GROUP_MAX).then_some(1);
+    // Cut as the intake cuts them, whoever made the record.
+    let (patient_id, patient_name) = (inbound.patient_id.as_deref().map(cut), inbound.patient_name.as_deref().map(cut));
     // The service's own header opens the session; its id is the session id.
     let header_id = ids.take();
     st.get(Hot::InsertHeader)?.execute(params![
@@ -188,8 +190,8 @@ fn inbound_tx(
         now,
         0,
         None::<&str>,
-        inbound.patient_id,
-        inbound.patient_name,
+        patient_id,
+        patient_name,
         None::<i64>
     ])?;
     let mut committed = Committed { session_id: header_id, header_id, queued: Vec::new(), routed: Vec::new() };
@@ -220,8 +222,8 @@ fn inbound_tx(
             now,
             attempts,
             error,
-            inbound.patient_id,
-            inbound.patient_name,
+            patient_id,
+            patient_name,
             grouped
         ])?;
         committed.queued.push(id);
@@ -235,8 +237,8 @@ fn inbound_tx(
                     item: target,
                     control_id: inbound.control_id.as_deref(),
                     message_type: inbound.message_type.as_deref(),
-                    patient_id: inbound.patient_id.as_deref(),
-                    patient_name: inbound.patient_name.as_deref(),
+                    patient_id,
+                    patient_name,
                     grouped: grouped.is_some(),
                 };
                 queue_outputs(st, &parent, &route.decision.outputs, now, ids, deltas)?;

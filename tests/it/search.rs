@@ -696,6 +696,16 @@ async fn bad_input_gives_typed_errors_or_empty_pages_never_a_panic() {
         0
     );
     assert!(store.search_messages(&MessageQuery::default(), Some(i64::MAX), 5).unwrap().messages.len() == 5);
+    // Values longer than the store keeps, given through the API: cut as
+    // the intake cuts them, and found by the whole value too.
+    let mut long = inbound("adt", 99, &["Out"]);
+    long.routed.clear();
+    long.patient_id = Some("9".repeat(100));
+    let header = store.commit_inbound(long).await.unwrap().header_id;
+    let kept = store.message_detail(header).unwrap().unwrap().summary.patient_id.unwrap();
+    assert_eq!(kept.len(), switchboard::store::MAX_PATIENT_BYTES);
+    let found = store.search_messages(&query(|q| q.patient_id = Some("9".repeat(100))), None, 10).unwrap();
+    assert_eq!(found.messages.len(), 2);
 }
 
 #[tokio::test]
