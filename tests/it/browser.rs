@@ -23,7 +23,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use crate::common::{PRODUCTION, connect, hl7, reply, start_engine};
 use crate::ports::free_port;
 
-const WAIT: Duration = Duration::from_secs(15);
+/// Generous: Chromium shares two cores with the rest of the suite.
+const WAIT: Duration = Duration::from_secs(40);
 const PREFIX: &str = "/api/hassio_ingress/Zm9vYmFyYmF6";
 
 fn find_driver() -> Option<PathBuf> {
@@ -159,7 +160,12 @@ async fn a_user_stops_starts_finds_edits_and_resends_in_a_browser() {
     screenshot(&client, "overview", 1280).await;
     let stop = client.find(Locator::Css("button[data-post$='/stop']")).await.unwrap();
     stop.click().await.unwrap();
-    client.accept_alert().await.unwrap();
+    // The confirmation opens a moment after the click.
+    let deadline = Instant::now() + WAIT;
+    while client.accept_alert().await.is_err() {
+        assert!(Instant::now() < deadline, "no confirmation to stop the production");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(wait_text(&client, "h2 .badge", "stopped").await, "the badge follows the status stream");
     client.find(Locator::Css("button[data-post$='/start']")).await.unwrap().click().await.unwrap();
     assert!(wait_text(&client, "h2 .badge", "running").await);
@@ -187,7 +193,12 @@ async fn a_user_stops_starts_finds_edits_and_resends_in_a_browser() {
     let mut delivered = false;
     while Instant::now() < deadline && !delivered {
         client.refresh().await.unwrap();
-        delivered = wait_text(&client, "dl.facts", "completed").await;
+        if let Ok(facts) = client.find(Locator::Css("dl.facts")).await {
+            delivered = facts.text().await.is_ok_and(|t| t.contains("completed"));
+        }
+        if !delivered {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
     assert!(delivered, "the resent message was delivered");
     let files: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().filter_map(Result::ok).collect();
