@@ -1,5 +1,6 @@
 //! Helpers of the MQTT tests: a client that records what the broker
-//! sends (standing in for Home Assistant), productions, the real binary.
+//! sends (standing in for Home Assistant), productions, the real binary,
+//! and a real Mosquitto (`mosquitto`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
@@ -16,6 +17,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::common::hl7;
+
+mod mosquitto;
+pub(crate) use mosquitto::*;
 
 /// How long any wait in these tests may take: counters go out at most
 /// every 15 s, so a count is seen up to 15 s after it changed.
