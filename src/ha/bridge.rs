@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::discovery::{Action, Discovery, Layout, Naming, OFFLINE, ONLINE, preview};
 use super::settings::{Broker, BrokerSource, HaSettings};
 use super::states::{RateMeter, States, state_topic_for_command};
-use super::supervisor;
+use super::supervisor::{self, SupervisorError};
 use crate::engine::{CommandSource, Engine, EngineStatus, ProductionState};
 use crate::store::{Event, EventLevel, PublishedTopics};
 
@@ -157,14 +157,16 @@ async fn run(
         }
         BrokerSource::Given(broker) => broker,
         BrokerSource::Supervisor { url, token, client_id, keep_alive } => {
-            let Some(broker) = ask_supervisor(&url, &token, &client_id, keep_alive, &stop).await else {
-                let why = "the Supervisor provides no MQTT broker (install the Mosquitto add-on, or set the MQTT \
-                           options); Home Assistant entities are not published";
-                if !stop.is_cancelled() {
-                    tracing::warn!("MQTT is off: {why}");
+            let broker = match ask_supervisor(&url, &token, &client_id, keep_alive, &stop).await {
+                Ok(broker) => broker,
+                Err(why) => {
+                    let why = format!("{why}; Home Assistant entities are not published");
+                    if !stop.is_cancelled() {
+                        tracing::warn!("MQTT is off: {why}");
+                    }
+                    let _ = status.send(MqttStatus::Off(why));
+                    return;
                 }
-                let _ = status.send(MqttStatus::Off(why.into()));
-                return;
             };
             if ui_url.is_none() {
                 ui_url = supervisor::addon_slug(&url, &token)
@@ -202,30 +204,50 @@ async fn run(
     let _ = bridge.status.send(MqttStatus::Stopped);
 }
 
+/// Asks the Supervisor for the broker until it names one: while no broker
+/// is installed (HTTP 400, "Service not enabled") or the Supervisor cannot
+/// be reached, again and again with a growing pause, for about ten
+/// minutes. A refusal (HTTP 403: `services` lacks `mqtt`) ends it at once,
+/// since asking again cannot help. The error says why there is no broker.
 async fn ask_supervisor(
     url: &str,
     token: &super::settings::Secret,
     client_id: &str,
     keep_alive: Duration,
     stop: &CancellationToken,
-) -> Option<Broker> {
+) -> Result<Broker, String> {
     let mut delay = Duration::from_secs(1);
     for attempt in 1..=SUPERVISOR_ATTEMPTS {
         match supervisor::mqtt_service(url, token, client_id, keep_alive).await {
-            Ok(broker) => {
-                tracing::info!(host = %broker.host, port = broker.port, "the Supervisor provides the MQTT broker");
-                return Some(broker);
+            Ok(supervisor::Provided { broker, provider }) => {
+                tracing::info!(
+                    host = %broker.host,
+                    port = broker.port,
+                    provider = provider.as_deref().unwrap_or("unknown"),
+                    "the Supervisor provides the MQTT broker"
+                );
+                return Ok(broker);
             }
-            Err(e) if attempt == 1 => tracing::warn!(error = %e, "no MQTT broker from the Supervisor yet; retrying"),
+            Err(e @ SupervisorError::Forbidden { .. }) => {
+                tracing::error!("{e}");
+                return Err("the Supervisor refused the MQTT service (`services` lacks `mqtt`)".into());
+            }
+            Err(e) if attempt == 1 => tracing::warn!(
+                error = %e,
+                "no MQTT broker from the Supervisor yet (install the Mosquitto broker add-on, or set the `mqtt` \
+                 options); asking again for about ten minutes"
+            ),
             Err(e) => tracing::debug!(error = %e, attempt, "no MQTT broker from the Supervisor yet"),
         }
         tokio::select! {
-            () = stop.cancelled() => return None,
+            () = stop.cancelled() => return Err("stopped".into()),
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(BACKOFF_MAX);
     }
-    None
+    Err("the Supervisor provides no MQTT broker (install the Mosquitto broker add-on, or set the `mqtt` options, \
+         then restart the add-on)"
+        .into())
 }
 
 /// The rumqttc options: identity, credentials, last will, TLS.

@@ -3,9 +3,10 @@
 //!
 //! Precedence, per setting: a flag or its environment variable, then the
 //! options file (`/data/options.json` format), then the default. When no
-//! broker host is given anywhere and `SUPERVISOR_TOKEN` is set, the
-//! Supervisor's MQTT service supplies host, port and credentials; without
-//! either, Switchboard runs without MQTT.
+//! broker host is given anywhere and the Supervisor's token is set
+//! (`SUPERVISOR_TOKEN`, or the older `HASSIO_TOKEN`), the Supervisor's MQTT
+//! service supplies host, port and credentials; without either,
+//! Switchboard runs without MQTT.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -310,7 +311,8 @@ fn check_prefix(value: &str) -> Result<(), SettingsError> {
 /// touch the process environment).
 #[derive(Debug, Clone, Default)]
 pub struct Environment {
-    /// `SUPERVISOR_TOKEN`.
+    /// The Supervisor's token: `SUPERVISOR_TOKEN`, or `HASSIO_TOKEN`, its
+    /// older name.
     pub supervisor_token: Option<String>,
     /// The value of the variable named by `--mqtt-password-env`.
     pub mqtt_password: Option<String>,
@@ -320,7 +322,10 @@ impl Environment {
     /// Reads the process environment.
     pub fn from_process(args: &MqttArgs) -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Self { supervisor_token: var("SUPERVISOR_TOKEN"), mqtt_password: var(&args.mqtt_password_env) }
+        Self {
+            supervisor_token: var("SUPERVISOR_TOKEN").or_else(|| var("HASSIO_TOKEN")),
+            mqtt_password: var(&args.mqtt_password_env),
+        }
     }
 }
 

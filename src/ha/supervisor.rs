@@ -3,8 +3,11 @@
 //!
 //! `GET <url>/services/mqtt` with `Authorization: Bearer $SUPERVISOR_TOKEN`
 //! answers `{"result":"ok","data":{"host":…,"port":…,"ssl":…,"username":…,
-//! "password":…}}`, or HTTP 400 while no broker is installed. The port may
-//! come as a number or as a string.
+//! "password":…,"addon":…}}`, HTTP 400 ("Service not enabled") while no
+//! broker is installed, or HTTP 403 when the add-on's `config.yaml` does
+//! not list `mqtt` under `services`. The port may come as a number or as a
+//! string; the add-on that provides the broker is `addon`, or `app` in the
+//! newer API, and neither is required.
 
 use std::time::Duration;
 
@@ -33,6 +36,19 @@ pub enum SupervisorError {
     Refused {
         /// HTTP status.
         status: u16,
+        /// The URL asked.
+        url: String,
+        /// Its message.
+        message: String,
+    },
+    /// HTTP 403: the add-on may not use the MQTT service, because its
+    /// `config.yaml` lacks `mqtt:need` (or `mqtt:want`) under `services`.
+    /// Asking again cannot help.
+    #[error(
+        "the Supervisor refused the MQTT service ({url} answered 403: {message}): the add-on's config.yaml must \
+         list `mqtt:need` under `services`; set the `mqtt` options to connect without the Supervisor"
+    )]
+    Forbidden {
         /// The URL asked.
         url: String,
         /// Its message.
@@ -67,6 +83,17 @@ struct MqttService {
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    addon: Option<String>,
+    #[serde(default)]
+    app: Option<String>,
+}
+
+/// The broker the Supervisor named, and the add-on that provides it
+/// (`core_mosquitto`), if it said.
+pub(super) struct Provided {
+    pub(super) broker: Broker,
+    pub(super) provider: Option<String>,
 }
 
 fn port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
@@ -88,7 +115,7 @@ pub(super) async fn mqtt_service(
     token: &Secret,
     client_id: &str,
     keep_alive: Duration,
-) -> Result<Broker, SupervisorError> {
+) -> Result<Provided, SupervisorError> {
     let url = format!("{}/services/mqtt", base_url.trim_end_matches('/'));
     let unreachable = |reason: String| SupervisorError::Unreachable { url: url.clone(), reason };
     let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().map_err(|e| unreachable(e.to_string()))?;
@@ -107,6 +134,9 @@ pub(super) async fn mqtt_service(
             Ok(e) => e.message.clone().unwrap_or_default(),
             Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
         };
+        if status == reqwest::StatusCode::FORBIDDEN {
+            return Err(SupervisorError::Forbidden { url, message });
+        }
         return Err(SupervisorError::Refused { status: status.as_u16(), url, message });
     }
     let envelope = envelope.map_err(|e| SupervisorError::Unexpected { url: url.clone(), reason: e.to_string() })?;
@@ -120,7 +150,7 @@ pub(super) async fn mqtt_service(
     let Some(data) = envelope.data else {
         return Err(SupervisorError::Unexpected { url, reason: "no `data`".into() });
     };
-    Ok(Broker {
+    let broker = Broker {
         host: data.host,
         port: data.port,
         username: data.username.filter(|u| !u.is_empty()),
@@ -128,7 +158,8 @@ pub(super) async fn mqtt_service(
         tls: data.ssl.then(|| BrokerTls { verify_host: true, ..BrokerTls::default() }),
         client_id: client_id.to_owned(),
         keep_alive,
-    })
+    };
+    Ok(Provided { broker, provider: data.addon.or(data.app).filter(|p| !p.is_empty()) })
 }
 
 /// The add-on's slug, for links into its ingress page (`GET /addons/self/info`).
