@@ -212,6 +212,7 @@ impl From<MqttFlags> for crate::ha::MqttArgs {
             ui_url: f.ui_url,
             options: f.options,
             supervisor_url: f.supervisor_url,
+            ssl_dir: None,
         }
     }
 }

@@ -23,15 +23,20 @@
 //!
 //! Layout: [`discovery`] (entities, topics and payloads; pure), [`states`]
 //! (state payloads and when to publish them; pure), `bridge` (the task),
-//! [`settings`] (flags, environment, options file) and `supervisor` (the
+//! [`options`] (the add-on's options file), [`settings`] (flags,
+//! environment and options file combined) and `supervisor` (the
 //! Supervisor's MQTT service).
 
 mod bridge;
 pub mod discovery;
+pub mod options;
 pub mod settings;
 pub mod states;
 mod supervisor;
 
 pub use bridge::{BridgeHandle, MqttStatus, start};
-pub use settings::{Broker, BrokerSource, BrokerTls, Environment, HaSettings, MqttArgs, Secret, resolve};
+pub use options::AddonOptions;
+pub use settings::{
+    Broker, BrokerSource, BrokerTls, Environment, HaSettings, MqttArgs, Secret, options_path, resolve, resolve_with,
+};
 pub use supervisor::SupervisorError;

@@ -2,19 +2,19 @@
 //! environment variables, the add-on's options file, or the Supervisor.
 //!
 //! Precedence, per setting: a flag or its environment variable, then the
-//! options file (`/data/options.json` format), then the default. When no
-//! broker host is given anywhere and the Supervisor's token is set
-//! (`SUPERVISOR_TOKEN`, or the older `HASSIO_TOKEN`), the Supervisor's MQTT
-//! service supplies host, port and credentials; without either,
-//! Switchboard runs without MQTT.
+//! options file (`/data/options.json` format, see [`AddonOptions`]), then
+//! the default. When no broker host is given anywhere and the Supervisor's
+//! token is set (`SUPERVISOR_TOKEN`, or the older `HASSIO_TOKEN`), the
+//! Supervisor's MQTT service supplies host, port and credentials; without
+//! either, Switchboard runs without MQTT.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::options::{AddonOptions, nonempty};
 use crate::config::{TlsConfig, TlsRole, TlsVersion, VerifyPeer};
 
 /// The discovery prefix Home Assistant listens on by default.
@@ -77,6 +77,9 @@ pub struct MqttArgs {
     pub options: Option<PathBuf>,
     /// The Supervisor's address, asked for the MQTT service.
     pub supervisor_url: String,
+    /// Where relative certificate paths of the options file are taken
+    /// from (in the add-on, `/ssl`); `None`: the current directory.
+    pub ssl_dir: Option<PathBuf>,
 }
 
 impl Default for MqttArgs {
@@ -100,6 +103,7 @@ impl Default for MqttArgs {
             ui_url: None,
             options: None,
             supervisor_url: DEFAULT_SUPERVISOR_URL.to_owned(),
+            ssl_dir: None,
         }
     }
 }
@@ -214,57 +218,6 @@ pub struct HaSettings {
     pub ui_url: Option<String>,
 }
 
-/// The options file, as far as MQTT is concerned. Empty strings count as
-/// not set (the add-on's Configuration tab leaves them empty).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct OptionsFile {
-    mqtt: MqttOptionsFile,
-    discovery_prefix: Option<String>,
-    instance_id: Option<String>,
-    ui_url: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct MqttOptionsFile {
-    host: Option<String>,
-    #[serde(deserialize_with = "port_number")]
-    port: Option<u16>,
-    username: Option<String>,
-    password: Option<String>,
-    tls: Option<bool>,
-    ca_file: Option<String>,
-    cert_file: Option<String>,
-    key_file: Option<String>,
-    key_password_env: Option<String>,
-    skip_host_check: Option<bool>,
-    client_id: Option<String>,
-    keep_alive: Option<u64>,
-}
-
-/// A port given as a number or a string (both occur in Supervisor data).
-fn port_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Port {
-        Number(u16),
-        Text(String),
-    }
-    match Option::<Port>::deserialize(d)? {
-        None => Ok(None),
-        Some(Port::Number(n)) => Ok(Some(n)),
-        Some(Port::Text(t)) if t.trim().is_empty() => Ok(None),
-        Some(Port::Text(t)) => {
-            t.trim().parse().map(Some).map_err(|_| serde::de::Error::custom(format!("{t:?} is not a port number")))
-        }
-    }
-}
-
-fn nonempty(value: Option<String>) -> Option<String> {
-    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-}
-
 /// Why the settings cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -329,55 +282,72 @@ impl Environment {
     }
 }
 
-/// Combines flags, environment and options file into the bridge settings.
-pub fn resolve(args: &MqttArgs, env: &Environment) -> Result<HaSettings, SettingsError> {
-    let options_path = match &args.options {
+/// The options file to read: `--options`, or under the Supervisor
+/// `/data/options.json` when it exists.
+pub fn options_path(args: &MqttArgs, env: &Environment) -> Option<PathBuf> {
+    match &args.options {
         Some(path) => Some(path.clone()),
         None if env.supervisor_token.is_some() && Path::new(ADDON_OPTIONS_FILE).is_file() => {
             Some(PathBuf::from(ADDON_OPTIONS_FILE))
         }
         None => None,
+    }
+}
+
+/// Combines flags, environment and options file into the bridge settings.
+pub fn resolve(args: &MqttArgs, env: &Environment) -> Result<HaSettings, SettingsError> {
+    let file = match options_path(args, env) {
+        Some(path) => AddonOptions::read(&path)?,
+        None => AddonOptions::default(),
     };
-    let file = match &options_path {
-        Some(path) => read_options(path)?,
-        None => OptionsFile::default(),
-    };
-    let m = file.mqtt;
+    resolve_with(args, env, &file)
+}
+
+/// [`resolve`] with the options file already read.
+pub fn resolve_with(args: &MqttArgs, env: &Environment, file: &AddonOptions) -> Result<HaSettings, SettingsError> {
+    let m = &file.mqtt;
     let instance_id = nonempty(args.instance_id.clone())
-        .or(nonempty(file.instance_id))
+        .or(file.instance_id.clone())
         .unwrap_or_else(|| DEFAULT_INSTANCE_ID.to_owned());
     check_id("the instance id", &instance_id)?;
     let discovery_prefix = nonempty(args.mqtt_discovery_prefix.clone())
-        .or(nonempty(file.discovery_prefix))
+        .or(file.discovery_prefix.clone())
         .unwrap_or_else(|| DEFAULT_DISCOVERY_PREFIX.to_owned());
     check_prefix(&discovery_prefix)?;
-    let client_id = nonempty(args.mqtt_client_id.clone()).or(nonempty(m.client_id)).unwrap_or(instance_id.clone());
+    let client_id = nonempty(args.mqtt_client_id.clone()).or(m.client_id.clone()).unwrap_or(instance_id.clone());
     let keep_alive = args
         .mqtt_keep_alive
         .or(m.keep_alive.map(Duration::from_secs))
         .unwrap_or(DEFAULT_KEEP_ALIVE)
         .clamp(Duration::from_secs(5), Duration::from_secs(3600));
-    let ui_url = nonempty(args.ui_url.clone()).or(nonempty(file.ui_url));
+    let ui_url = nonempty(args.ui_url.clone()).or(file.ui_url.clone());
 
-    let path = |flag: &Option<PathBuf>, file: Option<String>| flag.clone().or(nonempty(file).map(PathBuf::from));
-    let ca_file = path(&args.mqtt_tls_ca, m.ca_file);
-    let cert_file = path(&args.mqtt_tls_cert, m.cert_file);
-    let key_file = path(&args.mqtt_tls_key, m.key_file);
+    // A relative path in the options file is taken from the certificates'
+    // folder (`mqtt-ca.pem` is `/ssl/mqtt-ca.pem` in the add-on).
+    let from_file = |value: &Option<String>| {
+        value.as_ref().map(|v| match &args.ssl_dir {
+            Some(dir) => dir.join(v),
+            None => PathBuf::from(v),
+        })
+    };
+    let ca_file = args.mqtt_tls_ca.clone().or_else(|| from_file(&m.ca_file));
+    let cert_file = args.mqtt_tls_cert.clone().or_else(|| from_file(&m.cert_file));
+    let key_file = args.mqtt_tls_key.clone().or_else(|| from_file(&m.key_file));
     let tls_wanted = args.mqtt_tls || m.tls.unwrap_or(false) || ca_file.is_some() || cert_file.is_some();
     let tls = tls_wanted.then(|| BrokerTls {
         ca_file,
         cert_file,
         key_file,
-        key_password_env: nonempty(args.mqtt_tls_key_password_env.clone()).or(nonempty(m.key_password_env)),
+        key_password_env: nonempty(args.mqtt_tls_key_password_env.clone()).or(m.key_password_env.clone()),
         verify_host: !(args.mqtt_tls_skip_host_check || m.skip_host_check.unwrap_or(false)),
     });
 
-    let broker = match nonempty(args.mqtt_host.clone()).or(nonempty(m.host)) {
+    let broker = match nonempty(args.mqtt_host.clone()).or(m.host.clone()) {
         Some(host) => BrokerSource::Given(Broker {
             port: args.mqtt_port.or(m.port).unwrap_or(if tls.is_some() { 8883 } else { 1883 }),
             host,
-            username: nonempty(args.mqtt_username.clone()).or(nonempty(m.username)),
-            password: env.mqtt_password.clone().or(nonempty(m.password)).map(Secret::new),
+            username: nonempty(args.mqtt_username.clone()).or(m.username.clone()),
+            password: env.mqtt_password.clone().or(m.password.clone()).map(Secret::new),
             tls,
             client_id,
             keep_alive,
@@ -393,13 +363,6 @@ pub fn resolve(args: &MqttArgs, env: &Environment) -> Result<HaSettings, Setting
         },
     };
     Ok(HaSettings { broker, discovery_prefix, instance_id, ui_url })
-}
-
-fn read_options(path: &Path) -> Result<OptionsFile, SettingsError> {
-    let error = |reason: String| SettingsError::Options { path: path.to_owned(), reason };
-    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-    let de = &mut serde_json::Deserializer::from_str(&text);
-    serde_path_to_error::deserialize(de).map_err(|e| error(format!("{}: {}", e.path(), e.inner())))
 }
 
 #[cfg(test)]
@@ -471,6 +434,20 @@ mod tests {
         let tls = b.tls.as_ref().unwrap();
         assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/ssl/ca.pem")));
         assert!(tls.verify_host);
+    }
+
+    #[test]
+    fn relative_certificates_of_the_options_file_are_in_the_ssl_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("options.json");
+        std::fs::write(&file, r#"{"mqtt":{"host":"h","ca_file":"mqtt-ca.pem","cert_file":"/elsewhere/c.pem"}}"#)
+            .unwrap();
+        let a = MqttArgs { options: Some(file), ssl_dir: Some("/ssl".into()), ..args() };
+        let BrokerSource::Given(b) = resolve(&a, &Environment::default()).unwrap().broker else { panic!() };
+        let tls = b.tls.unwrap();
+        assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/ssl/mqtt-ca.pem")));
+        assert_eq!(tls.cert_file.as_deref(), Some(Path::new("/elsewhere/c.pem")));
+        assert_eq!(b.port, 8883);
     }
 
     #[test]
