@@ -8,6 +8,7 @@
 
 #[macro_use]
 mod output;
+mod first_run;
 mod input;
 mod parse;
 mod run;
@@ -72,19 +73,32 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The productions file. Relative paths inside it are taken from the
-    /// folder that holds it.
+    /// folder that holds it [default: with `--config-dir`, the options
+    /// file's `productions_file` in that folder, or `productions.yaml`].
     #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    /// The add-on's configuration folder (`/config` in the container):
+    /// without `--config`, the productions file is looked for there, and
+    /// the first start without one writes a commented example there.
+    #[arg(long, env = "SWITCHBOARD_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
     /// Where the message store lives; a relative path is taken from the
     /// directory the command runs in. The `ready` log line shows it in full.
     #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "switchboard-data")]
     pub data_dir: PathBuf,
-    /// Log filter, e.g. `info`, `debug`, `switchboard=debug,warn`.
-    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
-    pub log_level: String,
-    /// A certificate expiring within this many days is reported as a problem.
-    #[arg(long, env = "SWITCHBOARD_CERTIFICATE_WARNING_DAYS", default_value_t = 30)]
-    pub certificate_warning_days: u32,
+    /// The certificates' folder (`/ssl` in the container): relative
+    /// certificate paths of the options file are taken from it.
+    #[arg(long, env = "SWITCHBOARD_SSL_DIR")]
+    pub ssl_dir: Option<PathBuf>,
+    /// Log filter, e.g. `info`, `debug`, `switchboard=debug,warn` [default:
+    /// the options file's `log_level`, or info].
+    #[arg(long, env = "SWITCHBOARD_LOG")]
+    pub log_level: Option<String>,
+    /// A certificate expiring within this many days is reported as a
+    /// problem [default: the options file's `certificate_warning_days`, or
+    /// 30].
+    #[arg(long, env = "SWITCHBOARD_CERTIFICATE_WARNING_DAYS")]
+    pub certificate_warning_days: Option<u32>,
     /// MQTT broker and Home Assistant discovery.
     #[command(flatten, next_help_heading = "Home Assistant (MQTT)")]
     pub mqtt: MqttFlags,
@@ -107,16 +121,18 @@ pub struct WebFlags {
     /// Sources admitted to the web UI without a token, comma-separated
     /// addresses or ranges (`10.0.0.0/8`); `any` admits every source
     /// [default: 127.0.0.1,::1; under the Supervisor the ingress proxy,
-    /// 172.30.32.2].
+    /// 172.30.32.2; either with the options file's `web_allow` added].
     #[arg(long, env = "SWITCHBOARD_WEB_ALLOW", value_delimiter = ',')]
     pub web_allow: Option<Vec<String>>,
     /// Port of a second listener on which every request needs an API token
-    /// (`Authorization: Bearer <token>`), for scripts and tools.
+    /// (`Authorization: Bearer <token>`), for scripts and tools [default:
+    /// the options file's `api_port`, or none].
     #[arg(long, env = "SWITCHBOARD_API_PORT")]
     pub api_port: Option<u16>,
     /// The name of the environment variable that holds the API tokens,
     /// comma-separated, each at least 16 characters (tokens never go on
-    /// the command line).
+    /// the command line). Without that variable, the options file's
+    /// `api_tokens` are used.
     #[arg(long, env = "SWITCHBOARD_API_TOKENS_ENV", default_value = "SWITCHBOARD_API_TOKENS")]
     pub api_tokens_env: String,
     /// Origins allowed to call the API from a browser (CORS),

@@ -1,5 +1,6 @@
 //! `switchboard run` and `switchboard check`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -8,6 +9,7 @@ use anyhow::Context as _;
 use super::{CheckArgs, RunArgs};
 use crate::config::{self, Config};
 use crate::engine::{Engine, EngineOptions};
+use crate::ha::AddonOptions;
 use crate::store::{Durability, Store, StoreOptions};
 
 /// How often old messages are purged.
@@ -81,11 +83,33 @@ pub(super) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 
 pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    init_tracing(&args.log_level)?;
-    let Some(config) = load(&args.config) else { return Ok(ExitCode::from(2)) };
-    let mqtt = crate::ha::MqttArgs::from(args.mqtt.clone());
-    let ha_settings = crate::ha::resolve(&mqtt, &crate::ha::Environment::from_process(&mqtt))?;
-    let web_options = web_options(&args.web, config.store.retention_days)?;
+    let mut mqtt = crate::ha::MqttArgs::from(args.mqtt.clone());
+    mqtt.ssl_dir.clone_from(&args.ssl_dir);
+    let env = crate::ha::Environment::from_process(&mqtt);
+    let options = match crate::ha::options_path(&mqtt, &env) {
+        Some(path) => AddonOptions::read(&path)?,
+        None => AddonOptions::default(),
+    };
+    let log_filter = args.log_level.clone().or_else(|| options.log_filter());
+    init_tracing(log_filter.as_deref().unwrap_or("info"))?;
+    if let Some(path) = &options.path {
+        for key in options.unknown_keys() {
+            tracing::warn!(
+                option = %key,
+                file = %path.display(),
+                "unknown option ignored: Switchboard does not know it (a misspelt key, or one of another version)"
+            );
+        }
+    }
+    let Some(config_path) = productions_path(args, &options)? else { return Ok(ExitCode::from(2)) };
+    let Some(mut config) = load(&config_path) else { return Ok(ExitCode::from(2)) };
+    if let Some(days) = options.retention_days {
+        config.store.retention_days = days;
+    }
+    let warning_days = args.certificate_warning_days.or(options.certificate_warning_days).unwrap_or(30);
+    let ha_settings = crate::ha::resolve_with(&mqtt, &env, &options)?;
+    let supervised = env.supervisor_token.is_some();
+    let web_options = web_options(&args.web, &options, supervised, config.store.retention_days)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     for file in crate::tls::create_missing(&config).context("cannot create test certificates")? {
         errln!("created test certificate file {}", file.display());
@@ -93,7 +117,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // Problems are reported and the engine starts anyway: the items that
     // use a broken configuration report it. Nor does a closed standard
     // output stop an engine, whose log goes to standard error.
-    let _ = check_tls(&config, args.certificate_warning_days);
+    let _ = check_tls(&config, warning_days);
     runtime.block_on(async move {
         let durability = match config.store.durability {
             config::Durability::Full => Durability::Full,
@@ -112,8 +136,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         if recovered > 0 {
             tracing::warn!(recovered, "messages that were being delivered when the engine stopped are queued again");
         }
-        let options =
-            EngineOptions { certificate_warning_days: args.certificate_warning_days, ..EngineOptions::default() };
+        let options = EngineOptions { certificate_warning_days: warning_days, ..EngineOptions::default() };
         let engine = Engine::with_options(config, store, options)?;
         engine.start().await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, store = %db.display(), "ready");
@@ -140,17 +163,59 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The productions file in the configuration folder when the options file
+/// names none.
+const DEFAULT_PRODUCTIONS_FILE: &str = "productions.yaml";
+
+/// The productions file to run: `--config`, or the options file's
+/// `productions_file` (else `productions.yaml`) in `--config-dir`. There,
+/// and only there, a missing file is the add-on's first start: a commented
+/// example is written, so that a new user sees a device in Home Assistant
+/// at once. A `--config` that does not exist stays an error, since whoever
+/// typed it meant a file that is not there. `None` when the error has been
+/// printed.
+fn productions_path(args: &RunArgs, options: &AddonOptions) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(path) = &args.config {
+        return Ok(Some(path.clone()));
+    }
+    let Some(dir) = &args.config_dir else {
+        errln!(
+            "error: no productions file: give --config FILE (SWITCHBOARD_CONFIG), or --config-dir DIR \
+             (SWITCHBOARD_CONFIG_DIR) to run DIR/{DEFAULT_PRODUCTIONS_FILE}"
+        );
+        return Ok(None);
+    };
+    let path = dir.join(options.productions_file.as_deref().unwrap_or(DEFAULT_PRODUCTIONS_FILE));
+    if !path.exists() {
+        super::first_run::write_example(&path)?;
+        tracing::warn!(
+            file = %path.display(),
+            "no productions file yet: wrote a commented example there, which runs as it is; edit it and restart"
+        );
+    }
+    Ok(Some(path))
+}
+
 /// The port the ingress proxy connects to under the Supervisor.
 const INGRESS_PORT: u16 = 8099;
 /// The Supervisor's ingress proxy.
 const INGRESS_PROXY: &str = "172.30.32.2";
 
-/// The web server's settings from the flags, or `None` when it is off.
-fn web_options(flags: &super::WebFlags, retention_days: u32) -> anyhow::Result<Option<crate::web::WebOptions>> {
+/// The web server's settings from the flags and the options file, or
+/// `None` when it is off. A flag (or its variable) wins over the options
+/// file; the file's `web_allow` adds to the default sources rather than
+/// replacing them, so that listing another source in the add-on's
+/// Configuration tab cannot shut out the ingress proxy.
+fn web_options(
+    flags: &super::WebFlags,
+    options: &AddonOptions,
+    supervised: bool,
+    retention_days: u32,
+) -> anyhow::Result<Option<crate::web::WebOptions>> {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-    let supervised = std::env::var_os("SUPERVISOR_TOKEN").is_some();
+    let api_port = flags.api_port.or(options.api_port);
     let Some(port) = flags.web_port.or(supervised.then_some(INGRESS_PORT)) else {
-        if flags.api_port.is_some() {
+        if api_port.is_some() {
             anyhow::bail!("--api-port needs the web server: set --web-port (SWITCHBOARD_WEB_PORT) too");
         }
         return Ok(None);
@@ -163,7 +228,7 @@ fn web_options(flags: &super::WebFlags, retention_days: u32) -> anyhow::Result<O
     let default_allow: &[&str] = if supervised { &[INGRESS_PROXY] } else { &["127.0.0.1", "::1"] };
     let written: Vec<String> = match &flags.web_allow {
         Some(list) => list.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
-        None => default_allow.iter().map(|s| (*s).to_owned()).collect(),
+        None => default_allow.iter().map(|s| (*s).to_owned()).chain(options.web_allow.iter().cloned()).collect(),
     };
     let allow = if written.iter().any(|s| s.eq_ignore_ascii_case("any")) {
         None
@@ -174,22 +239,27 @@ fn web_options(flags: &super::WebFlags, retention_days: u32) -> anyhow::Result<O
             .collect::<anyhow::Result<Vec<_>>>()?;
         Some(nets)
     };
+    let too_short = |n: usize, source: &str| {
+        anyhow::anyhow!(
+            "API token {n} in {source} is shorter than 16 characters; use long random tokens (e.g. `openssl rand -hex 24`)"
+        )
+    };
     let mut tokens = Vec::new();
-    if let Ok(text) = std::env::var(&flags.api_tokens_env) {
+    let from_env = std::env::var(&flags.api_tokens_env).ok().filter(|t| !t.trim().is_empty());
+    if let Some(text) = from_env {
         for (n, part) in text.split([',', '\n']).map(str::trim).filter(|p| !p.is_empty()).enumerate() {
-            let token = crate::web::Token::new(part).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "API token {} in {} is shorter than 16 characters; use long random tokens (e.g. `openssl rand -hex 24`)",
-                    n + 1,
-                    flags.api_tokens_env
-                )
-            })?;
-            tokens.push(token);
+            tokens.push(crate::web::Token::new(part).ok_or_else(|| too_short(n + 1, &flags.api_tokens_env))?);
+        }
+    } else {
+        for (n, token) in options.api_tokens.iter().enumerate() {
+            tokens
+                .push(crate::web::Token::new(token.expose()).ok_or_else(|| too_short(n + 1, "the option api_tokens"))?);
         }
     }
-    if flags.api_port.is_some() && tokens.is_empty() {
+    if api_port.is_some() && tokens.is_empty() {
         anyhow::bail!(
-            "--api-port needs API tokens: put them in the environment variable {}, comma-separated",
+            "--api-port needs API tokens: put them in the environment variable {}, comma-separated (in the add-on: \
+             the option api_tokens)",
             flags.api_tokens_env
         );
     }
@@ -197,7 +267,7 @@ fn web_options(flags: &super::WebFlags, retention_days: u32) -> anyhow::Result<O
     Ok(Some(crate::web::WebOptions {
         listen: SocketAddr::new(host, port),
         allow,
-        direct: flags.api_port.map(|p| SocketAddr::new(host_for_direct(host), p)),
+        direct: api_port.map(|p| SocketAddr::new(host_for_direct(host), p)),
         tokens,
         cors_origins,
         retention_days,
