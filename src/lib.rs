@@ -6,7 +6,8 @@
 //! `switchboard` binary is a thin layer over [`cli`]. The durable [`store`]
 //! keeps every message; [`tls`] holds the TLS configurations and the
 //! certificate doctor; [`ha`] publishes the engine to Home Assistant, and
-//! [`web`] serves the web UI, the REST API and the metrics.
+//! [`web`] serves the web UI, the REST API and the metrics. [`backup`]
+//! copies the store while it runs, for Home Assistant's backups.
 //!
 //! `ARCHITECTURE.md` at the root of the repository is the map: each
 //! module's job in data-flow order, the numbered invariants that comments
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod engine;

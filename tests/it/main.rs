@@ -13,6 +13,7 @@ mod common;
 mod mqtt_support;
 mod ports;
 
+mod addon;
 mod browser;
 mod cli;
 mod config;

@@ -1,0 +1,4 @@
+//! The Home Assistant add-on: what the Supervisor, the add-on linter and
+//! the container rely on, tested without Docker.
+
+mod backup;
