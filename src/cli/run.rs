@@ -119,6 +119,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // output stop an engine, whose log goes to standard error.
     let _ = check_tls(&config, warning_days);
     runtime.block_on(async move {
+        let stop = shutdown_signal().context("cannot listen for SIGTERM")?;
         let durability = match config.store.durability {
             config::Durability::Full => Durability::Full,
             config::Durability::Normal => Durability::Normal,
@@ -149,7 +150,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
-        shutdown_signal().await;
+        stop.await;
         tracing::info!("shutting down");
         purge.abort();
         bridge.refuse_commands();
@@ -303,21 +304,28 @@ async fn purge_loop(engine: Engine, retention_days: u32) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Listens for Ctrl-C and SIGTERM from now on. A signal that arrives while
+/// the engine is still starting is kept, and stops it gracefully once it
+/// has started, rather than killing the process midway, as the signal's
+/// default would (the Supervisor stops an add-on that way whenever it
+/// likes, a start just under way included).
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-            let _ = ctrl_c.await;
-            return;
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn init_tracing(filter: &str) -> anyhow::Result<()> {

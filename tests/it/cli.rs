@@ -506,6 +506,27 @@ fn run_logs_its_absolute_store_path_and_stops_on_sigterm() {
     assert!(engine.child.wait().unwrap().success());
 }
 
+/// A SIGTERM while the engine is still starting (the store is open, the
+/// productions are not running yet) stops it gracefully once started,
+/// rather than killing it midway.
+#[test]
+fn run_stops_gracefully_on_a_sigterm_during_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "productions:\n  adt:\n    items:\n      - name: Out\n        kind: file_out\n        path: out\n";
+    std::fs::write(dir.path().join("productions.yaml"), yaml).unwrap();
+    let mut engine = Running::start(dir.path(), &["--config", "productions.yaml", "--data-dir", "data"]);
+    let opened = dir.path().join("data/switchboard.db-inbound-1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !opened.exists() {
+        assert!(std::time::Instant::now() < deadline, "the store was not opened");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let term = Command::new("kill").args(["-TERM", &engine.child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    engine.wait_for("stopped");
+    assert!(engine.child.wait().unwrap().success());
+}
+
 /// A message that no rule matches is logged by its control id (MSH-10),
 /// which the sender knows it by, and without its content.
 #[test]
