@@ -67,6 +67,17 @@ pub enum Command {
     /// TLS configurations: the certificate doctor (`check`), certificate
     /// inspection (`inspect`) and a test PKI (`new-ca`, `new-cert`).
     Tls(tls::TlsArgs),
+    /// Write a consistent copy of the message store, `switchboard-backup.db`
+    /// in the data folder, without stopping the engine; with `--remove`,
+    /// delete it again.
+    ///
+    /// The Home Assistant add-on runs it before and after each backup
+    /// (`backup_pre`, `backup_post`), whose archive leaves the live files of
+    /// the store out. The copy holds every message acknowledged before it
+    /// started. When `switchboard run` starts on a data folder that holds
+    /// the copy but no store (a restored backup), the copy becomes the
+    /// store.
+    Backup(BackupArgs),
 }
 
 /// Arguments of `switchboard run`.
@@ -99,12 +110,30 @@ pub struct RunArgs {
     /// 30].
     #[arg(long, env = "SWITCHBOARD_CERTIFICATE_WARNING_DAYS")]
     pub certificate_warning_days: Option<u32>,
+    /// After a graceful stop, give the store's file a second name,
+    /// `switchboard-backup.db` (a hard link), for backups that leave the
+    /// live files out and are taken while Switchboard is stopped (the Home
+    /// Assistant add-on's). The next start removes it.
+    #[arg(long, env = "SWITCHBOARD_BACKUP_COPY_AT_STOP")]
+    pub backup_copy_at_stop: bool,
     /// MQTT broker and Home Assistant discovery.
     #[command(flatten, next_help_heading = "Home Assistant (MQTT)")]
     pub mqtt: MqttFlags,
     /// The web UI and REST API.
     #[command(flatten, next_help_heading = "Web UI and API")]
     pub web: WebFlags,
+}
+
+/// Arguments of `switchboard backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The folder of the message store, as given to `run`.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "switchboard-data")]
+    pub data_dir: PathBuf,
+    /// Remove the copy (once the backup holds it) instead of writing it.
+    /// A copy is kept when the store exists only as the copy.
+    #[arg(long)]
+    pub remove: bool,
 }
 
 /// The web flags of `switchboard run`.
@@ -313,6 +342,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Check(args) => run::check(&args),
         Command::Tls(args) => tls::run(&args),
+        Command::Backup(args) => run::backup(&args),
     };
     match result {
         Ok(code) => code,

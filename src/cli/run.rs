@@ -6,7 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 
-use super::{CheckArgs, RunArgs};
+use super::{BackupArgs, CheckArgs, RunArgs};
+use crate::backup::{self, Restored};
 use crate::config::{self, Config};
 use crate::engine::{Engine, EngineOptions};
 use crate::ha::AddonOptions;
@@ -61,6 +62,29 @@ fn check_tls(config: &Config, warning_days: u32) -> anyhow::Result<bool> {
         }
     }
     Ok(errors)
+}
+
+pub(super) fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = &args.data_dir;
+    if args.remove {
+        if backup::remove_copy(data_dir).context("cannot remove the backup copy")? {
+            outln!("removed {}", data_dir.join(backup::COPY_FILE).display())?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let copied = runtime.block_on(backup::copy(data_dir)).context("cannot copy the message store")?;
+    match copied {
+        backup::Copied::Written { path, bytes, elapsed } => outln!(
+            "wrote {} ({:.1} MiB in {} ms)",
+            path.display(),
+            bytes as f64 / (1024.0 * 1024.0),
+            elapsed.as_millis()
+        )?,
+        backup::Copied::OnlyTheCopy(path) => outln!("the store is only in {}: nothing to copy", path.display())?,
+        backup::Copied::NoStore => outln!("no message store in {} yet: nothing to copy", data_dir.display())?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
@@ -130,7 +154,19 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         // the log may not know.
         let data_dir = std::path::absolute(&args.data_dir)
             .with_context(|| format!("cannot resolve the data directory {}", args.data_dir.display()))?;
-        let db = data_dir.join("switchboard.db");
+        let db = data_dir.join(backup::STORE_FILE);
+        match backup::restore_from_copy(&data_dir) {
+            Ok(Restored::FromCopy) => tracing::warn!(
+                copy = backup::COPY_FILE,
+                "the message store was restored from a backup: its copy is the store now"
+            ),
+            Ok(Restored::CopyRemoved) => tracing::info!(
+                copy = backup::COPY_FILE,
+                "removed an older copy of the message store (the store beside it is newer)"
+            ),
+            Ok(_) => {}
+            Err(e) => return Err(e).context("cannot restore the message store from its backup copy"),
+        }
         let low_background_priority = config.store.background_priority == config::BackgroundPriority::Low;
         let (store, recovered) = Store::open(&db, StoreOptions { durability, low_background_priority })
             .with_context(|| format!("cannot open the message store {}", db.display()))?;
@@ -159,6 +195,9 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         engine.shutdown().await;
         bridge.shutdown().await;
+        if args.backup_copy_at_stop {
+            keep_copy_at_rest(&engine, &data_dir);
+        }
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
@@ -280,6 +319,23 @@ fn web_options(
 /// unless the web UI was pinned to one.
 fn host_for_direct(web_host: std::net::IpAddr) -> std::net::IpAddr {
     if web_host.is_loopback() { web_host } else { std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) }
+}
+
+/// After a graceful stop, the store's file under the copy's name too (see
+/// [`backup::keep_copy_at_rest`]), unless the store could not commit
+/// everything it took (then the copy would lack it, and a backup taken
+/// while stopped is better without one).
+fn keep_copy_at_rest(engine: &Engine, data_dir: &std::path::Path) {
+    if let Some(trouble) = engine.store().commit_trouble().borrow().clone() {
+        tracing::warn!(
+            reason = %trouble,
+            "the message store is not kept for backups taken while stopped: it could not commit everything"
+        );
+        return;
+    }
+    if let Err(e) = backup::keep_copy_at_rest(data_dir) {
+        tracing::warn!(error = %e, "the message store is not kept for backups taken while stopped");
+    }
 }
 
 async fn purge_loop(engine: Engine, retention_days: u32) {

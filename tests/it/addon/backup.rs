@@ -1,17 +1,26 @@
-//! The store's backup copy: what only the store's logs hold is in it, and
-//! the rules for a copy beside a store (removed after the backup, removed
-//! when the store is newer, the store when it is alone, a second name after
-//! a stop).
+//! The store's backup copy: taken by `switchboard backup` while the real
+//! binary takes MLLP traffic on several connections and delivers it,
+//! restored into an empty folder, checked, and run on; what only the
+//! store's logs hold is in it; and the rules for a
+//! copy beside a store (removed after the backup, removed when the store
+//! is newer, the store when it is alone, a second name after a stop).
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchboard::backup::{self, Copied, Restored};
 use switchboard::engine::Engine;
+use switchboard::hl7::{Message, Reply};
+use switchboard::mllp::MllpClient;
 use switchboard::store::{Header, Refuse, Status, Store, StoreOptions};
+use tokio::time::Instant;
 
-use crate::common::{PRODUCTION, Receiver, all_headers, free_port};
+use crate::common::{self, PRODUCTION, Receiver, all_headers, free_port, hl7};
+use crate::mqtt_support::{KillOnDrop, spawn_switchboard};
 
 /// mllp_in → mllp_out to `out_port`, production `p`.
 fn pipeline(in_port: u16, out_port: u16) -> String {
@@ -34,9 +43,129 @@ fn pipeline(in_port: u16, out_port: u16) -> String {
     )
 }
 
+/// Control ids acknowledged, with when each acknowledgment arrived.
+type Acked = Arc<Mutex<Vec<(String, Instant)>>>;
+
+/// Sends on one connection until `stop`, a count or a deadline; records
+/// every positive acknowledgment.
+async fn sender(port: u16, n: usize, acked: Acked, stop: Arc<AtomicBool>) {
+    let mut client =
+        MllpClient::connect(&format!("127.0.0.1:{port}"), Duration::from_secs(10)).await.expect("connect a sender");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for i in 0..100_000 {
+        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+            return;
+        }
+        let id = format!("L{n}-{i}");
+        let reply = client.exchange(&hl7("ADT^A01", &id), Duration::from_secs(30)).await.expect("an ACK");
+        let reply = Reply::read(&Message::parse(&reply).expect("the ACK parses"));
+        assert_eq!(reply.msa.map(|m| m.0).as_deref(), Some("AA"), "{id} not accepted");
+        acked.lock().unwrap().push((id, Instant::now()));
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    assert!(common::eventually(timeout, &mut check).await, "timed out waiting for {what}");
+}
+
+/// SIGTERM, as the Supervisor stops the add-on; waits for a clean exit.
+async fn stop_engine(engine: &mut KillOnDrop) {
+    let mut child = engine.0.take().expect("a running engine");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
 /// Every control id in the store.
 fn control_ids(store: &Store) -> HashSet<String> {
     all_headers(store).into_iter().filter_map(|h| h.control_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_taken_under_load_restores_every_message_acknowledged_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let receiver = Receiver::start().await;
+    let in_port = free_port();
+    let config = dir.path().join("productions.yaml");
+    std::fs::write(&config, pipeline(in_port, receiver.port)).unwrap();
+    let mut engine = KillOnDrop(Some(spawn_switchboard(&config, &data, &[], &[])));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while MllpClient::connect(&format!("127.0.0.1:{in_port}"), Duration::from_secs(1)).await.is_err() {
+        assert!(Instant::now() < deadline, "the listener did not open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..4).map(|n| tokio::spawn(sender(in_port, n, acked.clone(), stop.clone()))).collect();
+    wait_for("traffic", Duration::from_secs(60), || acked.lock().unwrap().len() >= 1000).await;
+
+    // The copy, as backup_pre runs it: another process, while the
+    // senders go on.
+    let started = Instant::now();
+    let data_arg = data.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_switchboard")).arg("backup").arg("--data-dir").arg(&data_arg).output()
+    })
+    .await
+    .unwrap()
+    .expect("run switchboard backup");
+    let ended = Instant::now();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("wrote ") && stdout.contains("switchboard-backup.db"), "{stdout}");
+    wait_for("traffic after the copy", Duration::from_secs(60), || {
+        acked.lock().unwrap().iter().filter(|(_, at)| *at > ended).count() >= 200
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.await.expect("a sender failed");
+    }
+    let acked = acked.lock().unwrap().clone();
+    let before: Vec<&String> = acked.iter().filter(|(_, at)| *at < started).map(|(id, _)| id).collect();
+    let during = acked.iter().filter(|(_, at)| *at >= started && *at <= ended).count();
+    eprintln!(
+        "backup: {} ms; {} messages acknowledged before it, {during} while it ran, {} after",
+        (ended - started).as_millis(),
+        before.len(),
+        acked.len() - before.len() - during
+    );
+
+    stop_engine(&mut engine).await;
+
+    // Restored as the Supervisor restores a backup: the copy alone in an
+    // empty data folder.
+    let restored = dir.path().join("restored");
+    std::fs::create_dir(&restored).unwrap();
+    std::fs::copy(data.join(backup::COPY_FILE), restored.join(backup::COPY_FILE)).unwrap();
+    {
+        let conn = rusqlite::Connection::open(restored.join(backup::COPY_FILE)).unwrap();
+        let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok");
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "delete", "the copy needs no write-ahead log beside it");
+    }
+    // `switchboard run` makes the copy the store, and runs on it.
+    let config = dir.path().join("restored.yaml");
+    std::fs::write(&config, pipeline(free_port(), receiver.port)).unwrap();
+    let mut engine = KillOnDrop(Some(spawn_switchboard(&config, &restored, &[], &[])));
+    wait_for("the copy to become the store", Duration::from_secs(60), || {
+        restored.join("switchboard.db-inbound-0").exists() && !restored.join(backup::COPY_FILE).exists()
+    })
+    .await;
+    stop_engine(&mut engine).await;
+    let (store, _) = Store::open(&restored.join(backup::STORE_FILE), StoreOptions::default()).expect("open the copy");
+    let ids = control_ids(&store);
+    let missing: Vec<&&String> = before.iter().filter(|id| !ids.contains(id.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages missing from the copy, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    store.close().await;
 }
 
 /// An engine on `dir/switchboard.db`, as `switchboard run` names it.
