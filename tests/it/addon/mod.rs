@@ -2,3 +2,5 @@
 //! the container rely on, tested without Docker.
 
 mod backup;
+mod container;
+mod manifest;
