@@ -28,4 +28,5 @@ pub mod store;
 pub mod tls;
 pub mod web;
 
+mod rate_limit;
 mod sync;

@@ -23,7 +23,6 @@ mod intake;
 mod items;
 mod latency;
 mod production;
-mod rate_limit;
 mod replies;
 pub mod status;
 

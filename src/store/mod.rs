@@ -118,7 +118,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rusqlite::{Connection, params};
@@ -135,6 +135,7 @@ use queues::Queues;
 use sql::now_millis;
 use writer::Writer;
 
+use crate::rate_limit::RateLimit;
 use crate::sync::LockExt as _;
 pub use error::StoreError;
 pub use facts::MAX_PATIENT_BYTES;
@@ -173,6 +174,9 @@ struct Inner {
     queues: Arc<Queues>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     faults: FaultHook,
+    /// Event entries dropped while the writer is saturated: one warning a
+    /// minute with the count, not one per entry.
+    dropped_events: RateLimit,
 }
 
 impl Store {
@@ -243,6 +247,7 @@ impl Store {
             log_thread: Mutex::new(log_thread),
             progress,
             faults,
+            dropped_events: RateLimit::new(1, Duration::from_secs(60)),
         };
         Ok((Self { inner: Arc::new(inner) }, recovered))
     }
@@ -421,8 +426,11 @@ impl Store {
     /// Appends to the event log without waiting; dropped (and traced) if the
     /// writer is saturated, so logging can never stall message traffic.
     pub fn log_event(&self, event: Event) {
-        if self.inner.ops.try_send(Op::Event(event, None)).is_err() {
-            tracing::warn!("event log entry dropped: the store writer is saturated or closed");
+        if self.inner.ops.try_send(Op::Event(event, None)).is_err()
+            && let Some(pass) = self.inner.dropped_events.check()
+        {
+            let suffix = pass.suffix();
+            tracing::warn!("event log entry dropped: the store writer is saturated or closed{suffix}");
         }
     }
 

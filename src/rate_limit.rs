@@ -8,6 +8,9 @@
 //! warning gets a [`RateLimit`]: a few lines per interval go through, the
 //! rest are counted, and the next line that goes through says how many
 //! were left out. Nothing is lost but the repetition.
+//!
+//! The store uses one too: a warning that the event log dropped an entry
+//! repeats for as long as its writer is saturated.
 
 use crate::sync::LockExt as _;
 use std::sync::Mutex;
