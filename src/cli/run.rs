@@ -175,17 +175,15 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         let options = EngineOptions { certificate_warning_days: warning_days, ..EngineOptions::default() };
         let engine = Engine::with_options(config, store, options)?;
+        let web = match web_options {
+            Some(options) => Some(crate::web::bind(options).await?),
+            None => None,
+        };
         engine.start().await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, store = %db.display(), "ready");
         let purge = tokio::spawn(purge_loop(engine.clone(), retention_days));
         let bridge = crate::ha::start(engine.clone(), ha_settings);
-        let web = match web_options {
-            Some(mut options) => {
-                options.mqtt = Some(bridge.watch_status());
-                Some(crate::web::start(engine.clone(), options).await?)
-            }
-            None => None,
-        };
+        let web = web.map(|listeners| listeners.serve(engine.clone(), Some(bridge.watch_status())));
         stop.await;
         tracing::info!("shutting down");
         purge.abort();
@@ -311,7 +309,6 @@ fn web_options(
         tokens,
         cors_origins,
         retention_days,
-        mqtt: None,
     }))
 }
 

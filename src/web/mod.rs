@@ -65,9 +65,6 @@ pub struct WebOptions {
     pub cors_origins: Vec<String>,
     /// How many days of messages the store keeps (shown on the store page).
     pub retention_days: u32,
-    /// The MQTT bridge's state, for the UI and `/metrics`; `None` without
-    /// a bridge.
-    pub mqtt: Option<watch::Receiver<crate::ha::MqttStatus>>,
 }
 
 /// Why the web server could not start.
@@ -75,12 +72,12 @@ pub struct WebOptions {
 #[non_exhaustive]
 pub enum WebError {
     /// A listener could not bind its address.
-    #[error("the web server cannot listen on {addr}: {source}; choose another port or stop what holds it")]
+    #[error("the web server cannot listen on {addr}: {reason}; choose another port or stop what holds it")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message already, so not its source).
+        reason: std::io::Error,
     },
     /// A CORS origin is not one.
     #[error("{0:?} is not an origin; write it as https://host or https://host:port")]
@@ -133,11 +130,30 @@ impl WebServer {
 }
 
 /// Binds the listeners and serves until [`WebServer::shutdown`].
+/// Binds the listeners and serves until [`WebServer::shutdown`], without
+/// the MQTT bridge's state: [`bind`] then [`Listeners::serve`].
 pub async fn start(engine: Engine, options: WebOptions) -> Result<WebServer, WebError> {
+    Ok(bind(options).await?.serve(engine, None))
+}
+
+/// The web server's listeners, bound and not yet serving.
+///
+/// `switchboard run` binds them before any production starts, so that a
+/// port another program holds stops it before a message has been taken
+/// in, not after; until [`serve`](Self::serve), connections wait in the
+/// listen backlog.
+pub struct Listeners {
+    bound: Vec<(TcpListener, SocketAddr, access::Access)>,
+    csrf: Arc<str>,
+    cors_origins: Vec<HeaderValue>,
+    retention_days: u32,
+}
+
+/// Checks the options and binds the listeners.
+pub async fn bind(options: WebOptions) -> Result<Listeners, WebError> {
     let mut csrf = [0u8; 32];
     ring::rand::SystemRandom::new().fill(&mut csrf).map_err(|_| WebError::NoRandomness)?;
     let csrf: Arc<str> = csrf.iter().map(|b| format!("{b:02x}")).collect::<String>().into();
-    let app = App { engine, csrf: csrf.clone(), retention_days: options.retention_days, mqtt: options.mqtt.clone() };
     let cors_origins = options
         .cors_origins
         .iter()
@@ -148,37 +164,47 @@ pub async fn start(engine: Engine, options: WebOptions) -> Result<WebServer, Web
             valid.then(|| HeaderValue::from_str(o).ok()).flatten().ok_or_else(|| WebError::Origin(o.to_owned()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let tokens: Arc<[Token]> = options.tokens.clone().into();
-    let ui = access::Access {
-        allow: options.allow.as_ref().map(|nets| nets.clone().into()),
-        tokens: tokens.clone(),
-        csrf: csrf.clone(),
-    };
+    let tokens: Arc<[Token]> = options.tokens.into();
+    let ui = access::Access { allow: options.allow.map(Into::into), tokens: tokens.clone(), csrf: csrf.clone() };
     let mut listeners = vec![(options.listen, ui)];
     if let Some(direct) = options.direct {
-        listeners.push((direct, access::Access { allow: Some(Arc::new([])), tokens, csrf }));
+        listeners.push((direct, access::Access { allow: Some(Arc::new([])), tokens, csrf: csrf.clone() }));
     }
-    let (stop, stopped) = watch::channel(false);
-    let mut addrs = Vec::new();
-    let mut tasks = Vec::new();
+    let mut bound = Vec::new();
     for (addr, access) in listeners {
-        let listener = TcpListener::bind(addr).await.map_err(|source| WebError::Bind { addr, source })?;
-        let bound = listener.local_addr().map_err(|source| WebError::Bind { addr, source })?;
-        addrs.push(bound);
-        let router = router(app.clone(), access, &cors_origins);
-        let mut stopped = stopped.clone();
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
-                tracing::error!(error = %e, "the web server stopped");
-            }
-        }));
-        tracing::info!(address = %bound, "web server listening");
+        let listener = TcpListener::bind(addr).await.map_err(|reason| WebError::Bind { addr, reason })?;
+        let local = listener.local_addr().map_err(|reason| WebError::Bind { addr, reason })?;
+        bound.push((listener, local, access));
     }
-    Ok(WebServer { addrs, stop, tasks })
+    Ok(Listeners { bound, csrf, cors_origins, retention_days: options.retention_days })
+}
+
+impl Listeners {
+    /// Serves on every listener until [`WebServer::shutdown`]; `mqtt` is
+    /// the MQTT bridge's state, for the UI and `/metrics` (`None` without a
+    /// bridge).
+    pub fn serve(self, engine: Engine, mqtt: Option<watch::Receiver<crate::ha::MqttStatus>>) -> WebServer {
+        let app = App { engine, csrf: self.csrf, retention_days: self.retention_days, mqtt };
+        let (stop, stopped) = watch::channel(false);
+        let mut addrs = Vec::new();
+        let mut tasks = Vec::new();
+        for (listener, bound, access) in self.bound {
+            addrs.push(bound);
+            let router = router(app.clone(), access, &self.cors_origins);
+            let mut stopped = stopped.clone();
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            tasks.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
+                    tracing::error!(error = %e, "the web server stopped");
+                }
+            }));
+            tracing::info!(address = %bound, "web server listening");
+        }
+        WebServer { addrs, stop, tasks }
+    }
 }
 
 /// Every route of one listener, behind its access rules.

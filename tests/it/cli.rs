@@ -549,6 +549,38 @@ fn run_names_a_message_no_rule_matched_by_its_control_id() {
     assert!(!warning.contains("DOE"), "{warning}");
 }
 
+/// A web port that another program holds stops `run` before any
+/// production has started (no message taken in and then abandoned), with
+/// one line that names the address and the fix.
+#[test]
+fn run_stops_before_any_production_starts_when_the_web_port_is_held() {
+    let web_port = common::free_port();
+    let _held = std::net::TcpListener::bind(("127.0.0.1", web_port)).unwrap();
+    let mllp_port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "productions:\n  adt:\n    items:\n      - name: In\n        kind: mllp_in\n        host: 127.0.0.1\n        \
+         port: {mllp_port}\n        targets: [Out]\n      - name: Out\n        kind: file_out\n        path: out\n"
+    );
+    std::fs::write(dir.path().join("productions.yaml"), yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .current_dir(dir.path())
+        .args(["run", "--config", "productions.yaml", "--data-dir", "data", "--web-port", &web_port.to_string()])
+        .env_remove("SUPERVISOR_TOKEN")
+        .env_remove("SWITCHBOARD_OPTIONS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(error.contains(&format!("cannot listen on 127.0.0.1:{web_port}")), "{stderr}");
+    assert!(error.contains("choose another port"), "{error}");
+    assert_eq!(error.matches("Address already in use").count(), 1, "the reason once: {error}");
+    let started = stderr.lines().any(|l| l.contains(" ready ") || l.contains(" listening "));
+    assert!(!started, "no production started: {stderr}");
+    assert!(std::net::TcpListener::bind(("127.0.0.1", mllp_port)).is_ok(), "the MLLP port was never taken");
+}
+
 #[test]
 fn check_warns_about_a_port_another_program_holds() {
     // A port below the ephemeral range: released, it must stay free, and one

@@ -38,7 +38,6 @@ pub(crate) fn open_options() -> WebOptions {
         tokens: Vec::new(),
         cors_origins: Vec::new(),
         retention_days: 30,
-        mqtt: None,
     }
 }
 
@@ -60,7 +59,6 @@ impl Web {
             tokens: vec![Token::new(TOKEN).unwrap()],
             cors_origins: vec!["https://dashboard.example.org".into()],
             retention_days: 30,
-            mqtt: None,
         };
         let server = switchboard::web::start(engine.clone(), options).await.unwrap();
         let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
