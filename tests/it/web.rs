@@ -296,6 +296,31 @@ async fn cors_admits_only_configured_origins_and_answers_preflight() {
     web.stop().await;
 }
 
+/// When the store's writer is gone, every request that changes the store
+/// gets a 503 problem document naming the store, not a hang or a 500,
+/// while searches (on their own connection) still answer; `/readyz` says
+/// so for a probe, and `/healthz` (the process answers) stays ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_answers_503_and_readiness_fails_while_health_stays_ok() {
+    let web = Web::start(None, false).await;
+    let csrf = web.csrf().await;
+    web.engine.store().close().await;
+    let requests = [
+        ("/api/v1/store/purge", None),
+        ("/api/v1/productions/p/items/Files/resend-all", Some(serde_json::json!({"expected": 0}))),
+    ];
+    for (path, json) in requests {
+        let body = problem(web.post(path, Some(&csrf), json).await, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert!(body["detail"].as_str().unwrap().contains("message store"), "{path}: {body}");
+    }
+    assert_eq!(web.get("/api/v1/messages").await.status(), StatusCode::OK, "the viewer still reads");
+    let ready = web.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.text().await.unwrap(), "the message store is closed\n");
+    assert_eq!(web.get("/healthz").await.status(), StatusCode::OK);
+    web.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_status_stream_and_certificates() {
     let web = Web::start(None, false).await;
