@@ -64,8 +64,8 @@ pub struct AddonOptions {
     unknown: Vec<String>,
 }
 
-/// The `mqtt` options.
-#[derive(Debug, Default, Deserialize)]
+/// The `mqtt` options. Its `Debug` leaves the password out.
+#[derive(Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct MqttOptions {
     pub(crate) host: Option<String>,
@@ -85,8 +85,27 @@ pub(crate) struct MqttOptions {
     unknown: BTreeMap<String, serde_json::Value>,
 }
 
+impl std::fmt::Debug for MqttOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &format_args!("{}", if self.password.is_some() { "\"***\"" } else { "None" }))
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("key_password_env", &self.key_password_env)
+            .field("skip_host_check", &self.skip_host_check)
+            .field("client_id", &self.client_id)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The file as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default)]
 struct File {
     log_level: Option<String>,
@@ -230,6 +249,18 @@ mod tests {
         let o = read(r#"{"log_level":"","colour":"blue","mqtt":{"hots":"x","host":""},"api_port":""}"#).unwrap();
         assert_eq!(o.unknown_keys(), ["colour", "mqtt.hots"]);
         assert_eq!((o.log_filter(), o.mqtt.host.as_deref(), o.api_port), (None, None, None));
+    }
+
+    #[test]
+    fn debug_output_shows_no_password_or_token() {
+        let o = read(
+            r#"{"api_tokens":["token-0123456789abcdef"],"mqtt":{"host":"broker","username":"u",
+                "password":"pass-0123456789"}}"#,
+        )
+        .unwrap();
+        let text = format!("{o:?}");
+        assert!(text.contains("broker") && text.contains("\"***\""), "{text}");
+        assert!(!text.contains("pass-0123456789") && !text.contains("token-0123456789abcdef"), "{text}");
     }
 
     #[test]

@@ -261,14 +261,25 @@ fn check_prefix(value: &str) -> Result<(), SettingsError> {
 }
 
 /// What the environment holds that matters here (passed in so tests do not
-/// touch the process environment).
-#[derive(Debug, Clone, Default)]
+/// touch the process environment). Its `Debug` says which values are set,
+/// never what they are.
+#[derive(Clone, Default)]
 pub struct Environment {
     /// The Supervisor's token: `SUPERVISOR_TOKEN`, or `HASSIO_TOKEN`, its
     /// older name.
     pub supervisor_token: Option<String>,
     /// The value of the variable named by `--mqtt-password-env`.
     pub mqtt_password: Option<String>,
+}
+
+impl fmt::Debug for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |v: &Option<String>| if v.is_some() { "\"***\"" } else { "None" };
+        f.debug_struct("Environment")
+            .field("supervisor_token", &format_args!("{}", set(&self.supervisor_token)))
+            .field("mqtt_password", &format_args!("{}", set(&self.mqtt_password)))
+            .finish()
+    }
 }
 
 impl Environment {
@@ -383,6 +394,12 @@ mod tests {
         assert_eq!(s.broker, BrokerSource::Off);
         assert_eq!(s.discovery_prefix, "homeassistant");
         assert_eq!(s.instance_id, "switchboard");
+    }
+
+    #[test]
+    fn the_environment_never_shows_its_secrets() {
+        let env = Environment { supervisor_token: Some("sv-token-1234".into()), mqtt_password: None };
+        assert_eq!(format!("{env:?}"), "Environment { supervisor_token: \"***\", mqtt_password: None }");
     }
 
     #[test]
