@@ -27,6 +27,7 @@ mod mllp_codec;
 mod mqtt;
 mod mqtt_mosquitto;
 mod search;
+mod secrets;
 mod store;
 mod tls;
 mod web;

@@ -28,7 +28,7 @@ use crate::mqtt_support::*;
 /// Starts rumqttd on a free port of 127.0.0.1 (optionally with one user)
 /// and waits until it accepts connections. Its threads live as long as the
 /// test process.
-async fn start_broker(user: Option<(&str, &str)>) -> u16 {
+pub(crate) async fn start_broker(user: Option<(&str, &str)>) -> u16 {
     let port = free_port();
     let auth = user.map(|(u, p)| json!({ u: p }));
     let config = json!({
