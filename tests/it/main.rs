@@ -19,6 +19,7 @@ mod cli;
 mod config;
 mod crash_recovery;
 mod demo;
+mod downstream_faults;
 mod engine;
 mod engine_tls;
 mod fixtures;

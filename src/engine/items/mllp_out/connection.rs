@@ -7,6 +7,7 @@
 //! retried; only a reply, a response timeout on a live connection, or a
 //! message that can never be sent is judged by the reply code actions.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use super::super::ItemCtx;
 use crate::config::MllpOutConfig;
 use crate::mllp::{ClientError, ClientTls, MllpClient, MllpCodec, MllpError, Stream};
+use crate::rate_limit::RateLimit;
 use crate::store::EventLevel;
 use crate::tls::TlsConfigHandle;
 
@@ -29,6 +31,22 @@ const CHECK_IDLE_AFTER: Duration = Duration::from_millis(20);
 /// How long transport failures may go on before the item is put in error
 /// when `failure_timeout` is `forever` (the file's default otherwise).
 const FOREVER_TROUBLED_AFTER: Duration = Duration::from_secs(15);
+
+/// How many control ids of messages answered on a connection are kept to
+/// recognise a reply that comes again: a receiver that repeats a reply
+/// does so at once, so the last few messages are enough (a window of the
+/// largest `pipeline_depth`, twice).
+const ANSWERED_KEPT: usize = 2 * MllpOutConfig::MAX_PIPELINE_DEPTH;
+
+/// Replies naming a message already answered that are passed over while
+/// one reply is awaited; past this the receiver's replies are taken to be
+/// out of step with the messages, and the connection is dropped.
+pub(super) const STALE_LIMIT: usize = 4;
+
+/// Warnings of one kind a receiver can cause, per [`WARN_INTERVAL`].
+const WARN_BURST: u32 = 5;
+/// See [`WARN_BURST`].
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What one attempt at a message produced.
 pub(super) enum Attempt {
@@ -63,6 +81,13 @@ impl Failure {
     pub(super) fn closed() -> Self {
         Failure::Transport(Transport { kind: TransportKind::Closed, detail: "not connected".to_owned() })
     }
+
+    /// The receiver's replies no longer match the messages sent: what
+    /// comes next on the connection cannot be trusted to answer anything.
+    pub(super) fn out_of_step() -> Self {
+        let detail = format!("{STALE_LIMIT} replies in a row named messages already answered");
+        Failure::Transport(Transport { kind: TransportKind::OutOfStep, detail })
+    }
 }
 
 /// Which part of the transport failed; named in the message's error text
@@ -80,6 +105,10 @@ pub(super) enum TransportKind {
     Closed,
     /// The connection was reset or broke otherwise.
     Reset,
+    /// The receiver kept answering messages already answered: the
+    /// connection was dropped, since the reply awaited cannot be told from
+    /// the stale ones.
+    OutOfStep,
 }
 
 impl TransportKind {
@@ -90,6 +119,7 @@ impl TransportKind {
             Self::Write => "write",
             Self::Closed => "connection closed",
             Self::Reset => "connection reset",
+            Self::OutOfStep => "replies out of step",
         }
     }
 }
@@ -154,6 +184,34 @@ pub(super) struct Connection {
     /// with a reply that matches no message in flight: from then on,
     /// until the item restarts, one message at a time.
     pub(super) one_at_a_time: bool,
+    /// Control ids of the messages answered on this connection, newest
+    /// last (at most [`ANSWERED_KEPT`]): a reply that names one of them
+    /// again is a duplicate, or a reply that came late, and never the reply
+    /// to the message now awaited. Emptied with each new connection, since
+    /// a reply never crosses connections.
+    answered: VecDeque<String>,
+    /// Bytes outside frames on this connection already warned about.
+    junk_reported: usize,
+    /// Warnings a misbehaving receiver causes, capped per kind.
+    limits: [RateLimit; Trouble::ALL.len()],
+}
+
+/// What a receiver did that is warned about, each kind rate-limited: a
+/// receiver that does it for every message must not flood the log or the
+/// event table (invariant 4).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Trouble {
+    /// A reply naming a message already answered (a duplicate or a late
+    /// reply), passed over.
+    Stale,
+    /// A reply that cannot be read: the connection is dropped after it.
+    Unreadable,
+    /// Bytes outside MLLP frames, dropped.
+    Junk,
+}
+
+impl Trouble {
+    const ALL: [Trouble; 3] = [Trouble::Stale, Trouble::Unreadable, Trouble::Junk];
 }
 
 impl Connection {
@@ -166,6 +224,9 @@ impl Connection {
             down_since: None,
             last_used: Instant::now(),
             one_at_a_time: false,
+            answered: VecDeque::with_capacity(ANSWERED_KEPT),
+            junk_reported: 0,
+            limits: Trouble::ALL.map(|_| RateLimit::new(WARN_BURST, WARN_INTERVAL)),
         }
     }
 
@@ -180,8 +241,51 @@ impl Connection {
     }
 
     pub(super) fn close(&mut self, ctx: &ItemCtx) {
+        self.answered.clear();
         if self.client.take().is_some() {
             ctx.stats().connection(false);
+        }
+    }
+
+    /// Notes that the message with this control id has had its reply on
+    /// this connection.
+    pub(super) fn answered(&mut self, control_id: Option<&str>) {
+        let Some(id) = control_id else { return };
+        if self.answered.len() == ANSWERED_KEPT {
+            self.answered.pop_front();
+        }
+        self.answered.push_back(id.to_owned());
+    }
+
+    /// Whether a reply naming `control_id` (MSA-2) names a message already
+    /// answered on this connection. The caller has checked first that it
+    /// names none of the messages awaiting their replies: a control id that
+    /// comes again (a sender's resend) is answered as the message awaited.
+    pub(super) fn was_answered(&self, control_id: Option<&str>) -> bool {
+        control_id.is_some_and(|id| self.answered.iter().any(|a| a == id))
+    }
+
+    /// Warns about what the receiver did, unless too many warnings of its
+    /// kind were written lately (then it is only counted). The text names
+    /// messages by their id in the store, never by their content.
+    pub(super) fn warn(&self, ctx: &ItemCtx, trouble: Trouble, text: impl FnOnce() -> String) {
+        let Some(pass) = self.limits[trouble as usize].check() else { return };
+        let text = format!("{}{}", text(), pass.suffix());
+        tracing::warn!(production = ctx.production_id(), item = ctx.name(), addr = %self.addr, "{text}");
+        ctx.event(EventLevel::Warning, "reply", text);
+    }
+
+    /// Warns when the receiver sent bytes outside MLLP frames since the
+    /// last call: they are dropped, and the frames around them are read as
+    /// usual.
+    pub(super) fn note_junk(&mut self, ctx: &ItemCtx) {
+        let Some(client) = self.client.as_ref() else { return };
+        let junk = client.discarded_bytes().saturating_sub(self.junk_reported);
+        self.junk_reported = client.discarded_bytes();
+        if junk > 0 {
+            self.warn(ctx, Trouble::Junk, || {
+                format!("the receiver sent {junk} bytes outside MLLP frames; they were dropped")
+            });
         }
     }
 
@@ -217,6 +321,8 @@ impl Connection {
             .await
             .map_err(|e| classify(e, true))?;
         self.client = Some(client);
+        self.answered.clear();
+        self.junk_reported = 0;
         ctx.stats().connection(true);
         Ok(())
     }

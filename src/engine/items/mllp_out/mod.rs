@@ -25,9 +25,10 @@ use bytes::Bytes;
 use super::ItemCtx;
 use crate::config::MllpOutConfig;
 use crate::hl7::{Message, Reply};
+use crate::mllp::ClientError;
 use crate::rules::reply_actions::{DeliveryOutcome, FinalAction, ReplyCodeActions};
 use crate::store::{EventLevel, Finished, Pending, Queued, Status};
-use connection::{Attempt, Connection, Failure, Transport, can_frame};
+use connection::{Attempt, Connection, Failure, STALE_LIMIT, Transport, Trouble, can_frame};
 
 /// Messages taken from the queue at a time, one at a time.
 const BATCH: usize = 32;
@@ -207,7 +208,11 @@ async fn deliver_batch(
             // Its reply came back ahead of its turn.
             let tries = progress.tries(next, message);
             match settle(ctx, config, actions, conn, message, Reached::Reply(reply), tries, &mut progress).await {
-                Ok(_) => next += 1,
+                Ok(Settled::Judged) => {
+                    conn.answered(message.control_id.as_deref());
+                    next += 1;
+                }
+                Ok(Settled::SentAgain) => next += 1,
                 Err(stopped) => return stopped,
             }
             continue;
@@ -321,11 +326,15 @@ async fn deliver(
             return Delivered::Cancelled;
         }
         let reused = conn.is_open();
-        let attempt = conn.attempt(ctx, config, &message.body).await;
+        let started = Instant::now();
+        let attempt = match conn.attempt(ctx, config, &message.body).await {
+            Attempt::Reply(bytes) => own_reply(ctx, config, conn, message, Returned::read(bytes), started).await,
+            Attempt::Failed(failure) => Err(failure),
+        };
         tries.attempts += 1;
         let reached = match attempt {
-            Attempt::Reply(bytes) => Reached::Reply(Returned::read(bytes)),
-            Attempt::Failed(Failure::Transport(failure)) => {
+            Ok(reply) => Reached::Reply(reply),
+            Err(Failure::Transport(failure)) => {
                 conn.transport_failed(ctx, config, &failure, tries.first);
                 if past_failure_timeout(config, tries.first) {
                     Reached::Transport(failure)
@@ -344,9 +353,9 @@ async fn deliver(
                     continue;
                 }
             }
-            Attempt::Failed(Failure::NoReply(text)) => Reached::NoReply(text),
-            Attempt::Failed(Failure::Unreadable(text)) => Reached::Unreadable(text),
-            Attempt::Failed(Failure::Unsendable(text)) => Reached::Unsendable(text),
+            Err(Failure::NoReply(text)) => Reached::NoReply(text),
+            Err(Failure::Unreadable(text)) => Reached::Unreadable(text),
+            Err(Failure::Unsendable(text)) => Reached::Unsendable(text),
         };
         match judge(ctx, config, actions, message, reached, &mut tries).await {
             Judged::Done(delivered) => return delivered,
@@ -357,6 +366,74 @@ async fn deliver(
             }
         }
     }
+}
+
+/// The reply to `message`, one at a time, among what comes back for it.
+///
+/// A reply that names a message already answered on this connection is a
+/// receiver answering twice, or a reply that came late: taken for this
+/// message's, it would complete a message whose real reply (perhaps an AE)
+/// is still to come, and every reply after it would be one message behind.
+/// It is passed over with a warning and the next one is read, within what
+/// is left of the response timeout; after [`STALE_LIMIT`] of them in a row
+/// the connection is dropped and the message sent again on a new one (a
+/// transport failure). A reply that names no message sent on this
+/// connection is this message's, judged by `:I?` as Ensemble does.
+///
+/// A reply that cannot be read is this message's too, but nothing after it
+/// can be trusted to be in step (was it the reply, or noise before it?), so
+/// the connection is closed after it.
+async fn own_reply(
+    ctx: &ItemCtx,
+    config: &MllpOutConfig,
+    conn: &mut Connection,
+    message: &Queued,
+    first: Returned,
+    started: Instant,
+) -> Result<Returned, Failure> {
+    let sent_id = message.control_id.as_deref();
+    let mut reply = first;
+    for passed in 1..=STALE_LIMIT {
+        conn.note_junk(ctx);
+        let names = reply.acknowledged();
+        if names == sent_id || !conn.was_answered(names) {
+            if reply.read.is_err() {
+                conn.warn(ctx, Trouble::Unreadable, || {
+                    format!("the reply to message {} cannot be read; the connection is closed", message.id)
+                });
+                conn.close(ctx);
+            } else {
+                conn.answered(sent_id);
+            }
+            return Ok(reply);
+        }
+        conn.warn(ctx, Trouble::Stale, || {
+            format!(
+                "a reply repeating one to an earlier message (a duplicate or a late reply) was passed over \
+                 while awaiting the reply to message {}",
+                message.id
+            )
+        });
+        if passed == STALE_LIMIT {
+            break;
+        }
+        let left = config.response_timeout.saturating_sub(started.elapsed());
+        let Some(client) = conn.client() else { return Err(Failure::closed()) };
+        match client.receive(left).await {
+            Ok(bytes) => reply = Returned::read(bytes),
+            Err(e) => {
+                conn.close(ctx);
+                return Err(match e {
+                    ClientError::ReplyTimeout(_) => {
+                        Failure::NoReply(ClientError::ReplyTimeout(config.response_timeout).to_string())
+                    }
+                    other => Failure::from_client(other),
+                });
+            }
+        }
+    }
+    conn.close(ctx);
+    Err(Failure::out_of_step())
 }
 
 fn past_failure_timeout(config: &MllpOutConfig, since: Instant) -> bool {

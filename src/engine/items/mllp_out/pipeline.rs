@@ -9,11 +9,15 @@
 //! message's turn comes, so results are still recorded in queue order. A
 //! receiver seen answering out of order, or answering with a reply that
 //! matches no message in flight, is not sent ahead to again: the operation
-//! falls back to one message at a time until it is restarted.
+//! falls back to one message at a time until it is restarted. A reply
+//! naming a message already answered on the connection (a receiver that
+//! answers twice) is passed over, as one at a time (`own_reply`).
+//! A reply that cannot be read is its message's only when that message is
+//! the only one in flight; the connection is closed after it.
 
 use bytes::Bytes;
 
-use super::connection::{Failure, can_frame};
+use super::connection::{Failure, STALE_LIMIT, Trouble, can_frame};
 use super::{Delivered, Progress, Reached, Returned, Settled, Tries, settle};
 use crate::config::MllpOutConfig;
 use crate::engine::items::ItemCtx;
@@ -42,6 +46,8 @@ pub(super) async fn run(
     progress: &mut Progress,
 ) -> Result<usize, Delivered> {
     let (mut sent, mut finished) = (first, first);
+    // Replies in a row naming messages already answered.
+    let mut stale = 0;
     while finished < batch.len() {
         if ctx.is_cancelled() {
             return Err(Delivered::Cancelled);
@@ -82,10 +88,31 @@ pub(super) async fn run(
             }
         };
         conn.reached(ctx, false);
+        conn.note_junk(ctx);
         let control_id = |i: usize| batch[i].control_id.as_deref().unwrap_or_default();
         let answers = reply.acknowledged();
         let matched =
             answers.and_then(|id| (finished..sent).find(|&i| !progress.held.contains_key(&i) && control_id(i) == id));
+        if matched.is_none() && conn.was_answered(answers) {
+            // A duplicate of a reply already judged, or a late one: never
+            // another message's (see `own_reply`).
+            stale += 1;
+            conn.warn(ctx, Trouble::Stale, || {
+                format!(
+                    "a reply repeating one to an earlier message (a duplicate or a late reply) was passed over \
+                     while awaiting the reply to message {}",
+                    batch[finished].id
+                )
+            });
+            if stale < STALE_LIMIT {
+                continue;
+            }
+            conn.fall_back(ctx, "the receiver kept repeating replies to messages already answered".to_owned());
+            conn.close(ctx);
+            return lost(ctx, config, actions, conn, batch, finished, Failure::out_of_step(), progress).await;
+        }
+        stale = 0;
+        let unreadable = reply.read.is_err().then_some(batch[finished].id);
         match matched {
             Some(i) if i != finished => {
                 let why =
@@ -114,11 +141,23 @@ pub(super) async fn run(
         while let Some(reply) = next {
             let tries = progress.tries(finished, &batch[finished]);
             match settle(ctx, config, actions, conn, &batch[finished], Reached::Reply(reply), tries, progress).await {
-                Ok(Settled::Judged) => finished += 1,
+                Ok(Settled::Judged) => {
+                    conn.answered(batch[finished].control_id.as_deref());
+                    finished += 1;
+                }
                 Ok(Settled::SentAgain) => return Ok(finished + 1),
                 Err(stopped) => return Err(stopped),
             }
             next = progress.held.remove(&finished);
+        }
+        if let Some(id) = unreadable {
+            // Judged as its message's (the only one in flight), but what
+            // follows it cannot be trusted to be in step.
+            conn.warn(ctx, Trouble::Unreadable, || {
+                format!("the reply to message {id} cannot be read; the connection is closed")
+            });
+            conn.close(ctx);
+            return Ok(finished);
         }
     }
     Ok(finished)
