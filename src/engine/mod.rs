@@ -290,13 +290,35 @@ impl Engine {
             return;
         }
         let reports = crate::tls::check_all(&self.inner.config, self.inner.options.certificate_warning_days);
-        let statuses: Vec<_> = reports.iter().map(|r| r.status()).collect();
+        let mut statuses: Vec<_> = reports.iter().map(|r| r.status()).collect();
+        for status in &mut statuses {
+            if let Some(finding) = self.not_in_force(&status.name) {
+                status.problem = true;
+                status.problems.push(finding);
+            }
+        }
         for status in statuses.iter().filter(|s| s.problem) {
             let problems: Vec<&str> = status.problems.iter().map(|f| f.message.as_str()).collect();
             tracing::warn!(tls = %status.name, "certificate problems: {}", problems.join("; "));
         }
         *self.inner.certificates.lock_unpoisoned() = statuses;
         self.inner.hub.touch();
+    }
+
+    /// The doctor reads the files, but what is in force may be older: a
+    /// finding when the files of TLS configuration `name` changed while the
+    /// engine ran and could not be used.
+    fn not_in_force(&self, name: &str) -> Option<crate::tls::Finding> {
+        let handle = self.inner.tls.get(name).and_then(|h| h.as_ref().ok())?;
+        let error = handle.last_reload_error()?;
+        Some(crate::tls::Finding {
+            severity: crate::tls::Severity::Error,
+            kind: crate::tls::FindingKind::NotInForce,
+            message: format!(
+                "the files changed but cannot be used, so the certificate loaded before them is still in force \
+                 (until it expires, or the engine restarts): {error}"
+            ),
+        })
     }
 
     /// Picks up renewed certificate files (new handshakes use them) and
@@ -452,9 +474,13 @@ impl Engine {
     }
 
     /// The certificate doctor's full reports (chains and every finding),
-    /// read from the files now.
+    /// read from the files now, and whether they are the ones in force.
     pub fn tls_reports(&self) -> Vec<crate::tls::TlsReport> {
-        crate::tls::check_all(&self.inner.config, self.inner.options.certificate_warning_days)
+        let mut reports = crate::tls::check_all(&self.inner.config, self.inner.options.certificate_warning_days);
+        for report in &mut reports {
+            report.findings.extend(self.not_in_force(&report.name));
+        }
+        reports
     }
 
     /// The configuration the engine runs.

@@ -87,6 +87,9 @@ pub enum FindingKind {
     HostMismatch,
     /// A client checks nothing about the server (`verify_peer: none`).
     PeerNotVerified,
+    /// The files changed while the engine ran but cannot be used: the
+    /// configuration loaded before them is still in force.
+    NotInForce,
 }
 
 /// One verdict of the doctor.

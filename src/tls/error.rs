@@ -173,6 +173,20 @@ pub enum TlsErrorKind {
     /// rustls refused the configuration.
     #[error("{0}")]
     Rustls(String),
+    /// A renewed certificate is outside its validity period: peers would
+    /// refuse it, so it is not put in force.
+    #[error(
+        "certificate {index} of the certificate file {state} {date}; peers would refuse it, so it is not put in \
+         force: install a certificate valid now"
+    )]
+    NotValidNow {
+        /// Position of the certificate in the file, from 1 (1 is the leaf).
+        index: usize,
+        /// `expired on` or `is not valid until`.
+        state: &'static str,
+        /// The end (or start) of its validity, as [`format_time`](super::format_time) writes it.
+        date: String,
+    },
 }
 
 fn io_hint(error: &io::Error) -> &'static str {

@@ -7,9 +7,11 @@ use std::time::SystemTime;
 
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::ServerName;
+use time::OffsetDateTime;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::error::{TlsError, TlsErrorKind};
+use super::inspect::CertificateInfo;
 use super::material::TlsMaterial;
 use crate::config::{TlsConfig, TlsRole};
 
@@ -82,8 +84,9 @@ struct Watch {
 /// configuration they started with. [`reload_if_changed`](Self::reload_if_changed),
 /// called periodically, re-reads the files when they change on disk, so a
 /// renewed certificate is used by the next handshake. A reload that fails
-/// (a half-written file, a key that does not match yet) keeps the previous
-/// configuration in force and reports the error.
+/// (a half-written file, a key that does not match yet, a certificate that
+/// has expired or is not valid yet) keeps the previous configuration in
+/// force and reports the error.
 pub struct TlsConfigHandle {
     name: String,
     config: TlsConfig,
@@ -195,7 +198,10 @@ impl TlsConfigHandle {
     }
 
     fn reload_with(&self, stamp: Stamp) -> Result<(), TlsError> {
-        let result = build(&self.name, &self.config);
+        let result = build(&self.name, &self.config).and_then(|current| {
+            valid_now(&self.name, &self.config, &current.material, OffsetDateTime::now_utc())?;
+            Ok(current)
+        });
         let mut watch = self.watch.lock().unwrap_or_else(PoisonError::into_inner);
         watch.stamp = stamp;
         match result {
@@ -222,6 +228,31 @@ impl TlsConfigHandle {
     fn wrong_role(&self, expected: TlsRole) -> TlsError {
         TlsError::new(&self.name, None, TlsErrorKind::WrongRole { expected, actual: self.config.role })
     }
+}
+
+/// Refuses renewed files whose certificates are not valid now (expired, or
+/// not valid yet): every peer refuses such a certificate — clients a
+/// server's, a server a client's — so putting it in force would stop a feed
+/// that the certificate in force still carries, and keeping that one
+/// leaves the feed running while the error tells the operator what to fix.
+/// At start there is nothing else to use: [`TlsConfigHandle::load`] takes
+/// the files as they are, and the doctor reports them.
+fn valid_now(name: &str, config: &TlsConfig, material: &TlsMaterial, now: OffsetDateTime) -> Result<(), TlsError> {
+    for (i, der) in material.certificate_chain().iter().enumerate() {
+        // A certificate rustls took but this parser cannot read is left
+        // to the handshake and the doctor.
+        let Ok(cert) = CertificateInfo::parse(der) else { continue };
+        let (state, date) = if now > cert.not_after {
+            ("expired on", cert.not_after)
+        } else if now < cert.not_before {
+            ("is not valid until", cert.not_before)
+        } else {
+            continue;
+        };
+        let kind = TlsErrorKind::NotValidNow { index: i + 1, state, date: super::format_time(date) };
+        return Err(TlsError::new(name, config.cert_file.as_deref(), kind));
+    }
+    Ok(())
 }
 
 fn build(name: &str, config: &TlsConfig) -> Result<Current, TlsError> {

@@ -19,7 +19,7 @@ use switchboard::hl7::{AckBuilder, AckCode, Message, Reply};
 use switchboard::mllp::{ClientError, ClientTls, MllpClient};
 use switchboard::store::{Store, StoreOptions, StoredEvent};
 use switchboard::tls::pki::{CertificateAuthority, CertificateRequest, KeyType};
-use switchboard::tls::{CertificateInfo, CertificateStatus, TlsConfigHandle};
+use switchboard::tls::{CertificateInfo, CertificateStatus, FindingKind, TlsConfigHandle};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -693,6 +693,103 @@ async fn a_renewed_server_certificate_is_used_by_new_handshakes_while_the_engine
         .collect();
     assert!(tls_events.iter().any(|t| mentions(t, &["b-server", "new certificate files in use"])), "{tls_events:#?}");
     setup.engine.shutdown().await;
+}
+
+/// Replaces `NAME.crt` and `NAME.key` with copies of the leaf `with`, the
+/// way renewal tools do: new files renamed over the old ones.
+fn replace_leaf(pki: &Pki, name: &str, with: &str) {
+    for ext in ["key", "crt"] {
+        let text = std::fs::read_to_string(pki.path(&format!("{with}.{ext}"))).expect("read");
+        pki.write(&format!("replacing.{ext}"), &text);
+        std::fs::rename(pki.path(&format!("replacing.{ext}")), pki.path(&format!("{name}.{ext}"))).expect("rename");
+    }
+}
+
+/// Waits for an event of kind `tls` that mentions every one of `words`;
+/// returns its level and text.
+async fn tls_event(setup: &Setup, words: &[&str]) -> (String, String) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = setup.engine.store().recent_events(1000).expect("events");
+        if let Some(e) = events.iter().find(|e| e.kind == "tls" && mentions(&e.text, words)) {
+            return (e.level.clone(), e.text.clone());
+        }
+        if Instant::now() >= deadline {
+            let texts: Vec<&str> = events.iter().map(|e| e.text.as_str()).collect();
+            panic!("no tls event names {words:?}; events: {texts:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The certificate of a TLS configuration replaced by an expired one while
+/// the engine runs: the engine keeps the certificate in force (peers would
+/// refuse the expired one), says so in an error event, in the certificate
+/// status behind the sensors and metrics, and in the doctor's report; and
+/// a good certificate put in its place afterwards is used without a
+/// restart. Server side (`b-server`, presented to every sender) and client
+/// side (`a-client`, presented by `Out`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_replaced_by_an_expired_one_is_not_put_in_force_and_a_good_one_is() {
+    for (config, leaf) in [("b-server", "server"), ("a-client", "client")] {
+        let pki = Pki::new();
+        let options = EngineOptions { tls_reload_interval: Duration::from_millis(200), ..EngineOptions::default() };
+        let setup = Setup::start(&pki, &Hop::default(), options).await;
+        let client = pki.client(Some("client"));
+        let server_serial_before = pki.serial("server");
+
+        replace_leaf(&pki, leaf, "expired");
+        let (level, text) = tls_event(&setup, &[config, "expired on", "previous ones stay in force"]).await;
+        assert_eq!(level, "error", "{text}");
+        let not_in_force =
+            |s: &EngineStatus| certificate(s, config).problems.iter().any(|f| f.kind == FindingKind::NotInForce);
+        assert!(setup.engine.wait_for(WAIT, not_in_force).await, "{:#?}", certificate(&setup.status(), config));
+        let status = certificate(&setup.status(), config).clone();
+        assert!(status.problem, "{status:#?}");
+        assert!(status.days_left.expect("days left") < 0, "the files' certificate has expired: {status:#?}");
+        assert!(status.problems.iter().any(|f| f.kind == FindingKind::Expired), "{status:#?}");
+        let report = setup.engine.tls_reports().into_iter().find(|r| r.name == config).expect("a report");
+        assert!(report.has(FindingKind::Expired) && report.has(FindingKind::NotInForce), "{:#?}", report.findings);
+
+        // The certificate in force still carries the feed: senders get the
+        // good server certificate, and `Out` presents the good client one.
+        assert_eq!(server_serial(&client, setup.secure_port).await.expect("handshake"), server_serial_before);
+        setup.send_accepted(&hl7("ADT^A01", "KEPT-1")).await;
+        assert!(
+            setup.engine.wait_for(WAIT, |s| item(s, "b", "Inbox").sent == 1).await,
+            "{config}: not delivered with the expired files in place: {:#?}",
+            setup.status()
+        );
+
+        // A good certificate put in place is used at once.
+        let request = if leaf == "server" {
+            server_request(730)
+        } else {
+            let mut request = server_request(730);
+            (request.server_auth, request.client_auth) = (false, true);
+            request
+        };
+        let renewed = pki.leaf("renewed", &request);
+        replace_leaf(&pki, leaf, "renewed");
+        tls_event(&setup, &[config, "new certificate files in use"]).await;
+        let renewed_in_status = |s: &EngineStatus| {
+            let c = certificate(s, config);
+            c.serial.as_deref() == Some(renewed.as_str()) && !c.problem
+        };
+        assert!(setup.engine.wait_for(WAIT, renewed_in_status).await, "{:#?}", certificate(&setup.status(), config));
+        if leaf == "server" {
+            assert_eq!(server_serial(&client, setup.secure_port).await.expect("handshake"), renewed);
+        }
+        setup.send_accepted(&hl7("ADT^A01", "RENEWED-2")).await;
+        assert!(
+            setup.engine.wait_for(WAIT, |s| item(s, "b", "Inbox").sent == 2).await,
+            "{config}: not delivered after the renewal: {:#?}",
+            setup.status()
+        );
+        let out = item(&setup.status(), "a", "Out").clone();
+        assert_eq!(out.errors, 0, "{config}: {out:#?}");
+        setup.engine.shutdown().await;
+    }
 }
 
 // ---------------------------------------------------------------------------
