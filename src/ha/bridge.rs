@@ -2,7 +2,9 @@
 //!
 //! - The I/O task owns rumqttc's event loop: it polls it, reconnects with a
 //!   capped backoff, and passes connections, disconnections and incoming
-//!   messages on.
+//!   messages on. When the Supervisor provided the broker, a refusal of the
+//!   credentials (or a run of failed attempts) makes it ask the Supervisor
+//!   again, since the Mosquitto add-on may have given new ones.
 //! - The bridge task reads the engine's status snapshots, turns them into
 //!   retained state payloads, publishes discovery configs and states with
 //!   non-blocking `try_publish` (whatever does not fit waits for the next
@@ -58,6 +60,14 @@ const MAX_PACKET: usize = 256 * 1024;
 const MAX_COMMANDS: usize = 16;
 /// Attempts to get the broker from the Supervisor (about ten minutes).
 const SUPERVISOR_ATTEMPTS: u32 = 25;
+/// Failed connection attempts in a row (about 4 s of backoff) after which
+/// the Supervisor is asked again for the broker whatever the failure: a
+/// reinstalled broker add-on may have moved, and a broker that refuses a
+/// login by closing the connection says nothing more precise.
+const REASK_AFTER: u32 = 5;
+/// While the broker refuses the credentials, the error is said again this
+/// often (the attempts go on at [`BACKOFF_MAX`]).
+const REFUSED_RELOG: Duration = Duration::from_secs(600);
 /// Time given to the final publications at shutdown.
 const FINAL_FLUSH: Duration = Duration::from_secs(3);
 
@@ -147,6 +157,7 @@ async fn run(
     status: watch::Sender<MqttStatus>,
 ) {
     let mut ui_url = settings.ui_url.clone();
+    let mut supervisor_source = None;
     let broker = match settings.broker {
         BrokerSource::Off => {
             let why = "no MQTT broker configured (--mqtt-host, SWITCHBOARD_MQTT_HOST or the options file) and no \
@@ -173,6 +184,7 @@ async fn run(
                     .await
                     .map(|slug| format!("homeassistant://hassio/ingress/{slug}"));
             }
+            supervisor_source = Some((url, token));
             broker
         }
     };
@@ -191,8 +203,10 @@ async fn run(
     let (client, eventloop) = AsyncClient::new(options, CHANNEL);
     let (events_tx, mut events) = mpsc::channel(256);
     let io_stop = CancellationToken::new();
-    let io = tokio::spawn(io_loop(eventloop, events_tx, io_stop.clone()));
-    let mut bridge = Bridge::new(engine, naming, client, closing, status, address);
+    let reask =
+        supervisor_source.map(|(url, token)| Reask { url, token, broker: broker.clone(), naming: naming.clone() });
+    let io = tokio::spawn(io_loop(eventloop, events_tx, io_stop.clone(), reask));
+    let mut bridge = Bridge::new(engine, naming, client, closing, status, address, broker.username.clone());
     bridge.run(&mut events, &stop).await;
     // The I/O task goes on reporting (the acknowledgments of the final
     // publications) until the disconnect is written: the receiver stays
@@ -272,11 +286,65 @@ fn mqtt_options(broker: &Broker, naming: &Naming) -> Result<MqttOptions, String>
     Ok(options)
 }
 
+/// The Supervisor, asked again for the broker when the broker refuses the
+/// credentials it gave: the Mosquitto add-on makes the credentials of the
+/// add-ons that use it, and may give new ones (after a reinstall, or a
+/// rotation) while Switchboard runs, and a restart of the add-on is not
+/// what a user should have to find out.
+struct Reask {
+    url: String,
+    token: super::settings::Secret,
+    /// The broker as last provided.
+    broker: Broker,
+    naming: Naming,
+}
+
+impl Reask {
+    /// Asks the Supervisor once; when it provides another broker or other
+    /// credentials, the next connection attempt uses them.
+    async fn refresh(&mut self, eventloop: &mut EventLoop) {
+        let asked =
+            supervisor::mqtt_service(&self.url, &self.token, &self.broker.client_id, self.broker.keep_alive).await;
+        let broker = match asked {
+            Ok(provided) => provided.broker,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot ask the Supervisor for new MQTT credentials");
+                return;
+            }
+        };
+        if broker == self.broker {
+            tracing::debug!("the Supervisor gives the same MQTT credentials");
+            return;
+        }
+        match mqtt_options(&broker, &self.naming) {
+            Ok(options) => {
+                tracing::info!(
+                    broker = %format!("{}:{}", broker.host, broker.port),
+                    user = ?broker.username,
+                    "the Supervisor provides new MQTT credentials; connecting with them"
+                );
+                eventloop.mqtt_options = options;
+                self.broker = broker;
+            }
+            Err(e) => tracing::warn!(error = %e, "the broker the Supervisor now provides cannot be used"),
+        }
+    }
+}
+
+/// Whether the broker refused the connection for its credentials: asking
+/// again with the same ones cannot succeed until someone changes them.
+fn credentials_refused(error: &rumqttc::ConnectionError) -> bool {
+    use rumqttc::ConnectReturnCode::{BadUserNamePassword, NotAuthorized};
+    matches!(error, rumqttc::ConnectionError::ConnectionRefused(BadUserNamePassword | NotAuthorized))
+}
+
 /// What the I/O task reports.
 #[derive(Debug)]
 enum IoEvent {
     Connected,
     Disconnected(String),
+    /// The broker refused the user name or password.
+    CredentialsRefused(String),
     Message {
         topic: String,
         payload: Bytes,
@@ -286,8 +354,14 @@ enum IoEvent {
     Acked,
 }
 
-async fn io_loop(mut eventloop: EventLoop, events: mpsc::Sender<IoEvent>, stop: CancellationToken) {
+async fn io_loop(
+    mut eventloop: EventLoop,
+    events: mpsc::Sender<IoEvent>,
+    stop: CancellationToken,
+    mut reask: Option<Reask>,
+) {
     let mut backoff = BACKOFF_MIN;
+    let mut failures = 0u32;
     loop {
         let polled = tokio::select! {
             () = stop.cancelled() => return,
@@ -296,6 +370,7 @@ async fn io_loop(mut eventloop: EventLoop, events: mpsc::Sender<IoEvent>, stop: 
         let event = match polled {
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                 backoff = BACKOFF_MIN;
+                failures = 0;
                 IoEvent::Connected
             }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
@@ -306,7 +381,12 @@ async fn io_loop(mut eventloop: EventLoop, events: mpsc::Sender<IoEvent>, stop: 
             Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => continue,
             Err(e) => {
-                if events.send(IoEvent::Disconnected(e.to_string())).await.is_err() {
+                let refused = credentials_refused(&e);
+                let event = match refused {
+                    true => IoEvent::CredentialsRefused(e.to_string()),
+                    false => IoEvent::Disconnected(e.to_string()),
+                };
+                if events.send(event).await.is_err() {
                     return;
                 }
                 tokio::select! {
@@ -314,6 +394,15 @@ async fn io_loop(mut eventloop: EventLoop, events: mpsc::Sender<IoEvent>, stop: 
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
+                failures = failures.saturating_add(1);
+                if (refused || failures >= REASK_AFTER)
+                    && let Some(reask) = reask.as_mut()
+                {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = reask.refresh(&mut eventloop) => {}
+                    }
+                }
                 continue;
             }
         };
@@ -365,6 +454,11 @@ struct Bridge {
     full_logged: bool,
     /// Publications of this connection the broker has not acknowledged.
     unacked: usize,
+    /// The user name the bridge connects as, for the errors.
+    username: Option<String>,
+    /// When the broker's refusal of the credentials was last said, while
+    /// it goes on.
+    refused_logged: Option<Instant>,
 }
 
 impl Bridge {
@@ -375,6 +469,7 @@ impl Bridge {
         closing: Arc<AtomicBool>,
         status: watch::Sender<MqttStatus>,
         address: String,
+        username: Option<String>,
     ) -> Self {
         // The structure never changes while the engine runs; the live status
         // has every production and TLS configuration from the start.
@@ -413,6 +508,8 @@ impl Bridge {
             address,
             full_logged: false,
             unacked: 0,
+            username,
+            refused_logged: None,
         }
     }
 
@@ -492,6 +589,37 @@ impl Bridge {
                 }
                 let _ = self.status.send(MqttStatus::Disconnected(reason));
             }
+            IoEvent::CredentialsRefused(reason) => {
+                self.connected = false;
+                self.pending.clear();
+                // Said once per refusal streak, and again every
+                // `REFUSED_RELOG` while it lasts; never the password.
+                let now = Instant::now();
+                if self.refused_logged.is_none_or(|at| now.duration_since(at) >= REFUSED_RELOG) {
+                    self.refused_logged = Some(now);
+                    self.disconnect_logged = true;
+                    let text = format!(
+                        "the MQTT broker {} refuses the user name or password (user {}): {reason}; retrying with \
+                         a growing pause (at most {}s). Fix the `mqtt` options (user and password) and restart the \
+                         add-on, or, when the Supervisor provides the broker, it is asked again for the credentials \
+                         after each refusal",
+                        self.address,
+                        self.username.as_deref().map_or_else(|| "none".to_owned(), |u| format!("`{u}`")),
+                        BACKOFF_MAX.as_secs(),
+                    );
+                    tracing::error!("{text}");
+                    self.engine.store().log_event(Event {
+                        level: EventLevel::Error,
+                        production: None,
+                        item: None,
+                        kind: "mqtt".into(),
+                        text,
+                    });
+                } else {
+                    tracing::debug!(broker = %self.address, error = %reason, "MQTT credentials refused again");
+                }
+                let _ = self.status.send(MqttStatus::Disconnected(format!("credentials refused: {reason}")));
+            }
             IoEvent::Message { topic, payload, retain } => self.on_message(&topic, &payload, retain),
             IoEvent::Acked => self.unacked = self.unacked.saturating_sub(1),
         }
@@ -507,6 +635,9 @@ impl Bridge {
         self.connected = true;
         self.ever_connected = true;
         self.disconnect_logged = false;
+        if self.refused_logged.take().is_some() {
+            tracing::info!(broker = %self.address, "the MQTT broker accepts the credentials again");
+        }
         self.full_logged = false;
         self.unacked = 0;
         let _ = self.status.send(MqttStatus::Connected(self.address.clone()));
@@ -754,7 +885,7 @@ impl Bridge {
     fn on_final_event(&mut self, event: IoEvent) {
         match event {
             IoEvent::Acked => self.unacked = self.unacked.saturating_sub(1),
-            IoEvent::Disconnected(_) => self.connected = false,
+            IoEvent::Disconnected(_) | IoEvent::CredentialsRefused(_) => self.connected = false,
             IoEvent::Connected | IoEvent::Message { .. } => {}
         }
     }

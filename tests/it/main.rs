@@ -26,6 +26,7 @@ mod fixtures;
 mod hl7_properties;
 mod mllp_codec;
 mod mqtt;
+mod mqtt_faults;
 mod mqtt_mosquitto;
 mod search;
 mod secrets;

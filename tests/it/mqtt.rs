@@ -73,15 +73,15 @@ pub(crate) async fn start_broker(user: Option<(&str, &str)>) -> u16 {
 /// A TCP proxy in front of a broker: cutting it closes every connection and
 /// refuses new ones until it points at a (fresh) broker again, which is a
 /// broker restart as its clients see it.
-struct Proxy {
-    port: u16,
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
     backend: Arc<Mutex<Option<u16>>>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
 
 impl Proxy {
-    async fn start(backend: u16) -> Self {
+    pub(crate) async fn start(backend: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let port = listener.local_addr().expect("proxy address").port();
         let target = Arc::new(Mutex::new(Some(backend)));
@@ -102,14 +102,14 @@ impl Proxy {
         Self { port, backend: target, connections, accept }
     }
 
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         *self.backend.lock().unwrap() = None;
         for task in self.connections.lock().unwrap().drain(..) {
             task.abort();
         }
     }
 
-    fn point_at(&self, backend: u16) {
+    pub(crate) fn point_at(&self, backend: u16) {
         *self.backend.lock().unwrap() = Some(backend);
     }
 }
@@ -124,7 +124,7 @@ impl Drop for Proxy {
 // ---------------------------------------------------------------------------
 // Engines and bridges
 
-fn settings(port: u16, instance: &str, user: Option<(&str, &str)>) -> HaSettings {
+pub(crate) fn settings(port: u16, instance: &str, user: Option<(&str, &str)>) -> HaSettings {
     HaSettings {
         broker: BrokerSource::Given(Broker {
             host: "127.0.0.1".into(),
@@ -141,7 +141,7 @@ fn settings(port: u16, instance: &str, user: Option<(&str, &str)>) -> HaSettings
     }
 }
 
-async fn start_engine(dir: &Path, yaml: &str) -> Engine {
+pub(crate) async fn start_engine(dir: &Path, yaml: &str) -> Engine {
     let engine = common::open_engine(dir, yaml);
     engine.start().await;
     assert!(

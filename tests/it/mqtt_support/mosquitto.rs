@@ -82,24 +82,59 @@ keyfile {key}
         cert = dir.join("server.pem").display(),
         key = dir.join("server.key").display(),
     );
-    let config_file = dir.join("mosquitto.conf");
-    std::fs::write(&config_file, config).unwrap();
+    std::fs::write(dir.join("mosquitto.conf"), config).unwrap();
+    let broker = restart_mosquitto(mosquitto, dir, &[plain, tls]).await;
+    (broker, plain, tls)
+}
+
+/// Starts Mosquitto with the configuration [`start_mosquitto`] wrote in
+/// `dir` (again, after it was killed: the same ports, the password file as
+/// it is now, no retained message, since persistence is off).
+pub(crate) async fn restart_mosquitto(mosquitto: &Path, dir: &Path, ports: &[u16]) -> Mosquitto {
     let child = Command::new(mosquitto)
         .arg("-c")
-        .arg(&config_file)
+        .arg(dir.join("mosquitto.conf"))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start mosquitto");
     let broker = Mosquitto(child);
     let deadline = Instant::now() + Duration::from_secs(5);
-    for port in [plain, tls] {
+    for &port in ports {
         while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             assert!(Instant::now() < deadline, "mosquitto does not listen on {port}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    (broker, plain, tls)
+    broker
+}
+
+impl Mosquitto {
+    /// Kills the broker at once (SIGKILL): no goodbye to its clients.
+    pub(crate) fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Makes it read its password file again (SIGHUP).
+    pub(crate) fn reload(&self) {
+        let status = Command::new("kill").args(["-HUP", &self.0.id().to_string()]).status().expect("kill -HUP");
+        assert!(status.success(), "kill -HUP mosquitto");
+    }
+}
+
+/// Sets `user`'s password in the password file of the broker in `dir`
+/// (adding the user if needed); the broker reads it at its next start or
+/// [`Mosquitto::reload`].
+pub(crate) fn set_password(passwd: &Path, dir: &Path, user: &str, password: &str) {
+    let status = Command::new(passwd)
+        .arg("-b")
+        .arg(dir.join("passwd"))
+        .args([user, password])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run mosquitto_passwd");
+    assert!(status.success(), "mosquitto_passwd -b failed");
 }
 
 /// Mosquitto and `mosquitto_passwd`, or `None` (after saying that `what`
