@@ -429,6 +429,15 @@ async fn application_error_suspends_with_text_and_reply_and_moves_on() {
     let stored = reply(&stored);
     assert_eq!(stored.acknowledgment_code(), Some("AE"));
     assert_eq!(stored.text(), Some("Unknown patient"));
+    // The event log (shown in Home Assistant's logbook and the web UI's
+    // event list) gets the code but not the receiver's text, which may
+    // quote patient data; the message's own record keeps it.
+    let delivery_event = || {
+        p.store().recent_events(100).unwrap().into_iter().find(|e| e.kind == "delivery" && e.text.contains("suspended"))
+    };
+    assert!(eventually(WAIT, || delivery_event().is_some()).await);
+    let text = delivery_event().unwrap().text;
+    assert!(text.contains("AE, with a text") && !text.contains("Unknown patient"), "{text}");
     // The next message is delivered after the suspended one.
     wait_status(p.store(), "Out", "AE2", Status::Completed, WAIT).await;
     assert_eq!(p.receiver.ids(), ["AE1", "AE2"]);

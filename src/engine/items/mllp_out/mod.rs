@@ -489,11 +489,29 @@ enum Seen {
 }
 
 impl Seen {
+    /// What the receiver did, for the message's own record (its error
+    /// column, shown with the message): the reply's text included.
     fn describe(&self, tries: &Tries) -> String {
         match self {
             Seen::Reply(r) => {
                 let text = format!("{} {}", r.acknowledgment_code().unwrap_or("(no MSA)"), r.text().unwrap_or(""));
                 text.trim().to_owned()
+            }
+            _ => self.summarize(tries),
+        }
+    }
+
+    /// The same for the log and the event log, which must hold no patient
+    /// data: a receiver's reply text (MSA-3, ERR) may quote the message
+    /// ("no patient DOE^JOHN"), so only its code is said.
+    fn summarize(&self, tries: &Tries) -> String {
+        match self {
+            Seen::Reply(r) => {
+                let code = r.acknowledgment_code().unwrap_or("(no MSA)");
+                match r.text() {
+                    Some(_) => format!("{code}, with a text (shown with the message)"),
+                    None => code.to_owned(),
+                }
             }
             Seen::Unreadable(e) => format!("unreadable reply: {e}"),
             Seen::Nothing(why) => {
@@ -543,10 +561,8 @@ async fn judge(
     if decision.retry && !past_failure_timeout(config, tries.first) {
         return Judged::Retry;
     }
-    let describe = || {
-        let why = decision.matched.clone().unwrap_or_else(|| "no reply code action matched".into());
-        format!("{} ({why})", seen.describe(tries))
-    };
+    let why = decision.matched.clone().unwrap_or_else(|| "no reply code action matched".into());
+    let describe = || format!("{} ({why})", seen.describe(tries));
     let (status, error) = match decision.then {
         FinalAction::Complete => (Status::Completed, None),
         FinalAction::Suspend => (Status::Suspended, Some(describe())),
@@ -556,6 +572,7 @@ async fn judge(
     if let (Some(reply), Seen::Reply(_)) = (&reply_bytes, &seen) {
         ctx.post_reply(message.session_id, reply.clone());
     }
+    let summary = format!("{} ({why})", seen.summarize(tries));
     let finished = Finished {
         header_id: message.id,
         production: ctx.production_id().to_owned(),
@@ -586,7 +603,7 @@ async fn judge(
         }
         FinalAction::Disable => {
             stats.bump(&stats.errors, 1);
-            let text = format!("disabled by reply code action: message {}: {}", message.id, error.unwrap_or_default());
+            let text = format!("disabled by reply code action: message {}: {summary}", message.id);
             ctx.event(EventLevel::Error, "disabled", text.clone());
             tracing::error!(production = ctx.production_id(), item = ctx.name(), "{text}");
             ctx.disable_self();
@@ -594,7 +611,7 @@ async fn judge(
         }
         FinalAction::Suspend | FinalAction::Fail => {
             stats.bump(&stats.errors, 1);
-            let text = format!("message {} {}: {}", message.id, status.as_str(), error.unwrap_or_default());
+            let text = format!("message {} {}: {summary}", message.id, status.as_str());
             tracing::warn!(production = ctx.production_id(), item = ctx.name(), "{text}");
             ctx.event(EventLevel::Error, "delivery", text);
         }
