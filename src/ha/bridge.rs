@@ -36,6 +36,7 @@ use super::settings::{Broker, BrokerSource, HaSettings};
 use super::states::{RateMeter, States, state_topic_for_command};
 use super::supervisor::{self, SupervisorError};
 use crate::engine::{CommandSource, Engine, EngineStatus, ProductionState};
+use crate::rate_limit::RateLimit;
 use crate::store::{Event, EventLevel, PublishedTopics};
 
 /// How often pending publications are retried and the rate sampled.
@@ -459,6 +460,9 @@ struct Bridge {
     /// When the broker's refusal of the credentials was last said, while
     /// it goes on.
     refused_logged: Option<Instant>,
+    /// Anyone who may publish to the broker can send commands: bad ones
+    /// are warned about a few times a minute, not once each.
+    command_warnings: RateLimit,
 }
 
 impl Bridge {
@@ -507,6 +511,7 @@ impl Bridge {
             status,
             address,
             full_logged: false,
+            command_warnings: RateLimit::new(5, Duration::from_secs(60)),
             unacked: 0,
             username,
             refused_logged: None,
@@ -728,13 +733,17 @@ impl Bridge {
 
     fn on_command(&mut self, topic: &str, payload: &[u8]) {
         let Some(target) = self.discovery.commands.get(topic) else {
-            tracing::warn!(%topic, "MQTT message on an unknown topic; ignored");
+            if let Some(pass) = self.command_warnings.check() {
+                tracing::warn!(%topic, "MQTT message on an unknown topic; ignored{}", pass.suffix());
+            }
             return;
         };
         let action = match target.action(payload) {
             Ok(action) => action,
             Err(why) => {
-                tracing::warn!(%topic, "invalid MQTT command: {why}; ignored");
+                if let Some(pass) = self.command_warnings.check() {
+                    tracing::warn!(%topic, "invalid MQTT command: {why}; ignored{}", pass.suffix());
+                }
                 if let Some(state) = self.command_state.get(topic) {
                     self.states.resend(state);
                 }
