@@ -102,6 +102,7 @@ mod faults;
 mod files;
 mod group;
 mod inbound_log;
+mod log_files;
 mod model;
 mod pending;
 mod progress;
@@ -141,6 +142,8 @@ pub use error::StoreError;
 pub use facts::MAX_PATIENT_BYTES;
 pub(crate) use facts::MessageFacts;
 pub use faults::{FaultHook, Refuse};
+#[doc(hidden)]
+pub use log_files::{read_delivery_log, read_inbound_log};
 pub use model::{
     Commanded, Committed, Durability, Event, EventLevel, EventPage, EventQuery, Finished, Header, InlineRoute,
     MessageDetail, MessagePage, MessageQuery, MessageSummary, NewInbound, PurgeStats, Queued, Recovered, RouteDecision,
