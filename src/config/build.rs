@@ -8,13 +8,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::Position;
 use super::model::*;
 use super::reader::{
     Ctx, Fields, Ref, boolean, choice, closest, duration, file_path, integer, join, names, non_empty_text, port,
     positive_duration, size, text,
 };
 use super::yaml::{Node, Value};
+use super::{Position, Problem};
 use crate::rules::reply_actions::ReplyCodeActions;
 use crate::rules::route::{Condition, TransformStep};
 
@@ -68,11 +68,16 @@ pub(crate) struct Listen {
 /// mapping at all.
 pub(crate) fn walk(ctx: &mut Ctx, root: &Node) -> Option<Draft> {
     if root.value == Value::Null {
-        ctx.error(
-            "",
-            root.pos,
-            "the file is empty; a productions file needs at least a `productions:` mapping (see examples/demo.yaml)",
-        );
+        // A problem of the whole file: the place YAML gives an empty
+        // document is where the text ends, which for a file of comments
+        // without a final line break is a line that does not exist.
+        ctx.problems.push(Problem {
+            path: String::new(),
+            message: "the file is empty; a productions file needs at least a `productions:` mapping (see \
+                      examples/demo.yaml)"
+                .to_owned(),
+            position: None,
+        });
         return None;
     }
     Fields::closed(ctx, "", root, "the productions file", |ctx, top| {

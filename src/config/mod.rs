@@ -186,3 +186,21 @@ pub struct Position {
     /// Column number, in characters.
     pub column: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `config_load` fuzz target: a file of comments without
+    /// a final line break was reported at line 2, which it does not have.
+    #[test]
+    fn an_empty_file_is_a_problem_of_the_whole_file() {
+        for text in ["", "# # S", "# nothing yet\n", "\r\n"] {
+            let err = parse(Path::new("p.yaml"), text).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{text:?}: {err}");
+            let problem = &err.problems[0];
+            assert_eq!((problem.path.as_str(), problem.position), ("", None), "{text:?}");
+            assert!(err.to_string().starts_with("p.yaml: the file is empty; "), "{text:?}: {err}");
+        }
+    }
+}
