@@ -47,21 +47,28 @@ faults_binaries() {
     ACKER=$FAULTS_BIN/mllp_acker
 }
 
-# Starts the engine and waits for its `ready` line (at most READY_TIMEOUT
-# s). The log is appended to, so one file can hold every restart. Sets
-# ENGINE_PID, READY_MS (the engine's own start-to-ready figure) and
-# RECOVERY_MS (wall clock from the start of the process to its `ready`
-# line, as seen from here). ENGINE_ENV (an array of NAME=value) is the
-# engine's extra environment.
-engine_start() { # config data-dir log [more run arguments...]
-    local config=$1 data=$2 logf=$3 offset t0 line
+# Starts the engine without waiting for it; sets ENGINE_PID. The log is
+# appended to, so one file can hold every restart. ENGINE_ENV (an array of
+# NAME=value) is the engine's extra environment.
+engine_spawn() { # config data-dir log [more run arguments...]
+    local config=$1 data=$2 logf=$3
     shift 3
+    env ${ENGINE_ENV[@]+"${ENGINE_ENV[@]}"} "$SB" run --config "$config" --data-dir "$data" \
+        --log-level "${ENGINE_LOG_LEVEL:-info}" "$@" >>"$logf" 2>&1 &
+    ENGINE_PID=$!
+    PIDS+=("$ENGINE_PID")
+}
+
+# Starts the engine and waits for its `ready` line (at most READY_TIMEOUT
+# s). Sets ENGINE_PID, READY_MS (the engine's own start-to-ready figure)
+# and RECOVERY_MS (wall clock from the start of the process to its `ready`
+# line, as seen from here).
+engine_start() { # config data-dir log [more run arguments...]
+    local logf=$3 offset t0 line
     touch "$logf"
     offset=$(stat -c %s "$logf")
     t0=$(date +%s%3N)
-    env ${ENGINE_ENV[@]+"${ENGINE_ENV[@]}"} "$SB" run --config "$config" --data-dir "$data" --log-level "${ENGINE_LOG_LEVEL:-info}" "$@" >>"$logf" 2>&1 &
-    ENGINE_PID=$!
-    PIDS+=("$ENGINE_PID")
+    engine_spawn "$@"
     READY_MS=""
     RECOVERY_MS=""
     local tries=$((READY_TIMEOUT * 50))
@@ -75,7 +82,11 @@ engine_start() { # config data-dir log [more run arguments...]
         kill -0 "$ENGINE_PID" 2>/dev/null || break
         sleep 0.02
     done
-    echo "the engine did not get ready within ${READY_TIMEOUT} s; its log since the start:" >&2
+    if kill -0 "$ENGINE_PID" 2>/dev/null; then
+        echo "the engine did not get ready within ${READY_TIMEOUT} s; its log since the start:" >&2
+    else
+        echo "the engine exited before it was ready; its log since the start:" >&2
+    fi
     tail -c +"$((offset + 1))" "$logf" | tail -n 40 >&2
     return 1
 }
