@@ -30,7 +30,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::files::beside;
+use super::files::{beside, set_aside};
 use super::model::{Finished, Status};
 use crate::sync::LockExt as _;
 
@@ -161,6 +161,75 @@ fn decode(bytes: &[u8]) -> Option<(Noted, usize)> {
     Some((Noted { header_id, status, attempts, reply, error }, end + 4))
 }
 
+/// The records of a log and what else it held.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Read {
+    noted: Vec<Noted>,
+    /// Stretches that do not read as records, with records after them:
+    /// offset, length and the records read after it.
+    gaps: Vec<(usize, usize, usize)>,
+    /// What follows the last record without reading as one: offset and
+    /// length.
+    torn: Option<(usize, usize)>,
+}
+
+/// Reads every record of the log. A stretch that does not read as a
+/// record does not end it: the records after it are found by their magic
+/// byte and checksum and read too, since a result dropped there would
+/// send its message again.
+fn read_all(bytes: &[u8]) -> Read {
+    let mut read = Read::default();
+    let mut at = 0;
+    let mut broken: Option<usize> = None;
+    while at < bytes.len() {
+        match decode(&bytes[at..]) {
+            Some((record, len)) => {
+                if let Some(from) = broken.take() {
+                    read.gaps.push((from, at - from, 0));
+                }
+                if let Some(gap) = read.gaps.last_mut() {
+                    gap.2 += 1;
+                }
+                read.noted.push(record);
+                at += len;
+            }
+            None => {
+                broken.get_or_insert(at);
+                at += 1 + bytes[at + 1..].iter().position(|&b| b == MAGIC).unwrap_or(bytes.len() - at - 1);
+            }
+        }
+    }
+    read.torn = broken.map(|from| (from, bytes.len() - from));
+    read
+}
+
+/// Logs what the log held besides its records, and copies a damaged file
+/// aside (it is cut back to nothing once its records are applied).
+fn report(path: &Path, read: &Read) {
+    let file = path.display();
+    for &(offset, bytes, after) in &read.gaps {
+        tracing::error!(
+            %file,
+            offset,
+            bytes,
+            after,
+            "the delivery log is damaged: {bytes} bytes at offset {offset} do not read as records; the {after} results after them are read and applied; a result noted in them and not yet committed is lost, and its message is delivered again"
+        );
+    }
+    if let Some((offset, bytes)) = read.torn {
+        tracing::warn!(
+            %file,
+            offset,
+            bytes,
+            "the last record of the delivery log ({bytes} bytes at offset {offset}) is incomplete: the previous run ended while writing it (or it was damaged since); the {} results before it are applied, and the delivery it noted, unless committed, is made again",
+            read.noted.len()
+        );
+    }
+    if !read.gaps.is_empty() {
+        set_aside(path);
+    }
+}
+
 impl DeliveryLog {
     /// The file, for errors that name it.
     pub(super) fn path(&self) -> &Path {
@@ -175,12 +244,9 @@ impl DeliveryLog {
         let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let mut noted = Vec::new();
-        let mut at = 0;
-        while let Some((record, len)) = decode(&bytes[at..]) {
-            noted.push(record);
-            at += len;
-        }
+        let read = read_all(&bytes);
+        report(&path, &read);
+        let noted = read.noted;
         let len = bytes.len() as u64;
         let state = State { file, len, pending: HashMap::new(), committed: Vec::new(), waiting: 0 };
         Ok((Self { path, state: Mutex::new(state) }, noted))
@@ -303,6 +369,23 @@ mod tests {
         let mut flipped = encode(&b);
         flipped[30] ^= 1;
         assert_eq!(decode(&flipped), None, "a corrupt record");
+    }
+
+    /// A damaged record does not end the log: the records after it are
+    /// read; what follows the last record is a torn tail.
+    #[test]
+    fn records_after_a_damaged_one_are_read() {
+        let records: Vec<Noted> = (1..=4).map(completed).collect();
+        let mut bytes: Vec<u8> = records.iter().flat_map(encode).collect();
+        let one = encode(&records[0]).len();
+        bytes[one + 7] ^= 1;
+        bytes.extend_from_slice(&encode(&completed(5))[..9]);
+        let read = read_all(&bytes);
+        assert_eq!(read.noted, [records[0].clone(), records[2].clone(), records[3].clone()]);
+        assert_eq!(read.gaps, [(one, one, 2)]);
+        assert_eq!(read.torn, Some((4 * one, 9)));
+        assert_eq!(read_all(&[]), Read::default());
+        assert_eq!(read_all(&[0; 40]).torn, Some((0, 40)));
     }
 
     /// A log in a temp folder filled just past the cut-back size, one

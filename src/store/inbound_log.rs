@@ -44,7 +44,7 @@ use super::delivery_log;
 use super::disk::sync_wal;
 use super::error::StoreError;
 use super::facts::MessageFacts;
-use super::files::beside;
+use super::files::{beside, set_aside};
 use super::model::{InlineRoute, NewInbound, RouteDecision, RoutedOutput};
 use super::pending::CommitNotice;
 use super::progress::Progress;
@@ -89,9 +89,13 @@ pub(super) fn segment_path(db: &Path, n: usize) -> PathBuf {
 
 /// Reads the intact records after `applied` from both files, in sequence
 /// order. The files are read a record at a time, so memory holds the
-/// records wanted, not the files.
+/// records wanted, not the files, up to the first record that does not
+/// read; the rest of that file is then searched for records written after
+/// it (see [`rest`]). What was found besides records is logged (see
+/// [`report`]).
 pub(super) fn read(db: &Path, applied: u64) -> Result<Vec<Record>, StoreError> {
     let mut records = Vec::new();
+    let mut found = Vec::new();
     let mut record = Vec::new();
     for n in 0..2 {
         let path = segment_path(db, n);
@@ -101,7 +105,8 @@ pub(super) fn read(db: &Path, applied: u64) -> Result<Vec<Record>, StoreError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(failed(e)),
         };
-        let mut left = file.metadata().map_err(failed)?.len();
+        let size = file.metadata().map_err(failed)?.len();
+        let mut left = size;
         let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
         let mut previous = 0;
         loop {
@@ -121,7 +126,6 @@ pub(super) fn read(db: &Path, applied: u64) -> Result<Vec<Record>, StoreError> {
             if record[0] != MAGIC || seq < previous {
                 break;
             }
-            previous = seq;
             let len = u32::from_le_bytes([record[9], record[10], record[11], record[12]]) as u64 + 4;
             if len > left - HEAD as u64 {
                 break;
@@ -129,12 +133,200 @@ pub(super) fn read(db: &Path, applied: u64) -> Result<Vec<Record>, StoreError> {
             record.resize(HEAD + len as usize, 0);
             reader.read_exact(&mut record[HEAD..]).map_err(failed)?;
             let Some((found, _)) = decode(&record, applied) else { break };
+            previous = seq;
             records.extend(found);
             left -= (HEAD as u64) + len;
         }
+        // The rest of the file, at most its fixed size.
+        let at = size - left;
+        let mut tail = vec![0; usize::try_from(left).map_err(|_| failed(std::io::ErrorKind::FileTooLarge.into()))?];
+        reader.get_ref().read_exact_at(&mut tail, at).map_err(failed)?;
+        let mut rest = rest(&tail, at, previous, applied);
+        records.append(&mut rest.records);
+        found.push((n, size, rest));
     }
     records.sort_by_key(|r| r.seq);
+    report(db, &found, &records, applied);
     Ok(records)
+}
+
+/// Sequence numbers a record found past a damaged one may be ahead of the
+/// last one read: more than a round can hold is a chance match in the
+/// bytes, not a record.
+const RESYNC_WINDOW: u64 = 1 << 32;
+
+/// A stretch of a file that does not read as records, with records of the
+/// same round after it: damage, not the end of the round.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Gap {
+    /// Where it starts in the file, and how many bytes it spans.
+    pub(super) offset: u64,
+    pub(super) len: u64,
+    /// The first sequence number read after it.
+    pub(super) next: u64,
+}
+
+/// What follows the records read in turn from the start of a file.
+#[derive(Default)]
+pub(super) struct Rest {
+    /// Records found beyond damage (those after `applied`), in file order.
+    pub(super) records: Vec<Record>,
+    /// Damage with records of the current round after it.
+    pub(super) gaps: Vec<Gap>,
+    /// The last record of the round, cut short or damaged (its offset and
+    /// sequence number): nothing of the round follows it.
+    pub(super) torn: Option<(u64, u64)>,
+    /// Records whose checksum holds but whose contents do not read (a
+    /// writer's bug, not a torn write): offset and sequence number.
+    pub(super) unreadable: Vec<(u64, u64)>,
+}
+
+/// Searches `tail`, the bytes of a file after the records read in turn
+/// from its start (`tail` starts at `offset`; the last record read had
+/// number `previous`, 0 for none), for records of the same round written
+/// after one that was damaged since.
+///
+/// In an intact file, what follows the round is zeros or what an earlier
+/// round left: records numbered below the round's (at most `applied` when
+/// the round has none in this file), and nothing is found. A record is
+/// taken only where its magic byte, a number in the window ahead and its
+/// checksum agree: a chance match in a message's bytes would have to get
+/// all three right.
+pub(super) fn rest(tail: &[u8], offset: u64, previous: u64, applied: u64) -> Rest {
+    let mut rest = Rest::default();
+    let mut last = previous;
+    let mut at = 0;
+    // Where the bytes stopped reading as records.
+    let mut broken: Option<usize> = None;
+    while at < tail.len() {
+        let bytes = &tail[at..];
+        let floor = if last > 0 { last } else { applied };
+        let ahead = |seq: u64| seq > floor && seq - floor <= RESYNC_WINDOW;
+        // The number first: the checksum of every old record (or of a
+        // chance match's claimed length) is not worth computing.
+        match head_seq(bytes).filter(|&seq| ahead(seq)).and_then(|_| checked(bytes)) {
+            Some((seq, len)) => {
+                if let Some(from) = broken.take() {
+                    rest.gaps.push(Gap { offset: offset + from as u64, len: (at - from) as u64, next: seq });
+                    rest.torn = None;
+                }
+                match decode(&bytes[..len], applied) {
+                    Some((record, _)) => rest.records.extend(record),
+                    None => rest.unreadable.push((offset + at as u64, seq)),
+                }
+                last = seq;
+                at += len;
+            }
+            None => {
+                if broken.is_none() {
+                    broken = Some(at);
+                    rest.torn = head_seq(bytes).filter(|&seq| ahead(seq)).map(|seq| (offset + at as u64, seq));
+                }
+                // The next candidate is the next magic byte.
+                at += 1 + bytes[1..].iter().position(|&b| b == MAGIC).unwrap_or(bytes.len() - 1);
+            }
+        }
+    }
+    rest
+}
+
+/// The sequence number in a record head, if `bytes` start with one.
+fn head_seq(bytes: &[u8]) -> Option<u64> {
+    let head = bytes.get(..HEAD).filter(|head| head[0] == MAGIC)?;
+    Some(u64::from_le_bytes(head[1..9].try_into().ok()?))
+}
+
+/// The number and length of the record at the start of `bytes`, if it is
+/// whole and its checksum holds.
+fn checked(bytes: &[u8]) -> Option<(u64, usize)> {
+    let seq = head_seq(bytes)?;
+    let len = u32::from_le_bytes(bytes.get(9..13)?.try_into().ok()?) as usize;
+    let end = HEAD.checked_add(len)?;
+    let crc = u32::from_le_bytes(bytes.get(end..end.checked_add(4)?)?.try_into().ok()?);
+    (crc == crc32fast::hash(&bytes[..end])).then_some((seq, end + 4))
+}
+
+/// Logs what reading the log found besides its records: damage, with the
+/// records kept after it, and the messages it cost (numbers after
+/// `applied`, missing between the records read: acknowledged, never
+/// committed, and now unreadable); a torn last record; a record that does
+/// not read. A damaged file is copied aside first, since the log writes
+/// over its files as soon as the store is open.
+fn report(db: &Path, found: &[(usize, u64, Rest)], records: &[Record], applied: u64) {
+    for (n, size, rest) in found {
+        let path = segment_path(db, *n);
+        let file = path.display();
+        // Damage with only committed records after it cost nothing, and is
+        // written over in time: not worth a word at every start till then.
+        let gaps: Vec<&Gap> = rest.gaps.iter().filter(|gap| gap.next > applied).collect();
+        let damaged = !gaps.is_empty() || !rest.unreadable.is_empty();
+        for gap in &gaps {
+            tracing::error!(
+                %file,
+                offset = gap.offset,
+                bytes = gap.len,
+                next = gap.next,
+                "the inbound log is damaged: {} bytes at offset {} do not read as records; the records after them, from number {}, are read and kept",
+                gap.len,
+                gap.offset,
+                gap.next
+            );
+        }
+        if !gaps.is_empty() {
+            let kept = rest.records.len();
+            tracing::warn!(%file, records = kept, "{kept} records of the inbound log not yet committed read past the damage");
+        }
+        for (offset, seq) in &rest.unreadable {
+            tracing::error!(
+                %file,
+                offset,
+                number = seq,
+                "record {seq} of the inbound log at offset {offset} has a valid checksum but does not read (written by a faulty or newer version): left out"
+            );
+        }
+        if let Some((offset, seq)) = rest.torn {
+            let cut = match *size < SEGMENT_BYTES {
+                true => format!("; the file is {size} bytes, shorter than the {SEGMENT_BYTES} it is made with"),
+                false => String::new(),
+            };
+            tracing::warn!(
+                %file,
+                offset,
+                number = seq,
+                "the last record of the inbound log, number {seq} at offset {offset}, is incomplete or damaged{cut}: the previous run ended while writing it (it was never acknowledged) or it was damaged since; left out"
+            );
+        }
+        if damaged {
+            set_aside(&path);
+        }
+    }
+    let missing = missing(records, applied);
+    if !missing.is_empty() {
+        let count: u64 = missing.iter().map(|(a, b)| b - a + 1).sum();
+        let numbers: Vec<String> =
+            missing.iter().take(10).map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+        tracing::error!(
+            lost = count,
+            numbers = %numbers.join(","),
+            "{count} messages of the inbound log (numbers {}) were acknowledged but not committed before the last stop, and cannot be read: they are lost; the {} records read are committed",
+            numbers.join(", "),
+            records.len()
+        );
+    }
+}
+
+/// Ranges of sequence numbers after `applied` missing from `records`
+/// (sorted), up to the last one read.
+fn missing(records: &[Record], applied: u64) -> Vec<(u64, u64)> {
+    let mut missing = Vec::new();
+    let mut expected = applied + 1;
+    for r in records {
+        if r.seq > expected {
+            missing.push((expected, r.seq - 1));
+        }
+        expected = expected.max(r.seq + 1);
+    }
+    missing
 }
 
 /// The log while the store is open.
@@ -654,6 +846,71 @@ mod tests {
         // Written now, the values given are the values read.
         let (record, _) = decode(&bytes, 0).unwrap();
         assert_eq!(record.unwrap().inbound.patient_id.as_deref(), Some("stale"));
+    }
+
+    fn encoded(seqs: impl IntoIterator<Item = u64>) -> (Vec<u8>, Vec<usize>) {
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for seq in seqs {
+            starts.push(bytes.len());
+            encode(seq, &message(seq), &mut bytes);
+        }
+        (bytes, starts)
+    }
+
+    fn seqs(rest: &Rest) -> Vec<u64> {
+        rest.records.iter().map(|r| r.seq).collect()
+    }
+
+    /// What follows the round in an intact file is not taken for records:
+    /// zeros, and what an earlier round left, torn at any byte.
+    #[test]
+    fn zeros_and_an_earlier_rounds_leftovers_are_not_records() {
+        let (old, _) = encoded(1..=6);
+        for cut in [0, 1, 13, 40, old.len() / 2] {
+            let mut tail = old[cut..].to_vec();
+            tail.extend([0; 300]);
+            for (previous, applied) in [(9, 9), (0, 6)] {
+                let rest = rest(&tail, 100, previous, applied);
+                assert!(rest.records.is_empty() && rest.gaps.is_empty(), "cut {cut}");
+                assert_eq!((rest.torn, rest.unreadable.len()), (None, 0), "cut {cut}");
+            }
+        }
+    }
+
+    /// Records written after a damaged one are found and kept; the gap is
+    /// where the damage is, and a torn last record is told apart.
+    #[test]
+    fn records_past_damage_are_found_and_the_damage_placed() {
+        let (mut bytes, starts) = encoded(5..=9);
+        // The tail starts at the damaged record 6, as the reader leaves it.
+        bytes[starts[1] + 30] ^= 4;
+        let tail = &bytes[starts[1]..];
+        let rest = rest(tail, 1000, 5, 4);
+        assert_eq!(seqs(&rest), [7, 8, 9]);
+        assert_eq!(rest.gaps, [Gap { offset: 1000, len: (starts[2] - starts[1]) as u64, next: 7 }]);
+        assert_eq!(rest.torn, None);
+        // Records after damage that are committed already are found, not
+        // returned.
+        let rest = self::rest(tail, 1000, 5, 8);
+        assert_eq!((seqs(&rest), rest.gaps.len()), (vec![9], 1));
+        // The last record cut short: torn, not a gap.
+        let cut = &bytes[starts[4]..bytes.len() - 1];
+        let rest = self::rest(cut, 2000, 8, 4);
+        assert_eq!((rest.torn, rest.gaps.len(), rest.records.len()), (Some((2000, 9)), 0, 0));
+        // Its head damaged: no number to tell, and nothing follows.
+        let mut zeros = bytes[starts[4]..].to_vec();
+        zeros[0] = 0;
+        let rest = self::rest(&zeros, 2000, 8, 4);
+        assert_eq!((rest.torn, rest.gaps.len()), (None, 0));
+    }
+
+    #[test]
+    fn missing_numbers_are_listed_as_ranges() {
+        let records = |seqs: &[u64]| seqs.iter().map(|&seq| Record { seq, inbound: message(seq) }).collect::<Vec<_>>();
+        assert_eq!(missing(&records(&[3, 4, 7, 9]), 2), [(5, 6), (8, 8)]);
+        assert_eq!(missing(&records(&[5]), 2), [(3, 4)]);
+        assert!(missing(&records(&[3, 4]), 2).is_empty());
     }
 
     fn same(a: &NewInbound, b: &NewInbound) -> bool {

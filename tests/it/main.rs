@@ -18,6 +18,7 @@ mod browser;
 mod cli;
 mod config;
 mod crash_recovery;
+mod damaged;
 mod demo;
 mod downstream_faults;
 mod engine;

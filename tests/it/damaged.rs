@@ -1,0 +1,292 @@
+//! Damaged files of a real store, closed after real traffic: an inbound log
+//! record with a bit flipped or cut short, a delivery log with a torn last
+//! record or a damaged one in the middle. The store must say what it
+//! found, keep every record it can still read (those after the damage
+//! included), set a damaged log file aside under a name it logs, and never
+//! panic.
+//!
+//! The records left uncommitted are made with the store's fault hook:
+//! commits refused as a full disk refuses them, so the messages (or the
+//! delivery results) exist only in the logs when the store closes, as
+//! after a crash.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use switchboard::store::{Finished, NewInbound, Refuse, Status, Store, StoreError, StoreOptions};
+
+/// Magic byte and head length of an inbound log record (see
+/// `src/store/inbound_log.rs`): magic, sequence number (u64), payload
+/// length (u32); a CRC-32 follows the payload.
+const INBOUND_MAGIC: u8 = 0xA7;
+const INBOUND_HEAD: usize = 13;
+
+fn inbound(n: usize) -> NewInbound {
+    NewInbound {
+        production: "adt".into(),
+        service: "ADT in".into(),
+        origin: "127.0.0.1:5000".into(),
+        body: Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M{n}|P|2.5\rPID|1||{n}\r")),
+        control_id: Some(format!("M{n}")),
+        message_type: Some("ADT^A01".into()),
+        patient_id: None,
+        patient_name: None,
+        targets: ["Out".to_owned()].into(),
+        routed: Vec::new(),
+    }
+}
+
+fn completed(header_id: i64) -> Finished {
+    Finished {
+        header_id,
+        production: "adt".into(),
+        item: "Out".into(),
+        status: Status::Completed,
+        attempts: 1,
+        reply: None,
+        error: None,
+    }
+}
+
+/// What the store logs while `f` runs on this thread, as text.
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
+fn open_logged(path: &Path) -> (Result<Store, StoreError>, String) {
+    logged(|| Store::open(path, StoreOptions::default()).map(|(store, _)| store))
+}
+
+fn queued_ids(store: &Store) -> Vec<String> {
+    store.fetch_queue("adt", "Out", 100).unwrap().into_iter().filter_map(|q| q.control_id).collect()
+}
+
+fn ids(range: impl IntoIterator<Item = usize>) -> Vec<String> {
+    range.into_iter().map(|n| format!("M{n}")).collect()
+}
+
+/// Copies set aside next to `file`.
+fn set_aside(file: &Path) -> Vec<PathBuf> {
+    let name = format!("{}.damaged-", file.file_name().unwrap().to_string_lossy());
+    std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&name))
+        .collect()
+}
+
+/// A store that received M1 to M10 (numbers 1 to 10 in its inbound log)
+/// and committed only M1 and M2: M3 is refused, and everything after it
+/// waits behind it, acknowledged and only in the log, when the store
+/// closes. Returns the database's path and where each record starts in
+/// the log's first file.
+async fn store_with_uncommitted_messages(dir: &Path) -> (PathBuf, Vec<u64>) {
+    let path = dir.join("store.db");
+    let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+    for n in 1..=2 {
+        store.commit_inbound(inbound(n)).await.unwrap();
+    }
+    store.fault_hook().refuse(Refuse::Message { control_id: "M3".into() });
+    for n in 3..=10 {
+        // Durable in the log once this returns: what an ACK stands for.
+        drop(store.receive_inbound(inbound(n)).await.unwrap());
+    }
+    store.close().await;
+    drop(store);
+    let bytes = std::fs::read(inbound_file(&path)).unwrap();
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while bytes[at] == INBOUND_MAGIC {
+        starts.push(at as u64);
+        let len = u32::from_le_bytes(bytes[at + 9..at + 13].try_into().unwrap()) as usize;
+        at += INBOUND_HEAD + len + 4;
+    }
+    assert_eq!(starts.len(), 10, "M1 to M10 in the first file of the log");
+    (path, starts)
+}
+
+fn inbound_file(db: &Path) -> PathBuf {
+    PathBuf::from(format!("{}-inbound-0", db.display()))
+}
+
+fn flip_bit(file: &Path, offset: u64) {
+    let mut bytes = std::fs::read(file).unwrap();
+    bytes[offset as usize] ^= 0x10;
+    std::fs::write(file, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn a_bit_flipped_inbound_record_costs_that_message_only_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, starts) = store_with_uncommitted_messages(dir.path()).await;
+    let log = inbound_file(&path);
+    // In the body of M6, the fourth of the uncommitted messages.
+    let damaged_at = starts[5];
+    flip_bit(&log, damaged_at + INBOUND_HEAD as u64 + 40);
+    let found = std::fs::read(&log).unwrap();
+
+    let (store, text) = open_logged(&path);
+    let store = store.expect("the store opens");
+    // Every record that still reads is committed, those after the damage
+    // included, in order.
+    assert_eq!(queued_ids(&store), ids([1, 2, 3, 4, 5, 7, 8, 9, 10]), "{text}");
+    let record = starts[6] - starts[5];
+    for said in [
+        format!("{} bytes at offset {damaged_at} do not read as records", record),
+        "the records after them, from number 7, are read and kept".to_owned(),
+        "1 messages of the inbound log (numbers 6) were acknowledged but not committed".to_owned(),
+        "the damaged file is copied to".to_owned(),
+    ] {
+        assert!(text.contains(&said), "the log does not say {said:?}:\n{text}");
+    }
+    assert!(text.contains(&log.display().to_string()), "the file is not named:\n{text}");
+    let aside = set_aside(&log);
+    assert_eq!(aside.len(), 1, "one copy set aside: {aside:?}");
+    assert!(text.contains(&aside[0].display().to_string()), "the copy is not named:\n{text}");
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), found, "the copy is the file as it was found");
+    store.close().await;
+
+    // Opened again, nothing more is said or applied twice.
+    let (store, text) = open_logged(&path);
+    let store = store.expect("the store opens again");
+    assert_eq!(queued_ids(&store), ids([1, 2, 3, 4, 5, 7, 8, 9, 10]));
+    assert!(!text.contains("damaged"), "a second open reports damage again:\n{text}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_flipped_head_of_an_inbound_record_is_read_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, starts) = store_with_uncommitted_messages(dir.path()).await;
+    let log = inbound_file(&path);
+    // The magic byte of M4: the record's start cannot be told any more.
+    flip_bit(&log, starts[3]);
+    let (store, text) = open_logged(&path);
+    let store = store.expect("the store opens");
+    assert_eq!(queued_ids(&store), ids([1, 2, 3, 5, 6, 7, 8, 9, 10]), "{text}");
+    assert!(text.contains(&format!("at offset {} do not read as records", starts[3])), "{text}");
+    assert!(text.contains("(numbers 4)"), "{text}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_truncated_inbound_log_keeps_the_records_before_the_cut_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, starts) = store_with_uncommitted_messages(dir.path()).await;
+    let log = inbound_file(&path);
+    // Cut in the middle of M7.
+    let cut = starts[6] + 20;
+    std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(cut).unwrap();
+    let (store, text) = open_logged(&path);
+    let store = store.expect("the store opens");
+    assert_eq!(queued_ids(&store), ids(1..=6), "{text}");
+    let said = format!(
+        "the last record of the inbound log, number 7 at offset {}, is incomplete or damaged; the file is {cut} bytes, shorter than",
+        starts[6]
+    );
+    assert!(text.contains(&said), "the log does not say {said:?}:\n{text}");
+    store.close().await;
+}
+
+/// A store whose delivery log holds results for M1 to M6 that were never
+/// committed (results refused as a full disk refuses them). Returns the
+/// database's path, the headers in queue order and where each record of
+/// the delivery log starts.
+async fn store_with_uncommitted_results(dir: &Path) -> (PathBuf, Vec<i64>, Vec<u64>) {
+    let path = dir.join("store.db");
+    let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+    for n in 1..=8 {
+        store.commit_inbound(inbound(n)).await.unwrap();
+    }
+    let headers: Vec<i64> = store.fetch_queue("adt", "Out", 100).unwrap().iter().map(|q| q.id).collect();
+    store.mark_delivering(headers[..6].to_vec()).await.unwrap();
+    store.fault_hook().refuse(Refuse::Results);
+    let log = deliveries_file(&path);
+    let mut starts = Vec::new();
+    for &id in &headers[..6] {
+        starts.push(std::fs::metadata(&log).unwrap().len());
+        store.note_finished(completed(id)).await.unwrap();
+    }
+    store.close().await;
+    drop(store);
+    assert_eq!(std::fs::metadata(&log).unwrap().len() / starts[1], 6, "six records of one size");
+    (path, headers, starts)
+}
+
+fn deliveries_file(db: &Path) -> PathBuf {
+    PathBuf::from(format!("{}-deliveries", db.display()))
+}
+
+#[tokio::test]
+async fn a_torn_last_delivery_record_is_reported_and_its_message_is_delivered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, headers, starts) = store_with_uncommitted_results(dir.path()).await;
+    let log = deliveries_file(&path);
+    let len = std::fs::metadata(&log).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(len - 3).unwrap();
+    let (store, text) = open_logged(&path);
+    let store = store.expect("the store opens");
+    for (n, &id) in headers.iter().enumerate() {
+        let status = store.header(id).unwrap().unwrap().status;
+        let expected = if n < 5 { Status::Completed } else { Status::Queued };
+        assert_eq!(status, expected, "M{}:\n{text}", n + 1);
+    }
+    assert_eq!(queued_ids(&store), ids(6..=8));
+    let said = format!(
+        "the last record of the delivery log ({} bytes at offset {}) is incomplete",
+        len - 3 - starts[5],
+        starts[5]
+    );
+    assert!(text.contains(&said), "the log does not say {said:?}:\n{text}");
+    assert!(text.contains("the 5 results before it are applied"), "{text}");
+    assert!(set_aside(&log).is_empty(), "a torn tail is what a crash leaves, not damage to keep");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_damaged_delivery_record_does_not_hide_the_results_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, headers, starts) = store_with_uncommitted_results(dir.path()).await;
+    let log = deliveries_file(&path);
+    // M3's header id.
+    flip_bit(&log, starts[2] + 8);
+    let (store, text) = open_logged(&path);
+    let store = store.expect("the store opens");
+    for (n, &id) in headers.iter().enumerate() {
+        let status = store.header(id).unwrap().unwrap().status;
+        let expected = if n < 6 && n != 2 { Status::Completed } else { Status::Queued };
+        assert_eq!(status, expected, "M{}:\n{text}", n + 1);
+    }
+    let said = format!(
+        "the delivery log is damaged: {} bytes at offset {} do not read as records; the 3 results after them are read and applied",
+        starts[3] - starts[2],
+        starts[2]
+    );
+    assert!(text.contains(&said), "the log does not say {said:?}:\n{text}");
+    let aside = set_aside(&log);
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(text.contains(&aside[0].display().to_string()), "the copy is not named:\n{text}");
+    assert_eq!(std::fs::metadata(&aside[0]).unwrap().len(), starts[1] * 6, "the copy is the file as found");
+    store.close().await;
+}
