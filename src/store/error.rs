@@ -40,6 +40,17 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// SQLite found the database damaged (corrupt, or not a database);
+    /// the store does not open, and the file is left as it is.
+    #[error(
+        "the message store {path} is damaged, so it is not opened and left as it is: {found}. Restore the last backup: stop Switchboard, move {path} and the files named like it with a suffix (-wal, -inbound-0, -inbound-1, -deliveries) out of the data folder, put the backup's switchboard-backup.db there (restoring a Home Assistant backup of the add-on does both) and start again: the copy becomes the store"
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said, and what its integrity check found.
+        found: String,
+    },
     /// No header has this id (never stored, or purged).
     #[error("no message has id {id}")]
     NoSuchMessage {

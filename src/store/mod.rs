@@ -51,7 +51,9 @@
 //! copying the write-ahead log into the database never holds up a commit.
 //! When the store opens, what the previous run noted or acknowledged
 //! without committing it is committed before anything else runs
-//! (`recovery`). Searches for the message viewer (`search`) run on a
+//! (`recovery`); damage found in the logs' files is reported and read
+//! past, and a damaged database is refused with what SQLite found
+//! (`damage`). Searches for the message viewer (`search`) run on a
 //! third connection, so that a long one never holds up a queue read. The
 //! rest: the public types (`model`, `error`), what is recorded of a
 //! message's content for searches (`facts`), the answers to pending
@@ -90,10 +92,11 @@
 //!   [`Store::item_enabled`], and the MQTT bridge's memory of what it
 //!   published, [`Store::published_topics`];
 //! - keeping the store: [`Store::open`], [`Store::close`], [`Store::purge`],
-//!   [`Store::size_on_disk`], [`Store::commit_trouble`];
+//!   [`Store::size_on_disk`], [`Store::commit_trouble`], [`Store::damage`];
 //! - for tests and fault drills, [`Store::fault_hook`]: commits refused as
 //!   a full disk would refuse them.
 
+mod damage;
 mod delivery_log;
 mod disk;
 mod error;
@@ -180,13 +183,21 @@ struct Inner {
     /// Event entries dropped while the writer is saturated: one warning a
     /// minute with the count, not one per entry.
     dropped_events: RateLimit,
+    /// What the check of the database after opening found.
+    damage: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Store {
     /// Opens (creating if needed) the store at `path`, applies migrations,
     /// puts messages left `delivering` back in their queues and starts the
     /// writer thread. Returns how many messages were recovered.
+    /// A database SQLite finds damaged is an error saying what was found
+    /// ([`StoreError::Damaged`]).
     pub fn open(path: &Path, options: StoreOptions) -> Result<(Self, Recovered), StoreError> {
+        Self::open_files(path, options).map_err(|e| damage::check(path, e))
+    }
+
+    fn open_files(path: &Path, options: StoreOptions) -> Result<(Self, Recovered), StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|reason| StoreError::Path { path: dir.to_owned(), reason })?;
         }
@@ -251,6 +262,7 @@ impl Store {
             progress,
             faults,
             dropped_events: RateLimit::new(1, Duration::from_secs(60)),
+            damage: damage::check_in_background(path, options.low_background_priority),
         };
         Ok((Self { inner: Arc::new(inner) }, recovered))
     }
@@ -473,6 +485,13 @@ impl Store {
     /// wait, so the MLLP services show this as their error.
     pub fn commit_trouble(&self) -> tokio::sync::watch::Receiver<Option<String>> {
         self.inner.progress.trouble.subscribe()
+    }
+
+    /// Damage `PRAGMA quick_check` found in the database after the store
+    /// opened (it runs in the background, see the `damage` module); `None`
+    /// while it runs and when the file is sound.
+    pub fn damage(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.inner.damage.clone()
     }
 
     /// The number of pending messages of a queue; O(1).

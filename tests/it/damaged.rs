@@ -1,8 +1,9 @@
 //! Damaged files of a real store, closed after real traffic: an inbound log
 //! record with a bit flipped or cut short, a delivery log with a torn last
-//! record or a damaged one in the middle. The store must say what it
-//! found, keep every record it can still read (those after the damage
-//! included), set a damaged log file aside under a name it logs, and never
+//! record or a damaged one in the middle, a database SQLite finds damaged.
+//! The store must say what it found, keep every record it can still read
+//! (those after the damage included), set a damaged log file aside under a
+//! name it logs, refuse a damaged database with the way back, and never
 //! panic.
 //!
 //! The records left uncommitted are made with the store's fault hook:
@@ -10,8 +11,11 @@
 //! delivery results) exist only in the logs when the store closes, as
 //! after a crash.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard::store::{Finished, NewInbound, Refuse, Status, Store, StoreError, StoreOptions};
@@ -289,4 +293,129 @@ async fn a_damaged_delivery_record_does_not_hide_the_results_after_it() {
     assert!(text.contains(&aside[0].display().to_string()), "the copy is not named:\n{text}");
     assert_eq!(std::fs::metadata(&aside[0]).unwrap().len(), starts[1] * 6, "the copy is the file as found");
     store.close().await;
+}
+
+/// A store with traffic, closed; returns its path.
+async fn closed_store(dir: &Path) -> PathBuf {
+    let path = dir.join("switchboard.db");
+    let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+    for n in 0..200 {
+        store.commit_inbound(inbound(n)).await.unwrap();
+    }
+    store.close().await;
+    drop(store);
+    // Everything folded into the database file itself.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    drop(conn);
+    path
+}
+
+/// Overwrites page `page` (from 1) of a database with garbage.
+fn scribble_page(path: &Path, page: u64) {
+    let page_size = {
+        let bytes = std::fs::read(path).unwrap();
+        u64::from(u16::from_be_bytes([bytes[16], bytes[17]]))
+    };
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start((page - 1) * page_size)).unwrap();
+    file.write_all(&vec![0x5A; page_size as usize]).unwrap();
+}
+
+fn root_page(path: &Path, table: &str) -> u64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("SELECT rootpage FROM sqlite_schema WHERE name = ?1", [table], |r| r.get::<_, i64>(0)).unwrap()
+        as u64
+}
+
+#[tokio::test]
+async fn a_damaged_database_is_refused_with_what_was_found_and_the_way_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_store(dir.path()).await;
+    // Page 1 past the file's header: the schema, read by every open.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page_size = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+    bytes[100..page_size].fill(0x5A);
+    std::fs::write(&path, &bytes).unwrap();
+    let (result, text) = open_logged(&path);
+    let error = result.err().expect("a damaged database must not open");
+    assert!(matches!(&error, StoreError::Damaged { path: p, .. } if *p == path), "{error:?}");
+    let message = error.to_string();
+    for said in [
+        format!("the message store {} is damaged", path.display()),
+        "malformed".to_owned(),
+        "integrity_check".to_owned(),
+        "switchboard-backup.db".to_owned(),
+    ] {
+        assert!(message.contains(&said), "the error does not say {said:?}: {message}");
+    }
+    assert!(text.contains("the message store is damaged"), "{text}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the damaged file is left as it was");
+}
+
+/// Damage no query at open reads (a table's page) is found by the check
+/// that runs once the store is open.
+#[tokio::test]
+async fn damage_past_what_opening_reads_is_found_by_the_check_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_store(dir.path()).await;
+    scribble_page(&path, root_page(&path, "header"));
+    let (store, _) = Store::open(&path, StoreOptions::default()).expect("the schema reads; the store opens");
+    let mut damage = store.damage();
+    let found = tokio::time::timeout(Duration::from_secs(30), damage.wait_for(Option::is_some))
+        .await
+        .expect("the check reports within 30 s")
+        .expect("the check reports")
+        .clone()
+        .unwrap();
+    assert!(found.contains("page"), "the finding says where: {found}");
+    store.close().await;
+
+    // A sound store: the check finds nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_store(dir.path()).await;
+    let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(*store.damage().borrow(), None);
+    store.close().await;
+}
+
+/// What `switchboard run` says and does on a database whose header is
+/// gone: exits with an error naming the file, never a panic.
+#[tokio::test]
+async fn switchboard_run_refuses_a_damaged_database_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = closed_store(&data).await;
+    // The header: "SQLite format 3\0" and the page size.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..100].fill(0xA5);
+    std::fs::write(&path, bytes).unwrap();
+    let config = dir.path().join("productions.yaml");
+    std::fs::write(&config, "productions: {}\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("SWITCHBOARD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: an engine that opened the store would run for good.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if child.try_wait().unwrap().is_none() {
+        child.kill().unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && output.status.code() != Some(101), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for said in [format!("the message store {} is damaged", path.display()), "not a database".to_owned()] {
+        assert!(stderr.contains(&said), "the error does not say {said:?}:\n{stderr}");
+    }
 }

@@ -1,0 +1,95 @@
+//! What the store says when SQLite finds its database file damaged.
+//!
+//! A damaged database cannot be repaired in place without guessing at what
+//! it held: rows on a bad page are gone, and an index that disagrees with
+//! its table would send messages twice or never. So when SQLite calls the
+//! file corrupt while the store opens, the store refuses to open, names the
+//! file, says what SQLite's own check found there, and points at the way
+//! back: the last backup.
+//!
+//! Opening reads only a few pages, so damage elsewhere (a table's page
+//! that no query at start touches) shows only when something reads it.
+//! Checking every page before `ready` would hold a large store's start up
+//! for seconds, so the check runs once the store is open, in the
+//! background ([`check_in_background`]); what it finds is logged and
+//! offered as [`Store::damage`](super::Store::damage).
+
+use std::path::Path;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::watch;
+
+use super::disk::run_in_background;
+use super::error::StoreError;
+
+/// Lines of `PRAGMA integrity_check` reported; the first few say where.
+const FINDINGS: usize = 10;
+
+/// Turns an error met while opening the store into
+/// [`StoreError::Damaged`] when SQLite called the file corrupt or not a
+/// database, with what its integrity check finds; other errors pass.
+pub(super) fn check(path: &Path, error: StoreError) -> StoreError {
+    let StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, ref message)) = error else { return error };
+    if !matches!(failure.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) {
+        return error;
+    }
+    let mut found = vec![message.clone().unwrap_or_else(|| failure.to_string())];
+    match integrity_check(path) {
+        Ok(lines) => found.extend(lines),
+        Err(e) => found.push(format!("PRAGMA integrity_check cannot run: {e}")),
+    }
+    tracing::error!(file = %path.display(), found = %found.join("; "), "the message store is damaged");
+    StoreError::Damaged { path: path.to_owned(), found: found.join("; ") }
+}
+
+/// The first findings of `PRAGMA integrity_check`, on a read-only
+/// connection that changes nothing.
+fn integrity_check(path: &Path) -> rusqlite::Result<Vec<String>> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let mut stmt = conn.prepare(&format!("PRAGMA integrity_check({FINDINGS})"))?;
+    let lines = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(lines.into_iter().map(|line| format!("integrity_check: {line}")).collect())
+}
+
+/// Starts `PRAGMA quick_check` on a read-only connection and a thread of
+/// its own (at the lowest priority with `low_priority`); the receiver
+/// holds what it found once it found damage, `None` until then and when
+/// the file is sound.
+pub(super) fn check_in_background(path: &Path, low_priority: bool) -> watch::Receiver<Option<String>> {
+    let (tx, rx) = watch::channel(None);
+    let path = path.to_owned();
+    let spawned = std::thread::Builder::new().name("store-check".into()).spawn(move || {
+        if low_priority {
+            run_in_background();
+        }
+        let found = match quick_check(&path) {
+            Ok(lines) if lines.iter().all(|line| line == "ok") => return,
+            Ok(lines) => lines.join("; "),
+            Err(rusqlite::Error::SqliteFailure(failure, message))
+                if matches!(failure.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) =>
+            {
+                message.unwrap_or_else(|| failure.to_string())
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the check of the message store did not run");
+                return;
+            }
+        };
+        tracing::error!(
+            file = %path.display(),
+            %found,
+            "the message store is damaged: PRAGMA quick_check found: {found}. Messages on the damaged pages cannot be read or changed; restore the last backup (see the error Switchboard gives when it cannot open a damaged store)"
+        );
+        let _ = tx.send(Some(found));
+    });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "cannot start the check of the message store");
+    }
+    rx
+}
+
+fn quick_check(path: &Path) -> rusqlite::Result<Vec<String>> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let mut stmt = conn.prepare(&format!("PRAGMA quick_check({FINDINGS})"))?;
+    stmt.query_map([], |r| r.get::<_, String>(0))?.collect()
+}
