@@ -3,8 +3,8 @@
 //!
 //! After a crash or a power cut the inbound log and the delivery log hold
 //! whatever reached the disk: torn records, zeros, an earlier round's
-//! leftovers, flipped bits. Their readers must take the intact records and
-//! stop cleanly at anything else, never panic, and never allocate what a
+//! leftovers, flipped bits. Their readers must take every intact record,
+//! before and after any damage, never panic, and never allocate what a
 //! corrupt length claims. The fuzz targets (`fuzz/fuzz_targets/inbound_log.rs`
 //! and `delivery_log.rs`) drive the readers through this entry point over
 //! files they write, so that the files are read exactly as at open; it
