@@ -302,7 +302,7 @@ fn report(db: &Path, found: &[(usize, u64, Rest)], records: &[Record], applied: 
     }
     let missing = missing(records, applied);
     if !missing.is_empty() {
-        let count: u64 = missing.iter().map(|(a, b)| b - a + 1).sum();
+        let count = missing.iter().fold(0u64, |n, (a, b)| n.saturating_add((b - a).saturating_add(1)));
         let numbers: Vec<String> =
             missing.iter().take(10).map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
         tracing::error!(
@@ -319,12 +319,14 @@ fn report(db: &Path, found: &[(usize, u64, Rest)], records: &[Record], applied: 
 /// (sorted), up to the last one read.
 fn missing(records: &[Record], applied: u64) -> Vec<(u64, u64)> {
     let mut missing = Vec::new();
-    let mut expected = applied + 1;
+    // Saturating: both numbers come from files a crash or a bad disk may
+    // have left anything in.
+    let mut expected = applied.saturating_add(1);
     for r in records {
         if r.seq > expected {
             missing.push((expected, r.seq - 1));
         }
-        expected = expected.max(r.seq + 1);
+        expected = expected.max(r.seq.saturating_add(1));
     }
     missing
 }
@@ -911,6 +913,10 @@ mod tests {
         assert_eq!(missing(&records(&[3, 4, 7, 9]), 2), [(5, 6), (8, 8)]);
         assert_eq!(missing(&records(&[5]), 2), [(3, 4)]);
         assert!(missing(&records(&[3, 4]), 2).is_empty());
+        // Numbers at the top of the range, as a damaged file may hold.
+        assert!(missing(&records(&[u64::MAX]), u64::MAX).is_empty());
+        assert_eq!(missing(&records(&[u64::MAX]), u64::MAX - 3), [(u64::MAX - 2, u64::MAX - 1)]);
+        assert_eq!(missing(&records(&[u64::MAX - 1, u64::MAX]), 0), [(1, u64::MAX - 2)]);
     }
 
     fn same(a: &NewInbound, b: &NewInbound) -> bool {
