@@ -265,7 +265,14 @@ impl DeliveryLog {
     pub(super) fn note(&self, noted: &Noted) -> std::io::Result<()> {
         let record = encode(noted);
         let mut state = self.lock();
-        state.file.write_all(&record)?;
+        if let Err(e) = state.file.write_all(&record) {
+            // A full disk can take part of a record: cut it off, or it
+            // would end the log for the records noted after it (cutting
+            // a file back frees space, so this does not fail for want of
+            // it).
+            let _ = state.file.set_len(state.len);
+            return Err(e);
+        }
         state.len += record.len() as u64;
         let waiting = state.pending.entry(noted.header_id).or_default();
         *waiting += 1;

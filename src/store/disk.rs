@@ -131,6 +131,12 @@ const CHECKPOINT_DELAY: Duration = Duration::from_millis(200);
 /// Log frames (pages) beyond which the log is restarted from its beginning.
 const RESTART_FRAMES: i64 = 4096;
 
+/// How long after a failed checkpoint it is tried again, nudged or not.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
+
+/// How often a checkpoint that keeps failing the same way is logged again.
+const CHECKPOINT_FAILURE_LOG: Duration = Duration::from_secs(60);
+
 /// Copies committed pages from the log into the database after each nudge
 /// from the writer, until the writer is gone.
 ///
@@ -140,16 +146,46 @@ const RESTART_FRAMES: i64 = 4096;
 /// is long, a restart checkpoint copies the few frames added since (holding
 /// commits back only for that), after which the writer starts the log from
 /// the beginning again.
+///
+/// A checkpoint that failed (a full disk: the database cannot grow) is
+/// tried again every [`CHECKPOINT_RETRY`] even when nothing is committed,
+/// since the log cannot start over until one succeeds; its warning is
+/// logged once, then once a minute while it keeps failing.
 pub(super) fn checkpoint_loop(conn: &Connection, nudged: &std::sync::mpsc::Receiver<()>) {
-    while nudged.recv().is_ok() {
+    use std::sync::mpsc::RecvTimeoutError;
+    // While checkpoints fail: the error, when it is logged next, and how
+    // many failed since it was.
+    let mut failing: Option<(String, std::time::Instant, u64)> = None;
+    loop {
+        let woken = match failing {
+            None => nudged.recv().is_ok(),
+            Some(_) => !matches!(nudged.recv_timeout(CHECKPOINT_RETRY), Err(RecvTimeoutError::Disconnected)),
+        };
+        if !woken {
+            return;
+        }
         std::thread::sleep(CHECKPOINT_DELAY);
         while nudged.try_recv().is_ok() {}
         let result = checkpoint(conn, "PASSIVE").and_then(|frames| match frames > RESTART_FRAMES {
             true => checkpoint(conn, "RESTART").map(drop),
             false => Ok(()),
         });
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "checkpoint of the write-ahead log failed; will retry after the next commit");
+        match (result, &mut failing) {
+            (Ok(()), failing) => {
+                if let Some((error, _, repeats)) = failing.take() {
+                    tracing::info!(%error, "checkpoints of the write-ahead log succeed again after {repeats} more failures");
+                }
+            }
+            (Err(e), Some((error, log_at, repeats)))
+                if *error == e.to_string() && std::time::Instant::now() < *log_at =>
+            {
+                *repeats += 1;
+            }
+            (Err(e), failing) => {
+                let repeats = failing.as_ref().map_or(0, |f| f.2);
+                tracing::warn!(error = %e, "checkpoint of the write-ahead log failed ({repeats} more since the last warning); tried again every {CHECKPOINT_RETRY:?}");
+                *failing = Some((e.to_string(), std::time::Instant::now() + CHECKPOINT_FAILURE_LOG, 0));
+            }
         }
     }
 }

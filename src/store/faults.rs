@@ -12,6 +12,13 @@
 //! transaction (or the operation's savepoint) is rolled back and the
 //! operation is answered, held or kept for later as usual.
 //!
+//! [`Refuse::DiskFull`] goes further, for the whole store: every commit
+//! fails, and SQLite's transaction is rolled back under the writer as SQLite
+//! itself rolls it back when a write to a full disk fails, and appends to
+//! the delivery log fail with `ENOSPC`. That is what a full disk does to
+//! the store while its inbound log (whose files never grow) still takes
+//! messages, without needing a small file system to fill.
+//!
 //! Disarmed, it costs the writer one atomic load per operation.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +42,11 @@ pub enum Refuse {
     /// Committing any delivery result: a message completed, failed,
     /// suspended, or put back in its queue for another attempt.
     Results,
+    /// Everything, as a full disk refuses it: every commit, with the
+    /// transaction rolled back by the time the writer hears of it (SQLite
+    /// rolls a transaction back itself when a write fails with
+    /// `SQLITE_FULL`), and every append to the delivery log.
+    DiskFull,
 }
 
 /// Makes the store's commits fail on demand; see the module doc. Cloned
@@ -86,6 +98,13 @@ impl FaultHook {
                     || routed.decision.outputs.iter().any(|o| o.control_id.as_deref() == Some(control_id))
             }),
             (Refuse::Results, Op::Finish(..) | Op::FinishNoted(..)) => true,
+            (Refuse::DiskFull, _) => {
+                // What SQLite does after a write that the disk refused.
+                if !tx.is_autocommit() {
+                    let _ = tx.execute_batch("ROLLBACK");
+                }
+                true
+            }
             _ => false,
         };
         refused.then(|| {
@@ -94,5 +113,17 @@ impl FaultHook {
                 Some("database or disk is full (refused by the store's fault hook)".to_owned()),
             )
         })
+    }
+
+    /// Fails with `ENOSPC` while [`Refuse::DiskFull`] is armed: called
+    /// before an append to the delivery log.
+    pub(super) fn check_append(&self) -> std::io::Result<()> {
+        if !self.inner.armed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match *self.inner.refuse.lock_unpoisoned() {
+            Some(Refuse::DiskFull) => Err(std::io::Error::from(rustix::io::Errno::NOSPC)),
+            _ => Ok(()),
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 use rusqlite::Connection;
 
+use super::error::StoreError;
 use super::faults::FaultHook;
 use super::protocol::{Op, Outcome};
 use super::queues::{Deltas, Depths, Queues};
@@ -31,6 +32,16 @@ pub(super) struct Applied {
 
 /// Applies `ops` inside the open transaction (see
 /// [`Writer::transaction`](super::writer::Writer::transaction)).
+///
+/// Fails, with nothing applied, when SQLite has rolled the whole
+/// transaction back itself. It does that when a statement fails with
+/// `SQLITE_FULL`, `SQLITE_IOERR` or `SQLITE_NOMEM` (a full disk: the page
+/// cache spills into the write-ahead log and the write is refused), unless
+/// the statement keeps a journal of its own; the connection is then back in
+/// autocommit mode. Going on would run the rest of the group outside any
+/// transaction, a statement at a time, each committed alone; and the
+/// failing operation's error is the cause to report, not the error of the
+/// `ROLLBACK` or `ROLLBACK TO` that would follow it.
 pub(super) fn apply_all(
     tx: &Connection,
     ops: &[Op],
@@ -38,7 +49,7 @@ pub(super) fn apply_all(
     queues: &Queues,
     log: LogProgress,
     faults: &FaultHook,
-) -> rusqlite::Result<Option<Applied>> {
+) -> Result<Option<Applied>, StoreError> {
     let mut ids = HeaderIds::next_free(tx)?;
     let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), deltas: Deltas::default(), log };
     let mut op_deltas = Deltas::default();
@@ -58,6 +69,9 @@ pub(super) fn apply_all(
         let mut outcome = apply(&mut statements, op, &mut ids, &depths, &mut op_deltas);
         if let Some(error) = faults.check(tx, op) {
             outcome = outcome.refused(error.into());
+        }
+        if !outcome.ok() && tx.is_autocommit() {
+            return Err(outcome.into_error());
         }
         match (outcome.ok(), isolation) {
             (true, Isolation::Shared) => {}

@@ -358,8 +358,9 @@ impl Store {
     /// queue.
     pub async fn note_finished(&self, finished: Finished) -> Result<(), StoreError> {
         self.inner
-            .deliveries
-            .note(&Noted::of(&finished))
+            .faults
+            .check_append()
+            .and_then(|()| self.inner.deliveries.note(&Noted::of(&finished)))
             .map_err(|reason| StoreError::Path { path: self.inner.deliveries.path().to_owned(), reason })?;
         let deliveries = self.inner.deliveries.clone();
         self.inner.ops.send(Op::FinishNoted(finished, deliveries)).await.map_err(|_| StoreError::Closed)

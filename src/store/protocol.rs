@@ -207,6 +207,22 @@ impl Outcome {
         }
     }
 
+    /// Why the operation failed; for an outcome that did not, an error
+    /// saying so (not reached: asked only of failures).
+    pub(super) fn into_error(self) -> StoreError {
+        let error = match self {
+            Self::Committed(r) => r.err(),
+            Self::Ids(r) => r.err(),
+            Self::Unit(r) => r.err(),
+            Self::Bool(r) => r.err(),
+            Self::Id(r) => r.err(),
+            Self::Resent(r) => r.err(),
+            Self::Purge(r) => r.err(),
+            Self::Failed | Self::Held => None,
+        };
+        error.unwrap_or_else(|| StoreError::CommitFailed("the operation was not applied".into()))
+    }
+
     outcome_value!(committed, Committed, Committed);
     outcome_value!(ids, Ids, Vec<Vec<i64>>);
     outcome_value!(unit, Unit, ());

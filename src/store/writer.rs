@@ -55,6 +55,10 @@ const LAZY_DELAY: Duration = Duration::from_millis(1);
 /// committed are tried again (see [`Writer::hold`]).
 const HELD_RETRY: Duration = Duration::from_secs(1);
 
+/// How often a commit that keeps failing the same way is logged again: it
+/// is tried every [`HELD_RETRY`] while the disk stays full.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 pub(super) struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<Op>,
@@ -77,6 +81,9 @@ pub(super) struct Writer {
     retry_at: Instant,
     /// Messages have been held since they were last all committed.
     holding: bool,
+    /// The last failed commit, while commits fail (see
+    /// [`Writer::log_failure`]).
+    failing: Option<Failing>,
     /// Run at [`BACKGROUND_NICE`](super::disk::BACKGROUND_NICE).
     low_priority: bool,
     faults: FaultHook,
@@ -133,6 +140,7 @@ impl Writer {
             held: Vec::new(),
             retry_at: Instant::now(),
             holding: false,
+            failing: None,
             low_priority,
             faults,
         })
@@ -196,10 +204,14 @@ impl Writer {
         // go first (`run` waited for their retry), and if one fails again
         // the messages after it are held behind it. Held results go with
         // them.
-        if !self.held.is_empty() {
+        let retry = !self.held.is_empty();
+        if retry {
             ops.splice(0..0, std::mem::take(&mut self.held));
         }
-        if !ops.is_empty() {
+        if retry && let Err(e) = self.checkpoint_before_retry() {
+            // No room for the checkpoint: nothing is committed this time.
+            self.answer(ops, Err(e));
+        } else if !ops.is_empty() {
             // The whole group in one transaction without savepoints (they
             // cost a copy of every page touched); if any operation fails the
             // transaction is rolled back and the group is redone with each
@@ -217,49 +229,83 @@ impl Writer {
         }
     }
 
+    /// Copies the write-ahead log into the database and empties it before
+    /// what is held is tried again, and fails if there is no room for
+    /// that.
+    ///
+    /// When the disk fills up, checkpoints fail as commits do (the
+    /// database cannot grow), so the log keeps everything committed
+    /// since the last one. Committing the held messages first, once
+    /// there is space again, would grow the log into that space and leave
+    /// none for the checkpoint, which alone lets the log start over: the
+    /// disk would stay full with nothing but the store's own files on it,
+    /// however long the engine waited. A truncating checkpoint first puts
+    /// the freed space to the database and gives the log's back to the
+    /// file system. A checkpoint held up by a reader (busy) is no reason
+    /// to wait: it does not mean the disk is full.
+    fn checkpoint_before_retry(&self) -> Result<(), StoreError> {
+        match self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)) {
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) => Err(e.into()),
+            Err(e) => {
+                tracing::debug!(error = %e, "checkpoint before committing what is held failed");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+
     /// Applies `ops` in one transaction and commits it. With
     /// [`Isolation::Shared`], returns `None` (everything rolled back) as
     /// soon as one operation fails.
-    fn transaction(&mut self, ops: &[Op], isolation: Isolation) -> rusqlite::Result<Option<Applied>> {
+    ///
+    /// A failed transaction is rolled back here only while it is still
+    /// open: on a full disk SQLite rolls it back itself, the failing
+    /// statement's or the `COMMIT`'s error is the one returned, and a
+    /// `ROLLBACK` then would only fail again ("no transaction is active"),
+    /// hiding the cause from the log and the status.
+    fn transaction(&mut self, ops: &[Op], isolation: Isolation) -> Result<Option<Applied>, StoreError> {
         // Immediate: the write lock is taken at the start, waiting (busy
         // timeout) while a checkpoint holds it; a deferred transaction would
         // fail instead of waiting when it upgrades from reading to writing.
         // The statements are cached: parsing them for every group costs
-        // more than the small groups of a quiet moment do.
+        // more than the small groups of a quiet moment do. A transaction
+        // still open here is one whose rollback failed: it goes first.
+        if !self.conn.is_autocommit() {
+            self.conn.prepare_cached("ROLLBACK")?.execute([])?;
+        }
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let applied = apply_all(&self.conn, ops, isolation, &self.queues, self.log, &self.faults);
-        let end = match &applied {
-            Ok(Some(_)) => "COMMIT",
-            Ok(None) | Err(_) => "ROLLBACK",
+        let result = match apply_all(&self.conn, ops, isolation, &self.queues, self.log, &self.faults) {
+            Ok(Some(applied)) => match self.conn.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([])) {
+                Ok(_) => return Ok(Some(applied)),
+                // A failed COMMIT may leave the transaction open.
+                Err(e) => Err(e.into()),
+            },
+            other => other,
         };
-        match self.conn.prepare_cached(end)?.execute([]) {
-            Ok(_) => applied,
-            Err(e) => {
-                // A failed COMMIT leaves the transaction open.
-                if !self.conn.is_autocommit() {
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                }
-                Err(e)
+        if !self.conn.is_autocommit() {
+            let rolled_back = self.conn.prepare_cached("ROLLBACK").and_then(|mut rollback| rollback.execute([]));
+            if let (Ok(None), Err(e)) = (&result, rolled_back) {
+                // The group cannot be redone inside a transaction left open.
+                return Err(e.into());
             }
         }
+        result
     }
 
     /// Answers every operation once its transaction is committed (or has
     /// failed), handing those that must be on disk first to the sync thread.
-    fn answer(&mut self, ops: Vec<Op>, result: rusqlite::Result<Option<Applied>>) {
+    fn answer(&mut self, ops: Vec<Op>, result: Result<Option<Applied>, StoreError>) {
         let mut committed_weight = 0;
         let applied = match result {
             Ok(Some(applied)) => applied,
             failed => {
                 let text = match failed {
-                    Err(e) => {
-                        tracing::error!(error = %e, "store commit failed; {} operations rejected", ops.len());
-                        e.to_string()
-                    }
+                    Err(e) => e.to_string(),
                     // Not reached: the per-operation pass never gives up.
                     // Kept as an answer rather than a panic.
                     Ok(_) => "the transaction could not be applied".to_owned(),
                 };
+                self.log_failure(&text, ops.len());
                 for op in ops {
                     match op {
                         Op::Inbound(..) | Op::FinishNoted(..) => self.hold(op, &text),
@@ -269,6 +315,15 @@ impl Writer {
                 return;
             }
         };
+        if let Some(failing) = self.failing.take()
+            && failing.repeats > 0
+        {
+            tracing::info!(
+                error = %failing.text,
+                "store commits succeed again after {} more failed tries",
+                failing.repeats
+            );
+        }
         for (production, item, delta) in applied.deltas.iter() {
             self.queues.adjust(production, item, delta);
         }
@@ -328,6 +383,27 @@ impl Writer {
         let _ = self.checkpointer.try_send(());
     }
 
+    /// Logs a failed commit: the first, one with another cause, and then
+    /// one a minute with the count of the failures in between, so that a
+    /// disk that stays full does not fill the log with a line a second.
+    fn log_failure(&mut self, text: &str, operations: usize) {
+        let now = Instant::now();
+        if let Some(failing) = &mut self.failing
+            && failing.text == text
+            && now < failing.log_at
+        {
+            failing.repeats += 1;
+            return;
+        }
+        let repeats = self.failing.as_ref().filter(|f| f.text == text).map_or(0, |f| f.repeats);
+        if repeats > 0 {
+            tracing::error!(error = %text, "store commit failed {repeats} more times; {operations} operations rejected");
+        } else {
+            tracing::error!(error = %text, "store commit failed; {operations} operations rejected");
+        }
+        self.failing = Some(Failing { text: text.to_owned(), log_at: now + FAILURE_LOG_INTERVAL, repeats: 0 });
+    }
+
     /// Keeps a received message or a delivery result that could not be
     /// committed (a full disk, a damaged file), to try again every
     /// [`HELD_RETRY`].
@@ -356,6 +432,14 @@ impl Writer {
         self.held.push(op);
         self.retry_at = Instant::now() + HELD_RETRY;
     }
+}
+
+/// A commit that failed, and how often it failed the same way since it
+/// was last logged.
+struct Failing {
+    text: String,
+    log_at: Instant,
+    repeats: u64,
 }
 
 /// Adds an operation to a group, taking a batch of logged messages apart.
