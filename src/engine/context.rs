@@ -14,9 +14,13 @@ use super::intake::Intake;
 use super::items::ItemSpec;
 use super::production::{ItemSlot, ProductionShared};
 use super::status::{ItemState, ItemStats};
-use crate::store::{EventLevel, Queued, Status, Store};
+use crate::store::{EventLevel, Finished, Queued, Status, Store, StoreError};
 use crate::sync::LockExt as _;
 use crate::tls::TlsConfigHandle;
+
+/// How often an operation tries again to record a delivery result the
+/// store could not take.
+const RECORD_RETRY: Duration = Duration::from_secs(1);
 
 /// Tells the production that the item has started (a service listens) or
 /// could not.
@@ -159,6 +163,42 @@ impl ItemCtx {
     /// Writes an entry of this item to the event log.
     pub(crate) fn event(&self, level: EventLevel, kind: &str, text: String) {
         self.production.event(level, Some(self.name()), kind, text);
+    }
+
+    /// Records the result of a delivery: noted in the delivery log, or,
+    /// with `commit`, committed before this returns (a message going back
+    /// to its queue must be there before the next read).
+    ///
+    /// A store that cannot take it (a full disk: the delivery log cannot
+    /// grow, the commit is refused) puts the item in error with the reason
+    /// and the result is tried again every second until it is taken, when
+    /// the item runs again. Nothing else is delivered meanwhile: the next
+    /// message goes out only once this one's result is safe. Giving up
+    /// instead would stop the operation until a restart, with its queue
+    /// growing behind it. `Err` once the item is being stopped (or the store
+    /// closes) first; the message is then delivered again after the restart.
+    pub(crate) async fn record_result(&self, finished: &Finished, commit: bool) -> Result<(), ()> {
+        let mut failed = false;
+        loop {
+            let recorded = match commit {
+                true => self.store().finish(finished.clone()).await,
+                false => self.store().note_finished(finished.clone()).await,
+            };
+            match recorded {
+                Ok(()) => {
+                    if failed {
+                        self.recovered();
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::Closed) => return Err(()),
+                Err(e) => {
+                    self.fail(format!("cannot record the delivery result: {e}; trying again every second"));
+                    failed = true;
+                }
+            }
+            self.sleep(RECORD_RETRY).await?;
+        }
     }
 
     /// Waits for up to `limit` queued messages, or `None` once cancelled.

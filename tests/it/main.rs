@@ -20,6 +20,7 @@ mod config;
 mod crash_recovery;
 mod damaged;
 mod demo;
+mod disk_full;
 mod downstream_faults;
 mod engine;
 mod engine_tls;

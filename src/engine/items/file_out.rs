@@ -47,8 +47,7 @@ pub(super) async fn run(ctx: &ItemCtx, config: &FileOutConfig) {
             // Noted in the delivery log, like `mllp_out`'s results: safe
             // from a crash at once, and a store that cannot commit it (a
             // full disk) retries it without the file being written again.
-            if let Err(e) = ctx.store().note_finished(finished).await {
-                ctx.fail(format!("cannot record the delivery result: {e}"));
+            if ctx.record_result(&finished, false).await.is_err() {
                 return;
             }
             stats.latency.observe(started.elapsed());
@@ -57,14 +56,22 @@ pub(super) async fn run(ctx: &ItemCtx, config: &FileOutConfig) {
     }
 }
 
+/// A temporary file that failed to be written (a full disk) is removed:
+/// its name changes with the sequence number and the time, so it would
+/// not be written over by the next try, and left behind it would keep the
+/// space the next try needs.
 fn write_atomically(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(body)?;
-    file.sync_data()?;
-    drop(file);
-    std::fs::rename(&tmp, dir.join(name))
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(body)?;
+        file.sync_data()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, dir.join(name))) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Fills the filename pattern. Values are reduced to characters that are

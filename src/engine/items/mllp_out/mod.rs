@@ -585,14 +585,9 @@ async fn judge(
     // A final result only needs to be safe from a crash before the next
     // message goes out, which the delivery log gives without waiting
     // for a commit; a message going back to its queue waits for it.
-    let recorded = match decision.then {
-        FinalAction::Disable => ctx.store().finish(finished).await,
-        _ => ctx.store().note_finished(finished).await,
-    };
-    if let Err(e) = recorded {
-        // The message stays `delivering` and is delivered again after a
-        // restart: at-least-once, never lost.
-        ctx.fail(format!("cannot record the delivery result: {e}"));
+    if ctx.record_result(&finished, decision.then == FinalAction::Disable).await.is_err() {
+        // Stopped first: the message stays `delivering` and is delivered
+        // again after a restart, at-least-once, never lost.
         return Judged::Done(Delivered::Cancelled);
     }
     let stats = ctx.stats();
