@@ -27,6 +27,12 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // itself never waits for the disk at commit.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // The bundled SQLite enforces foreign keys by default. The store keeps
+    // its references itself (a body goes only once no header of its
+    // session uses it), and nothing indexes `header.body_id` since
+    // migration 5, so enforcing them made every purged body scan the whole
+    // header table, and a purge batch hold the writer for seconds.
+    conn.pragma_update(None, "foreign_keys", false)?;
     // After a burst the log is cut back to this size when it restarts.
     conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
     Ok(conn)

@@ -66,6 +66,27 @@ fn a_message_in_flight_weighs_its_bodies_and_its_bookkeeping() {
 /// Messages acknowledged from the inbound log whose commit never
 /// happened (the process was killed or the machine lost power in
 /// between) are committed when the store opens, and only those.
+/// A purged body is deleted without SQLite looking through every header
+/// for one still pointing to it. The bundled SQLite enforces foreign keys
+/// unless told not to, and no index on `header.body_id` has existed since
+/// migration 5, so each body cost a scan of the whole table: a purge batch
+/// of 500 headers took 13.2 s on a store of 531,498 headers, holding every
+/// commit behind it (5 ms without the checks).
+#[test]
+fn deleting_a_body_does_not_look_for_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_connection(&dir.path().join("s.db")).unwrap();
+    schema::migrate(&mut conn).unwrap();
+    let program: Vec<String> = conn
+        .prepare("EXPLAIN DELETE FROM body WHERE id = ?1")
+        .unwrap()
+        .query_map([1], |r| r.get::<_, String>(1))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!program.iter().any(|op| op.starts_with("Fk")), "{program:?}");
+}
+
 #[tokio::test]
 async fn messages_logged_but_not_committed_are_committed_at_open_once() {
     let dir = tempfile::tempdir().unwrap();
