@@ -84,7 +84,7 @@ def main() -> int:
     ]
     downs = [e["unix_s"] - t0 for e in events if e["kind"] == "flap_down"]
     ups = [e["unix_s"] - t0 for e in events if e["kind"] == "flap_up"]
-    purges = [(e["unix_s"] - t0, e.get("purge_ms", 0) / 1000) for e in events if e["kind"] == "purge"]
+    purges = [(e["unix_s"] - t0, e.get("purge_ms", 0) / 1000) for e in events if e["kind"] in ("purge", "purge_timeout")]
     send_end = [e["unix_s"] - t0 for e in events if e["kind"] == "send_end"]
     for i, (label, series) in enumerate(panels):
         y0 = TOP + i * (PANEL_H + GAP) + 10
