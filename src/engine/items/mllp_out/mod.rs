@@ -26,6 +26,7 @@ use super::ItemCtx;
 use crate::config::MllpOutConfig;
 use crate::hl7::{Message, Reply};
 use crate::mllp::ClientError;
+use crate::rate_limit::RateLimit;
 use crate::rules::reply_actions::{DeliveryOutcome, FinalAction, ReplyCodeActions};
 use crate::store::{EventLevel, Finished, Pending, Queued, Status};
 use connection::{Attempt, Connection, Failure, STALE_LIMIT, Transport, Trouble, can_frame};
@@ -57,12 +58,15 @@ pub(super) async fn run(ctx: &ItemCtx, config: &MllpOutConfig, actions: &ReplyCo
     let mut conn = Connection::new(config, tls);
     let batch_size = if config.pipeline_depth > 1 { PIPELINED_BATCH } else { BATCH };
     let mut unconfirmed = None;
+    // A store that cannot commit (a full disk) fails every mark, once a
+    // second: said once a minute, with the count.
+    let mark_failures = RateLimit::new(1, Duration::from_secs(60));
     'batches: loop {
         // While the queue is empty, a kept-open connection is checked now
         // and then, so that one the receiver closed shows as disconnected.
         let batch = loop {
             tokio::select! {
-                batch = next_batch(ctx, batch_size, &mut unconfirmed) => break batch,
+                batch = next_batch(ctx, batch_size, &mut unconfirmed, &mark_failures) => break batch,
                 () = tokio::time::sleep(IDLE_PROBE), if conn.is_open() => conn.check_idle(ctx),
             }
         };
@@ -117,7 +121,12 @@ struct Unconfirmed {
 /// stalled every batch. Only when nothing follows them is the mark waited
 /// for and the queue read from its head again, where a message put back
 /// (a resend) may be waiting.
-async fn next_batch(ctx: &ItemCtx, limit: usize, unconfirmed: &mut Option<Unconfirmed>) -> Option<Vec<Queued>> {
+async fn next_batch(
+    ctx: &ItemCtx,
+    limit: usize,
+    unconfirmed: &mut Option<Unconfirmed>,
+    failures: &RateLimit,
+) -> Option<Vec<Queued>> {
     if let Some(last) = unconfirmed.as_mut() {
         let marked = match last.mark.try_take() {
             Some(marked) => marked,
@@ -139,7 +148,9 @@ async fn next_batch(ctx: &ItemCtx, limit: usize, unconfirmed: &mut Option<Unconf
             // The messages delivered are not taken again: their results
             // wait in the delivery log, and a store that cannot commit them
             // shows on the production's services.
-            tracing::warn!(item = ctx.name(), error = %e, "cannot mark messages as being delivered");
+            if let Some(pass) = failures.check() {
+                tracing::warn!(item = ctx.name(), error = %e, "cannot mark messages as being delivered{}", pass.suffix());
+            }
             if ctx.sleep(Duration::from_secs(1)).await.is_err() {
                 return None;
             }
