@@ -13,24 +13,10 @@ OUT_PORT=$((PORT_BASE + 1))
 COUNT=${COUNT:-4000}
 
 faults_binaries
-cat >"$OUT/baseline.yaml" <<YAML
-store:
-  durability: full
-productions:
-  baseline:
-    items:
-      - name: In
-        kind: mllp_in
-        host: 127.0.0.1
-        port: $IN_PORT
-        targets: [Out]
-      - name: Out
-        kind: mllp_out
-        host: 127.0.0.1
-        port: $OUT_PORT
-        stay_connected: true
-        retry_interval: 100ms
-YAML
+{
+    printf 'store:\n  durability: full\n'
+    passthrough_yaml baseline "$IN_PORT" "$OUT_PORT" 100ms
+} >"$OUT/baseline.yaml"
 rm -rf "$OUT/data" "$OUT"/acked.txt "$OUT"/delivered.txt
 downstream_start "$OUT_PORT" "$OUT/delivered.txt"
 engine_start "$OUT/baseline.yaml" "$OUT/data" "$OUT/engine.log"

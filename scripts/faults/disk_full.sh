@@ -51,23 +51,7 @@ unmount() {
 }
 trap unmount EXIT
 
-cat >"$OUT/disk_full.yaml" <<YAML
-productions:
-  disk:
-    name: Disk full drill
-    items:
-      - name: In
-        kind: mllp_in
-        host: 127.0.0.1
-        port: $IN_PORT
-        targets: [Out]
-      - name: Out
-        kind: mllp_out
-        host: 127.0.0.1
-        port: $OUT_PORT
-        stay_connected: true
-        retry_interval: 200ms
-YAML
+passthrough_yaml disk "$IN_PORT" "$OUT_PORT" 200ms >"$OUT/disk_full.yaml"
 rm -f "$OUT"/acked-*.txt "$OUT"/delivered*.txt
 touch "$OUT/delivered.txt"
 downstream_start "$OUT_PORT" "$OUT/delivered.txt"

@@ -152,4 +152,25 @@ faults_row_failed() { # case why
 }
 
 # Seconds, with three decimals, from milliseconds.
+# The smallest pass-through production, mllp_in -> mllp_out, as YAML on
+# standard output: what the cases that need no router share.
+passthrough_yaml() { # production in-port out-port retry-interval
+    cat <<YAML
+productions:
+  $1:
+    items:
+      - name: In
+        kind: mllp_in
+        host: 127.0.0.1
+        port: $2
+        targets: [Out]
+      - name: Out
+        kind: mllp_out
+        host: 127.0.0.1
+        port: $3
+        stay_connected: true
+        retry_interval: $4
+YAML
+}
+
 ms_to_s() { awk -v m="$1" 'BEGIN {printf "%.2f", m / 1000}'; }
