@@ -174,6 +174,7 @@ impl Engine {
             started_at,
             productions: Vec::new(),
             store_bytes: 0,
+            store: crate::store::StoreHealth::default(),
             certificates: Vec::new(),
         });
         let tls: Arc<production::TlsHandles> = Arc::new(
@@ -248,14 +249,17 @@ impl Engine {
             let hub = engine.inner.hub.clone();
             hub.run(|| engine.status(), stop).await;
         });
-        // Queue depths change in the store's writer, not through the items'
-        // counters: they mark the snapshot stale too.
+        // Queue depths, damage and commit trouble change in the store, not
+        // through the items' counters: they mark the snapshot stale too.
         let (store, hub, stop) = (self.inner.store.clone(), self.inner.hub.clone(), self.inner.shutdown.clone());
         tokio::spawn(async move {
+            let (mut damage, mut trouble) = (store.damage(), store.commit_trouble());
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = store.queue_depths_changed() => hub.touch(),
+                    Ok(()) = damage.changed() => hub.touch(),
+                    Ok(()) = trouble.changed() => hub.touch(),
                 }
             }
         });
@@ -540,6 +544,7 @@ impl Engine {
             started_at: self.inner.started_at,
             productions: self.inner.productions.iter().map(|p| p.shared.status()).collect(),
             store_bytes: self.inner.store.size_on_disk(),
+            store: self.inner.store.health(),
             certificates: self.inner.certificates.lock_unpoisoned().clone(),
         }
     }

@@ -215,6 +215,8 @@ pub struct EngineStatus {
     pub productions: Vec<ProductionStatus>,
     /// Size of the store on disk, bytes.
     pub store_bytes: u64,
+    /// What is wrong with the store, if anything.
+    pub store: crate::store::StoreHealth,
     /// Expiry and health of every TLS configuration, refreshed at start,
     /// daily and whenever certificate files change.
     pub certificates: Vec<crate::tls::CertificateStatus>,

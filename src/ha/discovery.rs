@@ -299,6 +299,10 @@ pub enum StateValue {
     EngineStoreSize,
     /// Messages received from outside over the last minute.
     EngineMessageRate,
+    /// `ON` while the store is damaged or cannot commit.
+    EngineStoreProblem,
+    /// JSON: the damage found and why commits fail.
+    EngineStoreAttributes,
     /// `ON` when the production runs.
     ProductionSwitch(String),
     /// The production's state name.
@@ -581,6 +585,17 @@ impl Builder<'_> {
                 .set("entity_category", "diagnostic")
                 .set("icon", "mdi:database"),
         );
+        let attributes = self.state(format!("{base}/store_attributes"), StateValue::EngineStoreAttributes);
+        let topic = self.state(format!("{base}/store_problem"), StateValue::EngineStoreProblem);
+        self.add(
+            Spec::new(Component::BinarySensor, "engine_store_problem".into(), Some("Store problem".into()), &device)
+                .set("state_topic", topic)
+                .set("device_class", "problem")
+                .set("payload_on", "ON")
+                .set("payload_off", "OFF")
+                .set("json_attributes_topic", attributes)
+                .set("entity_category", "diagnostic"),
+        );
         let topic = self.state(format!("{base}/message_rate"), StateValue::EngineMessageRate);
         self.add(
             Spec::new(Component::Sensor, "engine_message_rate".into(), Some("Message rate".into()), &device)
@@ -800,6 +815,7 @@ mod tests {
         EngineStatus {
             started_at: SystemTime::UNIX_EPOCH,
             store_bytes: 0,
+            store: Default::default(),
             certificates: vec![certificate("lab-client")],
             productions: vec![ProductionStatus {
                 id: "adt-feed".into(),
@@ -1003,6 +1019,11 @@ mod tests {
         assert_eq!(entity(&d, "switchboard_engine_uptime")["device_class"], "timestamp");
         assert_eq!(entity(&d, "switchboard_engine_store_size")["unit_of_measurement"], "MiB");
         assert_eq!(entity(&d, "switchboard_engine_message_rate")["state_class"], "measurement");
+        let store = entity(&d, "switchboard_engine_store_problem");
+        assert_eq!(store["device_class"], "problem");
+        assert_eq!(store["entity_category"], "diagnostic");
+        assert_eq!(store["state_topic"], "switchboard/engine/store_problem");
+        assert_eq!(store["json_attributes_topic"], "switchboard/engine/store_attributes");
         assert_eq!(
             entity(&d, "switchboard_engine_republish_discovery")["command_topic"],
             "switchboard/engine/republish"

@@ -123,6 +123,21 @@ fn on_off(on: bool) -> String {
     if on { "ON" } else { "OFF" }.to_owned()
 }
 
+/// A text as an attribute: Home Assistant's recorder drops attributes over
+/// 16 KiB, and SQLite's findings on a badly damaged file run longer; the
+/// web UI's store page has them in full.
+fn attribute_text(text: &str) -> String {
+    const MAX: usize = 2000;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (in full on the web UI's store page)", &text[..end])
+}
+
 /// What Home Assistant shows for an unknown value of a sensor.
 const UNKNOWN: &str = "None";
 
@@ -138,6 +153,12 @@ pub fn payload(value: &StateValue, status: &EngineStatus, rate: u64) -> Option<S
         StateValue::EngineStarted => timestamp(OffsetDateTime::from(status.started_at)),
         StateValue::EngineStoreSize => format!("{:.1}", status.store_bytes as f64 / (1024.0 * 1024.0)),
         StateValue::EngineMessageRate => rate.to_string(),
+        StateValue::EngineStoreProblem => on_off(status.store.has_problem()),
+        StateValue::EngineStoreAttributes => json!({
+            "damage": status.store.damage.as_deref().map(attribute_text),
+            "commit_trouble": status.store.commit_trouble.as_deref().map(attribute_text),
+        })
+        .to_string(),
         StateValue::ProductionSwitch(p) => match status.production(p)?.state {
             ProductionState::Running | ProductionState::Troubled => on_off(true),
             ProductionState::Stopped => on_off(false),
@@ -318,6 +339,7 @@ mod tests {
         EngineStatus {
             started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             store_bytes: 3 * 1024 * 1024 / 2,
+            store: Default::default(),
             certificates: Vec::new(),
             productions: vec![ProductionStatus {
                 id: "adt".into(),
@@ -358,6 +380,30 @@ mod tests {
         }
     }
 
+    /// Damage or a disk that refuses commits turns the problem sensor on,
+    /// with the texts as attributes, cut short past what Home Assistant's
+    /// recorder keeps.
+    #[test]
+    fn store_problem_payloads() {
+        let mut s = status(ProductionState::Running, 0);
+        s.store.commit_trouble = Some("database or disk is full".into());
+        let p = |s: &EngineStatus, v: StateValue| payload(&v, s, 0).unwrap();
+        assert_eq!(p(&s, StateValue::EngineStoreProblem), "ON");
+        let attributes: serde_json::Value = serde_json::from_str(&p(&s, StateValue::EngineStoreAttributes)).unwrap();
+        assert_eq!(attributes, json!({ "damage": null, "commit_trouble": "database or disk is full" }));
+
+        s.store.commit_trouble = None;
+        s.store.damage = Some(format!("page 12: é{}", "x".repeat(5000)));
+        assert_eq!(p(&s, StateValue::EngineStoreProblem), "ON");
+        let attributes: serde_json::Value = serde_json::from_str(&p(&s, StateValue::EngineStoreAttributes)).unwrap();
+        let damage = attributes["damage"].as_str().unwrap();
+        assert!(
+            damage.starts_with("page 12: é") && damage.ends_with("(in full on the web UI's store page)"),
+            "{damage}"
+        );
+        assert!(damage.len() < 2100, "{}", damage.len());
+    }
+
     fn discovery() -> Discovery {
         let naming = Naming { prefix: "homeassistant".into(), instance: "sb".into(), ui_url: None };
         Discovery::build(&naming, &Layout::new(&status(ProductionState::Running, 0)))
@@ -371,6 +417,8 @@ mod tests {
         assert_eq!(p(StateValue::EngineStarted).as_deref(), Some("2027-01-15T08:00:00+00:00"));
         assert_eq!(p(StateValue::EngineStoreSize).as_deref(), Some("1.5"));
         assert_eq!(p(StateValue::EngineMessageRate).as_deref(), Some("12"));
+        assert_eq!(p(StateValue::EngineStoreProblem).as_deref(), Some("OFF"));
+        assert_eq!(p(StateValue::EngineStoreAttributes).as_deref(), Some(r#"{"commit_trouble":null,"damage":null}"#));
         assert_eq!(p(StateValue::ProductionSwitch("adt".into())).as_deref(), Some("ON"));
         assert_eq!(p(StateValue::ProductionStatus("adt".into())).as_deref(), Some("troubled"));
         assert_eq!(p(StateValue::ItemQueueDepth("adt".into(), "Out".into())).as_deref(), Some("5"));

@@ -92,7 +92,8 @@
 //!   [`Store::item_enabled`], and the MQTT bridge's memory of what it
 //!   published, [`Store::published_topics`];
 //! - keeping the store: [`Store::open`], [`Store::close`], [`Store::purge`],
-//!   [`Store::size_on_disk`], [`Store::commit_trouble`], [`Store::damage`];
+//!   [`Store::size_on_disk`], [`Store::commit_trouble`], [`Store::damage`],
+//!   [`Store::health`];
 //! - for tests and fault drills, [`Store::fault_hook`]: commits refused as
 //!   a full disk would refuse them.
 
@@ -150,7 +151,7 @@ pub use log_files::{read_delivery_log, read_inbound_log};
 pub use model::{
     Commanded, Committed, Durability, Event, EventLevel, EventPage, EventQuery, Finished, Header, InlineRoute,
     MessageDetail, MessagePage, MessageQuery, MessageSummary, NewInbound, PurgeStats, Queued, Recovered, RouteDecision,
-    Routed, RoutedOutput, Status, StoreOptions, StoredEvent,
+    Routed, RoutedOutput, Status, StoreHealth, StoreOptions, StoredEvent,
 };
 pub use pending::Pending;
 pub use published::PublishedTopics;
@@ -486,6 +487,15 @@ impl Store {
     /// wait, so the MLLP services show this as their error.
     pub fn commit_trouble(&self) -> tokio::sync::watch::Receiver<Option<String>> {
         self.inner.progress.trouble.subscribe()
+    }
+
+    /// What is wrong with the store now: [`damage`](Self::damage) and
+    /// [`commit_trouble`](Self::commit_trouble) together.
+    pub fn health(&self) -> StoreHealth {
+        StoreHealth {
+            damage: self.inner.damage.borrow().clone(),
+            commit_trouble: self.inner.progress.trouble.borrow().clone(),
+        }
     }
 
     /// Damage `PRAGMA quick_check` found in the database after the store

@@ -544,3 +544,25 @@ pub struct EventPage {
     /// page with `next` set stopped at its budget.
     pub next: Option<i64>,
 }
+
+/// What is wrong with the store, if anything. It is shown wherever the
+/// engine's state is (web UI, Home Assistant, metrics): a damaged database
+/// or a disk that refuses commits needs someone to act, and since the
+/// messages meanwhile wait safely in the logs, nothing else would tell.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct StoreHealth {
+    /// Damage the background integrity check found in the database after
+    /// it opened (SQLite's findings and what to do).
+    pub damage: Option<String>,
+    /// Why received messages or delivery results cannot be committed now
+    /// (a full disk, for one); they are kept in the logs and tried again
+    /// every second.
+    pub commit_trouble: Option<String>,
+}
+
+impl StoreHealth {
+    /// Whether anything is wrong.
+    pub fn has_problem(&self) -> bool {
+        self.damage.is_some() || self.commit_trouble.is_some()
+    }
+}

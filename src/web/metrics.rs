@@ -110,6 +110,20 @@ pub(super) async fn serve(State(app): State<App>) -> Response {
         }
     }
     store_bytes.set(as_i64(status.store_bytes));
+    let damaged = Gauge::<i64>::default();
+    registry.register(
+        "store_damaged",
+        "1 once the integrity check found the store's database damaged",
+        damaged.clone(),
+    );
+    damaged.set(i64::from(status.store.damage.is_some()));
+    let blocked = Gauge::<i64>::default();
+    registry.register(
+        "store_commits_failing",
+        "1 while the store cannot commit (a full disk, for one); messages wait in its logs",
+        blocked.clone(),
+    );
+    blocked.set(i64::from(status.store.commit_trouble.is_some()));
     let latency: Family<ItemLabels, Histogram> = family(
         &mut registry,
         "delivery_duration_seconds",

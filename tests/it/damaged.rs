@@ -369,6 +369,28 @@ async fn damage_past_what_opening_reads_is_found_by_the_check_after_it() {
         .clone()
         .unwrap();
     assert!(found.contains("page"), "the finding says where: {found}");
+    // Shown where someone would look, not only in the log.
+    let config = switchboard::config::parse(&dir.path().join("productions.yaml"), "productions: {}\n").unwrap();
+    let engine = switchboard::engine::Engine::new(config, store.clone()).unwrap();
+    engine.start().await;
+    assert!(engine.wait_for(Duration::from_secs(10), |s| s.store.damage.as_ref() == Some(&found)).await);
+    let web = switchboard::web::start(engine.clone(), crate::web::open_options()).await.unwrap();
+    let get = |path: &str| {
+        let url = format!("http://{}{path}", web.local_addr());
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let info: serde_json::Value = serde_json::from_str(&get("/api/v1/store").await).unwrap();
+    assert_eq!(info["health"]["damage"].as_str(), Some(found.as_str()));
+    for page in ["/", "/store"] {
+        let html = get(page).await;
+        assert!(
+            html.contains("The store&#39;s database is damaged") || html.contains("The store's database is damaged"),
+            "{page}: {html}"
+        );
+    }
+    assert!(get("/metrics").await.contains("switchboard_store_damaged 1"));
+    web.shutdown().await;
+    engine.shutdown().await;
     store.close().await;
 
     // A sound store: the check finds nothing.

@@ -302,6 +302,58 @@ async fn repeated_full_disks_under_load_lose_nothing_and_the_engine_resumes_each
     engine.shutdown().await;
 }
 
+/// A full disk is shown where someone would look: the overview and the
+/// store page of the web UI, the store API, the metrics and Home
+/// Assistant's store problem sensor; and all of it clears once the disk
+/// has room again and what waited is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_shown_in_the_web_ui_metrics_and_home_assistant_until_it_clears() {
+    use switchboard::ha::discovery::StateValue;
+    let dir = tempfile::tempdir().unwrap();
+    let in_port = free_port();
+    let engine = start_engine(dir.path(), &to_files(in_port, &dir.path().join("out"))).await;
+    let web = switchboard::web::start(engine.clone(), crate::web::open_options()).await.unwrap();
+    let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let get = |path: &str| {
+        let request = http.get(format!("http://{}{path}", web.local_addr()));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let sensor = |status: &switchboard::engine::EngineStatus, value: StateValue| {
+        switchboard::ha::states::payload(&value, status, 0).unwrap()
+    };
+    assert!(!get("/").await.contains("role=\"alert\""), "a sound store shows no alert");
+    assert!(get("/metrics").await.contains("switchboard_store_commits_failing 0"));
+    assert_eq!(sensor(&engine.status(), StateValue::EngineStoreProblem), "OFF");
+
+    engine.store().fault_hook().refuse(Refuse::DiskFull);
+    let ack = reply(&send(in_port, &hl7("ADT^A01", "W1")).await);
+    assert_eq!(ack.acknowledgment_code(), Some("AA"), "durable in the inbound log");
+    let shown = engine.wait_for(WAIT, |s| s.store.commit_trouble.is_some()).await;
+    assert!(shown, "{:?}", engine.status());
+    let store: serde_json::Value = serde_json::from_str(&get("/api/v1/store").await).unwrap();
+    let trouble = store["health"]["commit_trouble"].as_str().unwrap_or_default().to_owned();
+    assert!(trouble.contains("disk is full"), "{store}");
+    for page in ["/", "/store"] {
+        let html = get(page).await;
+        assert!(html.contains("role=\"alert\"") && html.contains("The store cannot commit"), "{page}: {html}");
+    }
+    assert!(get("/metrics").await.contains("switchboard_store_commits_failing 1"));
+    let status = engine.status();
+    assert_eq!(sensor(&status, StateValue::EngineStoreProblem), "ON");
+    let attributes: serde_json::Value =
+        serde_json::from_str(&sensor(&status, StateValue::EngineStoreAttributes)).unwrap();
+    assert_eq!(attributes["commit_trouble"].as_str(), Some(trouble.as_str()));
+
+    engine.store().fault_hook().clear();
+    let cleared = engine.wait_for(WAIT, |s| !s.store.has_problem()).await;
+    assert!(cleared, "{:?}", engine.status());
+    assert!(!get("/").await.contains("role=\"alert\""));
+    assert!(get("/metrics").await.contains("switchboard_store_commits_failing 0"));
+    assert!(eventually(WAIT, || std::fs::read_dir(dir.path().join("out")).is_ok_and(|d| d.count() == 1)).await);
+    web.shutdown().await;
+    engine.shutdown().await;
+}
+
 /// An operation that cannot note a result (the delivery log cannot grow)
 /// says why, tries again, and delivers the rest once it can, with no
 /// message delivered twice; before, it stopped for good.

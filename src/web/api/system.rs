@@ -152,7 +152,8 @@ async fn events(State(app): State<App>, Query(params): Query<EventParams>) -> Re
     Ok(Json(app.engine.store().events(&query, params.before, limit)?))
 }
 
-/// The store: its size, messages by status and how long they are kept.
+/// The store: its size, messages by status, how long they are kept and
+/// what is wrong with it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct StoreInfo {
     /// Bytes on disk.
@@ -161,12 +162,19 @@ pub(crate) struct StoreInfo {
     pub(crate) counts: std::collections::BTreeMap<String, u64>,
     /// Days messages are kept (0: forever).
     pub(crate) retention_days: u32,
+    /// What is wrong with the store, if anything.
+    pub(crate) health: crate::store::StoreHealth,
 }
 
 pub(crate) fn store_info(app: &App) -> Result<StoreInfo, Problem> {
     let store = app.engine.store();
     let counts = store.counts_by_status()?.into_iter().map(|(s, n)| (s.as_str().to_owned(), n)).collect();
-    Ok(StoreInfo { size_bytes: store.size_on_disk(), counts, retention_days: app.retention_days })
+    Ok(StoreInfo {
+        size_bytes: store.size_on_disk(),
+        counts,
+        retention_days: app.retention_days,
+        health: store.health(),
+    })
 }
 
 #[utoipa::path(get, path = "/store", tag = "system", responses((status = 200, body = StoreInfo)))]

@@ -99,6 +99,27 @@ pub(crate) fn badge(state: &str, key: &str) -> Markup {
     html! { span.badge data-k=(key) data-state=(state) { (state) } }
 }
 
+/// What is wrong with the store, at the top of the overview and the store
+/// page; nothing when it is sound. The texts are the store's own (paths
+/// and SQLite's findings, never message content).
+pub(crate) fn store_alert(root: &Root, health: &crate::store::StoreHealth, link: bool) -> Markup {
+    html! {
+        @if health.has_problem() {
+            div.alert role="alert" {
+                @if let Some(trouble) = &health.commit_trouble {
+                    p { strong { "The store cannot commit: " } (trouble) }
+                    p.muted { "Received messages and delivery results wait in the inbound and delivery logs and are committed as soon as the store can; acknowledgments stop once 4 MiB wait." }
+                }
+                @if let Some(damage) = &health.damage {
+                    p { strong { "The store's database is damaged." } }
+                    pre.raw { (damage) }
+                }
+                @if link { p { a href=(root.to("store")) { "Store details" } } }
+            }
+        }
+    }
+}
+
 /// A button that posts to `action` (relative to the root) and reloads or
 /// shows the answer; `confirm` asks first.
 pub(crate) fn action(root: &Root, action: &str, label: &str, confirm: Option<&str>) -> Markup {

@@ -8,7 +8,7 @@ use crate::web::extract::Path;
 use axum::routing::get;
 use maud::{Markup, html};
 
-use super::{App, Root, action, badge, layout, seg};
+use super::{App, Root, action, badge, layout, seg, store_alert};
 use crate::config::{ItemConfig, ItemRole};
 use crate::engine::{ItemStatus, ProductionStatus};
 use crate::web::problem::Problem;
@@ -63,6 +63,7 @@ async fn overview(State(app): State<App>, root: Root) -> Markup {
     let status = app.engine.status();
     let mqtt = app.mqtt.as_ref().map(|m| m.borrow().to_string());
     let content = html! {
+        (store_alert(&root, &status.store, true))
         @if let Some(mqtt) = &mqtt { p.muted { "Home Assistant (MQTT): " (mqtt) } }
         div data-live="status" {
             @if status.productions.is_empty() {

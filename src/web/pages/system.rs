@@ -7,7 +7,7 @@ use axum::routing::get;
 use maud::{Markup, html};
 
 use super::messages::at;
-use super::{App, Root, action, layout, seg};
+use super::{App, Root, action, layout, seg, store_alert};
 use crate::web::api::system::{EventParams, store_info};
 use crate::web::problem::Problem;
 
@@ -155,6 +155,7 @@ async fn store_page(State(app): State<App>, root: Root) -> Result<Markup, Proble
         .await
         .map_err(|_| Problem::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "interrupted"))??;
     let content = html! {
+        (store_alert(&root, &info.health, false))
         dl.facts {
             dt { "Size on disk" } dd { (format!("{:.1} MB", info.size_bytes as f64 / 1e6)) }
             dt { "Kept for" } dd { @if info.retention_days == 0 { "ever (retention_days: 0)" } @else { (info.retention_days) " days" } }
