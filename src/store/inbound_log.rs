@@ -340,6 +340,12 @@ pub(super) struct InboundLog {
     last: [u64; 2],
     active: usize,
     next_seq: u64,
+    /// Where the bytes of refused batches may reach in the active file
+    /// (0 for nowhere past `len`): a write that fails can still leave some
+    /// of its records whole in the file, and they must never be read as
+    /// received, since their senders were refused. See
+    /// [`wipe_refused`](Self::wipe_refused).
+    refused_end: u64,
     /// How far the writer is.
     progress: Arc<Progress>,
     wal: Option<(File, u64)>,
@@ -368,6 +374,7 @@ impl InboundLog {
             last: [0; 2],
             active: 0,
             next_seq,
+            refused_end: 0,
             progress,
             wal: None,
             segment_bytes: SEGMENT_BYTES,
@@ -435,15 +442,23 @@ impl InboundLog {
             encode(self.next_seq, &entry.inbound, bytes);
             self.next_seq += 1;
         }
+        let at = self.len[self.active];
+        let records = bytes.len() as u64;
+        // Zeros over what a refused batch may have left beyond this one.
+        let padded = self.refused_end.saturating_sub(at).max(records);
+        bytes.resize(usize::try_from(padded).unwrap_or(bytes.len()), 0);
         let file = &self.files[self.active];
-        let written = file.write_all_at(bytes, self.len[self.active]).and_then(|()| match self.sync {
+        let written = file.write_all_at(bytes, at).and_then(|()| match self.sync {
             true => file.sync_data(),
             false => Ok(()),
         });
         if let Err(e) = written {
             tracing::error!(error = %e, "cannot write the inbound log; {} messages refused", batch.len());
-            // The next batch is written at the same place, over whatever
-            // part of this one reached the file, with the same numbers.
+            // The next batch is written at the same place, with the same
+            // numbers; whatever part of this one reached the file is
+            // wiped now if the disk lets it, else by that next write.
+            self.refused_end = self.refused_end.max(at + records);
+            self.wipe_refused();
             self.next_seq = first;
             self.progress.in_flight.release(batch.iter().map(|e| e.inbound.weight()).sum());
             let text = format!("cannot write the inbound log: {e}");
@@ -452,7 +467,8 @@ impl InboundLog {
             }
             return;
         }
-        self.len[self.active] += bytes.len() as u64;
+        self.refused_end = 0;
+        self.len[self.active] += records;
         self.last[self.active] = self.next_seq - 1;
         // Before the answers: the next batch goes where this decides (and
         // a test can tell when that was).
@@ -468,6 +484,24 @@ impl InboundLog {
             // The writer is gone (the store is closing): the messages are
             // in the log and are applied when the store opens again.
             tracing::warn!(first, "the store writer has stopped; logged messages wait for the next start");
+        }
+    }
+
+    /// Writes zeros over what refused batches may have left past the end
+    /// of the active file's records. Otherwise a refused record, whole in
+    /// the file, would be read at the next start as received (after a
+    /// shorter batch took its place, as one found past damage), and its
+    /// message delivered though its sender was told it was not taken.
+    /// On a full disk this can fail too; the next batch's write then
+    /// carries the zeros (see [`append`](Self::append)).
+    fn wipe_refused(&mut self) {
+        let at = self.len[self.active];
+        let Some(span) = self.refused_end.checked_sub(at).filter(|&n| n > 0) else { return };
+        let zeros = vec![0; usize::try_from(span).unwrap_or(0)];
+        let file = &self.files[self.active];
+        match file.write_all_at(&zeros, at).and_then(|()| file.sync_data()) {
+            Ok(()) => self.refused_end = 0,
+            Err(e) => tracing::debug!(error = %e, "cannot wipe a refused batch yet; the next write will"),
         }
     }
 
@@ -774,6 +808,56 @@ mod tests {
         accepted.blocking_recv().unwrap().unwrap();
         assert!(matches!(handed.try_recv(), Ok(Op::Logged(m)) if m[0].2 == 1), "numbered as the refused one was");
         assert_eq!(read(&db, 0).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), [1]);
+    }
+
+    /// A refused batch whose records reached the file whole (a write that
+    /// failed part way, a sync that failed after the write) is never read
+    /// back as received: neither after a shorter batch took its place nor
+    /// when nothing was written after it.
+    #[test]
+    fn records_of_a_refused_batch_that_reached_the_file_are_never_read_back() {
+        let big = |n| NewInbound { body: Bytes::from(vec![b'x'; 600]), ..message(n) };
+        let (writer, _handed) = mpsc::channel(16);
+        let entry = |inbound| {
+            let (durable, is_durable) = oneshot::channel();
+            (Entry { inbound, durable, committed: CommitNotice::nobody() }, is_durable)
+        };
+        let refuse = |log: &mut InboundLog| {
+            let good = std::mem::replace(&mut log.files[0], OpenOptions::new().write(true).open("/dev/full").unwrap());
+            let (entries, answers): (Vec<_>, Vec<_>) = (1..=3).map(|n| entry(big(n))).unzip();
+            log.append(&mut entries.into_iter().collect(), &mut Vec::new(), &writer);
+            for answer in answers {
+                assert!(answer.blocking_recv().unwrap().is_err());
+            }
+            // What the failed write left: all three records, whole.
+            let mut left = Vec::new();
+            for n in 1..=3 {
+                encode(n, &big(n), &mut left);
+            }
+            good.write_all_at(&left, 0).unwrap();
+            log.files[0] = good;
+        };
+        let seqs = |db: &Path| read(db, 0).unwrap().iter().map(|r| (r.seq, r.inbound.body.len())).collect::<Vec<_>>();
+
+        // A shorter batch takes the place: its write carries the zeros.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut log = InboundLog::create(&db, Arc::new(Progress::default()), true).unwrap();
+        refuse(&mut log);
+        let (short, accepted) = entry(message(1));
+        log.append(&mut vec![short], &mut Vec::new(), &writer);
+        accepted.blocking_recv().unwrap().unwrap();
+        assert_eq!(seqs(&db), [(1, message(1).body.len())], "only the accepted message");
+
+        // Nothing written after: the wipe clears them once it can.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut log = InboundLog::create(&db, Arc::new(Progress::default()), true).unwrap();
+        refuse(&mut log);
+        assert_eq!(seqs(&db).len(), 3, "the refused records are in the file");
+        log.wipe_refused();
+        assert_eq!(seqs(&db), [], "the refused records are gone");
+        assert_eq!(log.refused_end, 0);
     }
 
     fn read_one(db: &Path, n: usize) -> Vec<Record> {
