@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use switchboard::engine::{Engine, EngineStatus, ProductionState};
 use switchboard::ha::{self, Broker, BrokerSource, HaSettings, Secret};
 use switchboard::mllp::MllpClient;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -762,14 +761,15 @@ async fn a_broker_restart_mid_traffic_loses_no_message_and_the_entities_come_bac
 async fn the_supervisor_provides_the_broker() {
     let user = ("addons", "pw-from-supervisor");
     let broker = start_broker(Some(user)).await;
-    let supervisor = FakeSupervisor::start(broker).await;
+    let supervisor =
+        Supervisor::start(vec![MqttAnswer::NotEnabled, MqttAnswer::older_broker(broker, user.0, user.1)]).await;
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
     let engine = start_engine(dir.path(), &pipeline_yaml(free_port(), receiver.port, "", "")).await;
     let watcher = Watcher::start(broker, "#", Some(user)).await;
     let settings = HaSettings {
         broker: BrokerSource::Supervisor {
-            url: format!("http://127.0.0.1:{}", supervisor.port),
+            url: supervisor.url(),
             token: Secret::new("test-token"),
             client_id: "sbsuper".into(),
             keep_alive: Duration::from_secs(5),
@@ -784,72 +784,10 @@ async fn the_supervisor_provides_the_broker() {
     watcher.wait_until("the switch config", |m| m.iter().any(|m| m.topic == switch)).await;
     let config: Value = serde_json::from_str(&watcher.last(&switch).unwrap()).unwrap();
     assert_eq!(config["device"]["configuration_url"], "homeassistant://hassio/ingress/local_switchboard");
-    let requests = supervisor.requests.lock().unwrap().clone();
-    assert!(requests.iter().filter(|r| r.starts_with("GET /services/mqtt ")).count() >= 2, "{requests:?}");
-    assert!(requests.iter().all(|r| r.to_lowercase().contains("authorization: bearer test-token")), "{requests:?}");
+    assert!(supervisor.asked().len() >= 2, "asked again after the 400: {:?}", supervisor.asked());
+    let authorizations = supervisor.authorizations();
+    assert!(authorizations.len() > 2 && authorizations.iter().all(|a| a == "Bearer test-token"), "{authorizations:?}");
     assert!(matches!(bridge.status(), ha::MqttStatus::Connected(_)));
     bridge.shutdown().await;
     engine.shutdown().await;
-}
-
-/// A tiny HTTP responder standing in for the Supervisor.
-struct FakeSupervisor {
-    port: u16,
-    requests: Arc<Mutex<Vec<String>>>,
-    task: JoinHandle<()>,
-}
-
-impl FakeSupervisor {
-    async fn start(broker: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-        let r = requests.clone();
-        let task = tokio::spawn(async move {
-            let mut mqtt_asked = 0;
-            for _ in 0..20 {
-                let Ok((mut stream, _)) = listener.accept().await else { continue };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-                    match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
-                        Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-                        _ => break,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                r.lock().unwrap().push(head.clone());
-                let (status, body) = if head.starts_with("GET /services/mqtt ") {
-                    mqtt_asked += 1;
-                    if mqtt_asked == 1 {
-                        ("400 Bad Request", json!({ "result": "error", "message": "Service not enabled" }))
-                    } else {
-                        let data = json!({
-                            "host": "127.0.0.1", "port": broker.to_string(), "ssl": false, "protocol": "3.1.1",
-                            "username": "addons", "password": "pw-from-supervisor", "addon": "core_mosquitto",
-                        });
-                        ("200 OK", json!({ "result": "ok", "data": data }))
-                    }
-                } else if head.starts_with("GET /addons/self/info ") {
-                    ("200 OK", json!({ "result": "ok", "data": { "slug": "local_switchboard" } }))
-                } else {
-                    ("404 Not Found", json!({ "result": "error", "message": "not found" }))
-                };
-                let body = body.to_string();
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            }
-        });
-        Self { port, requests, task }
-    }
-}
-
-impl Drop for FakeSupervisor {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }

@@ -7,15 +7,11 @@
 //! Without a `mosquitto` binary these tests say so and do nothing, unless
 //! `SWITCHBOARD_TEST_REQUIRE_MOSQUITTO` is set.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::json;
 use switchboard::engine::CommandSource;
 use switchboard::ha::{self, BrokerSource, HaSettings, Secret};
 use switchboard::store::Store;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -120,70 +116,6 @@ async fn mosquitto_killed_under_load_keeps_traffic_and_brings_the_entities_back(
     drop(broker);
 }
 
-/// A stand-in for the Supervisor's services API whose answer (the broker's
-/// port, user and password) the test changes.
-struct Supervisor {
-    port: u16,
-    answer: Arc<Mutex<(u16, String, String)>>,
-    asked: Arc<Mutex<usize>>,
-    task: JoinHandle<()>,
-}
-
-impl Supervisor {
-    async fn start(broker: u16, user: &str, password: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let answer = Arc::new(Mutex::new((broker, user.to_owned(), password.to_owned())));
-        let asked = Arc::new(Mutex::new(0));
-        let (a, n) = (answer.clone(), asked.clone());
-        let task = tokio::spawn(async move {
-            for _ in 0..500 {
-                let Ok((mut stream, _)) = listener.accept().await else { continue };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-                    match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
-                        Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-                        _ => break,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let (status, body) = if head.starts_with("GET /services/mqtt ") {
-                    *n.lock().unwrap() += 1;
-                    let (port, user, password) = a.lock().unwrap().clone();
-                    let data = json!({
-                        "host": "127.0.0.1", "port": port, "ssl": false, "protocol": "3.1.1",
-                        "username": user, "password": password, "addon": "core_mosquitto",
-                    });
-                    ("200 OK", json!({ "result": "ok", "data": data }))
-                } else if head.starts_with("GET /addons/self/info ") {
-                    ("200 OK", json!({ "result": "ok", "data": { "slug": "local_switchboard" } }))
-                } else {
-                    ("404 Not Found", json!({ "result": "error", "message": "not found" }))
-                };
-                let body = body.to_string();
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            }
-        });
-        Self { port, answer, asked, task }
-    }
-
-    fn asked(&self) -> usize {
-        *self.asked.lock().unwrap()
-    }
-}
-
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// The bridge's password changed at the broker while it runs (a restart
 /// makes the broker refuse it): message traffic goes on, the refusal is
 /// one clear error event (the user, never a password) however often the
@@ -201,7 +133,7 @@ async fn a_changed_broker_password_leaves_traffic_alone_and_the_fix_brings_the_e
         let (mut broker, port, tls_port) = start_mosquitto(&mosquitto, &passwd, dir.path()).await;
         set_password(&passwd, dir.path(), WATCHER.0, WATCHER.1);
         broker.reload();
-        let supervisor = Supervisor::start(port, USER, PASSWORD).await;
+        let supervisor = Supervisor::start(vec![MqttAnswer::broker(port, USER, PASSWORD)]).await;
 
         let data = tempfile::tempdir().unwrap();
         let receiver = Receiver::start().await;
@@ -213,7 +145,7 @@ async fn a_changed_broker_password_leaves_traffic_alone_and_the_fix_brings_the_e
             false => settings(port, instance, Some((USER, PASSWORD))),
             true => HaSettings {
                 broker: BrokerSource::Supervisor {
-                    url: format!("http://127.0.0.1:{}", supervisor.port),
+                    url: supervisor.url(),
                     token: Secret::new("test-token"),
                     client_id: instance.into(),
                     keep_alive: Duration::from_secs(5),
@@ -253,10 +185,10 @@ async fn a_changed_broker_password_leaves_traffic_alone_and_the_fix_brings_the_e
             "{:?}",
             bridge.status()
         );
-        let asked_before = supervisor.asked();
+        let asked_before = supervisor.asked().len();
         if from_supervisor {
             // The Mosquitto add-on gives the add-on its new credentials.
-            supervisor.answer.lock().unwrap().2 = NEW_PASSWORD.to_owned();
+            supervisor.answer(MqttAnswer::broker(port, USER, NEW_PASSWORD));
         } else {
             // The broker's administrator puts the password back.
             set_password(&passwd, dir.path(), USER, PASSWORD);
@@ -274,7 +206,7 @@ async fn a_changed_broker_password_leaves_traffic_alone_and_the_fix_brings_the_e
         }
         entities_are_back(port, instance, total).await;
         if from_supervisor {
-            assert!(supervisor.asked() > asked_before, "the Supervisor was not asked again");
+            assert!(supervisor.asked().len() > asked_before, "the Supervisor was not asked again");
         }
         for text in mqtt_events(store).iter().map(|e| &e.1) {
             assert!(!text.contains(PASSWORD) && !text.contains(NEW_PASSWORD), "a password in an event: {text}");

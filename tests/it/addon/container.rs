@@ -15,75 +15,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::manifest::{healthcheck_command, root, yaml};
 use crate::common::free_port;
-use crate::mqtt_support::{KillOnDrop, PASSWORD, USER, Watcher, config_topic, mosquitto_or_skip, start_mosquitto};
+use crate::mqtt_support::{
+    KillOnDrop, MqttAnswer, PASSWORD, Supervisor, USER, Watcher, config_topic, mosquitto_or_skip, start_mosquitto,
+};
 
 const TOKEN: &str = "supervisor-token-for-the-test";
 const API_TOKEN: &str = "an-api-token-of-32-characters-00";
 const LONG: Duration = Duration::from_secs(60);
-
-/// How the stand-in answers `GET /services/mqtt`.
-#[derive(Clone)]
-enum Mqtt {
-    /// 400 "Service not enabled" first (no broker installed yet), then the
-    /// broker, as the newer API gives it (`app`, the port a number).
-    NotYetThen(u16),
-    /// 403: `services` lacks `mqtt`.
-    Forbidden,
-}
-
-#[derive(Clone)]
-struct Supervisor {
-    mqtt: Mqtt,
-    /// The `Authorization` header of each request to `/services/mqtt`.
-    asked: Arc<Mutex<Vec<String>>>,
-}
-
-async fn services_mqtt(State(s): State<Supervisor>, headers: HeaderMap) -> (StatusCode, axum::Json<Value>) {
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let n = {
-        let mut asked = s.asked.lock().unwrap();
-        asked.push(auth);
-        asked.len()
-    };
-    let error = |status, message: &str| (status, axum::Json(json!({ "result": "error", "message": message })));
-    match s.mqtt {
-        Mqtt::Forbidden => error(StatusCode::FORBIDDEN, "No access to the mqtt service"),
-        Mqtt::NotYetThen(_) if n == 1 => error(StatusCode::BAD_REQUEST, "Service not enabled"),
-        Mqtt::NotYetThen(port) => {
-            let data = json!({
-                "host": "127.0.0.1", "port": port, "ssl": false, "protocol": "3.1.1",
-                "username": USER, "password": PASSWORD, "app": "core_mosquitto",
-            });
-            (StatusCode::OK, axum::Json(json!({ "result": "ok", "data": data })))
-        }
-    }
-}
-
-/// Serves `/services/mqtt` and `/addons/self/info` on a port of 127.0.0.1.
-async fn start_supervisor(mqtt: Mqtt) -> (Supervisor, u16, tokio::task::JoinHandle<()>) {
-    let supervisor = Supervisor { mqtt, asked: Arc::default() };
-    let app = axum::Router::new()
-        .route("/services/mqtt", get(services_mqtt))
-        .route(
-            "/addons/self/info",
-            get(|| async { axum::Json(json!({ "result": "ok", "data": { "slug": "local_switchboard" } })) }),
-        )
-        .with_state(supervisor.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (supervisor, port, task)
-}
 
 /// The container's folders, temporary.
 struct Folders {
@@ -179,7 +122,10 @@ async fn the_add_on_starts_connects_and_stops_as_the_supervisor_expects() {
     let broker_dir = tempfile::tempdir().unwrap();
     let (_broker, broker_port, _) = start_mosquitto(&mosquitto, &passwd, broker_dir.path()).await;
     let watcher = Watcher::start(broker_port, "#", Some((USER, PASSWORD))).await;
-    let (supervisor, supervisor_port, _task) = start_supervisor(Mqtt::NotYetThen(broker_port)).await;
+    // Not enabled first (no broker installed yet), then the broker in
+    // the newer API's shape.
+    let supervisor =
+        Supervisor::start(vec![MqttAnswer::NotEnabled, MqttAnswer::broker(broker_port, USER, PASSWORD)]).await;
 
     let folders = folders();
     let options = json!({
@@ -191,7 +137,7 @@ async fn the_add_on_starts_connects_and_stops_as_the_supervisor_expects() {
     let web_port = free_port();
     let env = [
         ("SUPERVISOR_TOKEN", TOKEN.to_owned()),
-        ("SWITCHBOARD_SUPERVISOR_URL", format!("http://127.0.0.1:{supervisor_port}")),
+        ("SWITCHBOARD_SUPERVISOR_URL", supervisor.url()),
         // In the container: 8099 on every address. Tests listen on
         // loopback, on a port of their own.
         ("SWITCHBOARD_WEB_PORT", web_port.to_string()),
@@ -208,7 +154,7 @@ async fn the_add_on_starts_connects_and_stops_as_the_supervisor_expects() {
     assert_eq!(config["device"]["name"], "Example feed");
     assert_eq!(config["device"]["configuration_url"], "homeassistant://hassio/ingress/local_switchboard");
     watcher.wait_for("switchboard/production/example/state", "ON").await;
-    let asked = supervisor.asked.lock().unwrap().clone();
+    let asked = supervisor.asked();
     assert!(asked.len() >= 2, "{asked:?}");
     assert!(asked.iter().all(|a| *a == format!("Bearer {TOKEN}")), "{asked:?}");
 
@@ -263,19 +209,19 @@ async fn the_add_on_starts_connects_and_stops_as_the_supervisor_expects() {
 /// without MQTT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_mqtt_service_is_said_once_and_plainly() {
-    let (supervisor, supervisor_port, _task) = start_supervisor(Mqtt::Forbidden).await;
+    let supervisor = Supervisor::start(vec![MqttAnswer::Forbidden]).await;
     let folders = folders();
     let web_port = free_port();
     let env = [
         ("HASSIO_TOKEN", TOKEN.to_owned()),
-        ("SWITCHBOARD_SUPERVISOR_URL", format!("http://127.0.0.1:{supervisor_port}")),
+        ("SWITCHBOARD_SUPERVISOR_URL", supervisor.url()),
         ("SWITCHBOARD_WEB_PORT", web_port.to_string()),
         ("SWITCHBOARD_WEB_HOST", "127.0.0.1".to_owned()),
     ];
     let (mut addon, log) = start_addon(&folders, &env);
     wait_until("the refusal in the log", || logged(&log, &["403", "mqtt:need", "services"])).await;
     wait_until("MQTT off", || logged(&log, &["MQTT is off", "refused"])).await;
-    assert_eq!(supervisor.asked.lock().unwrap().clone(), [format!("Bearer {TOKEN}")], "asked again after a 403");
+    assert_eq!(supervisor.asked(), [format!("Bearer {TOKEN}")], "asked again after a 403");
     assert!(folders.config.join("productions.yaml").is_file(), "no first-run example");
     assert_eq!(http_get(&format!("http://127.0.0.1:{web_port}/healthz"), &[]).await.0, 200);
     stop(&mut addon).await;

@@ -1,6 +1,6 @@
 //! Helpers of the MQTT tests: a client that records what the broker
 //! sends (standing in for Home Assistant), productions, the real binary,
-//! and a real Mosquitto (`mosquitto`).
+//! a real Mosquitto (`mosquitto`) and a Supervisor stand-in (`supervisor`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
@@ -19,7 +19,9 @@ use tokio::time::Instant;
 use crate::common::hl7;
 
 mod mosquitto;
+mod supervisor;
 pub(crate) use mosquitto::*;
+pub(crate) use supervisor::{MqttAnswer, Supervisor};
 
 /// How long any wait in these tests may take: counters go out at most
 /// every 15 s, so a count is seen up to 15 s after it changed.
