@@ -17,29 +17,15 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use switchboard::store::{Finished, NewInbound, Refuse, Status, Store, StoreError, StoreOptions};
+use switchboard::store::{Finished, Refuse, Status, Store, StoreError, StoreOptions};
+
+use crate::store::inbound;
 
 /// Magic byte and head length of an inbound log record (see
 /// `src/store/inbound_log.rs`): magic, sequence number (u64), payload
 /// length (u32); a CRC-32 follows the payload.
 const INBOUND_MAGIC: u8 = 0xA7;
 const INBOUND_HEAD: usize = 13;
-
-fn inbound(n: usize) -> NewInbound {
-    NewInbound {
-        production: "adt".into(),
-        service: "ADT in".into(),
-        origin: "127.0.0.1:5000".into(),
-        body: Bytes::from(format!("MSH|^~\\&|A|B|C|D|20261128||ADT^A01|M{n}|P|2.5\rPID|1||{n}\r")),
-        control_id: Some(format!("M{n}")),
-        message_type: Some("ADT^A01".into()),
-        patient_id: None,
-        patient_name: None,
-        targets: ["Out".to_owned()].into(),
-        routed: Vec::new(),
-    }
-}
 
 fn completed(header_id: i64) -> Finished {
     Finished {
@@ -109,12 +95,12 @@ async fn store_with_uncommitted_messages(dir: &Path) -> (PathBuf, Vec<u64>) {
     let path = dir.join("store.db");
     let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
     for n in 1..=2 {
-        store.commit_inbound(inbound(n)).await.unwrap();
+        store.commit_inbound(inbound(n, &["Out"])).await.unwrap();
     }
     store.fault_hook().refuse(Refuse::Message { control_id: "M3".into() });
     for n in 3..=10 {
         // Durable in the log once this returns: what an ACK stands for.
-        drop(store.receive_inbound(inbound(n)).await.unwrap());
+        drop(store.receive_inbound(inbound(n, &["Out"])).await.unwrap());
     }
     store.close().await;
     drop(store);
@@ -221,7 +207,7 @@ async fn store_with_uncommitted_results(dir: &Path) -> (PathBuf, Vec<i64>, Vec<u
     let path = dir.join("store.db");
     let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
     for n in 1..=8 {
-        store.commit_inbound(inbound(n)).await.unwrap();
+        store.commit_inbound(inbound(n, &["Out"])).await.unwrap();
     }
     let headers: Vec<i64> = store.fetch_queue("adt", "Out", 100).unwrap().iter().map(|q| q.id).collect();
     store.mark_delivering(headers[..6].to_vec()).await.unwrap();
@@ -300,7 +286,7 @@ async fn closed_store(dir: &Path) -> PathBuf {
     let path = dir.join("switchboard.db");
     let (store, _) = Store::open(&path, StoreOptions::default()).unwrap();
     for n in 0..200 {
-        store.commit_inbound(inbound(n)).await.unwrap();
+        store.commit_inbound(inbound(n, &["Out"])).await.unwrap();
     }
     store.close().await;
     drop(store);

@@ -9,7 +9,9 @@ use switchboard::store::{
     RoutedOutput, Status, Store, StoreOptions,
 };
 
-fn inbound(n: usize, targets: &[&str]) -> NewInbound {
+/// Message `n` (control id `M<n>`) as `ADT in` of production `adt`
+/// receives it, for `targets`.
+pub(crate) fn inbound(n: usize, targets: &[&str]) -> NewInbound {
     NewInbound {
         production: "adt".into(),
         service: "ADT in".into(),
