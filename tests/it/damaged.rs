@@ -17,27 +17,15 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchboard::store::{Finished, Refuse, Status, Store, StoreError, StoreOptions};
+use switchboard::store::{Refuse, Status, Store, StoreError, StoreOptions};
 
-use crate::store::inbound;
+use crate::store::{completed, inbound};
 
 /// Magic byte and head length of an inbound log record (see
 /// `src/store/inbound_log.rs`): magic, sequence number (u64), payload
 /// length (u32); a CRC-32 follows the payload.
 const INBOUND_MAGIC: u8 = 0xA7;
 const INBOUND_HEAD: usize = 13;
-
-fn completed(header_id: i64) -> Finished {
-    Finished {
-        header_id,
-        production: "adt".into(),
-        item: "Out".into(),
-        status: Status::Completed,
-        attempts: 1,
-        reply: None,
-        error: None,
-    }
-}
 
 /// What the store logs while `f` runs on this thread, as text.
 fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {

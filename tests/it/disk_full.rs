@@ -250,33 +250,34 @@ async fn the_store_reports_each_full_disk_and_commits_what_waited_after_it() {
 // ---------------------------------------------------------------------------
 // The engine under load, with the fault hook
 
-/// The disk fills up and is freed again, [`CYCLES`] times, while four
-/// connections send without pause and the operation delivers: the
-/// service names the full disk while it lasts, the operation waits with its
-/// results instead of stopping, and after each cycle everything
-/// acknowledged is delivered without a restart, each message once, in the
-/// order sent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_full_disks_under_load_lose_nothing_and_the_engine_resumes_each_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start().await;
-    let in_port = free_port();
-    let engine = start_engine(dir.path(), &pipeline(in_port, receiver.port)).await;
-    let load = Load::start(in_port, "L", Duration::ZERO);
+/// Fills the disk and frees it again [`CYCLES`] times while `load` sends,
+/// once `traffic` more messages were acknowledged each time: the service
+/// names the full disk while it lasts (and not a failed rollback), and
+/// once it is freed the production runs again and everything acknowledged
+/// is delivered without a restart. Returns what was sent, after the load
+/// stopped and the queue drained.
+async fn full_disk_cycles(
+    engine: &Engine,
+    receiver: &Receiver,
+    load: Load,
+    traffic: usize,
+    fill: impl Fn(),
+    free: impl Fn(),
+) -> Vec<Sent> {
     for cycle in 0..CYCLES {
-        assert!(load.wait_more(50).await, "cycle {cycle}: no traffic before the disk fills");
-        engine.store().fault_hook().refuse(Refuse::DiskFull);
+        assert!(load.wait_more(traffic).await, "cycle {cycle}: no traffic before the disk fills");
+        fill();
         let troubled = engine
             .wait_for(WAIT, |s| {
                 production_state(s) == ProductionState::Troubled && item_state(s, "In") == ItemState::Error
             })
             .await;
         assert!(troubled, "cycle {cycle}: {:?}", engine.status());
-        let error = last_error(&engine, "In");
+        let error = last_error(engine, "In");
         assert!(error.contains("disk is full") && !error.contains("rollback"), "cycle {cycle}: {error}");
         // Full for a few retries of what the store holds.
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        engine.store().fault_hook().clear();
+        free();
         let freed = Instant::now();
         let acked = load.acked();
         let running = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
@@ -295,6 +296,24 @@ async fn repeated_full_disks_under_load_lose_nothing_and_the_engine_resumes_each
         acked.len()
     );
     assert!(engine.wait_for(WAIT, |s| s.item(PRODUCTION, "Out").unwrap().queue_depth == 0).await);
+    sent
+}
+
+/// The disk fills up and is freed again, [`CYCLES`] times, while four
+/// connections send without pause and the operation delivers: the
+/// service names the full disk while it lasts, the operation waits with its
+/// results instead of stopping, and after each cycle everything
+/// acknowledged is delivered without a restart, each message once, in the
+/// order sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_full_disks_under_load_lose_nothing_and_the_engine_resumes_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let in_port = free_port();
+    let engine = start_engine(dir.path(), &pipeline(in_port, receiver.port)).await;
+    let load = Load::start(in_port, "L", Duration::ZERO);
+    let hook = engine.store().fault_hook();
+    let sent = full_disk_cycles(&engine, &receiver, load, 50, || hook.refuse(Refuse::DiskFull), || hook.clear()).await;
     check_delivered(&sent, &receiver.ids());
     assert_eq!(item_state(&engine.status(), "Out"), ItemState::Running);
     let done = engine.store().count_by_status(PRODUCTION, "Out", Status::Completed).unwrap();
@@ -484,29 +503,7 @@ async fn a_store_on_a_file_system_that_fills_up_resumes_after_each_cycle() {
     let yaml = pipeline(in_port, receiver.port);
     let engine = start_engine(&fs.path, &yaml).await;
     let load = Load::start(in_port, "T", Duration::from_millis(20));
-    for cycle in 0..CYCLES {
-        assert!(load.wait_more(200).await, "cycle {cycle}: no traffic before the disk fills");
-        fs.fill();
-        let troubled = engine.wait_for(WAIT, |s| item_state(s, "In") == ItemState::Error).await;
-        assert!(troubled, "cycle {cycle}: {:?}", engine.status());
-        let error = last_error(&engine, "In");
-        assert!(error.contains("disk is full") && !error.contains("rollback"), "cycle {cycle}: {error}");
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        fs.free();
-        let acked = load.acked();
-        let running = engine.wait_for(WAIT, |s| production_state(s) == ProductionState::Running).await;
-        assert!(running, "cycle {cycle}: {:?}", engine.status());
-        assert!(receiver.wait_len(acked, WAIT).await, "cycle {cycle}: {} of {acked} delivered", receiver.len());
-    }
-    let sent = load.finish().await;
-    let acked = acked_ids(&sent);
-    assert!(
-        eventually(WAIT, || receiver.ids().iter().filter(|id| acked.contains(*id)).count() == acked.len()).await,
-        "{} of {} acknowledged messages delivered",
-        receiver.len(),
-        acked.len()
-    );
-    assert!(engine.wait_for(WAIT, |s| s.item(PRODUCTION, "Out").unwrap().queue_depth == 0).await);
+    let sent = full_disk_cycles(&engine, &receiver, load, 200, || fs.fill(), || fs.free()).await;
     check_delivered(&sent, &receiver.ids());
     engine.shutdown().await;
     drop(engine);

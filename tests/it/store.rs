@@ -100,7 +100,7 @@ async fn a_queue_is_read_on_after_the_batch_taken() {
 }
 
 /// A first delivery by "Out" that completed, without a reply.
-fn completed(header_id: i64) -> Finished {
+pub(crate) fn completed(header_id: i64) -> Finished {
     Finished {
         header_id,
         production: "adt".into(),
