@@ -25,6 +25,7 @@ mod downstream_faults;
 mod engine;
 mod engine_tls;
 mod fixtures;
+mod floods;
 mod hl7_properties;
 mod mllp_codec;
 mod mqtt;

@@ -14,11 +14,8 @@
 //! written and base64-encoded (as it would sit inside a longer base64 text,
 //! at any of the three alignments).
 
-use std::io::{BufRead as _, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -28,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::common::{free_port, hl7};
 use crate::mqtt::start_broker;
-use crate::mqtt_support::{KillOnDrop, Watcher, send_ok};
+use crate::mqtt_support::{Running, Watcher, send_ok};
 
 const MQTT_USER: &str = "switchboard";
 const MQTT_PASSWORD: &str = "mqtt-pw-Vq3nZ8tLx2Rk";
@@ -249,70 +246,6 @@ productions:
 }
 
 const ITEMS: [&str; 4] = ["In", "Out", "Secure", "Inbox"];
-
-/// `switchboard run`, everything it writes to standard output and error
-/// collected line by line.
-struct Running {
-    child: KillOnDrop,
-    lines: Arc<Mutex<Vec<String>>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Running {
-    fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("run")
-            .args(args)
-            .env_clear()
-            .env("SWITCHBOARD_LOG", "trace")
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start switchboard");
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let readers = vec![read_lines(stdout, lines.clone()), read_lines(stderr, lines.clone())];
-        Self { child: KillOnDrop(Some(child)), lines, readers }
-    }
-
-    async fn wait_logged(&self, what: &str, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.lines.lock().unwrap().iter().any(|l| l.contains(needle)) {
-            assert!(Instant::now() < deadline, "timed out waiting for the log to say {what} ({needle:?})");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM, then every line it wrote, once it has exited.
-    async fn stop(mut self) -> Vec<String> {
-        let mut child = self.child.0.take().expect("running");
-        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-        let deadline = Instant::now() + WAIT;
-        let exit = loop {
-            if let Some(exit) = child.try_wait().unwrap() {
-                break exit;
-            }
-            assert!(Instant::now() < deadline, "switchboard did not stop");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        assert!(exit.success(), "{exit:?}");
-        for reader in self.readers.drain(..) {
-            reader.join().expect("log reader");
-        }
-        std::mem::take(&mut *self.lines.lock().unwrap())
-    }
-}
-
-fn read_lines(from: impl Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        for line in BufReader::new(from).lines().map_while(Result::ok) {
-            into.lock().unwrap().push(line);
-        }
-    })
-}
 
 /// A one-shot command's output, both streams.
 fn run_once(args: &[&str], envs: &[(&str, &str)]) -> String {

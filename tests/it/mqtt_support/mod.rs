@@ -208,3 +208,69 @@ pub(crate) fn spawn_switchboard(config: &Path, data: &Path, args: &[&str], envs:
     }
     child
 }
+
+/// `switchboard run`, everything it writes to standard output and error
+/// collected line by line.
+pub(crate) struct Running {
+    child: KillOnDrop,
+    lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts it with a clean environment but `envs` (logging at trace
+    /// level unless `envs` sets `SWITCHBOARD_LOG`).
+    pub(crate) fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("run")
+            .args(args)
+            .env_clear()
+            .env("SWITCHBOARD_LOG", "trace")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchboard");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let readers = vec![read_lines(stdout, lines.clone()), read_lines(stderr, lines.clone())];
+        Self { child: KillOnDrop(Some(child)), lines, readers }
+    }
+
+    pub(crate) async fn wait_logged(&self, what: &str, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.lines.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(Instant::now() < deadline, "timed out waiting for the log to say {what} ({needle:?})");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then every line it wrote, once it has exited.
+    pub(crate) async fn stop(mut self) -> Vec<String> {
+        let mut child = self.child.0.take().expect("running");
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(exit) = child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "switchboard did not stop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(exit.success(), "{exit:?}");
+        for reader in self.readers.drain(..) {
+            reader.join().expect("log reader");
+        }
+        std::mem::take(&mut *self.lines.lock().unwrap())
+    }
+}
+
+fn read_lines(from: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            into.lock().unwrap().push(line);
+        }
+    })
+}
