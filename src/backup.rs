@@ -270,9 +270,10 @@ fn finish(copied: &Path, target: &Path) -> Result<u64, BackupError> {
         let conn = Connection::open(copied).map_err(sqlite_error(copied))?;
         conn.busy_timeout(Duration::from_secs(1)).map_err(sqlite_error(copied))?;
         fold_wal(&conn, copied, BUSY_WAIT)?;
-        // Out of WAL mode only once no other connection is open (the
-        // store's checkpoint thread lets go of its own a moment after the
-        // store has closed); until then SQLite stays in WAL and says so.
+        // Out of WAL mode only once no other connection is open. The
+        // store's are all closed by now (its close joins its threads, and
+        // its last handle is dropped); the wait covers another program
+        // that has the copy open, such as someone looking into it.
         let deadline = Instant::now() + BUSY_WAIT;
         loop {
             match conn.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get::<_, String>(0)) {
@@ -302,8 +303,8 @@ fn finish(copied: &Path, target: &Path) -> Result<u64, BackupError> {
 /// Copies the whole write-ahead log into the database and empties it, so
 /// that the database file alone holds everything. A checkpoint held up by
 /// another connection's checkpoint or reader reports busy, and is tried
-/// again: the store's checkpoint thread may be finishing one of its own
-/// just after the store has closed.
+/// again for a while: another program may have the file open for a
+/// moment.
 fn fold_wal(conn: &Connection, db: &Path, wait: Duration) -> Result<(), BackupError> {
     let deadline = Instant::now() + wait;
     loop {

@@ -185,7 +185,7 @@ struct Inner {
     /// minute with the count, not one per entry.
     dropped_events: RateLimit,
     /// What the check of the database after opening found.
-    damage: tokio::sync::watch::Receiver<Option<String>>,
+    damage: damage::BackgroundCheck,
 }
 
 impl Store {
@@ -263,7 +263,7 @@ impl Store {
             progress,
             faults,
             dropped_events: RateLimit::new(1, Duration::from_secs(60)),
-            damage: damage::check_in_background(path, options.low_background_priority),
+            damage: damage::BackgroundCheck::start(path, options.low_background_priority),
         };
         Ok((Self { inner: Arc::new(inner) }, recovered))
     }
@@ -493,7 +493,7 @@ impl Store {
     /// [`commit_trouble`](Self::commit_trouble) together.
     pub fn health(&self) -> StoreHealth {
         StoreHealth {
-            damage: self.inner.damage.borrow().clone(),
+            damage: self.inner.damage.found.borrow().clone(),
             commit_trouble: self.inner.progress.trouble.borrow().clone(),
         }
     }
@@ -502,7 +502,7 @@ impl Store {
     /// opened (it runs in the background, see the `damage` module); `None`
     /// while it runs and when the file is sound.
     pub fn damage(&self) -> tokio::sync::watch::Receiver<Option<String>> {
-        self.inner.damage.clone()
+        self.inner.damage.found.clone()
     }
 
     /// The number of pending messages of a queue; O(1).
@@ -575,7 +575,10 @@ impl Store {
     }
 
     /// Stops the writer after the operations already submitted and waits for
-    /// it; later writes fail with [`StoreError::Closed`].
+    /// it and its threads, and stops the background check; later writes
+    /// fail with [`StoreError::Closed`]. Once it returns, nothing writes
+    /// the files and only the handles' read connections stay open, until
+    /// the last handle is dropped.
     pub async fn close(&self) {
         // The inbound log first: what it holds goes to the writer before
         // the writer is told to stop.
@@ -589,6 +592,9 @@ impl Store {
         let handle = self.inner.writer.lock_unpoisoned().take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        if let Some(check) = self.inner.damage.stop() {
+            let _ = tokio::task::spawn_blocking(move || check.join()).await;
         }
     }
 }

@@ -69,6 +69,11 @@ pub(super) struct Writer {
     wal: PathBuf,
     wal_file: Option<(File, u64)>,
     checkpointer: std::sync::mpsc::SyncSender<()>,
+    /// The sync and checkpoint threads, joined when the writer ends: once
+    /// [`Store::close`](super::Store::close) returns, no connection of the
+    /// store is open, and a backup or a copy of the files sees them at
+    /// rest.
+    helpers: Vec<std::thread::JoinHandle<()>>,
     /// How far the inbound log is committed, and the same figure for the
     /// log's thread, which writes over a file once all of it is committed.
     log: LogProgress,
@@ -110,22 +115,24 @@ impl Writer {
     ) -> std::io::Result<Self> {
         let Shared { queues, progress, faults } = shared;
         let low_priority = options.low_background_priority;
+        let mut helpers = Vec::with_capacity(2);
         let syncer = match options.durability {
             Durability::Normal => None,
             Durability::Full => {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let wal = wal.clone();
-                std::thread::Builder::new().name("store-sync".into()).spawn(move || sync_loop(&wal, &rx))?;
+                helpers
+                    .push(std::thread::Builder::new().name("store-sync".into()).spawn(move || sync_loop(&wal, &rx))?);
                 Some(tx)
             }
         };
         let (nudge, nudged) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new().name("store-checkpoint".into()).spawn(move || {
+        helpers.push(std::thread::Builder::new().name("store-checkpoint".into()).spawn(move || {
             if low_priority {
                 run_in_background();
             }
             checkpoint_loop(&checkpoints, &nudged);
-        })?;
+        })?);
         let log = LogProgress { applied: progress.applied.load(Ordering::Acquire), stuck: false };
         Ok(Self {
             conn,
@@ -135,6 +142,7 @@ impl Writer {
             wal,
             wal_file: None,
             checkpointer: nudge,
+            helpers,
             log,
             progress,
             held: Vec::new(),
@@ -146,7 +154,19 @@ impl Writer {
         })
     }
 
+    /// Commits what it is sent until told to stop or until every sender
+    /// is gone, then stops its helper threads.
     pub(super) fn run(mut self) {
+        self.serve();
+        let Self { checkpointer, syncer, helpers, .. } = self;
+        // Their channels closed, each finishes what it has and returns.
+        drop((checkpointer, syncer));
+        for thread in helpers {
+            let _ = thread.join();
+        }
+    }
+
+    fn serve(&mut self) {
         if self.low_priority {
             run_in_background();
         }

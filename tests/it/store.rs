@@ -476,6 +476,27 @@ async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
     assert!(after <= 17 << 20, "the log is truncated to journal_size_limit after a burst: {after} bytes");
 }
 
+/// Once `close` returns, no connection of the store is open, even with a
+/// checkpoint just nudged by the last commit: the files are at rest for a
+/// backup or a copy, and SQLite lets the file leave WAL mode at once.
+#[tokio::test]
+async fn close_returns_with_every_connection_of_the_store_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    for round in 0..3 {
+        let store = open(&dir);
+        for n in 0..20 {
+            store.commit_inbound(inbound(round * 100 + n, &["Out"])).await.unwrap();
+        }
+        store.close().await;
+        drop(store);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mode: String = conn.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "delete", "round {round}: another connection is still open");
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
+    }
+}
+
 #[tokio::test]
 async fn delivering_messages_return_to_the_head_of_the_queue_on_reopen() {
     let dir = tempfile::tempdir().unwrap();
