@@ -133,6 +133,12 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
+/// Nodes (values, lists and maps, aliases expanded) a file may hold: a
+/// productions file of a hundred productions of ten items each has about
+/// 30,000, and a file that expands further through aliases is refused
+/// sooner than at the parser's own limit of 250,000.
+const MAX_NODES: usize = 100_000;
+
 /// Parses YAML text into a tree, or says where the syntax is wrong.
 ///
 /// YAML 1.1 booleans (`yes`, `no`, `on`, `off`, `y`, `n`) stay text, so that
@@ -143,6 +149,7 @@ pub(crate) fn parse(text: &str) -> Result<Node, Problem> {
         strict_booleans: true,
         duplicate_keys: DuplicateKeyPolicy::LastWins,
         with_snippet: false,
+        budget: serde_saphyr::budget! { max_nodes: MAX_NODES },
     };
     serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|err| {
         let mut message = err.to_string();
@@ -154,14 +161,15 @@ pub(crate) fn parse(text: &str) -> Result<Node, Problem> {
                 message = stripped.to_owned();
             }
         }
-        Problem {
-            path: String::new(),
-            message: format!(
-                "YAML syntax error: {message}; check the indentation, and quote values that contain `: `, `#`, \
-                 `[`, `]`, `{{` or `}}`"
-            ),
-            position,
-        }
+        // The parser's limits (nodes, depth, aliases) guard against a file
+        // that expands without end; hitting one is not an indentation slip.
+        let hint = if matches!(err, serde_saphyr::Error::Budget { .. }) || message.contains("budget breached") {
+            "the file is too large, too deeply nested, or expands too far through aliases (`*name`), \
+             far beyond any productions file: look for an alias repeated by mistake"
+        } else {
+            "check the indentation, and quote values that contain `: `, `#`, `[`, `]`, `{` or `}`"
+        };
+        Problem { path: String::new(), message: format!("YAML syntax error: {message}; {hint}"), position }
     })
 }
 
@@ -187,6 +195,23 @@ mod tests {
         assert_eq!(problem.position, Some(Position { line: 4, column: 3 }));
         assert!(problem.message.starts_with("YAML syntax error: "), "{}", problem.message);
         assert!(!problem.message.contains(" at line "), "{}", problem.message);
+    }
+
+    /// Aliases nested to expand a few lines into millions of nodes are
+    /// refused, and the error says so rather than blaming indentation.
+    #[test]
+    fn aliases_that_expand_without_end_are_refused_as_such() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for n in 1..9 {
+            let refs = vec![format!("*a{}", n - 1); 10].join(", ");
+            text.push_str(&format!("a{n}: &a{n} [{refs}]\n"));
+        }
+        text.push_str("productions: *a8\n");
+        let started = std::time::Instant::now();
+        let problem = parse(&text).unwrap_err();
+        assert!(problem.message.contains("expands too far through aliases"), "{}", problem.message);
+        assert!(!problem.message.contains("indentation"), "{}", problem.message);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
     }
 
     #[test]
