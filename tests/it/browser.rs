@@ -159,6 +159,8 @@ async fn a_user_stops_starts_finds_edits_and_resends_in_a_browser() {
     screenshot(&client, "overview", 360).await;
     screenshot(&client, "overview", 1280).await;
     let stop = client.find(Locator::Css("button[data-post$='/stop']")).await.unwrap();
+    let start = client.find(Locator::Css("button[data-post$='/start']")).await.unwrap();
+    assert!(!start.is_displayed().await.unwrap(), "Start is offered for a running production");
     stop.click().await.unwrap();
     // The confirmation opens a moment after the click.
     let deadline = Instant::now() + WAIT;
@@ -167,8 +169,20 @@ async fn a_user_stops_starts_finds_edits_and_resends_in_a_browser() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(wait_text(&client, "h2 .badge", "stopped").await, "the badge follows the status stream");
+    let stop = client.find(Locator::Css("button[data-post$='/stop']")).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while stop.is_displayed().await.unwrap() {
+        assert!(Instant::now() < deadline, "Stop is still offered for a stopped production");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     client.find(Locator::Css("button[data-post$='/start']")).await.unwrap().click().await.unwrap();
     assert!(wait_text(&client, "h2 .badge", "running").await);
+    let start = client.find(Locator::Css("button[data-post$='/start']")).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while start.is_displayed().await.unwrap() {
+        assert!(Instant::now() < deadline, "Start is still offered once the production runs again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Find the message by its control id.
     client.find(Locator::LinkText("Messages")).await.unwrap().click().await.unwrap();

@@ -94,10 +94,14 @@
       let status;
       try { status = JSON.parse(event.data); } catch (_) { return; }
       const set = (key, value) => {
+        const text = value === null || value === undefined ? "" : String(value);
         document.querySelectorAll('[data-k="' + CSS.escape(key) + '"]').forEach((el) => {
-          const text = value === null || value === undefined ? "" : String(value);
           if (el.classList.contains("badge")) el.dataset.state = text;
           if (el.textContent !== text) el.textContent = text;
+        });
+        // Elements that only follow the state, such as the controls.
+        document.querySelectorAll('[data-s="' + CSS.escape(key) + '"]').forEach((el) => {
+          el.dataset.state = text;
         });
       };
       for (const p of status.productions || []) {

@@ -20,10 +20,12 @@ pub(super) fn routes() -> Router<App> {
         .route("/productions/{production}/items/{item}", get(item))
 }
 
+/// Start and Stop; the stylesheet shows the one that applies to the
+/// production's state, which the status stream keeps current (`data-s`).
 fn production_controls(root: &Root, p: &ProductionStatus) -> Markup {
     let base = format!("api/v1/productions/{}", seg(&p.id));
     html! {
-        span.controls {
+        span.controls data-s=(format!("p:{}:state", p.id)) data-state=(p.state.as_str()) {
             (action(root, &format!("{base}/start"), "Start", None))
             (action(root, &format!("{base}/stop"), "Stop", Some(&format!("Stop {}? Messages wait in the queues until it starts again.", p.name))))
         }
