@@ -149,9 +149,9 @@ pub use faults::{FaultHook, Refuse};
 #[doc(hidden)]
 pub use log_files::{read_delivery_log, read_inbound_log};
 pub use model::{
-    Commanded, Committed, Durability, Event, EventLevel, EventPage, EventQuery, Finished, Header, InlineRoute,
-    MessageDetail, MessagePage, MessageQuery, MessageSummary, NewInbound, PurgeStats, Queued, Recovered, RouteDecision,
-    Routed, RoutedOutput, Status, StoreHealth, StoreOptions, StoredEvent,
+    Commanded, Committed, Durability, Event, EventLevel, EventPage, EventQuery, Finished, InlineRoute, MessageDetail,
+    MessagePage, MessageQuery, MessageSummary, NewInbound, PurgeStats, Queued, Recovered, RouteDecision, Routed,
+    RoutedOutput, Status, StoreHealth, StoreOptions, StoredEvent,
 };
 pub use pending::Pending;
 pub use published::PublishedTopics;

@@ -234,33 +234,6 @@ pub struct Queued {
     pub attempts: u32,
 }
 
-/// A stored header, for inspection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Header {
-    /// Header id.
-    pub id: i64,
-    /// Session id.
-    pub session_id: i64,
-    /// The header that caused this one.
-    pub parent_id: Option<i64>,
-    /// Production id.
-    pub production: String,
-    /// Where it came from.
-    pub source: String,
-    /// The item it is for.
-    pub target: String,
-    /// Status.
-    pub status: Status,
-    /// MSH-10.
-    pub control_id: Option<String>,
-    /// MSH-9.
-    pub message_type: Option<String>,
-    /// Attempts.
-    pub attempts: u32,
-    /// Error text.
-    pub error: Option<String>,
-}
-
 /// The state an operator last commanded for a production, kept across
 /// restarts: a production stopped by hand stays stopped after one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::Store;
 use super::error::StoreError;
-use super::model::{Commanded, Header, Queued, Status, StoredEvent};
+use super::model::{Commanded, MessageSummary, Queued, Status, StoredEvent};
 use crate::sync::LockExt as _;
 
 /// The most bytes of bodies [`Store::fetch_queue`] hands out at a time, so
@@ -107,15 +107,15 @@ impl Store {
     }
 
     /// One header, for inspection.
-    pub fn header(&self, id: i64) -> Result<Option<Header>, StoreError> {
-        self.read(|c| c.query_row(&format!("{HEADER_SELECT} WHERE id = ?1"), [id], header_row).optional())
+    pub fn header(&self, id: i64) -> Result<Option<MessageSummary>, StoreError> {
+        self.read(|c| c.query_row(&format!("{SUMMARY_SELECT} WHERE id = ?1"), [id], summary_row).optional())
     }
 
     /// All headers of a session, in order: the trace of one inbound message.
-    pub fn session(&self, session_id: i64) -> Result<Vec<Header>, StoreError> {
+    pub fn session(&self, session_id: i64) -> Result<Vec<MessageSummary>, StoreError> {
         self.read(|c| {
-            let mut stmt = c.prepare(&format!("{HEADER_SELECT} WHERE session_id = ?1 ORDER BY id"))?;
-            let rows = stmt.query_map([session_id], header_row)?;
+            let mut stmt = c.prepare(&format!("{SUMMARY_SELECT} WHERE session_id = ?1 ORDER BY id"))?;
+            let rows = stmt.query_map([session_id], summary_row)?;
             rows.collect()
         })
     }
@@ -177,11 +177,20 @@ pub(super) fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> 
     })
 }
 
-const HEADER_SELECT: &str = "SELECT id, session_id, parent_id, production, source, target, status, control_id, message_type, attempts, error_text FROM header";
+/// The columns of a [`MessageSummary`], in the order [`summary_row`] reads
+/// them. Every read of whole headers (one by id, a session's trace, a
+/// search's page and a message's detail) selects these and reads them
+/// with [`summary_row`], so that a list, a detail page and an inspection
+/// show the same fields, and a column added is added to all of them.
+pub(super) const SUMMARY_SELECT: &str =
+    "SELECT id, session_id, parent_id, production, source, target, status, control_id,
+     message_type, patient_id, patient_name, attempts, error_text, created_at, updated_at, resent_from FROM header";
 
-fn header_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Header> {
+/// A header from [`SUMMARY_SELECT`]. A status this version does not know
+/// reads as `error`, so that one odd row does not fail a whole page.
+pub(super) fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageSummary> {
     let status: String = r.get(6)?;
-    Ok(Header {
+    Ok(MessageSummary {
         id: r.get(0)?,
         session_id: r.get(1)?,
         parent_id: r.get(2)?,
@@ -191,7 +200,12 @@ fn header_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Header> {
         status: Status::parse(&status).unwrap_or(Status::Error),
         control_id: r.get(7)?,
         message_type: r.get(8)?,
-        attempts: r.get::<_, i64>(9)? as u32,
-        error: r.get(10)?,
+        patient_id: r.get(9)?,
+        patient_name: r.get(10)?,
+        attempts: r.get::<_, i64>(11)?.clamp(0, i64::from(u32::MAX)) as u32,
+        error: r.get(12)?,
+        created_at: r.get(13)?,
+        updated_at: r.get(14)?,
+        resent_from: r.get(15)?,
     })
 }

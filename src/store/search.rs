@@ -52,14 +52,13 @@ use std::collections::HashMap;
 
 use memchr::memmem::Finder;
 use rusqlite::types::{Type, Value};
-use rusqlite::{Connection, OptionalExtension as _, Row, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension as _, params, params_from_iter};
 
 use super::Store;
 use super::error::StoreError;
 use super::facts::cut;
-use super::model::{
-    EventLevel, EventPage, EventQuery, MessageDetail, MessagePage, MessageQuery, MessageSummary, Status,
-};
+use super::model::{EventLevel, EventPage, EventQuery, MessageDetail, MessagePage, MessageQuery, Status};
+use super::read::{SUMMARY_SELECT, summary_row};
 use super::schema::BLOCK_BITS;
 use super::sql::RESENDABLE;
 use crate::sync::LockExt as _;
@@ -99,32 +98,6 @@ impl Default for SearchBudget {
 const EVENT_BUDGET: i64 = 1 << 20;
 /// Event ids examined per query of an event search.
 const EVENT_WINDOW: i64 = 1 << 16;
-
-/// The columns of a [`MessageSummary`], in the order [`summary_row`] reads.
-const SUMMARY: &str = "SELECT id, session_id, parent_id, production, source, target, status, control_id, message_type,
-     patient_id, patient_name, attempts, error_text, created_at, updated_at, resent_from FROM header";
-
-fn summary_row(r: &Row<'_>) -> rusqlite::Result<MessageSummary> {
-    let status: String = r.get(6)?;
-    Ok(MessageSummary {
-        id: r.get(0)?,
-        session_id: r.get(1)?,
-        parent_id: r.get(2)?,
-        production: r.get(3)?,
-        source: r.get(4)?,
-        target: r.get(5)?,
-        status: Status::parse(&status).unwrap_or(Status::Error),
-        control_id: r.get(7)?,
-        message_type: r.get(8)?,
-        patient_id: r.get(9)?,
-        patient_name: r.get(10)?,
-        attempts: r.get::<_, i64>(11)?.clamp(0, i64::from(u32::MAX)) as u32,
-        error: r.get(12)?,
-        created_at: r.get(13)?,
-        updated_at: r.get(14)?,
-        resent_from: r.get(15)?,
-    })
-}
 
 impl Store {
     fn search<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -169,8 +142,10 @@ impl Store {
     /// there is no header `id`.
     pub fn message_detail(&self, id: i64) -> Result<Option<MessageDetail>, StoreError> {
         self.search(|c| {
-            let Some(summary) =
-                c.prepare_cached(&format!("{SUMMARY} WHERE id = ?1"))?.query_row([id], summary_row).optional()?
+            let Some(summary) = c
+                .prepare_cached(&format!("{SUMMARY_SELECT} WHERE id = ?1"))?
+                .query_row([id], summary_row)
+                .optional()?
             else {
                 return Ok(None);
             };
@@ -184,7 +159,7 @@ impl Store {
                 .query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?.into())))
                 .optional()?;
             let trace = c
-                .prepare_cached(&format!("{SUMMARY} WHERE session_id = ?1 ORDER BY id"))?
+                .prepare_cached(&format!("{SUMMARY_SELECT} WHERE session_id = ?1 ORDER BY id"))?
                 .query_map([summary.session_id], summary_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             // Copies stay in their original's session.
@@ -729,7 +704,7 @@ fn find(
             break;
         }
     }
-    let mut summary = c.prepare_cached(&format!("{SUMMARY} WHERE id = ?1"))?;
+    let mut summary = c.prepare_cached(&format!("{SUMMARY_SELECT} WHERE id = ?1"))?;
     let mut messages = Vec::with_capacity(found.len());
     for id in found {
         messages.extend(summary.query_row([id], summary_row).optional()?);

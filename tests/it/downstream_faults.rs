@@ -18,7 +18,7 @@ use futures_util::StreamExt as _;
 use switchboard::engine::{CommandSource, Engine};
 use switchboard::hl7::{AckBuilder, AckCode, Message};
 use switchboard::mllp::{MllpCodec, MllpFrame};
-use switchboard::store::{Header, Status, Store};
+use switchboard::store::{MessageSummary, Status, Store};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -195,7 +195,7 @@ impl Setup {
 
     /// Waits for `id`'s final `status`, and checks that the reply kept
     /// with it is its own (MSA-2 names it), or, for `unreadable`, is that.
-    async fn settled(&self, id: &str, status: Status) -> Header {
+    async fn settled(&self, id: &str, status: Status) -> MessageSummary {
         let h = wait_status(self.store(), "Out", id, status, WAIT).await;
         let kept = self.store().reply(h.id).unwrap();
         if let Some(kept) = kept.as_deref()

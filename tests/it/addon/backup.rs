@@ -16,7 +16,7 @@ use switchboard::backup::{self, Copied, Restored};
 use switchboard::engine::Engine;
 use switchboard::hl7::{Message, Reply};
 use switchboard::mllp::MllpClient;
-use switchboard::store::{Header, Refuse, Status, Store, StoreOptions};
+use switchboard::store::{MessageSummary, Refuse, Status, Store, StoreOptions};
 use tokio::time::Instant;
 
 use crate::common::{self, PRODUCTION, Receiver, all_headers, free_port, hl7};
@@ -179,7 +179,7 @@ async fn engine_in(dir: &Path, yaml: &str) -> Engine {
 
 /// The headers of the store a copy restores to, restored into a folder of
 /// its own under `dir`.
-async fn restore(copy: &Path, dir: &Path, name: &str) -> Vec<Header> {
+async fn restore(copy: &Path, dir: &Path, name: &str) -> Vec<MessageSummary> {
     let folder = dir.join(name);
     std::fs::create_dir(&folder).unwrap();
     std::fs::copy(copy, folder.join(backup::COPY_FILE)).unwrap();
@@ -190,7 +190,7 @@ async fn restore(copy: &Path, dir: &Path, name: &str) -> Vec<Header> {
     headers
 }
 
-fn status_of(headers: &[Header], target: &str, control_id: &str) -> Option<Status> {
+fn status_of(headers: &[MessageSummary], target: &str, control_id: &str) -> Option<Status> {
     headers.iter().find(|h| h.target == target && h.control_id.as_deref() == Some(control_id)).map(|h| h.status)
 }
 

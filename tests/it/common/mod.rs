@@ -13,7 +13,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use switchboard::engine::{Engine, EngineStatus, ItemState, ProductionState};
 use switchboard::hl7::{AckBuilder, AckCode, Message, Reply};
 use switchboard::mllp::{MllpClient, MllpCodec, MllpFrame};
-use switchboard::store::{Header, Status, Store, StoreOptions};
+use switchboard::store::{MessageSummary, Status, Store, StoreOptions};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -458,7 +458,7 @@ pub(crate) async fn eventually(timeout: Duration, mut check: impl FnMut() -> boo
 }
 
 /// Every header in the store, in id order.
-pub(crate) fn all_headers(store: &Store) -> Vec<Header> {
+pub(crate) fn all_headers(store: &Store) -> Vec<MessageSummary> {
     let mut headers = Vec::new();
     let mut misses = 0;
     for id in 1..1_000_000 {
@@ -479,12 +479,12 @@ pub(crate) fn all_headers(store: &Store) -> Vec<Header> {
 }
 
 /// The headers whose target is `item`, in id (queue) order.
-pub(crate) fn headers_for(store: &Store, item: &str) -> Vec<Header> {
+pub(crate) fn headers_for(store: &Store, item: &str) -> Vec<MessageSummary> {
     all_headers(store).into_iter().filter(|h| h.production == PRODUCTION && h.target == item).collect()
 }
 
 /// The header for `item` of the message with this control id.
-pub(crate) fn header(store: &Store, item: &str, control_id: &str) -> Header {
+pub(crate) fn header(store: &Store, item: &str, control_id: &str) -> MessageSummary {
     headers_for(store, item)
         .into_iter()
         .find(|h| h.control_id.as_deref() == Some(control_id))
@@ -498,7 +498,7 @@ pub(crate) async fn wait_status(
     control_id: &str,
     status: Status,
     timeout: Duration,
-) -> Header {
+) -> MessageSummary {
     let deadline = Instant::now() + timeout;
     loop {
         let found = headers_for(store, item).into_iter().find(|h| h.control_id.as_deref() == Some(control_id));
