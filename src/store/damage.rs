@@ -24,6 +24,10 @@ use super::disk::run_in_background;
 use super::error::StoreError;
 use crate::sync::LockExt as _;
 
+/// How long the background check waits for a lock another connection
+/// holds for a moment.
+const CHECK_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Lines of `PRAGMA integrity_check` reported; the first few say where.
 const FINDINGS: usize = 10;
 
@@ -67,7 +71,9 @@ impl BackgroundCheck {
     /// of its own (at the lowest priority with `low_priority`).
     pub(super) fn start(path: &Path, low_priority: bool) -> Self {
         let (tx, found) = watch::channel(None);
-        let conn = match open_read_only(path) {
+        // A checkpoint that truncates the write-ahead log turns readers
+        // away for a moment; the check waits rather than giving up.
+        let conn = match open_read_only(path).and_then(|conn| conn.busy_timeout(CHECK_BUSY_WAIT).map(|()| conn)) {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::debug!(error = %e, "the check of the message store cannot open the file");
@@ -115,8 +121,9 @@ fn findings(conn: &Connection, path: &Path) -> Option<String> {
         {
             message.unwrap_or_else(|| failure.to_string())
         }
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::OperationInterrupted) => return None,
         Err(e) => {
-            tracing::debug!(error = %e, "the check of the message store did not finish");
+            tracing::info!(error = %e, "the check of the message store for damage did not finish");
             return None;
         }
     };
