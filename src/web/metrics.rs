@@ -73,6 +73,13 @@ where
     family
 }
 
+/// A gauge without labels, registered with its value.
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let gauge = Gauge::<i64>::default();
+    gauge.set(value);
+    registry.register(name, help, gauge);
+}
+
 pub(super) async fn serve(State(app): State<App>) -> Response {
     let status = app.engine.status();
     let mut registry = Registry::with_prefix("switchboard");
@@ -89,8 +96,6 @@ pub(super) async fn serve(State(app): State<App>) -> Response {
         "certificate_expiry_timestamp_seconds",
         "When the first certificate of a TLS configuration expires (Unix time)",
     );
-    let store_bytes = Gauge::<i64>::default();
-    registry.register("store_size_bytes", "Size of the message store on disk", store_bytes.clone());
     let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     for p in &status.productions {
         running.get_or_create(&ProductionLabels { production: p.id.clone() }).set(i64::from(p.state.is_up()));
@@ -109,21 +114,19 @@ pub(super) async fn serve(State(app): State<App>) -> Response {
             expiry.get_or_create(&TlsLabels { tls: c.name.clone() }).set(at.unix_timestamp());
         }
     }
-    store_bytes.set(as_i64(status.store_bytes));
-    let damaged = Gauge::<i64>::default();
-    registry.register(
+    gauge(&mut registry, "store_size_bytes", "Size of the message store on disk", as_i64(status.store_bytes));
+    gauge(
+        &mut registry,
         "store_damaged",
         "1 once the integrity check found the store's database damaged",
-        damaged.clone(),
+        i64::from(status.store.damage.is_some()),
     );
-    damaged.set(i64::from(status.store.damage.is_some()));
-    let blocked = Gauge::<i64>::default();
-    registry.register(
+    gauge(
+        &mut registry,
         "store_commits_failing",
         "1 while the store cannot commit (a full disk, for one); messages wait in its logs",
-        blocked.clone(),
+        i64::from(status.store.commit_trouble.is_some()),
     );
-    blocked.set(i64::from(status.store.commit_trouble.is_some()));
     let latency: Family<ItemLabels, Histogram> = family(
         &mut registry,
         "delivery_duration_seconds",
@@ -133,9 +136,8 @@ pub(super) async fn serve(State(app): State<App>) -> Response {
         *latency.get_or_create(&ItemLabels { production, item }).0.lock_unpoisoned() = snapshot;
     }
     if let Some(mqtt) = &app.mqtt {
-        let connected = Gauge::<i64>::default();
-        registry.register("mqtt_connected", "1 while connected to the MQTT broker", connected.clone());
-        connected.set(i64::from(matches!(*mqtt.borrow(), crate::ha::MqttStatus::Connected(_))));
+        let connected = matches!(*mqtt.borrow(), crate::ha::MqttStatus::Connected(_));
+        gauge(&mut registry, "mqtt_connected", "1 while connected to the MQTT broker", i64::from(connected));
     }
     let mut body = String::new();
     if prometheus_client::encoding::text::encode(&mut body, &registry).is_err() {
