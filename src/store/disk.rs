@@ -13,12 +13,15 @@ use rusqlite::{Connection, OpenFlags};
 use super::error::StoreError;
 use super::protocol::Done;
 
+/// How long a connection of the store waits for a lock another holds.
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // Must be set before the first table exists to take effect.
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -59,6 +59,15 @@ const HELD_RETRY: Duration = Duration::from_secs(1);
 /// is tried every [`HELD_RETRY`] while the disk stays full.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Size of the write-ahead log past which the writer empties it itself
+/// (see [`Writer::restart_starved_log`]): twice what the checkpoint thread
+/// lets it reach.
+const STARVED_LOG_BYTES: u64 = 32 * 1024 * 1024;
+/// How long the writer waits for readers to let go of the log then.
+const STARVED_LOG_WAIT: Duration = Duration::from_millis(50);
+/// When it tries again after readers kept it from emptying the log.
+const STARVED_LOG_RETRY: Duration = Duration::from_millis(100);
+
 pub(super) struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<Op>,
@@ -91,6 +100,8 @@ pub(super) struct Writer {
     failing: Option<Failing>,
     /// Run at [`BACKGROUND_NICE`](super::disk::BACKGROUND_NICE).
     low_priority: bool,
+    /// When the writer may next try to empty a starved log.
+    next_log_restart: Instant,
     faults: FaultHook,
 }
 
@@ -150,6 +161,7 @@ impl Writer {
             holding: false,
             failing: None,
             low_priority,
+            next_log_restart: Instant::now(),
             faults,
         })
     }
@@ -246,6 +258,47 @@ impl Writer {
         for (pages, reply) in vacuum {
             let freed = incremental_vacuum(&self.conn, pages);
             let _ = reply.send(freed.map_err(StoreError::from));
+        }
+        self.restart_starved_log();
+    }
+
+    /// Empties the write-ahead log between two commits once it is past
+    /// [`STARVED_LOG_BYTES`].
+    ///
+    /// The checkpoint thread starts the log over at a quarter of that, but
+    /// it needs the write lock for it, and transactions that follow each
+    /// other without a pause (a purge's batches, a burst of traffic) can
+    /// keep it from ever getting it: the log then grew with every batch, to
+    /// 144 MB for a purge of 170,000 headers. The writer holds the lock
+    /// already, so here only readers can be in the way; they get a moment
+    /// and no more, since commits wait meanwhile, and a busy log is tried
+    /// again after [`STARVED_LOG_RETRY`].
+    fn restart_starved_log(&mut self) {
+        if Instant::now() < self.next_log_restart {
+            return;
+        }
+        let Ok(len) = std::fs::metadata(&self.wal).map(|m| m.len()) else { return };
+        if len <= STARVED_LOG_BYTES {
+            return;
+        }
+        let result = self.conn.busy_timeout(STARVED_LOG_WAIT).and_then(|()| {
+            let busy = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+            self.conn.busy_timeout(super::disk::BUSY_TIMEOUT)?;
+            busy
+        });
+        match result {
+            Ok(0) => tracing::debug!(bytes = len, "the write-ahead log was emptied between two commits"),
+            Ok(_) => {
+                self.next_log_restart = Instant::now() + STARVED_LOG_RETRY;
+                tracing::debug!(
+                    bytes = len,
+                    "readers kept the write-ahead log from being emptied; tried again shortly"
+                );
+            }
+            Err(e) => {
+                self.next_log_restart = Instant::now() + STARVED_LOG_RETRY;
+                tracing::debug!(error = %e, bytes = len, "cannot empty the write-ahead log between two commits");
+            }
         }
     }
 
