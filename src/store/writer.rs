@@ -63,8 +63,10 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// (see [`Writer::restart_starved_log`]): twice what the checkpoint thread
 /// lets it reach.
 const STARVED_LOG_BYTES: u64 = 32 * 1024 * 1024;
-/// How long the writer waits for readers to let go of the log then.
-const STARVED_LOG_WAIT: Duration = Duration::from_millis(50);
+/// How long the writer waits, at most, for the log to be free to empty
+/// then (commits wait meanwhile), and for a reader each try.
+const STARVED_LOG_WAIT: Duration = Duration::from_millis(500);
+const STARVED_LOG_READERS: Duration = Duration::from_millis(50);
 /// When it tries again after readers kept it from emptying the log.
 const STARVED_LOG_RETRY: Duration = Duration::from_millis(100);
 
@@ -270,8 +272,9 @@ impl Writer {
     /// other without a pause (a purge's batches, a burst of traffic) can
     /// keep it from ever getting it: the log then grew with every batch, to
     /// 144 MB for a purge of 170,000 headers. The writer holds the lock
-    /// already, so here only readers can be in the way; they get a moment
-    /// and no more, since commits wait meanwhile, and a busy log is tried
+    /// already, so here only the checkpoint thread's own copying and
+    /// readers can be in the way; they get [`STARVED_LOG_WAIT`] and no
+    /// more, since commits wait meanwhile, and a log still busy is tried
     /// again after [`STARVED_LOG_RETRY`].
     fn restart_starved_log(&mut self) {
         if Instant::now() < self.next_log_restart {
@@ -281,8 +284,16 @@ impl Writer {
         if len <= STARVED_LOG_BYTES {
             return;
         }
-        let result = self.conn.busy_timeout(STARVED_LOG_WAIT).and_then(|()| {
-            let busy = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        // Busy at once while the checkpoint thread copies frames of its
+        // own: the log is emptied as soon as it is done, within a bound.
+        let deadline = Instant::now() + STARVED_LOG_WAIT;
+        let result = self.conn.busy_timeout(STARVED_LOG_READERS).and_then(|()| {
+            let busy = loop {
+                match self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)) {
+                    Ok(busy) if busy != 0 && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                    other => break other,
+                }
+            };
             self.conn.busy_timeout(super::disk::BUSY_TIMEOUT)?;
             busy
         });
@@ -290,10 +301,7 @@ impl Writer {
             Ok(0) => tracing::debug!(bytes = len, "the write-ahead log was emptied between two commits"),
             Ok(_) => {
                 self.next_log_restart = Instant::now() + STARVED_LOG_RETRY;
-                tracing::debug!(
-                    bytes = len,
-                    "readers kept the write-ahead log from being emptied; tried again shortly"
-                );
+                tracing::debug!(bytes = len, "the write-ahead log stayed busy; tried again shortly");
             }
             Err(e) => {
                 self.next_log_restart = Instant::now() + STARVED_LOG_RETRY;

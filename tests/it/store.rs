@@ -597,9 +597,10 @@ async fn a_large_purge_keeps_the_write_ahead_log_bounded() {
     let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("purged {} headers in {:?}; the log reached {largest} bytes", stats.headers, purging.elapsed());
     assert_eq!(stats.headers, 2 * MESSAGES as u64);
-    // Past the 32 MiB by what batches add while readers hold it (28 to 44
-    // MiB seen); without the writer's own restart, 129 MiB.
-    assert!(largest < 64 << 20, "the write-ahead log reached {} MiB", largest >> 20);
+    // At most a batch past the 32 MiB (23 to 34 MiB seen, alone and three
+    // at once beside a busy loop); without the writer's own truncation,
+    // 129 MiB.
+    assert!(largest < 48 << 20, "the write-ahead log reached {} MiB", largest >> 20);
     store.close().await;
 }
 
