@@ -69,6 +69,8 @@ const STARVED_LOG_WAIT: Duration = Duration::from_millis(500);
 const STARVED_LOG_READERS: Duration = Duration::from_millis(50);
 /// When it tries again after readers kept it from emptying the log.
 const STARVED_LOG_RETRY: Duration = Duration::from_millis(100);
+/// How often the writer looks at the size of the log at most.
+const STARVED_LOG_CHECK: Duration = Duration::from_millis(20);
 
 pub(super) struct Writer {
     conn: Connection,
@@ -102,8 +104,9 @@ pub(super) struct Writer {
     failing: Option<Failing>,
     /// Run at [`BACKGROUND_NICE`](super::disk::BACKGROUND_NICE).
     low_priority: bool,
-    /// When the writer may next try to empty a starved log.
-    next_log_restart: Instant,
+    /// When the writer next looks at the size of the log (see
+    /// [`Writer::restart_starved_log`]).
+    next_log_check: Instant,
     faults: FaultHook,
 }
 
@@ -163,7 +166,7 @@ impl Writer {
             holding: false,
             failing: None,
             low_priority,
-            next_log_restart: Instant::now(),
+            next_log_check: Instant::now(),
             faults,
         })
     }
@@ -277,9 +280,13 @@ impl Writer {
     /// more, since commits wait meanwhile, and a log still busy is tried
     /// again after [`STARVED_LOG_RETRY`].
     fn restart_starved_log(&mut self) {
-        if Instant::now() < self.next_log_restart {
+        let now = Instant::now();
+        if now < self.next_log_check {
             return;
         }
+        // Not a file system call for every commit: a log growing as fast
+        // as a purge grows it passes the mark by a few MiB in that time.
+        self.next_log_check = now + STARVED_LOG_CHECK;
         let Ok(len) = std::fs::metadata(&self.wal).map(|m| m.len()) else { return };
         if len <= STARVED_LOG_BYTES {
             return;
@@ -300,11 +307,11 @@ impl Writer {
         match result {
             Ok(0) => tracing::debug!(bytes = len, "the write-ahead log was emptied between two commits"),
             Ok(_) => {
-                self.next_log_restart = Instant::now() + STARVED_LOG_RETRY;
+                self.next_log_check = Instant::now() + STARVED_LOG_RETRY;
                 tracing::debug!(bytes = len, "the write-ahead log stayed busy; tried again shortly");
             }
             Err(e) => {
-                self.next_log_restart = Instant::now() + STARVED_LOG_RETRY;
+                self.next_log_check = Instant::now() + STARVED_LOG_RETRY;
                 tracing::debug!(error = %e, bytes = len, "cannot empty the write-ahead log between two commits");
             }
         }
