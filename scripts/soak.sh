@@ -35,6 +35,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")/soak" && pwd)
 FAULTS=$(cd "$(dirname "$0")/faults" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
+# wait_port; its cleanup (with its trap) and log are replaced below.
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 DURATION=${DURATION:-3600}
 RATE=${RATE:-100}
 FLAP_EVERY=${FLAP_EVERY:-300}
@@ -101,21 +104,11 @@ event() { # kind [json fields without braces]
 log() { printf '%s %s\n' "$(date +%T)" "$*"; }
 span() { if (($1 % 60)); then echo "$1 s"; else echo "$(($1 / 60)) min"; fi; }
 
-wait_port() { # port seconds
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on $1 after $2 s" >&2
-    return 1
-}
-
 start_downstream() {
     "$PY" "$FAULTS/downstream.py" --port "$P_DOWN" --ids "$WORK/received.txt" \
         --max-seconds $((DURATION + DRAIN_TIMEOUT + TAIL + 600)) >>"$WORK/downstream.log" 2>&1 &
     DOWNSTREAM=$!
-    wait_port "$P_DOWN" 10
+    wait_port "$P_DOWN"
 }
 
 kill_downstream() {
