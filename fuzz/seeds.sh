@@ -24,6 +24,17 @@ seed_dir() {
   echo "$corpus/$1"
 }
 
+# One seed a line of standard input, seed-1<suffix>, seed-2<suffix>...;
+# leaves n at the number written, for seeds numbered after them.
+seed_lines() { # dir [suffix]
+  n=0
+  local line
+  while IFS= read -r line; do
+    n=$((n + 1))
+    printf '%s' "$line" > "$1/seed-$n${2:-}"
+  done
+}
+
 # --- HL7 ----------------------------------------------------------------
 dir=$(seed_dir hl7_parse)
 for f in "$fixtures"/valid/* "$fixtures"/invalid/*; do
@@ -53,11 +64,7 @@ done
 # --- rules ----------------------------------------------------------------
 # A condition, then after a NUL byte a message to evaluate it on.
 dir=$(seed_dir rule_condition)
-n=0
-while IFS= read -r condition; do
-  n=$((n + 1))
-  printf '%s' "$condition" > "$dir/seed-$n"
-done <<'EOF'
+seed_lines "$dir" <<'EOF'
 MSH-9.1 = "ADT" and MSH-9.2 in ["A01", "A04"]
 PID-7 = ""
 not exists PID-7
@@ -86,11 +93,7 @@ done
 
 # A setting, then after a NUL byte a reply to decide on.
 dir=$(seed_dir reply_actions)
-n=0
-while IFS= read -r setting; do
-  n=$((n + 1))
-  printf '%s' "$setting" > "$dir/seed-$n"
-done <<'EOF'
+seed_lines "$dir" <<'EOF'
 :?R=RF,:?E=S,:~=S,:?A=C,:*=S,:I?=W,:T?=C
 E*must not be empty=C,:?R=RF,:?E=S,:~=S,:?A=C,:*=S
 :?A=C,:?E=S,:*=S
@@ -120,11 +123,7 @@ done
 tr '\n' '\r' < "$fixtures"/config/several_problems.yaml > "$dir/seed-several_problems-cr.yaml"
 
 dir=$(seed_dir addon_options)
-n=0
-while IFS= read -r options; do
-  n=$((n + 1))
-  printf '%s' "$options" > "$dir/seed-$n.json"
-done <<'EOF'
+seed_lines "$dir" .json <<'EOF'
 {"log_level":"warning","productions_file":"feeds.yaml","certificate_warning_days":14,"retention_days":7,"web_allow":["172.30.32.1","10.0.0.0/8","::1",""],"api_port":8088,"api_tokens":["0123456789abcdef0123"],"mqtt":{"host":"broker","port":1884},"discovery_prefix":"ha","instance_id":"lab"}
 {"log_level":"","colour":"blue","mqtt":{"hots":"x","host":""},"api_port":""}
 {"mqtt":{"host":"core-mosquitto","port":"8883","username":"u","password":"p","tls":true,"ca_file":"mqtt-ca.pem","cert_file":"c.pem","key_file":"k.pem","key_password_env":"KEY_PW","skip_host_check":true,"client_id":"sb","keep_alive":60}}
